@@ -1,0 +1,133 @@
+"""A local MongoDB-protocol server for laptop runs and tests.
+
+Starts SecantusDB's ``secantusd-py`` (installed with this project) on a free loopback
+port.  Production uses a real MongoDB; this exists so that ``hpo-coord start`` works
+with nothing else installed, and so the test suite has a real server to talk to.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+import pymongo
+from pymongo.errors import PyMongoError
+
+log = logging.getLogger(__name__)
+
+SERVER_PROGRAM = "secantusd-py"
+
+
+class EmbeddedServerError(RuntimeError):
+    """The embedded server could not be started."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _program() -> str:
+    beside_python = Path(sys.executable).with_name(SERVER_PROGRAM)
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which(SERVER_PROGRAM)
+    if found is None:
+        raise EmbeddedServerError(
+            f"{SERVER_PROGRAM} was not found; install this project with pip "
+            "(it depends on secantusdb) or pass --mongo / set HPO_MONGO_URL"
+        )
+    return found
+
+
+class EmbeddedServer:
+    """A ``secantusd-py`` child process serving ``storage`` on ``127.0.0.1:port``.
+
+    Data under ``storage`` survives :meth:`stop` and :meth:`start`, so a run can be
+    resumed and a test can restart the server mid-run.
+    """
+
+    def __init__(self, storage: Path, port: int | None = None, log_file: Path | None = None):
+        self.storage = Path(storage)
+        self.port = port or free_port()
+        self.log_file = log_file or self.storage.parent / f"{self.storage.name}.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the server and wait until it answers a ping."""
+        self.storage.mkdir(parents=True, exist_ok=True)
+        command = [
+            _program(),
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--storage-path", str(self.storage),
+            "--log-level", "WARNING",
+        ]
+        with open(self.log_file, "ab") as out:
+            self._process = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout
+        client: pymongo.MongoClient = pymongo.MongoClient(self.url, serverSelectionTimeoutMS=500)
+        try:
+            while True:
+                if self._process.poll() is not None:
+                    raise EmbeddedServerError(
+                        f"{SERVER_PROGRAM} exited with code {self._process.returncode}; "
+                        f"see {self.log_file}"
+                    )
+                try:
+                    client.admin.command("ping")
+                    return
+                except PyMongoError:
+                    if time.monotonic() > deadline:
+                        self.stop()
+                        raise EmbeddedServerError(
+                            f"{SERVER_PROGRAM} did not answer within {timeout:.0f} s; "
+                            f"see {self.log_file}"
+                        ) from None
+                    time.sleep(0.1)
+        finally:
+            client.close()
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after ``timeout``)."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def __enter__(self) -> "EmbeddedServer":
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

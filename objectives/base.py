@@ -1,0 +1,90 @@
+"""The contract between the worker and an objective.
+
+An :class:`Experiment` bundles what a run needs: the hyperopt search space, the
+objective, and defaults for the coordinator.  The worker calls::
+
+    result = experiment.objective(params, reporter)
+
+``params`` is the point as plain values (what ``hyperopt.space_eval`` gives for the
+trial).  ``reporter`` is a :class:`Reporter`: the objective calls
+``reporter.report(epoch, **metrics)`` for intermediate metrics (they are stored on the
+job document as they arrive), reads run settings such as an epoch budget from
+``reporter.settings``, and may end early when ``reporter.should_stop()`` is true (the
+worker is shutting down; the job is then returned to the queue, not failed).
+
+The objective returns either a number (the loss) or a hyperopt result dict with at
+least ``status`` and, when the status is ``"ok"``, a finite ``loss``.  Raising an
+exception marks the trial as an error (the optimizer learns that this point failed);
+it is never retried blindly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class Reporter(Protocol):
+    """What an objective may use while it runs."""
+
+    settings: Mapping[str, Any]
+    """Run settings chosen by the coordinator (``hpo-coord start --set KEY=VALUE``)."""
+
+    def report(self, step: int, **metrics: float) -> None:
+        """Record intermediate metrics for ``step`` (usually the epoch, from 1)."""
+
+    def should_stop(self) -> bool:
+        """True once the worker was asked to shut down; stop at the next safe point."""
+
+
+Objective = Callable[[Any, Reporter], "float | Mapping[str, Any]"]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A named, registered experiment.
+
+    ``version`` is part of the run's fingerprint: bump it whenever the objective's
+    meaning changes, so that workers running older code refuse the run's jobs instead
+    of evaluating something else.
+    """
+
+    name: str
+    space: Any
+    objective: Objective
+    max_evals: int = 100
+    algo: str = "tpe"
+    version: str = "1"
+    description: str = ""
+    default_settings: Mapping[str, Any] = field(default_factory=dict)
+    retrain: Callable[[Mapping[str, Any], Mapping[str, Any], Path], Mapping[str, Any]] | None = None
+    """Optional: ``retrain(params, settings, out_dir)`` trains a final model on all the
+    training data (``hpo-coord retrain``), saves it under ``out_dir`` and returns a
+    summary such as test accuracy."""
+
+    def fingerprint(self) -> str:
+        """A stable hash of the space's structure, the name and the version.
+
+        Two processes that built the same space from the same code get the same value.
+        """
+        from hyperopt import pyll
+
+        text = f"{self.name}\n{self.version}\n{pyll.as_apply(self.space)}"
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class NullReporter:
+    """A reporter for calling an objective outside a worker (tests, notebooks)."""
+
+    def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
+        self.settings: Mapping[str, Any] = dict(settings or {})
+        self.metrics: list[dict[str, float]] = []
+
+    def report(self, step: int, **metrics: float) -> None:
+        self.metrics.append({"step": step, **metrics})
+
+    def should_stop(self) -> bool:
+        return False
