@@ -43,6 +43,15 @@ class Reporter(Protocol):
 Objective = Callable[[Any, Reporter], "float | Mapping[str, Any]"]
 
 
+class TrialInterrupted(Exception):
+    """Raised by an objective (or by the worker) to abandon a trial that was asked to stop.
+
+    An objective raises it once ``reporter.should_stop()`` is true, at its next safe
+    point.  It is not a failure of the point being evaluated: the worker returns the job
+    to the queue, where another worker evaluates it from the start.
+    """
+
+
 @dataclass(frozen=True)
 class Experiment:
     """A named, registered experiment.

@@ -14,8 +14,7 @@ from hyperopt import hp
 from objectives.base import Experiment, Reporter
 
 
-def _quadratic(params: dict[str, float], reporter: Reporter) -> float:
-    x = params["x"]
+def _quadratic(x: float, reporter: Reporter) -> float:
     return x**2 - x + 1
 
 

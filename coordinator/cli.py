@@ -1,0 +1,147 @@
+"""``hpo-coord``: start or resume a run, and look at runs."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+from coordinator.algorithms import ALGORITHMS
+from coordinator.start import StartOptions, resume_hint, start_run
+from jobstore.connection import DEFAULT_TIMEOUT_S, url_from_environment
+from jobstore.console import (
+    MONGO_HELP,
+    OBJECTIVE_HELP,
+    PASSWORD_FILE_HELP,
+    fail,
+    not_empty,
+    open_database,
+    register_objectives,
+    setup_logging,
+    user_errors,
+)
+from jobstore.embedded import EmbeddedServer, free_port
+from jobstore.queue import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS
+from jobstore.trials import DEFAULT_POLL_INTERVAL_S
+from objectives.registry import get_experiment
+
+app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
+console = Console()
+
+EMBEDDED_PORT = 27018
+EXIT_INTERRUPTED = 130
+
+
+def parse_settings(pairs: list[str] | None) -> dict[str, Any]:
+    """``["epochs=10", "data_dir=/d"]`` as a dict; values are JSON when they parse as JSON."""
+    settings: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            fail(f"--set expects KEY=VALUE, got {pair!r}")
+        try:
+            settings[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            settings[key.strip()] = raw
+    return settings
+
+
+def _embedded_port() -> int:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", EMBEDDED_PORT))
+        except OSError:
+            return free_port()
+    return EMBEDDED_PORT
+
+
+@app.command()
+def start(
+    exp: Annotated[str, typer.Option(help="Experiment name (see `hpo-coord experiments`).",
+                                     callback=not_empty("--exp"))],
+    run: Annotated[Optional[str], typer.Option(
+        help="Run name (hyperopt's exp_key). Default: the experiment name. Starting an "
+        "existing run resumes it.", callback=not_empty("--run"))] = None,
+    mongo: Annotated[Optional[str], typer.Option(
+        help=MONGO_HELP + " With neither, a local server is started (data in --local-dir).",
+        callback=not_empty("--mongo"))] = None,
+    mongo_password_file: Annotated[Optional[Path], typer.Option(help=PASSWORD_FILE_HELP)] = None,
+    max_evals: Annotated[Optional[int], typer.Option(min=1, help="Trials in the run, counting "
+                                                     "those done before a resume. Default: the experiment's.")] = None,
+    algo: Annotated[Optional[str], typer.Option(help=f"One of {', '.join(ALGORITHMS)}. Default: the experiment's.")] = None,
+    queue: Annotated[int, typer.Option(min=1, help="Suggestions kept waiting in the queue; "
+                                       "at least the number of workers keeps them all busy.")] = 4,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for the algorithm's random state.")] = None,
+    local_workers: Annotated[int, typer.Option(min=0, help="Also start this many workers as child "
+                                               "processes, stopped at the end.")] = 0,
+    poll_interval: Annotated[float, typer.Option(min=0.001, help="Seconds between looks at the queue.")] = DEFAULT_POLL_INTERVAL_S,
+    max_attempts: Annotated[int, typer.Option(min=1, help="Lost-worker claims a trial survives "
+                                              "before it is marked as an error.")] = DEFAULT_MAX_ATTEMPTS,
+    lease: Annotated[float, typer.Option(min=1, help="Coordinator lease (s); also the grace "
+                                         "given to workers after a database outage.")] = DEFAULT_LEASE_S,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Run setting KEY=VALUE passed "
+                                                      "to the objective (e.g. epochs=10). Repeatable.")] = None,
+    objective: Annotated[Optional[list[str]], typer.Option(help=OBJECTIVE_HELP)] = None,
+    local_dir: Annotated[Path, typer.Option(help="Where the local server keeps its data.")] = Path(".hpo"),
+    connect_timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait for the database.")] = DEFAULT_TIMEOUT_S,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
+) -> None:
+    """Start a run, or resume it if it exists, and drive it to --max-evals trials."""
+    setup_logging(log_level)
+    settings = parse_settings(set_)
+    with user_errors():
+        register_objectives(objective)
+        experiment = get_experiment(exp)
+        url = url_from_environment(mongo)
+        server = None
+        if url is None:
+            server = EmbeddedServer(local_dir / "db", port=_embedded_port(), log_file=local_dir / "server.log")
+            server.start()
+            url = f"{server.url}/hpo"
+            console.print(f"local MongoDB-protocol server (SecantusDB) at [bold]{url}[/], data in {local_dir / 'db'}")
+            console.print(f"more workers can attach with: hpo-worker --mongo {url}")
+        try:
+            target, db = open_database(url, mongo_password_file, connect_timeout)
+            run_name = run or experiment.name
+            options = StartOptions(
+                run=run_name, max_evals=max_evals or experiment.max_evals, algo=algo or experiment.algo,
+                queue=queue, seed=seed, local_workers=local_workers, poll_interval=poll_interval,
+                max_attempts=max_attempts, lease=lease, settings=settings,
+                worker_args=[arg for ref in objective or [] for arg in ("--objective", ref)],
+            )
+            try:
+                summary = start_run(db, target, experiment, options, console, url)
+            except KeyboardInterrupt:
+                console.print(f"\nstopped; run [bold]{run_name}[/] is resumable with:\n  "
+                              f"{resume_hint(experiment.name, run_name, None if server else url)}")
+                raise typer.Exit(EXIT_INTERRUPTED) from None
+        finally:
+            if server is not None:
+                server.stop()
+    console.print(f"run [bold]{summary.run}[/]: {summary.done} trial(s) done")
+    if summary.best is None:
+        console.print("no trial succeeded")
+        return
+    console.print(f"best loss {summary.best['loss']:.6g} (trial {summary.best['tid']}), params:")
+    console.print_json(json.dumps(summary.best["params"], default=str))
+
+
+@app.command()
+def experiments() -> None:
+    """List the experiments this installation knows."""
+    from objectives.registry import known_names
+
+    for name in known_names():
+        try:
+            description = get_experiment(name).description
+        except Exception as exc:  # noqa: BLE001 - listing must not fail on one broken entry
+            description = f"(cannot load: {exc})"
+        console.print(f"[bold]{name}[/]  {description}", highlight=False)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,146 @@
+"""``hpo-coord start``: create or resume a run and drive hyperopt's fmin over the queue.
+
+The sequence: resolve the experiment; check or create the run document (same
+experiment and fingerprint on resume); take the run's coordinator lease (a second
+coordinator refuses while this one lives); start the keeper thread (lease renewal,
+requeue of lost jobs) and any local workers; then call ``hyperopt.fmin`` with a
+:class:`~jobstore.trials.MongoTrials` bound to the experiment.  fmin counts the run's
+existing new, running and done trials towards ``max_evals``, so a resumed run never
+exceeds it, and trial ids come from the run's counter, so none is reused.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+import hyperopt
+import numpy as np
+from hyperopt import space_eval
+from pymongo.database import Database
+from rich.console import Console
+
+from coordinator.algorithms import suggest_function
+from coordinator.keeper import RunKeeper
+from coordinator.local_workers import LocalWorkers
+from coordinator.progress import rich_progress
+from jobstore import schema as s
+from jobstore.connection import MongoTarget, mask
+from jobstore.queue import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS
+from jobstore.runs import RunStore
+from jobstore.trials import DEFAULT_POLL_INTERVAL_S, MongoTrials
+from objectives.base import Experiment
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StartOptions:
+    """What ``hpo-coord start``'s options set."""
+
+    run: str
+    max_evals: int
+    algo: str
+    queue: int = 4
+    seed: int | None = None
+    local_workers: int = 0
+    poll_interval: float = DEFAULT_POLL_INTERVAL_S
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    lease: float = DEFAULT_LEASE_S
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    worker_args: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunSummary:
+    """What a finished (or stopped) start reports."""
+
+    run: str
+    done: int
+    best: dict[str, Any] | None
+
+
+def _interrupt_on_sigterm() -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def start_run(
+    db: Database,
+    target: MongoTarget,
+    experiment: Experiment,
+    options: StartOptions,
+    console: Console,
+    worker_url: str,
+) -> RunSummary:
+    """Run fmin until ``options.max_evals`` trials are done; see the module docstring.
+
+    Raises:
+        KeyboardInterrupt: on SIGINT/SIGTERM, after leaving the run resumable.
+        jobstore.errors.UserError: run mismatch, busy run, bad algorithm.
+    """
+    algo = suggest_function(options.algo)
+    runs = RunStore(db, target.jobs_collection)
+    trials = MongoTrials(
+        db, exp_key=options.run, refresh=False, experiment=experiment.name,
+        max_attempts=options.max_attempts, poll_interval=options.poll_interval,
+        jobs_collection=target.jobs_collection,
+    )
+    runs.ensure(
+        options.run, experiment=experiment.name, fingerprint=experiment.fingerprint(),
+        settings={**experiment.default_settings, **options.settings},
+        max_evals=options.max_evals, algo=options.algo,
+    )
+    token = runs.acquire_coordinator(options.run, options.lease)
+    _interrupt_on_sigterm()
+    rstate = np.random.default_rng(options.seed)
+    workers = LocalWorkers(options.local_workers, worker_url, options.run,
+                           extra_args=options.worker_args) if options.local_workers else None
+    try:
+        with RunKeeper(runs, trials.queue, options.run, token, lease_s=options.lease):
+            trials.refresh()
+            already = trials.count_by_state_unsynced(hyperopt.JOB_STATE_DONE)
+            if already:
+                console.print(f"resuming run [bold]{options.run}[/]: {already} trial(s) already done")
+            if workers is not None:
+                workers.start()
+            try:
+                hyperopt.fmin(
+                    experiment.objective, experiment.space, algo=algo, max_evals=options.max_evals,
+                    trials=trials, rstate=rstate, max_queue_len=options.queue,
+                    show_progressbar=rich_progress(console, options.run), verbose=True,
+                    return_argmin=False,
+                )
+            finally:
+                if workers is not None:
+                    workers.stop()
+    finally:
+        runs.release_coordinator(options.run, token)
+    return summarize(trials, options.run, experiment)
+
+
+def summarize(trials: MongoTrials, run: str, experiment: Experiment) -> RunSummary:
+    """The run's done count and best trial (params as the objective saw them)."""
+    trials.refresh()
+    best = trials.best_trial_or_none()
+    done = trials.count_by_state_unsynced(hyperopt.JOB_STATE_DONE)
+    if best is None:
+        return RunSummary(run, done, None)
+    point = s.point_from_vals(best[s.MISC]["vals"])
+    return RunSummary(
+        run, done,
+        {"tid": best[s.TID], "loss": best[s.RESULT]["loss"],
+         "params": s.bson_safe(space_eval(experiment.space, point)), "result": best[s.RESULT]},
+    )
+
+
+def resume_hint(experiment: str, run: str, url: str | None) -> str:
+    """The command that resumes this run."""
+    mongo = f" --mongo '{mask(url)}'" if url else ""
+    return f"hpo-coord start --exp {experiment} --run {run}{mongo}"

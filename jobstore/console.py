@@ -1,0 +1,105 @@
+"""What both command-line programs share: logging, the database option, user errors."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import NoReturn
+
+from pymongo.database import Database
+from rich.console import Console
+from rich.logging import RichHandler
+
+from jobstore.connection import MongoTarget, connect, mask, parse_url, url_from_environment
+from jobstore.errors import UserError
+from objectives.registry import BadObjectiveReference, UnknownExperiment, load_reference, register
+
+EXIT_USER_ERROR = 2
+MONGO_HELP = (
+    "MongoDB URL, mongodb://[USER@]HOST:PORT/DB (or hyperopt's mongo://HOST:PORT/DB/jobs). "
+    "Default: $HPO_MONGO_URL."
+)
+PASSWORD_FILE_HELP = "Read the MongoDB password from this file (or set $HPO_MONGO_PASSWORD[_FILE])."
+OBJECTIVE_HELP = (
+    "Register an experiment from your own code, as package.module:attribute "
+    "(an objectives.base.Experiment). Repeatable."
+)
+
+stderr = Console(stderr=True)
+
+
+def package_version() -> str:
+    try:
+        return version("hpo-queue")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def setup_logging(level: str) -> None:
+    """Log to stderr through rich, masking passwords in every message."""
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        fail(f"unknown log level {level!r}; use debug, info, warning or error")
+    handler = RichHandler(console=stderr, show_path=False, rich_tracebacks=False)
+    handler.addFilter(_MaskPasswords())
+    logging.basicConfig(level=numeric, format="%(message)s", datefmt="[%X]", handlers=[handler], force=True)
+    logging.getLogger("pymongo").setLevel(max(numeric, logging.WARNING))
+    logging.getLogger("hyperopt").setLevel(max(numeric, logging.WARNING))
+
+
+class _MaskPasswords(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = mask(record.getMessage())
+        record.args = None
+        return True
+
+
+def fail(message: str) -> NoReturn:
+    """Print a user error and exit 2 (no traceback)."""
+    stderr.print(f"[bold red]error:[/] {mask(message)}", highlight=False)
+    raise SystemExit(EXIT_USER_ERROR)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the errors a user can fix into a one-line message and exit code 2."""
+    try:
+        yield
+    except (UserError, UnknownExperiment, BadObjectiveReference) as exc:
+        fail(str(exc))
+
+
+def register_objectives(references: list[str] | None) -> None:
+    for reference in references or []:
+        register(load_reference(reference))
+
+
+def require_url(url: str | None, what: str) -> str:
+    resolved = url_from_environment(url)
+    if resolved is None:
+        fail(f"{what} needs a database: pass --mongo URL or set $HPO_MONGO_URL")
+    return resolved
+
+
+def open_database(url: str, password_file: Path | None, timeout_s: float) -> tuple[MongoTarget, Database]:
+    target = parse_url(url, password_file)
+    return target, connect(target, timeout_s)
+
+
+def not_empty(name: str) -> Callable[[str | None], str | None]:
+    """A Typer callback rejecting an empty string for option ``name``."""
+
+    def check(value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            fail(f"{name} must not be empty")
+        return value
+
+    return check
+
+
+def echo(message: str) -> None:
+    print(mask(message), file=sys.stdout, flush=True)

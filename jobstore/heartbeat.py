@@ -1,0 +1,75 @@
+"""A heartbeat: a daemon thread that renews a lease while a block of code runs.
+
+Used for a worker's job lease (independent of the objective: a trial that trains for
+an hour without reporting keeps its lease), for its GPU lease and worker record, and
+for the coordinator's run lease::
+
+    with Heartbeat(lambda: queue.heartbeat(claim), interval=10, name="job", on_lost=stop):
+        run_the_trial()
+
+``beat`` returns False when the lease is no longer ours; ``on_lost`` is then called
+once and the thread stops.  A beat that raises (the database is away) is logged and
+tried again at the next interval; the lease may expire meanwhile, and fencing makes
+sure a worker that lost it cannot overwrite anyone's work.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from types import TracebackType
+
+from jobstore.connection import mask
+
+log = logging.getLogger(__name__)
+
+
+class Heartbeat:
+    """Calls ``beat()`` every ``interval`` seconds between ``__enter__`` and ``__exit__``."""
+
+    def __init__(
+        self,
+        beat: Callable[[], bool],
+        interval: float,
+        *,
+        name: str,
+        on_lost: Callable[[], None] | None = None,
+    ) -> None:
+        if interval <= 0:
+            raise ValueError(f"heartbeat interval must be positive, not {interval}")
+        self._beat = beat
+        self._interval = interval
+        self._name = name
+        self._on_lost = on_lost
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{name}", daemon=True)
+        self.lost = False
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                alive = self._beat()
+            except Exception as exc:  # noqa: BLE001 - a heartbeat must never die silently
+                log.warning("%s heartbeat failed (%s: %s); retrying in %.1f s",
+                            self._name, type(exc).__name__, mask(str(exc)), self._interval)
+                continue
+            if not alive:
+                self.lost = True
+                log.warning("%s lease lost", self._name)
+                if self._on_lost is not None:
+                    self._on_lost()
+                return
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -1,0 +1,262 @@
+"""Queue operations on job documents: claim, heartbeat, report, finish, release, requeue.
+
+Contract (holds on MongoDB 7/8 and on SecantusDB):
+
+* **Claim is atomic.**  A job goes from new to running for exactly one worker.  The
+  claim is an indexed ``find_one`` for the lowest new ``tid`` followed by an
+  ``update_one`` conditional on ``{_id, state: new}``; a worker whose update matched
+  nothing lost the race and looks again.  On a real mongod a single-document
+  conditional update is atomic, so this is as safe as ``find_one_and_update``; it was
+  chosen because it is several times faster on SecantusDB (see docs/reliability.md)
+  and costs one extra round trip on MongoDB.
+* **Every claim gets a fresh token** (fencing).  Heartbeats, metrics and the result
+  are written only while ``lease.token`` still equals the claimer's token and the job
+  is still running; a worker that lost its lease has its writes refused (the methods
+  return False) and cannot overwrite the work of the job's next holder.
+* **Leases are in server time.**  ``lease.expires`` is computed by the server
+  (``$$NOW`` + lease), so worker clocks do not matter.
+* **Finishing is idempotent** under retries: if a result write was applied but its
+  reply was lost, the retry recognises its own token and reports success.
+* A job whose lease expired goes back to new with ``attempts`` kept; once ``attempts``
+  reaches ``max_attempts`` it becomes an error with the reason ``lost worker``.  A
+  graceful :meth:`JobQueue.release` does not count as an attempt.
+
+None of these methods retries on its own; callers wrap them in
+:func:`jobstore.retry.retrying`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pymongo.collection import Collection as MongoCollection
+from pymongo.database import Database
+
+from jobstore import schema as s
+from jobstore.schema import Expr, State, stamped
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LEASE_S = 30.0
+DEFAULT_MAX_ATTEMPTS = 3
+LOST_WORKER = "lost worker"
+_CLAIM_RACES = 50
+
+
+@dataclass
+class Claim:
+    """A job held by this process, and the token that proves it."""
+
+    job: dict[str, Any]
+    token: str
+    owner: str
+
+    @property
+    def id(self) -> Any:
+        return self.job[s.ID]
+
+    @property
+    def exp_key(self) -> str:
+        return str(self.job[s.EXP_KEY])
+
+    @property
+    def tid(self) -> int:
+        return int(self.job[s.TID])
+
+
+@dataclass
+class RequeueOutcome:
+    """What :meth:`JobQueue.requeue_expired` did: ``(exp_key, tid)`` pairs."""
+
+    requeued: list[tuple[str, int]] = field(default_factory=list)
+    failed: list[tuple[str, int]] = field(default_factory=list)
+
+
+class JobQueue:
+    """Queue operations on one jobs collection."""
+
+    def __init__(self, db: Database, collection: str = s.JOBS) -> None:
+        self.db = db
+        self.jobs: MongoCollection = db[collection]
+
+    def ensure_indexes(self) -> None:
+        """Create the indexes the queue relies on (idempotent)."""
+        self.jobs.create_indexes(s.JOB_INDEXES)
+
+    def server_now(self) -> datetime:
+        """The database server's clock (what leases are measured against)."""
+        return self.db.client.admin.command("hello")["localTime"]
+
+    def claim(
+        self,
+        owner: str,
+        *,
+        exp_key: str | None = None,
+        exclude_runs: Collection[str] = (),
+        lease_s: float = DEFAULT_LEASE_S,
+    ) -> Claim | None:
+        """Claim the lowest-tid new job (of ``exp_key`` when given), or None if none."""
+        query: dict[str, Any] = {s.STATE: State.NEW}
+        if exp_key is not None:
+            query[s.EXP_KEY] = exp_key
+        elif exclude_runs:
+            query[s.EXP_KEY] = {"$nin": list(exclude_runs)}
+        projection = {s.METRICS: 0}
+        for _ in range(_CLAIM_RACES):
+            job = self.jobs.find_one(query, projection, sort=[(s.TID, 1)])
+            if job is None:
+                return None
+            token = uuid.uuid4().hex
+            update = stamped(
+                {
+                    s.STATE: State.RUNNING,
+                    s.OWNER: owner,
+                    s.BOOK_TIME: Expr.now(),
+                    s.REFRESH_TIME: Expr.now(),
+                    s.LEASE: Expr.lease(token, lease_s),
+                    s.ATTEMPTS: Expr.add(s.ATTEMPTS, 1),
+                    s.METRICS: [],
+                }
+            )
+            won = self.jobs.update_one({s.ID: job[s.ID], s.STATE: State.NEW}, update)
+            if won.modified_count == 1:
+                job.update({s.STATE: State.RUNNING, s.OWNER: owner})
+                job[s.ATTEMPTS] = int(job.get(s.ATTEMPTS) or 0) + 1
+                return Claim(job=job, token=token, owner=owner)
+        log.warning("gave up claiming after %d lost races; will poll again", _CLAIM_RACES)
+        return None
+
+    def _held(self, claim: Claim) -> dict[str, Any]:
+        return {s.ID: claim.id, s.LEASE_TOKEN: claim.token, s.STATE: State.RUNNING}
+
+    def heartbeat(self, claim: Claim, lease_s: float = DEFAULT_LEASE_S) -> bool:
+        """Extend the lease; False if this claim no longer holds the job."""
+        update = stamped({s.REFRESH_TIME: Expr.now()}, lease_ms=int(lease_s * 1000))
+        return self.jobs.update_one(self._held(claim), update).matched_count == 1
+
+    def report(
+        self, claim: Claim, step: int, metrics: Mapping[str, Any], lease_s: float = DEFAULT_LEASE_S
+    ) -> bool:
+        """Append ``{"step": step, **metrics}`` to the job's metrics (and extend the lease)."""
+        entry = s.bson_safe({"step": step, **metrics})
+        update = stamped(
+            {s.METRICS: Expr.append(s.METRICS, entry), s.REFRESH_TIME: Expr.now()},
+            lease_ms=int(lease_s * 1000),
+        )
+        return self.jobs.update_one(self._held(claim), update).matched_count == 1
+
+    def mark_started(self, claim: Claim) -> bool:
+        """Record the time the objective started (after any setup that may refuse the job)."""
+        update = stamped({s.STARTED_AT: Expr.now()})
+        return self.jobs.update_one(self._held(claim), update).matched_count == 1
+
+    def finish(
+        self,
+        claim: Claim,
+        state: State,
+        result: Mapping[str, Any],
+        error: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Write the final state and result; False if the write was refused (lease lost).
+
+        Safe to call again after a lost reply: a retry that finds its own finished
+        write returns True.
+        """
+        fields: dict[str, Any] = {
+            s.STATE: state,
+            s.RESULT: s.bson_safe(result),
+            s.REFRESH_TIME: Expr.now(),
+            s.FINISHED_AT: Expr.now(),
+            s.LEASE_EXPIRES: None,
+        }
+        if error is not None:
+            fields[s.ERROR] = s.bson_safe(error)
+        if self.jobs.update_one(self._held(claim), stamped(fields)).matched_count == 1:
+            return True
+        mine = self.jobs.find_one(
+            {s.ID: claim.id, s.LEASE_TOKEN: claim.token, s.STATE: state}, {s.ID: 1}
+        )
+        if mine is not None:
+            return True
+        log.warning(
+            "result of run %r trial %d refused: this worker's lease was lost and the job "
+            "was handed to another worker",
+            claim.exp_key, claim.tid,
+        )
+        return False
+
+    def release(self, claim: Claim) -> bool:
+        """Give an unfinished job back to the queue (graceful shutdown).
+
+        The job becomes new again and this claim does not count as an attempt.
+        """
+        update = stamped(
+            {
+                s.STATE: State.NEW,
+                s.OWNER: None,
+                s.BOOK_TIME: None,
+                s.LEASE: None,
+                s.METRICS: [],
+                s.STARTED_AT: None,
+                s.ATTEMPTS: Expr.add(s.ATTEMPTS, -1),
+            }
+        )
+        return self.jobs.update_one(self._held(claim), update).matched_count == 1
+
+    def requeue_expired(self, now: datetime | None = None) -> RequeueOutcome:
+        """Return jobs whose lease expired to the queue, or fail them after too many losses.
+
+        ``now`` is the server time to compare with (fetched when not given).
+        """
+        now = now or self.server_now()
+        outcome = RequeueOutcome()
+        expired = self.jobs.find(
+            {s.STATE: State.RUNNING, s.LEASE_EXPIRES: {"$lt": now}},
+            {s.EXP_KEY: 1, s.TID: 1, s.LEASE: 1, s.ATTEMPTS: 1, s.MAX_ATTEMPTS: 1, s.OWNER: 1},
+        )
+        for job in expired:
+            condition = {
+                s.ID: job[s.ID],
+                s.STATE: State.RUNNING,
+                s.LEASE_TOKEN: (job.get(s.LEASE) or {}).get("token"),
+            }
+            attempts = int(job.get(s.ATTEMPTS) or 0)
+            allowed = int(job.get(s.MAX_ATTEMPTS) or DEFAULT_MAX_ATTEMPTS)
+            key = (str(job[s.EXP_KEY]), int(job[s.TID]))
+            if attempts >= allowed:
+                message = (
+                    f"worker {job.get(s.OWNER)} stopped heartbeating; the job was lost "
+                    f"{attempts} time(s), the limit is {allowed} (--max-attempts)"
+                )
+                fields: dict[str, Any] = {
+                    s.STATE: State.ERROR,
+                    s.RESULT: {"status": "fail", "reason": LOST_WORKER},
+                    s.ERROR: {"type": "LostWorker", "message": message, "reason": LOST_WORKER},
+                    s.LEASE_EXPIRES: None,
+                    s.FINISHED_AT: Expr.now(),
+                }
+                if self.jobs.update_one(condition, stamped(fields)).modified_count:
+                    outcome.failed.append(key)
+                    log.error("run %r trial %d failed: %s", key[0], key[1], message)
+            else:
+                fields = {
+                    s.STATE: State.NEW,
+                    s.OWNER: None,
+                    s.BOOK_TIME: None,
+                    s.LEASE: None,
+                    s.METRICS: [],
+                    s.STARTED_AT: None,
+                }
+                if self.jobs.update_one(condition, stamped(fields)).modified_count:
+                    outcome.requeued.append(key)
+                    log.warning(
+                        "run %r trial %d: worker %s stopped heartbeating; job requeued "
+                        "(attempt %d of %d)",
+                        key[0], key[1], job.get(s.OWNER), attempts, allowed,
+                    )
+        return outcome

@@ -1,0 +1,155 @@
+"""Run documents: what a run is, its trial-id counter, and its coordinator lease.
+
+A run (hyperopt's ``exp_key``) is created by the first coordinator that starts it and
+records the experiment name, the fingerprint of its space and objective version, and
+the run settings.  Guarantees:
+
+* ``experiment`` and ``fingerprint`` never change once written; starting a run again
+  with another experiment or fingerprint raises :class:`RunMismatch`.
+* :meth:`RunStore.allocate_tids` hands out each trial id of a run once, ever, across
+  coordinator restarts.
+* At most one coordinator holds a run's lease at a time; a lease that was not renewed
+  for its length (server time) can be taken over.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from pymongo import ReturnDocument
+from pymongo.database import Database
+
+from jobstore import schema as s
+from jobstore.errors import CoordinatorBusy, RunMismatch
+from jobstore.schema import Expr, literal
+
+
+class RunStore:
+    """The ``runs`` collection."""
+
+    def __init__(self, db: Database, jobs_collection: str = s.JOBS) -> None:
+        self.db = db
+        self.runs = db[s.RUNS]
+        self.jobs = db[jobs_collection]
+
+    def get(self, exp_key: str | None) -> dict[str, Any] | None:
+        return self.runs.find_one({s.ID: exp_key})
+
+    def ensure(
+        self,
+        exp_key: str | None,
+        *,
+        experiment: str | None = None,
+        fingerprint: str | None = None,
+        settings: Mapping[str, Any] | None = None,
+        max_evals: int | None = None,
+        algo: str | None = None,
+    ) -> dict[str, Any]:
+        """Create the run, or check that the existing one matches; return its document.
+
+        Settings, max_evals and algo of an existing run are updated to the new values
+        (a resumed run may be extended); experiment and fingerprint must match.
+        """
+        highest = self.jobs.find_one({s.EXP_KEY: exp_key}, {s.TID: 1}, sort=[(s.TID, -1)])
+        floor = int(highest[s.TID]) + 1 if highest else 0
+        on_insert: dict[str, Any] = {s.RUN_CREATED_AT: self.db.client.admin.command("hello")["localTime"]}
+        if experiment is not None:
+            on_insert[s.RUN_EXPERIMENT] = experiment
+            on_insert[s.RUN_FINGERPRINT] = fingerprint
+        update: dict[str, Any] = {"$setOnInsert": on_insert, "$max": {s.RUN_NEXT_TID: floor}}
+        changes = {
+            key: value
+            for key, value in (
+                (s.RUN_SETTINGS, dict(settings) if settings is not None else None),
+                (s.RUN_MAX_EVALS, max_evals),
+                (s.RUN_ALGO, algo),
+            )
+            if value is not None
+        }
+        if changes:
+            update["$set"] = s.bson_safe(changes)
+        run = self.runs.find_one_and_update(
+            {s.ID: exp_key}, update, upsert=True, return_document=ReturnDocument.AFTER
+        )
+        if experiment is not None:
+            if run.get(s.RUN_EXPERIMENT) != experiment:
+                raise RunMismatch(
+                    f"run {exp_key!r} belongs to experiment {run.get(s.RUN_EXPERIMENT)!r}, "
+                    f"not {experiment!r}; choose another --run name"
+                )
+            if run.get(s.RUN_FINGERPRINT) != fingerprint:
+                raise RunMismatch(
+                    f"run {exp_key!r} was started with another search space or objective "
+                    f"version (fingerprint {run.get(s.RUN_FINGERPRINT)}, this code gives "
+                    f"{fingerprint}); choose another --run name to start a new run"
+                )
+        return run
+
+    def allocate_tids(self, exp_key: str | None, n: int) -> list[int]:
+        """``n`` fresh trial ids for the run, never handed out before."""
+        if n <= 0:
+            return []
+        run = self.runs.find_one_and_update(
+            {s.ID: exp_key},
+            {"$inc": {s.RUN_NEXT_TID: n}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        end = int(run[s.RUN_NEXT_TID])
+        return list(range(end - n, end))
+
+    def acquire_coordinator(self, exp_key: str, lease_s: float) -> str:
+        """Take the run's coordinator lease; return its token.
+
+        Raises:
+            CoordinatorBusy: another coordinator's lease is still live.
+        """
+        token = uuid.uuid4().hex
+        now = self.db.client.admin.command("hello")["localTime"]
+        holder = Expr(
+            {
+                "token": literal(token),
+                "host": literal(socket.gethostname()),
+                "pid": literal(os.getpid()),
+                "since": "$$NOW",
+                "expires": {"$add": ["$$NOW", int(lease_s * 1000)]},
+            }
+        )
+        taken = self.runs.update_one(
+            {
+                s.ID: exp_key,
+                "$or": [
+                    {s.RUN_COORDINATOR: None},
+                    {s.RUN_COORDINATOR_EXPIRES: {"$lt": now}},
+                ],
+            },
+            [{"$set": {s.RUN_COORDINATOR: holder.expression}}],
+        )
+        if taken.modified_count == 1:
+            return token
+        run = self.get(exp_key) or {}
+        current = run.get(s.RUN_COORDINATOR) or {}
+        raise CoordinatorBusy(
+            f"run {exp_key!r} is already being coordinated by {current.get('host')} "
+            f"pid {current.get('pid')} (lease renewed until {current.get('expires')} UTC); "
+            "stop that coordinator first, or wait until its lease expires "
+            f"({lease_s:.0f} s after it stopped) to take over"
+        )
+
+    def renew_coordinator(self, exp_key: str, token: str, lease_s: float) -> bool:
+        """Extend the lease; False if ``token`` no longer holds it."""
+        renewed = self.runs.update_one(
+            {s.ID: exp_key, s.RUN_COORDINATOR_TOKEN: token},
+            [{"$set": {s.RUN_COORDINATOR_EXPIRES: {"$add": ["$$NOW", int(lease_s * 1000)]}}}],
+        )
+        return renewed.matched_count == 1
+
+    def release_coordinator(self, exp_key: str, token: str) -> None:
+        """Give the lease up so the next coordinator can start at once."""
+        self.runs.update_one(
+            {s.ID: exp_key, s.RUN_COORDINATOR_TOKEN: token}, {"$set": {s.RUN_COORDINATOR: None}}
+        )

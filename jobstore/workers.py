@@ -1,0 +1,64 @@
+"""Worker records: who is working, where, on what, and when they were last seen.
+
+One document per worker process in ``workers`` (``_id`` is the worker id,
+``"host:pid"``).  Workers write their own record; ``hpo-coord status`` and plain
+Mongo queries read it.  A worker whose ``last_seen`` is older than a few heartbeat
+intervals is dead, whatever its ``status`` says.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo.database import Database
+
+from jobstore import schema as s
+from jobstore.schema import literal
+
+
+class WorkerRegistry:
+    """The ``workers`` collection."""
+
+    def __init__(self, db: Database) -> None:
+        self.workers = db[s.WORKERS]
+
+    def ensure_indexes(self) -> None:
+        self.workers.create_indexes(s.WORKER_INDEXES)
+
+    def register(self, worker_id: str, *, host: str, pid: int, device: str, version: str) -> None:
+        self.workers.update_one(
+            {s.ID: worker_id},
+            [
+                {
+                    "$set": {
+                        s.WORKER_HOST: literal(host),
+                        s.WORKER_PID: literal(pid),
+                        s.WORKER_DEVICE: literal(device),
+                        s.WORKER_VERSION: literal(version),
+                        s.WORKER_STARTED_AT: "$$NOW",
+                        s.WORKER_LAST_SEEN: "$$NOW",
+                        s.WORKER_CURRENT: None,
+                        s.WORKER_DONE: 0,
+                        s.WORKER_STATUS: "idle",
+                    }
+                }
+            ],
+            upsert=True,
+        )
+
+    def update(self, worker_id: str, *, status: str, current: dict[str, Any] | None = None,
+               finished_one: bool = False) -> None:
+        """Record the worker's status (``idle``, ``busy``, ``stopped``) and current trial."""
+        stage: dict[str, Any] = {
+            s.WORKER_STATUS: literal(status),
+            s.WORKER_CURRENT: literal(current),
+            s.WORKER_LAST_SEEN: "$$NOW",
+        }
+        if finished_one:
+            stage[s.WORKER_DONE] = {"$add": [{"$ifNull": ["$" + s.WORKER_DONE, 0]}, 1]}
+        self.workers.update_one({s.ID: worker_id}, [{"$set": stage}])
+
+    def seen(self, worker_id: str) -> bool:
+        """Refresh ``last_seen``; False if the record is gone."""
+        result = self.workers.update_one({s.ID: worker_id}, [{"$set": {s.WORKER_LAST_SEEN: "$$NOW"}}])
+        return result.matched_count == 1

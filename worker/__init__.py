@@ -1,0 +1,1 @@
+"""``hpo-worker``: claims jobs from MongoDB and evaluates them."""

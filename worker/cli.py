@@ -1,0 +1,75 @@
+"""``hpo-worker``: evaluate jobs from the queue until stopped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from jobstore.connection import DEFAULT_TIMEOUT_S
+from jobstore.console import (
+    MONGO_HELP,
+    OBJECTIVE_HELP,
+    PASSWORD_FILE_HELP,
+    not_empty,
+    open_database,
+    package_version,
+    register_objectives,
+    require_url,
+    setup_logging,
+    user_errors,
+)
+from worker.loop import Worker, WorkerConfig
+
+app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=False)
+
+
+@app.command()
+def work(
+    mongo: Annotated[Optional[str], typer.Option(help=MONGO_HELP, callback=not_empty("--mongo"))] = None,
+    mongo_password_file: Annotated[Optional[Path], typer.Option(help=PASSWORD_FILE_HELP)] = None,
+    run: Annotated[Optional[str], typer.Option(help="Only take jobs of this run (exp_key). Default: any run.",
+                                               callback=not_empty("--run"))] = None,
+    max_jobs: Annotated[Optional[int], typer.Option(min=1, help="Exit after this many jobs.")] = None,
+    idle_exit: Annotated[Optional[float], typer.Option(
+        min=0, help="Exit after this many seconds without a job. Default: wait forever.")] = None,
+    poll_min: Annotated[float, typer.Option(min=0.001, help="First wait (s) when the queue is empty.")] = 0.01,
+    poll_max: Annotated[float, typer.Option(min=0.001, help="Longest wait (s) between polls; waits double up to it.")] = 0.5,
+    heartbeat: Annotated[float, typer.Option(min=0.1, help="Seconds between lease renewals.")] = 10.0,
+    lease: Annotated[Optional[float], typer.Option(
+        min=0.3, help="Lease length (s): a job not renewed for this long is lost. Default: 3 heartbeats.")] = None,
+    grace: Annotated[float, typer.Option(
+        min=0, help="After SIGTERM/SIGINT, seconds the current trial may take before it is "
+        "interrupted and returned to the queue.")] = 60.0,
+    allow_pickle: Annotated[bool, typer.Option(
+        "--allow-pickle", help="Run jobs whose objective is a pickled hyperopt Domain stored in the "
+        "database (plain hyperopt fmin scripts). Executes code from the database: only if you "
+        "trust everyone who can write to it.")] = False,
+    objective: Annotated[Optional[list[str]], typer.Option(help=OBJECTIVE_HELP)] = None,
+    connect_timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait for the database at start.")] = DEFAULT_TIMEOUT_S,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Claim jobs from the queue and evaluate them until stopped."""
+    setup_logging(log_level)
+    lease_s = lease if lease is not None else 3 * heartbeat
+    if lease_s <= heartbeat:
+        raise typer.BadParameter(f"--lease ({lease_s}) must be longer than --heartbeat ({heartbeat})")
+    if poll_max < poll_min:
+        raise typer.BadParameter(f"--poll-max ({poll_max}) must not be below --poll-min ({poll_min})")
+    with user_errors():
+        register_objectives(objective)
+        target, db = open_database(require_url(mongo, "hpo-worker"), mongo_password_file, connect_timeout)
+        config = WorkerConfig(
+            run=run, max_jobs=max_jobs, idle_exit=idle_exit, poll_min=poll_min, poll_max=poll_max,
+            heartbeat=heartbeat, lease=lease_s, grace=grace, allow_pickle=allow_pickle,
+            version=package_version(),
+        )
+        worker = Worker(db, config, target.jobs_collection)
+        worker.install_signal_handlers()
+        code = worker.run()
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    app()
