@@ -144,4 +144,7 @@ def experiments() -> None:
 
 
 def main() -> None:
+    from coordinator import monitor_cli
+
+    monitor_cli.register(app, console)
     app()
