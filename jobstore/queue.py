@@ -8,7 +8,10 @@ Contract (holds on MongoDB 7/8 and on SecantusDB):
   nothing lost the race and looks again.  On a real mongod a single-document
   conditional update is atomic, so this is as safe as ``find_one_and_update``; it was
   chosen because it is several times faster on SecantusDB (see docs/reliability.md)
-  and costs one extra round trip on MongoDB.
+  and costs one extra round trip on MongoDB.  Jobs are taken lowest ``tid`` first within a window of
+  the queue; a job requeued below the window is taken once the window is empty, and a
+  worker that lost a race looks a random distance into the window, so the order is
+  roughly, not strictly, by ``tid``.
 * **Every claim gets a fresh token** (fencing).  Heartbeats, metrics and the result
   are written only while ``lease.token`` still equals the claimer's token and the job
   is still running; a worker that lost its lease has its writes refused (the methods
@@ -28,6 +31,7 @@ None of these methods retries on its own; callers wrap them in
 from __future__ import annotations
 
 import logging
+import random
 import uuid
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -46,6 +50,8 @@ DEFAULT_LEASE_S = 30.0
 DEFAULT_MAX_ATTEMPTS = 3
 LOST_WORKER = "lost worker"
 _CLAIM_RACES = 50
+_MAX_SKIP = 16
+_WINDOW = 64
 
 
 @dataclass
@@ -83,6 +89,7 @@ class JobQueue:
     def __init__(self, db: Database, collection: str = s.JOBS) -> None:
         self.db = db
         self.jobs: MongoCollection = db[collection]
+        self._low_tid: dict[str, int] = {}
 
     def ensure_indexes(self) -> None:
         """Create the indexes the queue relies on (idempotent)."""
@@ -107,10 +114,24 @@ class JobQueue:
         elif exclude_runs:
             query[s.EXP_KEY] = {"$nin": list(exclude_runs)}
         projection = {s.METRICS: 0}
-        for _ in range(_CLAIM_RACES):
-            job = self.jobs.find_one(query, projection, sort=[(s.TID, 1)])
+        scope = exp_key if exp_key is not None else ""
+        for lost in range(_CLAIM_RACES):
+            # Look in a window of tids from the lowest new job seen last time: the
+            # query then touches at most _WINDOW jobs however long the queue is
+            # (SecantusDB cannot stop an equality-plus-sort query early).  After a lost
+            # race, look a random distance into the window, so racing workers spread
+            # over the first jobs instead of all fighting for one.
+            low = self._low_tid.get(scope, 0)
+            skip = random.randrange(min(2**lost, _MAX_SKIP)) if lost else 0
+            windowed = {**query, s.TID: {"$gte": low, "$lt": low + _WINDOW}}
+            job = self.jobs.find_one(windowed, projection, sort=[(s.TID, 1)], skip=skip)
             if job is None:
-                return None
+                # Nothing there (or a requeued job sits below the window): ask for the
+                # lowest new tid without bounds, and start the next window there.
+                job = self.jobs.find_one(query, projection, sort=[(s.TID, 1)])
+                if job is None:
+                    return None
+                self._low_tid[scope] = int(job[s.TID])
             token = uuid.uuid4().hex
             update = stamped(
                 {

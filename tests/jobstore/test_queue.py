@@ -1,0 +1,186 @@
+"""The queue's contract (jobstore/queue.py docstring), against the real test server."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+import pytest
+from pymongo.database import Database
+
+from jobstore import schema as s
+from jobstore.queue import LOST_WORKER, JobQueue
+from jobstore.schema import State
+from tests.support.jobs import enqueue
+
+
+def job(db: Database, run: str, tid: int) -> dict:
+    return db.jobs.find_one({s.EXP_KEY: run, s.TID: tid})
+
+
+def test_claim_takes_lowest_tid_and_marks_running(db: Database) -> None:
+    enqueue(db, "r", 3)
+    queue = JobQueue(db)
+    claim = queue.claim("w1", exp_key="r")
+    assert claim is not None and claim.tid == 0
+    stored = job(db, "r", 0)
+    assert stored[s.STATE] == State.RUNNING
+    assert stored[s.OWNER] == "w1"
+    assert stored[s.LEASE][s.LEASE_TOKEN.split(".")[1]] == claim.token
+    assert stored[s.LEASE]["expires"] > queue.server_now()
+    assert stored[s.ATTEMPTS] == 1
+    assert stored[s.BOOK_TIME] is not None
+
+
+def test_claim_respects_run_filter_and_exclusions(db: Database) -> None:
+    enqueue(db, "a", 1)
+    enqueue(db, "b", 1)
+    queue = JobQueue(db)
+    assert queue.claim("w", exp_key="c") is None
+    claim = queue.claim("w", exclude_runs={"a"})
+    assert claim is not None and claim.exp_key == "b"
+    assert queue.claim("w", exclude_runs={"a"}) is None
+    assert queue.claim("w").exp_key == "a"
+
+
+def test_each_claim_gets_a_fresh_token(db: Database) -> None:
+    enqueue(db, "r", 2)
+    queue = JobQueue(db)
+    first, second = queue.claim("w", exp_key="r"), queue.claim("w", exp_key="r")
+    assert first.token != second.token
+
+
+def test_heartbeat_extends_the_lease_only_for_the_holder(db: Database) -> None:
+    enqueue(db, "r", 1)
+    queue = JobQueue(db)
+    claim = queue.claim("w", exp_key="r", lease_s=5)
+    before = job(db, "r", 0)[s.LEASE]["expires"]
+    time.sleep(0.05)
+    assert queue.heartbeat(claim, lease_s=60)
+    assert job(db, "r", 0)[s.LEASE]["expires"] > before
+    claim.token = "not-the-token"
+    assert not queue.heartbeat(claim)
+
+
+def test_finish_writes_result_and_is_fenced(db: Database) -> None:
+    enqueue(db, "r", 1)
+    queue = JobQueue(db)
+    claim = queue.claim("w", exp_key="r")
+    stranger = type(claim)(job=claim.job, token="stale", owner="zombie")
+    assert not queue.finish(stranger, State.DONE, {"status": "ok", "loss": -1.0})
+    assert queue.finish(claim, State.DONE, {"status": "ok", "loss": 2.5})
+    stored = job(db, "r", 0)
+    assert stored[s.STATE] == State.DONE and stored[s.RESULT]["loss"] == 2.5
+    assert stored[s.FINISHED_AT] is not None
+
+
+def test_finish_retry_after_lost_reply_recognises_its_own_write(db: Database) -> None:
+    enqueue(db, "r", 1)
+    queue = JobQueue(db)
+    claim = queue.claim("w", exp_key="r")
+    assert queue.finish(claim, State.DONE, {"status": "ok", "loss": 1.0})
+    assert queue.finish(claim, State.DONE, {"status": "ok", "loss": 1.0})
+    assert job(db, "r", 0)[s.VERSION] == 2
+
+
+def test_report_appends_metrics_in_order(db: Database) -> None:
+    enqueue(db, "r", 1)
+    queue = JobQueue(db)
+    claim = queue.claim("w", exp_key="r")
+    assert queue.report(claim, 1, {"val_loss": 0.9})
+    assert queue.report(claim, 2, {"val_loss": 0.5, "note": "$not-an-expression"})
+    assert job(db, "r", 0)[s.METRICS] == [
+        {"step": 1, "val_loss": 0.9},
+        {"step": 2, "val_loss": 0.5, "note": "$not-an-expression"},
+    ]
+
+
+def test_release_returns_job_without_counting_an_attempt(db: Database) -> None:
+    enqueue(db, "r", 1)
+    queue = JobQueue(db)
+    claim = queue.claim("w", exp_key="r")
+    queue.report(claim, 1, {"x": 1.0})
+    assert queue.release(claim)
+    stored = job(db, "r", 0)
+    assert stored[s.STATE] == State.NEW and stored[s.ATTEMPTS] == 0
+    assert stored[s.METRICS] == [] and stored[s.OWNER] is None
+    assert not queue.finish(claim, State.DONE, {"status": "ok", "loss": 0.0})
+
+
+def test_expired_lease_is_requeued_then_failed_after_max_attempts(db: Database) -> None:
+    enqueue(db, "r", 1, max_attempts=2)
+    queue = JobQueue(db)
+    for attempt in (1, 2):
+        claim = queue.claim("w", exp_key="r", lease_s=0.05)
+        assert claim is not None and job(db, "r", 0)[s.ATTEMPTS] == attempt
+        time.sleep(0.1)
+        outcome = queue.requeue_expired()
+        if attempt == 1:
+            assert outcome.requeued == [("r", 0)] and not outcome.failed
+            assert job(db, "r", 0)[s.STATE] == State.NEW
+        else:
+            assert outcome.failed == [("r", 0)]
+    stored = job(db, "r", 0)
+    assert stored[s.STATE] == State.ERROR
+    assert stored[s.RESULT]["reason"] == LOST_WORKER
+    assert stored[s.ERROR]["type"] == "LostWorker"
+    assert not queue.finish(claim, State.DONE, {"status": "ok", "loss": 0.0})
+
+
+def test_live_leases_are_not_requeued(db: Database) -> None:
+    enqueue(db, "r", 1)
+    queue = JobQueue(db)
+    queue.claim("w", exp_key="r", lease_s=60)
+    assert queue.requeue_expired().requeued == []
+    assert job(db, "r", 0)[s.STATE] == State.RUNNING
+
+
+def test_zombie_cannot_overwrite_the_retry(db: Database) -> None:
+    enqueue(db, "r", 1)
+    queue = JobQueue(db)
+    zombie = queue.claim("zombie", exp_key="r", lease_s=0.05)
+    time.sleep(0.1)
+    queue.requeue_expired()
+    retry = queue.claim("healthy", exp_key="r")
+    assert retry.tid == zombie.tid
+    assert queue.finish(retry, State.DONE, {"status": "ok", "loss": 1.0})
+    assert not queue.heartbeat(zombie)
+    assert not queue.report(zombie, 3, {"x": 0.0})
+    assert not queue.finish(zombie, State.DONE, {"status": "ok", "loss": 99.0})
+    stored = job(db, "r", 0)
+    assert stored[s.RESULT]["loss"] == 1.0 and stored[s.OWNER] == "healthy"
+
+
+def _claim_all(url: str, run: str, owner: str, out: "multiprocessing.Queue[list[int]]") -> None:
+    import pymongo
+
+    client = pymongo.MongoClient(url)
+    queue = JobQueue(client.get_default_database())
+    got = []
+    while (claim := queue.claim(owner, exp_key=run)) is not None:
+        got.append(claim.tid)
+    out.put(got)
+
+
+def test_racing_processes_never_claim_a_job_twice(db: Database, db_url: str) -> None:
+    enqueue(db, "race", 1000)
+    out: multiprocessing.Queue[list[int]] = multiprocessing.get_context("spawn").Queue()
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_claim_all, args=(db_url, "race", f"w{i}", out)) for i in range(8)]
+    for process in workers:
+        process.start()
+    claimed = [tid for _ in workers for tid in out.get(timeout=300)]
+    for process in workers:
+        process.join(30)
+    assert sorted(claimed) == list(range(1000))
+    assert db.jobs.count_documents({s.EXP_KEY: "race", s.ATTEMPTS: {"$ne": 1}}) == 0
+
+
+@pytest.mark.parametrize("lease_s", [30.0])
+def test_server_time_is_used_for_leases(db: Database, lease_s: float) -> None:
+    enqueue(db, "r", 1)
+    queue = JobQueue(db)
+    now = queue.server_now()
+    queue.claim("w", exp_key="r", lease_s=lease_s)
+    expires = job(db, "r", 0)[s.LEASE]["expires"]
+    assert abs((expires - now).total_seconds() - lease_s) < 5
