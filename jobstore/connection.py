@@ -129,7 +129,7 @@ def connect(target: MongoTarget, timeout_s: float = DEFAULT_TIMEOUT_S) -> Databa
             connectTimeoutMS=int(timeout_s * 1000),
             appname="hpo-queue",
         )
-    except (InvalidURI, ConfigurationError, ValueError, TypeError) as exc:
+    except (InvalidURI, ConfigurationError, ValueError, TypeError, OSError) as exc:
         raise BadUrl(f"invalid MongoDB URL {target.display}: {mask(str(exc))}") from None
     try:
         client.admin.command("ping")

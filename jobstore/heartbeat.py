@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from types import TracebackType
 
-from jobstore.connection import mask
+from jobstore.retry import describe, is_transient
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,9 @@ class Heartbeat:
             try:
                 alive = self._beat()
             except Exception as exc:  # noqa: BLE001 - a heartbeat must never die silently
-                log.warning("%s heartbeat failed (%s: %s); retrying in %.1f s",
-                            self._name, type(exc).__name__, mask(str(exc)), self._interval)
+                reason = "database unavailable" if is_transient(exc) else "failed"
+                log.warning("%s heartbeat: %s (%s); retrying in %.1f s",
+                            self._name, reason, describe(exc), self._interval)
                 continue
             if not alive:
                 self.lost = True

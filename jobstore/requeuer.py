@@ -15,9 +15,8 @@ from __future__ import annotations
 import logging
 import time
 
-from jobstore.connection import mask
 from jobstore.queue import JobQueue, RequeueOutcome
-from jobstore.retry import is_transient
+from jobstore.retry import describe, is_transient
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +49,7 @@ class Requeuer:
         except Exception as exc:
             if not is_transient(exc):
                 raise
-            log.warning("could not look for lost jobs: database unavailable (%s)", mask(str(exc)))
+            log.warning("could not look for lost jobs: database unavailable (%s)", describe(exc))
             self._last_ok = None
             return None
         self._last_ok = time.monotonic()

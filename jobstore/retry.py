@@ -14,6 +14,8 @@ from typing import TypeVar
 
 from pymongo.errors import ConnectionFailure, OperationFailure
 
+from jobstore.connection import mask
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -35,6 +37,12 @@ _TRANSIENT_CODES = {
     11602,  # InterruptedDueToReplStateChange
     13435,  # NotPrimaryNoSecondaryOk
 }
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line account of a database error, without pymongo's topology dump."""
+    text = str(exc).split(", Timeout:")[0].split(" (configured timeouts")[0]
+    return mask(f"{type(exc).__name__}: {text}")
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -70,10 +78,8 @@ def retrying(
             if give_up_after is not None and elapsed >= give_up_after:
                 log.error("database still unavailable after %.0f s during %s; giving up", elapsed, what)
                 raise
-            log.warning(
-                "database unavailable during %s (%s); retry %d in %.1f s",
-                what, type(exc).__name__, failures, wait,
-            )
+            log.warning("database unavailable during %s (%s); retry %d in %.1f s",
+                        what, describe(exc), failures, wait)
             sleep(wait)
             wait = min(wait * 2, MAX_WAIT_S)
             continue

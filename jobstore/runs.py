@@ -22,6 +22,7 @@ from typing import Any
 
 from pymongo import ReturnDocument
 from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
 
 from jobstore import schema as s
 from jobstore.errors import CoordinatorBusy, RunMismatch
@@ -93,12 +94,18 @@ class RunStore:
         """``n`` fresh trial ids for the run, never handed out before."""
         if n <= 0:
             return []
-        run = self.runs.find_one_and_update(
-            {s.ID: exp_key},
-            {"$inc": {s.RUN_NEXT_TID: n}},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-        )
+        while True:
+            run = self.runs.find_one_and_update(
+                {s.ID: exp_key}, {"$inc": {s.RUN_NEXT_TID: n}}, return_document=ReturnDocument.AFTER
+            )
+            if run is not None:
+                break
+            # No run document yet (a plain hyperopt script): create it, tolerating a
+            # concurrent creator, rather than upserting, which can race.
+            try:
+                self.runs.insert_one({s.ID: exp_key, s.RUN_NEXT_TID: 0})
+            except DuplicateKeyError:
+                pass
         end = int(run[s.RUN_NEXT_TID])
         return list(range(end - n, end))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hyperopt import base, rand
 from pymongo.database import Database
 
@@ -9,14 +11,14 @@ from jobstore.trials import MongoTrials
 
 
 def enqueue(db: Database, run: str, n: int, *, experiment: str = "quadratic", seed: int = 0,
-            max_attempts: int = 3) -> MongoTrials:
+            max_attempts: int = 3, settings: dict[str, Any] | None = None) -> MongoTrials:
     """Insert ``n`` new jobs for ``run`` the way fmin does (rand suggestions)."""
     from objectives.registry import get_experiment
 
     exp = get_experiment(experiment)
     trials = MongoTrials(db, exp_key=run, experiment=experiment, max_attempts=max_attempts)
     trials.space = exp.space
-    trials.runs.ensure(run, experiment=experiment, fingerprint=exp.fingerprint(), settings={})
+    trials.runs.ensure(run, experiment=experiment, fingerprint=exp.fingerprint(), settings=settings or {})
     domain = base.Domain(exp.objective, exp.space)
     ids = trials.new_trial_ids(n)
     docs = rand.suggest(ids, domain, trials, seed)

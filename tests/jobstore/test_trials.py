@@ -1,0 +1,202 @@
+"""MongoTrials: hyperopt's Trials API over the job queue."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pymongo
+import pytest
+from hyperopt import STATUS_OK, Trials, fmin, hp, tpe
+from pymongo import monitoring
+from pymongo.database import Database
+
+from jobstore import schema as s
+from jobstore.queue import JobQueue
+from jobstore.schema import State
+from jobstore.trials import MongoTrials
+from tests.support.jobs import enqueue
+
+
+class DocumentCounter(monitoring.CommandListener):
+    """Counts whole job documents (not ``{_id, version}`` stubs) the server returned."""
+
+    def __init__(self) -> None:
+        self.documents = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        pass
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        if event.command_name in ("find", "getMore"):
+            cursor = event.reply.get("cursor", {})
+            batch = cursor.get("firstBatch", cursor.get("nextBatch", []))
+            self.documents += sum(1 for doc in batch if s.MISC in doc)
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+@pytest.fixture
+def counted(db_url: str) -> Iterator[tuple[Database, DocumentCounter]]:
+    counter = DocumentCounter()
+    client: pymongo.MongoClient = pymongo.MongoClient(db_url, event_listeners=[counter])
+    yield client.get_default_database(), counter
+    client.close()
+
+
+def finish_all(db: Database, run: str, loss: float = 1.0) -> int:
+    queue = JobQueue(db)
+    done = 0
+    while (claim := queue.claim("w", exp_key=run)) is not None:
+        queue.finish(claim, State.DONE, {"status": STATUS_OK, "loss": loss + claim.tid})
+        done += 1
+    return done
+
+
+def test_refresh_is_incremental(counted: tuple[Database, DocumentCounter]) -> None:
+    db, counter = counted
+    enqueue(db, "r", 200)
+    finish_all(db, "r")
+    trials = MongoTrials(db, exp_key="r")
+    assert len(trials) == 200
+    counter.documents = 0
+    trials.refresh()
+    assert counter.documents == 0, "an idle refresh must not re-download the run"
+    enqueue(db, "r", 3, seed=1)
+    counter.documents = 0
+    trials.refresh()
+    assert len(trials) == 203
+    assert counter.documents == 3
+
+
+def test_refresh_sees_updates_of_known_trials(db: Database) -> None:
+    enqueue(db, "r", 2)
+    trials = MongoTrials(db, exp_key="r")
+    assert trials.count_by_state_synced(State.NEW) == 2
+    finish_all(db, "r", loss=0.25)
+    trials.refresh()
+    assert trials.count_by_state_synced(State.DONE) == 2
+    assert sorted(trials.losses()) == [0.25, 1.25]
+    assert trials.best_trial[s.TID] == 0
+    assert trials.argmin == {"x": trials.best_trial[s.MISC]["vals"]["x"][0]}
+
+
+def test_error_jobs_are_left_out_like_hyperopt_does(db: Database) -> None:
+    enqueue(db, "r", 2)
+    queue = JobQueue(db)
+    claim = queue.claim("w", exp_key="r")
+    queue.finish(claim, State.ERROR, {"status": "fail"}, {"type": "X", "message": "m"})
+    trials = MongoTrials(db, exp_key="r")
+    assert len(trials) == 1
+    assert trials.count_by_state_unsynced(State.ERROR) == 1
+    assert trials.count_by_state_unsynced([State.NEW, State.ERROR]) == 2
+
+
+def test_count_by_state_rejects_unknown_states(db: Database) -> None:
+    trials = MongoTrials(db, exp_key="r")
+    with pytest.raises(ValueError, match="invalid job state"):
+        trials.count_by_state_unsynced(9)
+
+
+def test_trial_ids_are_unique_under_concurrent_allocation(db: Database) -> None:
+    got: list[int] = []
+    lock = threading.Lock()
+
+    def allocate() -> None:
+        trials = MongoTrials(db, exp_key="r", refresh=False)
+        for _ in range(10):
+            ids = trials.new_trial_ids(3)
+            with lock:
+                got.extend(ids)
+
+    threads = [threading.Thread(target=allocate) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(got) == list(range(120))
+
+
+def test_trial_ids_are_per_run(db: Database) -> None:
+    assert MongoTrials(db, exp_key="a").new_trial_ids(2) == [0, 1]
+    assert MongoTrials(db, exp_key="b").new_trial_ids(1) == [0]
+
+
+def test_inserted_jobs_carry_readable_params_and_experiment(db: Database) -> None:
+    enqueue(db, "n", 5, experiment="nested")
+    doc = db.jobs.find_one({s.EXP_KEY: "n"})
+    assert doc[s.EXPERIMENT] == "nested"
+    assert doc[s.PARAMS]["model"]["kind"] in {"quadratic", "sine", "constant"}
+    assert doc[s.STATE] == State.NEW and doc[s.ATTEMPTS] == 0 and doc[s.MAX_ATTEMPTS] == 3
+
+
+def test_attachments_roundtrip_and_are_scoped_to_the_run(db: Database) -> None:
+    a, b = MongoTrials(db, exp_key="a"), MongoTrials(db, exp_key="b")
+    a.attachments["weights"] = b"\x00\x01"
+    a.attachments["weights"] = b"\x02"
+    assert a.attachments["weights"] == b"\x02"
+    assert "weights" in a.attachments and "weights" not in b.attachments
+    assert list(a.attachments) == ["weights"]
+    with pytest.raises(KeyError):
+        b.attachments["weights"]
+    del a.attachments["weights"]
+    assert "weights" not in a.attachments
+
+
+def test_trial_attachments(db: Database) -> None:
+    trials = enqueue(db, "r", 1)
+    trial = trials.trials[0]
+    trials.trial_attachments(trial)["log"] = b"hello"
+    assert trials.trial_attachments(trial)["log"] == b"hello"
+    assert "log" in trials.trial_attachments(trial)
+
+
+def test_registered_runs_store_no_pickled_domain(db: Database) -> None:
+    trials = MongoTrials(db, exp_key="r", experiment="quadratic")
+    trials.attachments["FMinIter_Domain"] = b"pickle"
+    assert "FMinIter_Domain" not in trials.attachments
+
+
+def test_delete_all_keeps_trial_ids_unique(db: Database) -> None:
+    trials = enqueue(db, "r", 3)
+    trials.attachments["a"] = b"1"
+    trials.delete_all()
+    assert len(trials) == 0 and db.jobs.count_documents({s.EXP_KEY: "r"}) == 0
+    assert "a" not in trials.attachments
+    assert trials.new_trial_ids(1) == [3]
+
+
+def test_view_shares_the_database(db: Database) -> None:
+    enqueue(db, "a", 2)
+    assert len(MongoTrials(db, exp_key="b").view(exp_key="a")) == 2
+
+
+def test_fmin_drives_the_store_like_base_trials(db: Database) -> None:
+    """The same fmin call gives the same kind of answer as with in-memory Trials."""
+    space = hp.uniform("x", -2, 2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        queue = JobQueue(db)
+        while not stop.is_set():
+            claim = queue.claim("thread", exp_key="f")
+            if claim is None:
+                time.sleep(0.005)
+                continue
+            x = claim.job[s.PARAMS]
+            queue.finish(claim, State.DONE, {"status": STATUS_OK, "loss": (x - 1) ** 2})
+
+    server = threading.Thread(target=serve)
+    server.start()
+    try:
+        trials = MongoTrials(db, exp_key="f", experiment="quadratic")
+        best = fmin(lambda x: 0, space, algo=tpe.suggest, max_evals=30, trials=trials,
+                    max_queue_len=2, show_progressbar=False, rstate=__import__("numpy").random.default_rng(0))
+    finally:
+        stop.set()
+        server.join()
+    assert len(trials) == 30 and trials.count_by_state_unsynced(State.DONE) == 30
+    assert abs(best["x"] - 1) < 0.5
+    assert isinstance(trials, Trials)

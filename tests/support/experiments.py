@@ -1,0 +1,68 @@
+"""Experiments for the process-level tests, registered with ``--objective``.
+
+``recording`` is the tutorial's quadratic; every evaluation is also recorded in the
+``evaluations`` collection of the worker's database, so tests can check that no point
+was evaluated twice.  The run setting ``mode`` makes it misbehave on purpose.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import pymongo
+from hyperopt import hp
+
+from objectives.base import Experiment, Reporter, TrialInterrupted
+
+_client: pymongo.MongoClient | None = None
+
+
+def _evaluations() -> pymongo.collection.Collection:
+    global _client
+    if _client is None:
+        _client = pymongo.MongoClient(os.environ["HPO_TEST_DB_URL"])
+    return _client.get_default_database()["evaluations"]
+
+
+def _objective(x: float, reporter: Reporter) -> Any:
+    mode = reporter.settings.get("mode", "quadratic")
+    _evaluations().insert_one({"x": x, "pid": os.getpid(), "mode": mode})
+    if mode == "slow":
+        deadline = time.monotonic() + float(reporter.settings.get("seconds", 30))
+        step = 0
+        while time.monotonic() < deadline:
+            step += 1
+            reporter.report(step, elapsed=step * 0.1)
+            if reporter.should_stop() and reporter.settings.get("cooperative", True):
+                raise TrialInterrupted("asked to stop")
+            time.sleep(0.1)
+    if mode == "raise" and x > 0:
+        raise ValueError(f"boom at x={x:.3f}")
+    if mode == "nan":
+        return float("nan")
+    if mode == "text":
+        return "not a loss"
+    if mode == "noloss":
+        return {"status": "ok", "accuracy": 0.5}
+    if mode == "fail":
+        return {"status": "fail", "reason": "oom"}
+    return x**2 - x + 1
+
+
+recording = Experiment(
+    name="recording",
+    space=hp.uniform("x", -5, 5),
+    objective=_objective,
+    max_evals=20,
+    description="quadratic that records each evaluation (tests only)",
+)
+
+recording_v2 = Experiment(
+    name="recording",
+    space=hp.uniform("x", -5, 5),
+    objective=_objective,
+    version="2",
+    description="the same with another version: a worker running other code",
+)

@@ -1,0 +1,67 @@
+"""Starting real ``hpo-worker`` and ``hpo-coord`` processes for tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+RECORDING = "tests.support.experiments:recording"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _env(url: str, extra: dict[str, str] | None) -> dict[str, str]:
+    env = {**os.environ, "HPO_TEST_DB_URL": url, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1",
+           "COLUMNS": "200"}
+    env.pop("HPO_MONGO_URL", None)
+    return {**env, **(extra or {})}
+
+
+def start_worker(url: str, *args: str, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``hpo-worker --mongo URL ARGS`` with its output in ``log``."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "worker", "--mongo", url, "--objective", RECORDING, *args],
+            stdout=out, stderr=subprocess.STDOUT, env=_env(url, env), cwd=REPO,
+        )
+
+
+def start_coordinator(url: str | None, *args: str, log: Path, env: dict[str, str] | None = None,
+                      cwd: Path = REPO) -> subprocess.Popen[bytes]:
+    """``hpo-coord start [--mongo URL] ARGS`` with its output in ``log``."""
+    mongo = ["--mongo", url] if url else []
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "coordinator", "start", *mongo, *args],
+            stdout=out, stderr=subprocess.STDOUT, env=_env(url or "", env), cwd=cwd,
+        )
+
+
+def run_cli(module: str, *args: str, url: str = "", env: dict[str, str] | None = None,
+            timeout: float = 120, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m MODULE ARGS`` to completion and capture its output."""
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                          env=_env(url, env), timeout=timeout, cwd=cwd)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60, what: str = "condition") -> None:
+    """Poll ``condition`` until it holds; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 30) -> int:
+    """Terminate ``process`` if it still runs; its exit code."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait()
