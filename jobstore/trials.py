@@ -37,15 +37,18 @@ import numpy as np
 from hyperopt import base
 from hyperopt.fmin import FMinIter, space_eval
 from pymongo.database import Database
+from pymongo.errors import BulkWriteError
 
 from jobstore import schema as s
 from jobstore.connection import connect, parse_url
 from jobstore.queue import DEFAULT_MAX_ATTEMPTS, JobQueue
+from jobstore.retry import retrying
 from jobstore.runs import RunStore
 
 log = logging.getLogger(__name__)
 
 DOMAIN_ATTACHMENT = "FMinIter_Domain"
+DUPLICATE_KEY = 11000
 DEFAULT_POLL_INTERVAL_S = 0.05
 REFRESH_OVERLAP = timedelta(seconds=1)
 """How far back each incremental refresh looks before the newest ``updated_at`` it has
@@ -184,23 +187,11 @@ class MongoTrials(base.Trials):
         return {} if self._exp_key is None else {s.EXP_KEY: self._exp_key}
 
     def refresh(self) -> None:
-        """Bring the local copy up to date, fetching only what changed (see module doc)."""
-        query = self._scope()
-        if self._watermark is None:
-            fetched = list(self.queue.jobs.find(query, s.TRIAL_PROJECTION))
-        else:
-            query[s.UPDATED_AT] = {"$gte": self._watermark - REFRESH_OVERLAP}
-            stubs = self.queue.jobs.find(query, {s.ID: 1, s.VERSION: 1})
-            changed = [
-                stub[s.ID]
-                for stub in stubs
-                if (self._docs.get(stub[s.ID]) or {}).get(s.VERSION) != stub.get(s.VERSION)
-            ]
-            fetched = (
-                list(self.queue.jobs.find({s.ID: {"$in": changed}}, s.TRIAL_PROJECTION))
-                if changed
-                else []
-            )
+        """Bring the local copy up to date, fetching only what changed (see module doc).
+
+        While the database is unreachable this waits and retries (jobstore.retry).
+        """
+        fetched = retrying(self._fetch_changes, "refreshing trials")
         if not fetched and self._watermark is not None:
             return
         for doc in fetched:
@@ -209,11 +200,26 @@ class MongoTrials(base.Trials):
             if stamp is not None and (self._watermark is None or stamp > self._watermark):
                 self._watermark = stamp
         if self._watermark is None:
-            self._watermark = self.queue.server_now()
+            self._watermark = retrying(self.queue.server_now, "reading the server clock")
         valid = [d for d in self._docs.values() if d[s.STATE] in base.JOB_VALID_STATES]
         valid.sort(key=lambda d: d[s.TID])
         self._trials = valid
         self._ids.update(d[s.TID] for d in valid)
+
+    def _fetch_changes(self) -> list[dict[str, Any]]:
+        query = self._scope()
+        if self._watermark is None:
+            return list(self.queue.jobs.find(query, s.TRIAL_PROJECTION))
+        query[s.UPDATED_AT] = {"$gte": self._watermark - REFRESH_OVERLAP}
+        stubs = self.queue.jobs.find(query, {s.ID: 1, s.VERSION: 1})
+        changed = [
+            stub[s.ID]
+            for stub in stubs
+            if (self._docs.get(stub[s.ID]) or {}).get(s.VERSION) != stub.get(s.VERSION)
+        ]
+        if not changed:
+            return []
+        return list(self.queue.jobs.find({s.ID: {"$in": changed}}, s.TRIAL_PROJECTION))
 
     def count_by_state_unsynced(self, arg: int | Iterable[int]) -> int:
         """How many of the run's jobs are in state ``arg`` (or any of them), in the database now."""
@@ -226,18 +232,19 @@ class MongoTrials(base.Trials):
             if not all(x in base.JOB_STATES for x in states):
                 raise ValueError(f"invalid job states {states!r}")
             state = {"$in": states}
-        return self.queue.jobs.count_documents({**self._scope(), s.STATE: state})
+        query = {**self._scope(), s.STATE: state}
+        return retrying(lambda: self.queue.jobs.count_documents(query), "counting trials")
 
     def new_trial_ids(self, n: int) -> list[int]:
         """``n`` trial ids, allocated atomically from the run's counter."""
-        ids = self.runs.allocate_tids(self._exp_key, n)
+        ids = retrying(lambda: self.runs.allocate_tids(self._exp_key, n), "allocating trial ids")
         self._ids.update(ids)
         return ids
 
     def _insert_trial_docs(self, docs: list[dict[str, Any]]) -> list[int]:
         if not docs:
             return []
-        now = self.queue.server_now()
+        now = retrying(self.queue.server_now, "reading the server clock")
         for doc in docs:
             doc.update(
                 {
@@ -249,8 +256,16 @@ class MongoTrials(base.Trials):
             )
             if self.experiment is not None:
                 doc[s.EXPERIMENT] = self.experiment
-        self.queue.jobs.insert_many(docs, ordered=True)
+        retrying(lambda: self._insert_new(docs), "inserting trials")
         return [doc[s.TID] for doc in docs]
+
+    def _insert_new(self, docs: list[dict[str, Any]]) -> None:
+        """Insert ``docs``; a retry after a lost reply skips the ones already in."""
+        try:
+            self.queue.jobs.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            if any(error.get("code") != DUPLICATE_KEY for error in exc.details.get("writeErrors", [])):
+                raise
 
     def _params(self, doc: Mapping[str, Any]) -> Any:
         point = s.point_from_vals(doc[s.MISC]["vals"])

@@ -1,0 +1,132 @@
+"""``hpo-coord start`` end to end, with real coordinator and worker processes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pymongo
+from pymongo.database import Database
+
+from jobstore import schema as s
+from jobstore.schema import State
+from tests.support.processes import RECORDING, run_cli, start_coordinator, start_worker, stop, wait_for
+
+FAST_WORKER = ["--heartbeat", "0.2", "--lease", "1", "--poll-max", "0.05"]
+
+
+def test_two_workers_find_the_quadratic_minimum_and_no_job_runs_twice(db: Database, db_url: str) -> None:
+    result = run_cli("coordinator", "start", "--exp", "recording", "--objective", RECORDING, "--mongo", db_url,
+                     "--run", "q", "--max-evals", "100", "--local-workers", "2", "--seed", "1", "--queue", "2",
+                     url=db_url, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert db.jobs.count_documents({s.EXP_KEY: "q", s.STATE: State.DONE}) == 100
+    assert db.jobs.count_documents({s.EXP_KEY: "q"}) == 100
+    assert db.jobs.count_documents({s.EXP_KEY: "q", s.ATTEMPTS: {"$ne": 1}}) == 0
+    evaluated = [e["x"] for e in db.evaluations.find()]
+    assert len(evaluated) == 100 and len(set(evaluated)) == 100
+    assert len({e["pid"] for e in db.evaluations.find()}) == 2
+    best = db.jobs.find({s.EXP_KEY: "q", s.STATE: State.DONE}).sort(s.LOSS, 1).limit(1)[0]
+    assert abs(best[s.PARAMS] - 0.5) < 0.05
+    assert best[s.RESULT]["loss"] == best[s.PARAMS] ** 2 - best[s.PARAMS] + 1
+    assert "100 trial(s) done" in result.stdout
+    assert f"{best[s.PARAMS]}" in result.stdout.replace("\n", "")
+
+
+def test_a_second_coordinator_is_refused_while_the_first_lives(db: Database, db_url: str, tmp_path: Path) -> None:
+    first = start_coordinator(db_url, "--exp", "recording", "--objective", RECORDING, "--run", "r",
+                              "--max-evals", "5", log=tmp_path / "first.log")
+    try:
+        wait_for(lambda: (db.runs.find_one({s.ID: "r"}) or {}).get(s.RUN_COORDINATOR) is not None,
+                 what="the first coordinator to hold the run")
+        second = run_cli("coordinator", "start", "--exp", "recording", "--objective", RECORDING,
+                         "--mongo", db_url, "--run", "r", url=db_url)
+        assert second.returncode == 2
+        assert "is already being coordinated by" in second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        stop(first)
+
+
+def test_interrupted_coordinator_says_how_to_resume_and_resume_completes(
+    db: Database, db_url: str, tmp_path: Path
+) -> None:
+    worker = start_worker(db_url, "--run", "r", *FAST_WORKER, log=tmp_path / "worker.log")
+    coordinator = start_coordinator(db_url, "--exp", "recording", "--objective", RECORDING, "--run", "r",
+                                    "--max-evals", "30", "--set", "mode=slow", "--set", "seconds=0.05",
+                                    log=tmp_path / "c1.log")
+    try:
+        wait_for(lambda: db.jobs.count_documents({s.EXP_KEY: "r", s.STATE: State.DONE}) >= 5,
+                 what="some trials to finish")
+        coordinator.send_signal(signal.SIGINT)
+        assert coordinator.wait(30) == 130
+        log = (tmp_path / "c1.log").read_text()
+        assert "is resumable with:" in log and "hpo-coord start --exp recording --run r" in log
+        assert (db.runs.find_one({s.ID: "r"}) or {}).get(s.RUN_COORDINATOR) is None
+        resumed = run_cli("coordinator", "start", "--exp", "recording", "--objective", RECORDING,
+                          "--mongo", db_url, "--run", "r", "--max-evals", "30", url=db_url, timeout=300)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert "resuming run" in resumed.stdout
+    finally:
+        stop(worker)
+    assert db.jobs.count_documents({s.EXP_KEY: "r", s.STATE: State.DONE}) == 30
+    assert db.jobs.count_documents({s.EXP_KEY: "r"}) == 30
+    tids = sorted(j[s.TID] for j in db.jobs.find({s.EXP_KEY: "r"}))
+    assert len(set(tids)) == 30
+
+
+def test_killed_coordinator_is_replaced_and_the_run_ends_at_max_evals(
+    db: Database, db_url: str, tmp_path: Path
+) -> None:
+    workers = [start_worker(db_url, "--run", "r", *FAST_WORKER, log=tmp_path / f"w{i}.log") for i in range(2)]
+    args = ["--exp", "recording", "--objective", RECORDING, "--run", "r", "--max-evals", "40",
+            "--lease", "2", "--set", "mode=slow", "--set", "seconds=0.05", "--queue", "3"]
+    try:
+        first = start_coordinator(db_url, *args, log=tmp_path / "c1.log")
+        wait_for(lambda: db.jobs.count_documents({s.EXP_KEY: "r", s.STATE: State.DONE}) >= 8,
+                 what="some trials to finish")
+        first.kill()
+        first.wait()
+        second = start_coordinator(db_url, *args, log=tmp_path / "c2.log")
+        code = second.wait(300)
+        assert code == 0, (tmp_path / "c2.log").read_text()
+    finally:
+        for worker in workers:
+            stop(worker)
+    assert db.jobs.count_documents({s.EXP_KEY: "r", s.STATE: State.DONE}) == 40
+    assert db.jobs.count_documents({s.EXP_KEY: "r"}) == 40
+    assert db.evaluations.count_documents({}) == 40
+
+
+def test_the_run_survives_a_database_restart(private_server, tmp_path: Path) -> None:
+    url = f"{private_server.url}/outage"
+    db = pymongo.MongoClient(url).get_default_database()
+    worker = start_worker(url, "--run", "r", "--heartbeat", "0.5", "--lease", "20", "--poll-max", "0.05",
+                          "--connect-timeout", "1", log=tmp_path / "worker.log")
+    coordinator = start_coordinator(url, "--exp", "recording", "--objective", RECORDING, "--run", "r",
+                                    "--max-evals", "25", "--lease", "20", "--set", "mode=slow",
+                                    "--set", "seconds=0.1", "--connect-timeout", "1", log=tmp_path / "c.log")
+    try:
+        wait_for(lambda: db.jobs.count_documents({s.EXP_KEY: "r", s.STATE: State.DONE}) >= 5,
+                 what="some trials to finish")
+        private_server.stop()
+        time.sleep(8)
+        private_server.start()
+        assert coordinator.wait(300) == 0, (tmp_path / "c.log").read_text()
+    finally:
+        stop(coordinator)
+        stop(worker)
+    assert db.jobs.count_documents({s.EXP_KEY: "r", s.STATE: State.DONE}) == 25
+    assert db.jobs.count_documents({s.EXP_KEY: "r"}) == 25
+    assert db.jobs.count_documents({s.EXP_KEY: "r", s.ATTEMPTS: {"$ne": 1}}) == 0
+
+
+def test_best_params_are_printed_as_json(db: Database, db_url: str) -> None:
+    result = run_cli("coordinator", "start", "--exp", "nested", "--mongo", db_url, "--max-evals", "12",
+                     "--local-workers", "1", "--algo", "rand", "--seed", "3", url=db_url, timeout=300)
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout[result.stdout.index("params:") + len("params:"):])
+    best = db.jobs.find({s.EXP_KEY: "nested", s.STATE: State.DONE}).sort(s.LOSS, 1).limit(1)[0]
+    assert printed == best[s.PARAMS]
