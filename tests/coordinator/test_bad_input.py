@@ -1,0 +1,104 @@
+"""Every user error gets one clear message, exit code 2 and no traceback.
+
+Most cases run the CLIs in-process (typer's CliRunner); the ones about processes
+(the real exit path, a server that does not answer) run them as subprocesses.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import pytest
+from typer.testing import CliRunner
+
+from coordinator.cli import app as coordinator_app
+from jobstore.embedded import free_port
+from tests.support.processes import run_cli
+from worker.cli import app as worker_app
+
+
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def invoke(module: str, *args: str) -> Ran:
+    """Run a CLI in this process, like ``python -m MODULE ARGS``."""
+    app = {"coordinator": coordinator_app, "worker": worker_app}[module]
+    result = CliRunner().invoke(app, list(args), env={"HPO_MONGO_URL": "", "COLUMNS": "200"})
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), result.exception
+    return Ran(result.exit_code, result.stdout, result.stderr)
+
+
+def assert_user_error(result: Ran, *fragments: str) -> None:
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "Traceback" not in output
+    for fragment in fragments:
+        assert fragment in " ".join(output.split()), output
+
+
+def test_unknown_experiment_lists_the_known_ones() -> None:
+    result = invoke("coordinator", "start", "--exp", "cifar1000", "--mongo", "mongodb://127.0.0.1:1/x")
+    assert_user_error(result, "unknown experiment 'cifar1000'", "known experiments:", "quadratic", "digits")
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://localhost/db", "unsupported URL scheme"),
+        ("mongodb://localhost:port/db", "bad port"),
+    ],
+)
+def test_malformed_urls(url: str, message: str) -> None:
+    assert_user_error(invoke("coordinator", "start", "--exp", "quadratic", "--mongo", url), message)
+    assert_user_error(invoke("worker", "--mongo", url), message)
+
+
+def test_unreachable_server_is_reported_within_seconds_with_the_password_masked() -> None:
+    url = f"mongodb://alice:hunter2@127.0.0.1:{free_port()}/db"
+    for module, args in (("coordinator", ["start", "--exp", "quadratic"]), ("worker", [])):
+        started = time.monotonic()
+        result = run_cli(module, *args, "--mongo", url)
+        assert time.monotonic() - started < 20
+        assert_user_error(result, "cannot reach MongoDB at mongodb://alice:***@127.0.0.1")
+        assert "hunter2" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--run", ""], "--run must not be empty"),
+        (["--exp", ""], "--exp must not be empty"),
+        (["--max-evals", "ten"], "Invalid value for '--max-evals'"),
+        (["--max-evals", "0"], "Invalid value for '--max-evals'"),
+        (["--set", "novalue"], "--set expects KEY=VALUE"),
+        (["--algo", "sgd"], "unknown algorithm 'sgd'; choose one of: tpe, rand, anneal, atpe"),
+        (["--objective", "nomodule"], "must look like 'package.module:attribute'"),
+        (["--objective", "os:path"], "is a module, not an objectives.base.Experiment"),
+    ],
+)
+def test_bad_coordinator_options(args: list[str], message: str, db_url: str) -> None:
+    base = ["start", "--exp", "quadratic", "--mongo", db_url]
+    merged = base + args if args[0] != "--exp" else ["start", "--mongo", db_url] + args
+    assert_user_error(invoke("coordinator", *merged), message)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--heartbeat", "-1"], "Invalid value for '--heartbeat'"),
+        (["--heartbeat", "5", "--lease", "2"], "must be longer than --heartbeat"),
+        (["--max-jobs", "many"], "Invalid value for '--max-jobs'"),
+        (["--run", " "], "--run must not be empty"),
+    ],
+)
+def test_bad_worker_options(args: list[str], message: str, db_url: str) -> None:
+    assert_user_error(invoke("worker", "--mongo", db_url, *args), message)
+
+
+def test_missing_database_option() -> None:
+    assert_user_error(invoke("worker"), "hpo-worker needs a database: pass --mongo URL or set $HPO_MONGO_URL")
