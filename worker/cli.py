@@ -46,6 +46,9 @@ def work(
         "--allow-pickle", help="Run jobs whose objective is a pickled hyperopt Domain stored in the "
         "database (plain hyperopt fmin scripts). Executes code from the database: only if you "
         "trust everyone who can write to it.")] = False,
+    gpus_per_worker: Annotated[int, typer.Option(
+        min=0, help="GPUs this worker leases (by UUID, through MongoDB) and pins itself to; it "
+        "waits while none is free. 0, or a host without GPUs, runs on the CPU.")] = 1,
     objective: Annotated[Optional[list[str]], typer.Option(help=OBJECTIVE_HELP)] = None,
     connect_timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait for the database at start.")] = DEFAULT_TIMEOUT_S,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
@@ -62,7 +65,7 @@ def work(
         target, db = open_database(require_url(mongo, "hpo-worker"), mongo_password_file, connect_timeout)
         config = WorkerConfig(
             run=run, max_jobs=max_jobs, idle_exit=idle_exit, poll_min=poll_min, poll_max=poll_max,
-            heartbeat=heartbeat, lease=lease_s, grace=grace, allow_pickle=allow_pickle,
+            heartbeat=heartbeat, lease=lease_s, grace=grace, allow_pickle=allow_pickle, gpus=gpus_per_worker,
             version=package_version(),
         )
         worker = Worker(db, config, target.jobs_collection)

@@ -35,12 +35,14 @@ from typing import Any
 
 from hyperopt import base
 from pymongo.database import Database
+from pymongo.errors import PyMongoError
 
 from jobstore import schema as s
+from jobstore.gpu_lease import GpuLease, visible_devices_env, wait_for_gpus
 from jobstore.heartbeat import Heartbeat
 from jobstore.queue import DEFAULT_LEASE_S, Claim, JobQueue
 from jobstore.requeuer import Requeuer
-from jobstore.retry import retrying
+from jobstore.retry import describe, retrying
 from jobstore.workers import WorkerRegistry
 from objectives.base import TrialInterrupted
 from objectives.registry import UnknownExperiment, get_experiment
@@ -58,6 +60,7 @@ log = logging.getLogger(__name__)
 
 RUN_INFO_TTL_S = 10.0
 EXIT_REFUSED = 2
+EXIT_GPU_LOST = 75
 
 
 @dataclass
@@ -73,7 +76,7 @@ class WorkerConfig:
     lease: float = DEFAULT_LEASE_S
     grace: float = 60.0
     allow_pickle: bool = False
-    device: str = "cpu"
+    gpus: int = 1
     version: str = "unknown"
 
 
@@ -167,17 +170,46 @@ class Worker:
     # -- the loop -------------------------------------------------------------------
 
     def run(self) -> int:
-        """Work until stopped, out of jobs (``idle_exit``) or ``max_jobs``; the exit code."""
+        """Work until stopped, out of jobs (``idle_exit``) or ``max_jobs``; the exit code.
+
+        First the worker leases ``gpus`` GPUs of its host (waiting while none is free)
+        and pins itself to them; a host without GPUs, or ``gpus=0``, runs on the CPU.
+        """
         cfg = self.config
         retrying(self.queue.ensure_indexes, "creating indexes")
+        gpu_lease = GpuLease(self.db, self.worker_id, count=cfg.gpus, ttl=cfg.lease)
+        leased = wait_for_gpus(gpu_lease, stop=self._stop)
+        if leased is None:
+            return 0
+        os.environ.update(visible_devices_env(leased))
+        device = ", ".join(f"{gpu.name} ({gpu.uuid})" for gpu in leased) or "cpu"
+        try:
+            return self._work(gpu_lease, device)
+        finally:
+            try:
+                gpu_lease.release()
+            except PyMongoError as exc:
+                log.warning("could not release the GPU lease (%s); it lapses in %.0f s", describe(exc), cfg.lease)
+
+    def _work(self, gpu_lease: GpuLease, device: str) -> int:
+        cfg = self.config
         retrying(lambda: self.registry.register(
             self.worker_id, host=socket.gethostname(), pid=os.getpid(),
-            device=cfg.device, version=cfg.version), "registering the worker")
-        log.info("worker %s ready (run: %s, device: %s)", self.worker_id, cfg.run or "any", cfg.device)
+            device=device, version=cfg.version), "registering the worker")
+        log.info("worker %s ready (run: %s, device: %s)", self.worker_id, cfg.run or "any", device)
         idle_since = time.monotonic()
         poll = cfg.poll_min
         code = 0
-        with Heartbeat(lambda: self.registry.seen(self.worker_id), cfg.heartbeat, name="worker record"):
+
+        def gpu_lost() -> None:
+            nonlocal code
+            code = EXIT_GPU_LOST
+            log.error("this worker's GPU lease was taken over; stopping so a fresh process can lease one")
+            self._stop.set()
+
+        beat = Heartbeat(lambda: self.registry.seen(self.worker_id) and gpu_lease.renew(),
+                         cfg.heartbeat, name="worker record and GPU lease", on_lost=gpu_lost)
+        with beat:
             while not self._stop.is_set():
                 if cfg.max_jobs is not None and self.jobs_done >= cfg.max_jobs:
                     log.info("done %d job(s) (--max-jobs); exiting", self.jobs_done)

@@ -1,0 +1,38 @@
+"""Workers lease GPUs through MongoDB (simulated GPU lists) and pin themselves."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from pymongo.database import Database
+
+from jobstore import schema as s
+from tests.support.processes import start_worker, stop, wait_for
+
+GPUS = {"HPO_FAKE_GPUS": "GPU-aaaa,GPU-bbbb"}
+FAST = ["--heartbeat", "0.2", "--lease", "1", "--poll-max", "0.05"]
+
+
+def test_two_workers_get_distinct_gpus_and_a_third_waits(db: Database, db_url: str, tmp_path: Path) -> None:
+    workers = [start_worker(db_url, *FAST, log=tmp_path / f"w{i}.log", env=GPUS) for i in range(3)]
+    try:
+        wait_for(lambda: db.workers.count_documents({}) == 2, what="two workers to register")
+        devices = sorted(w[s.WORKER_DEVICE] for w in db.workers.find())
+        assert [d.split("(")[1] for d in devices] == ["GPU-aaaa)", "GPU-bbbb)"]
+        time.sleep(1)
+        assert db.workers.count_documents({}) == 2
+        waiting = [p for p in range(3) if "waiting for a free GPU" in (tmp_path / f"w{p}.log").read_text()]
+        assert len(waiting) == 1
+        stop(workers[0 if waiting[0] != 0 else 1])
+        wait_for(lambda: db.workers.count_documents({}) == 3, what="the waiting worker to get the freed GPU")
+    finally:
+        for worker in workers:
+            stop(worker)
+
+
+def test_cpu_host_runs_with_a_warning(db: Database, db_url: str, tmp_path: Path) -> None:
+    worker = start_worker(db_url, "--idle-exit", "0.5", log=tmp_path / "w.log", env={"HPO_FAKE_GPUS": ""})
+    assert worker.wait(60) == 0
+    assert db.workers.find_one()[s.WORKER_DEVICE] == "cpu"
+    assert "runs on the CPU" in " ".join((tmp_path / "w.log").read_text().split())
