@@ -20,6 +20,8 @@ worker's own installation and command line, never by the database.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from importlib.metadata import entry_points
 
 from objectives.base import Experiment
@@ -56,12 +58,18 @@ def known_names() -> list[str]:
 
 
 def load_reference(reference: str) -> Experiment:
-    """Import ``package.module:attribute`` and check that it is an :class:`Experiment`."""
+    """Import ``package.module:attribute`` and check that it is an :class:`Experiment`.
+
+    Modules are looked up in the installed packages and in the current directory, as
+    ``python -m`` would.
+    """
     module_name, sep, attribute = reference.partition(":")
     if not sep or not module_name or not attribute:
         raise BadObjectiveReference(
             f"objective reference {reference!r} must look like 'package.module:attribute'"
         )
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
