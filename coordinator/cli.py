@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from coordinator.algorithms import ALGORITHMS
-from coordinator.start import StartOptions, resume_hint, start_run
+from coordinator.start import StartOptions, best_configuration, resume_hint, start_run
 from jobstore.connection import DEFAULT_TIMEOUT_S, url_from_environment
 from jobstore.console import (
     MONGO_HELP,
@@ -21,6 +21,7 @@ from jobstore.console import (
     not_empty,
     open_database,
     register_objectives,
+    require_url,
     setup_logging,
     user_errors,
 )
@@ -128,6 +129,38 @@ def start(
         return
     console.print(f"best loss {summary.best['loss']:.6g} (trial {summary.best['tid']}), params:")
     console.print_json(json.dumps(summary.best["params"], default=str))
+
+
+@app.command()
+def retrain(
+    run: Annotated[str, typer.Option(help="The run whose best configuration to retrain.",
+                                     callback=not_empty("--run"))],
+    mongo: Annotated[Optional[str], typer.Option(help=MONGO_HELP, callback=not_empty("--mongo"))] = None,
+    mongo_password_file: Annotated[Optional[Path], typer.Option(help=PASSWORD_FILE_HELP)] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Where to save the weights and config. "
+                                                "Default: ./retrained/RUN.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a run setting "
+                                                      "KEY=VALUE (e.g. epochs=30). Repeatable.")] = None,
+    objective: Annotated[Optional[list[str]], typer.Option(help=OBJECTIVE_HELP)] = None,
+    connect_timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait for the database.")] = DEFAULT_TIMEOUT_S,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Train the best configuration of a run on the full training set and save it."""
+    setup_logging(log_level)
+    overrides = parse_settings(set_)
+    with user_errors():
+        register_objectives(objective)
+        _, db = open_database(require_url(mongo, "hpo-coord retrain"), mongo_password_file, connect_timeout)
+        best = best_configuration(db, run)
+        experiment = get_experiment(best.experiment)
+        if experiment.retrain is None:
+            fail(f"experiment {experiment.name!r} does not support retraining")
+        settings = {**experiment.default_settings, **best.settings, **overrides}
+        target = out or Path("retrained") / run
+        console.print(f"retraining trial {best.tid} of run [bold]{run}[/] (validation loss "
+                      f"{best.loss:.6g}) into {target}")
+        summary = experiment.retrain(best.params, settings, target)
+    console.print_json(json.dumps(summary, default=str))
 
 
 @app.command()

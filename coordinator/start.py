@@ -30,6 +30,7 @@ from coordinator.local_workers import LocalWorkers
 from coordinator.progress import rich_progress
 from jobstore import schema as s
 from jobstore.connection import MongoTarget, mask
+from jobstore.errors import UserError
 from jobstore.queue import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS
 from jobstore.runs import RunStore
 from jobstore.trials import DEFAULT_POLL_INTERVAL_S, MongoTrials
@@ -138,6 +139,39 @@ def summarize(trials: MongoTrials, run: str, experiment: Experiment) -> RunSumma
         {"tid": best[s.TID], "loss": best[s.RESULT]["loss"],
          "params": s.bson_safe(space_eval(experiment.space, point)), "result": best[s.RESULT]},
     )
+
+
+@dataclass
+class BestConfiguration:
+    """The best finished trial of a run, ready to train again."""
+
+    experiment: str
+    tid: int
+    loss: float
+    params: Any
+    settings: dict[str, Any]
+
+
+def best_configuration(db: Database, run: str) -> BestConfiguration:
+    """The run's best ok trial, with its params as the objective saw them.
+
+    Raises:
+        UserError: unknown run, or no successful trial yet.
+    """
+    from objectives.registry import get_experiment
+
+    doc = RunStore(db).get(run)
+    if doc is None or doc.get(s.RUN_EXPERIMENT) is None:
+        known = sorted(r[s.ID] for r in db[s.RUNS].find({s.RUN_EXPERIMENT: {"$exists": True}}, {s.ID: 1}))
+        raise UserError(f"no run {run!r} started by hpo-coord in this database; runs: {', '.join(known) or 'none'}")
+    best = db[s.JOBS].find_one({s.EXP_KEY: run, s.STATE: hyperopt.JOB_STATE_DONE, s.STATUS: "ok"},
+                               sort=[(s.LOSS, 1)])
+    if best is None:
+        raise UserError(f"run {run!r} has no successful trial yet")
+    experiment = get_experiment(doc[s.RUN_EXPERIMENT])
+    params = space_eval(experiment.space, s.point_from_vals(best[s.MISC]["vals"]))
+    return BestConfiguration(experiment.name, best[s.TID], best[s.RESULT]["loss"], params,
+                             dict(doc.get(s.RUN_SETTINGS) or {}))
 
 
 def resume_hint(experiment: str, run: str, url: str | None) -> str:
