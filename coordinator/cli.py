@@ -127,7 +127,12 @@ def start(
     if summary.best is None:
         console.print("no trial succeeded")
         return
-    console.print(f"best loss {summary.best['loss']:.6g} (trial {summary.best['tid']}), params:")
+    extras = {k: v for k, v in summary.best["result"].items() if k not in ("status", "loss") and
+              isinstance(v, (int, float)) and not isinstance(v, bool)}
+    details = "".join(f", {k} {v:.4g}" for k, v in extras.items())
+    worst = f"; worst successful loss {summary.worst_loss:.6g}" if summary.worst_loss is not None else ""
+    console.print(f"best loss {summary.best['loss']:.6g} (trial {summary.best['tid']}{details}){worst}")
+    console.print("best params:")
     console.print_json(json.dumps(summary.best["params"], default=str))
 
 

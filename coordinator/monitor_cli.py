@@ -1,10 +1,333 @@
-"""Monitoring commands of ``hpo-coord`` (status, runs, best, trials, plot, space)."""
+"""Monitoring commands of ``hpo-coord``: status, runs, best, trials, plot, space.
+
+All but ``space`` read the database named by ``--mongo`` (default ``$HPO_MONGO_URL``;
+password from ``--mongo-password-file`` or the environment, never printed) and never
+change a job, run or worker document.  ``--run`` may be left out when the database
+holds exactly one run; an unknown run is a one-line error listing the runs (exit 2).
+Queries live in :mod:`coordinator.monitor`, figures in :mod:`coordinator.plots`;
+docs/monitoring.md documents the commands.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import logging
+import time
+from datetime import timedelta
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import numpy as np
 import typer
-from rich.console import Console
+from pymongo.database import Database
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from coordinator import monitor, plots
+from jobstore import schema as s
+from jobstore.connection import DEFAULT_TIMEOUT_S, MongoTarget
+from jobstore.console import (
+    MONGO_HELP,
+    OBJECTIVE_HELP,
+    PASSWORD_FILE_HELP,
+    not_empty,
+    open_database,
+    register_objectives,
+    require_url,
+    setup_logging,
+    user_errors,
+)
+from jobstore.errors import UserError
+from jobstore.retry import retrying
+from objectives.registry import UnknownExperiment, get_experiment
+
+log = logging.getLogger(__name__)
+
+Mongo = Annotated[Optional[str], typer.Option(help=MONGO_HELP, callback=not_empty("--mongo"))]
+PasswordFile = Annotated[Optional[Path], typer.Option(help=PASSWORD_FILE_HELP)]
+ConnectTimeout = Annotated[float, typer.Option(min=0.1, help="Seconds to wait for the database.")]
+LogLevel = Annotated[str, typer.Option(help="debug, info, warning or error.")]
+Run = Annotated[Optional[str], typer.Option(
+    help="Run name (exp_key). Default: the only run in the database.", callback=not_empty("--run"))]
+Objectives = Annotated[Optional[list[str]], typer.Option("--objective", help=OBJECTIVE_HELP)]
+
+
+class TrialFormat(str, Enum):
+    csv = "csv"
+    json = "json"
+
+
+def _connect(mongo: str | None, password_file: Path | None, timeout: float,
+             command: str) -> tuple[MongoTarget, Database]:
+    return open_database(require_url(mongo, f"hpo-coord {command}"), password_file, timeout)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6g}"
+
+
+def _compact_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def render_status(st: monitor.RunStatus) -> Group:
+    """The status of a run as rich tables: summary, stale jobs, workers."""
+    c = st.counts
+    summary = Table(title=f"run {st.run}" + (f" (experiment {st.experiment})" if st.experiment else ""),
+                    show_header=False, title_justify="left")
+    summary.add_column("what", style="bold")
+    summary.add_column("value", overflow="fold")
+    states = f"new {c.new}  running {c.running}  done {c.done}  error {c.error}"
+    summary.add_row("trials", states + (f"  cancel {c.cancel}" if c.cancel else "") + f"  (total {c.total})")
+    if st.max_evals is not None:
+        summary.add_row("progress", f"{c.finished} of {st.max_evals} finished")
+    if st.best is None:
+        summary.add_row("best loss", "no ok trial yet")
+    else:
+        summary.add_row("best loss", f"{st.best.loss:.6g} (trial {st.best.tid})")
+        summary.add_row("best params", _compact_json(st.best.params))
+    rate = st.throughput
+    if rate.per_hour is None or rate.window_start is None or rate.last_finish is None:
+        summary.add_row("throughput", "not enough finished trials yet")
+    else:
+        summary.add_row("throughput", f"{rate.per_hour:.1f} trials/h ({rate.window_trials} finished "
+                        f"in the last {monitor.ago(rate.last_finish, rate.window_start)} of activity)")
+    if rate.last_finish is not None:
+        summary.add_row("last finish", f"{monitor.ago(st.now, rate.last_finish)} ago")
+    if st.eta is not None:
+        summary.add_row("ETA", "complete" if st.eta == timedelta(0) else monitor.duration(st.eta))
+    summary.add_row("stale running jobs", str(len(st.stale)))
+    parts: list[Any] = [summary]
+    if st.stale:
+        stale = Table(title="stale running jobs", title_justify="left")
+        for column in ("tid", "worker", "last heartbeat", "why"):
+            stale.add_column(column, overflow="fold", no_wrap=column != "why")
+        for job in st.stale:
+            stale.add_row(str(job.tid), job.owner or "-",
+                          f"{monitor.ago(st.now, job.refresh_time)} ago" if job.refresh_time else "-",
+                          "; ".join(job.reasons))
+        parts.append(stale)
+    workers = Table(title=f"workers seen in the last {monitor.duration(monitor.WORKER_HORIZON)}",
+                    title_justify="left")
+    for column in ("worker", "host", "device", "state", "current trial", "last heartbeat", "trials done"):
+        workers.add_column(column, overflow="fold", no_wrap=column != "device")
+    for w in st.workers:
+        current = "-" if not w.current else f"{w.current.get('exp_key')}:{w.current.get('tid')}"
+        workers.add_row(w.id, w.host or "-", w.device or "-", w.state, current,
+                        f"{monitor.ago(st.now, w.last_seen)} ago" if w.last_seen else "-",
+                        str(w.trials_done))
+    if not st.workers:
+        workers.caption = "no worker seen"
+    parts.append(workers)
+    return Group(*parts)
+
+
+def render_runs(runs: list[monitor.RunOverview]) -> Table:
+    table = Table(title="runs", title_justify="left")
+    for column in ("run", "experiment", "trials", "new", "running", "done", "error",
+                   "max evals", "best loss", "created (UTC)"):
+        table.add_column(column, overflow="fold")
+    for r in runs:
+        c = r.counts
+        table.add_row(r.run, r.experiment or "-", str(c.total), str(c.new), str(c.running),
+                      str(c.done), str(c.error), "-" if r.max_evals is None else str(r.max_evals),
+                      _number(r.best_loss),
+                      r.created_at.strftime("%Y-%m-%d %H:%M:%S") if r.created_at else "-")
+    if not runs:
+        table.caption = "no runs in this database"
+    return table
+
+
+def trials_text(rows: list[dict[str, Any]], fmt: TrialFormat) -> str:
+    """``rows`` (see :func:`coordinator.monitor.trial_rows`) as CSV or JSON text."""
+    if fmt is TrialFormat.json:
+        return json.dumps(rows, indent=1) + "\n"
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=monitor.TRIAL_COLUMNS + monitor.param_columns(rows),
+                            lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def _space_infos(db: Database, run: str) -> dict[str, plots.ParamInfo]:
+    name = (db[s.RUNS].find_one({s.ID: run}, {s.RUN_EXPERIMENT: 1}) or {}).get(s.RUN_EXPERIMENT)
+    if name is None:
+        return {}
+    try:
+        return plots.describe_space(get_experiment(name).space)
+    except UnknownExperiment:
+        log.warning("experiment %r is not installed here: hp.choice options are shown as "
+                    "numbers (pass --objective to name them)", name)
+        return {}
+
+
+def _prior_table(samples: dict[str, list[float]], infos: dict[str, plots.ParamInfo], n: int) -> Table:
+    table = Table(title=f"{n} samples of the prior", title_justify="left")
+    for column in ("label", "distribution", "active", "values"):
+        table.add_column(column, overflow="fold")
+    for label in sorted(samples):
+        values = samples[label]
+        info = infos.get(label) or plots.ParamInfo(label, "unknown")
+        if not values:
+            summary = "-"
+        elif info.categorical:
+            summary = ", ".join(f"{name}: {sum(1 for v in values if int(v) == i)}"
+                                for i, name in enumerate(info.options))
+        else:
+            low, mid, high = (float(x) for x in np.percentile(values, [0, 50, 100]))
+            summary = f"min {low:.4g}  median {mid:.4g}  max {high:.4g}"
+        table.add_row(label, info.distribution, f"{len(values)}/{n}", summary)
+    return table
 
 
 def register(app: typer.Typer, console: Console) -> None:
-    """Add the monitoring commands to ``app``."""
+    """Add the monitoring commands to ``app``; tables are printed on ``console``."""
+
+    @app.command()
+    def status(
+        run: Run = None,
+        watch: Annotated[bool, typer.Option("--watch", help="Redraw until Ctrl-C.")] = False,
+        interval: Annotated[float, typer.Option(min=0.5, help="Seconds between redraws with --watch.")] = 5.0,
+        stale_after: Annotated[float, typer.Option(
+            min=1, help="Flag running jobs without a heartbeat for this many seconds, "
+            "and call workers not seen for as long lost.")] = monitor.STALE_AFTER.total_seconds(),
+        mongo: Mongo = None,
+        mongo_password_file: PasswordFile = None,
+        connect_timeout: ConnectTimeout = DEFAULT_TIMEOUT_S,
+        log_level: LogLevel = "warning",
+    ) -> None:
+        """A run's progress: counts by state, best trial, throughput, ETA, workers, stale jobs."""
+        setup_logging(log_level)
+        with user_errors():
+            target, db = _connect(mongo, mongo_password_file, connect_timeout, "status")
+            name = monitor.require_run(db, run, target.jobs_collection)
+            monitor.ensure_indexes(db, target.jobs_collection)
+
+            def current() -> Group:
+                return render_status(retrying(
+                    lambda: monitor.run_status(db, name, target.jobs_collection,
+                                               timedelta(seconds=stale_after)),
+                    f"reading the status of run {name!r}"))
+
+            if not watch:
+                console.print(current())
+                return
+            with Live(current(), console=console, auto_refresh=False) as live:
+                try:
+                    while True:
+                        time.sleep(interval)
+                        live.update(current(), refresh=True)
+                except KeyboardInterrupt:
+                    pass
+
+    @app.command()
+    def runs(
+        mongo: Mongo = None,
+        mongo_password_file: PasswordFile = None,
+        connect_timeout: ConnectTimeout = DEFAULT_TIMEOUT_S,
+        log_level: LogLevel = "warning",
+    ) -> None:
+        """Every run in the database with its trial counts and best loss."""
+        setup_logging(log_level)
+        with user_errors():
+            target, db = _connect(mongo, mongo_password_file, connect_timeout, "runs")
+            console.print(render_runs(monitor.list_runs(db, target.jobs_collection)))
+
+    @app.command()
+    def best(
+        run: Run = None,
+        mongo: Mongo = None,
+        mongo_password_file: PasswordFile = None,
+        connect_timeout: ConnectTimeout = DEFAULT_TIMEOUT_S,
+        log_level: LogLevel = "warning",
+    ) -> None:
+        """Print the best trial's params as JSON (stdout), ready to reuse."""
+        setup_logging(log_level)
+        with user_errors():
+            target, db = _connect(mongo, mongo_password_file, connect_timeout, "best")
+            name = monitor.require_run(db, run, target.jobs_collection)
+            found = monitor.best_trial(db[target.jobs_collection], name)
+            if found is None:
+                raise UserError(f"run {name!r} has no trial with status ok yet")
+        typer.echo(json.dumps(found.params, indent=2, sort_keys=True))
+
+    @app.command()
+    def trials(
+        run: Run = None,
+        format_: Annotated[TrialFormat, typer.Option("--format", help="csv or json.")] = TrialFormat.csv,
+        out: Annotated[Optional[Path], typer.Option(help="Write to this file instead of stdout.")] = None,
+        mongo: Mongo = None,
+        mongo_password_file: PasswordFile = None,
+        connect_timeout: ConnectTimeout = DEFAULT_TIMEOUT_S,
+        log_level: LogLevel = "warning",
+    ) -> None:
+        """Export one row per trial: tid, state, loss, status, durations, attempts, worker, params."""
+        setup_logging(log_level)
+        with user_errors():
+            target, db = _connect(mongo, mongo_password_file, connect_timeout, "trials")
+            name = monitor.require_run(db, run, target.jobs_collection)
+            rows = monitor.trial_rows(db[target.jobs_collection], name)
+        text = trials_text(rows, format_)
+        if out is None:
+            typer.echo(text, nl=False)
+            return
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        console.print(f"wrote {len(rows)} trial(s) of run {name} to {out}", highlight=False)
+
+    @app.command()
+    def plot(
+        out: Annotated[Path, typer.Option(help="Directory for the PNG files (created).")],
+        run: Run = None,
+        top: Annotated[int, typer.Option(min=1, help="Learning curves of this many best trials.")] = 5,
+        objective: Objectives = None,
+        mongo: Mongo = None,
+        mongo_password_file: PasswordFile = None,
+        connect_timeout: ConnectTimeout = DEFAULT_TIMEOUT_S,
+        log_level: LogLevel = "warning",
+    ) -> None:
+        """Write a run's figures: loss per trial, scatter matrix, histograms, parallel
+        coordinates, learning curves, importance."""
+        setup_logging(log_level)
+        with user_errors():
+            register_objectives(objective)
+            target, db = _connect(mongo, mongo_password_file, connect_timeout, "plot")
+            name = monitor.require_run(db, run, target.jobs_collection)
+            jobs = db[target.jobs_collection]
+            points = monitor.trial_points(jobs, name)
+            best_tids = [p.tid for p in sorted((p for p in points if p.loss is not None),
+                                               key=lambda p: p.loss)[:top]]
+            curves = monitor.learning_curves(jobs, name, best_tids)
+            outcomes = plots.plot_run(points, curves, _space_infos(db, name), out, name)
+        for outcome in outcomes:
+            if outcome.path is not None:
+                console.print(f"wrote {outcome.path}", highlight=False)
+            else:
+                console.print(f"skipped {outcome.name}: {outcome.skipped}", highlight=False)
+
+    @app.command()
+    def space(
+        exp: Annotated[str, typer.Option(help="Experiment name (see `hpo-coord experiments`).",
+                                         callback=not_empty("--exp"))],
+        out: Annotated[Path, typer.Option(help="Directory for prior.png (created).")],
+        samples: Annotated[int, typer.Option(min=1, help="Points to draw from the prior.")] = 1000,
+        seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+        objective: Objectives = None,
+        log_level: LogLevel = "warning",
+    ) -> None:
+        """Draw points from an experiment's prior and plot each hyperparameter's
+        distribution (no database needed)."""
+        setup_logging(log_level)
+        with user_errors():
+            register_objectives(objective)
+            experiment = get_experiment(exp)
+        drawn = plots.sample_prior(experiment.space, samples, seed)
+        infos = plots.describe_space(experiment.space)
+        console.print(_prior_table(drawn, infos, samples))
+        path = plots.plot_prior(drawn, infos, samples, out / "prior.png", experiment.name)
+        console.print(f"wrote {path}", highlight=False)

@@ -63,6 +63,7 @@ class RunSummary:
     run: str
     done: int
     best: dict[str, Any] | None
+    worst_loss: float | None = None
 
 
 def _interrupt_on_sigterm() -> None:
@@ -134,10 +135,12 @@ def summarize(trials: MongoTrials, run: str, experiment: Experiment) -> RunSumma
     if best is None:
         return RunSummary(run, done, None)
     point = s.point_from_vals(best[s.MISC]["vals"])
+    worst = max(loss for loss in trials.losses() if s.is_finite_number(loss))
     return RunSummary(
         run, done,
         {"tid": best[s.TID], "loss": best[s.RESULT]["loss"],
          "params": s.bson_safe(space_eval(experiment.space, point)), "result": best[s.RESULT]},
+        worst_loss=worst,
     )
 
 

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pymongo
+import pytest
 from pymongo.database import Database
 
 from jobstore import schema as s
@@ -127,6 +128,21 @@ def test_best_params_are_printed_as_json(db: Database, db_url: str) -> None:
     result = run_cli("coordinator", "start", "--exp", "nested", "--mongo", db_url, "--max-evals", "12",
                      "--local-workers", "1", "--algo", "rand", "--seed", "3", url=db_url, timeout=300)
     assert result.returncode == 0, result.stderr
-    printed = json.loads(result.stdout[result.stdout.index("params:") + len("params:"):])
+    printed = json.loads(result.stdout[result.stdout.index("best params:") + len("best params:"):])
     best = db.jobs.find({s.EXP_KEY: "nested", s.STATE: State.DONE}).sort(s.LOSS, 1).limit(1)[0]
     assert printed == best[s.PARAMS]
+
+
+@pytest.mark.slow
+def test_digits_on_a_laptop_with_nothing_else_set(tmp_path: Path) -> None:
+    """The README's demo: an embedded server, 2 local workers, a real CNN (minutes)."""
+    result = run_cli("coordinator", "start", "--exp", "digits", "--local-workers", "2", "--seed", "0",
+                     cwd=tmp_path, timeout=1200)
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = " ".join(result.stdout.split())
+    assert "local MongoDB-protocol server (SecantusDB) at mongodb://127.0.0.1:" in text
+    assert "run digits: 30 trial(s) done" in text
+    best = float(text.split("best loss ")[1].split()[0])
+    worst = float(text.split("worst successful loss ")[1].split()[0])
+    assert best < 0.1 and worst - best > 0.05
+    assert (tmp_path / ".hpo" / "db").is_dir()

@@ -1,0 +1,514 @@
+"""The read-only queries behind ``hpo-coord``'s monitoring commands.
+
+Every function takes a pymongo ``Database`` (with the jobs collection's name) or the
+jobs ``Collection``, and returns plain dataclasses or dicts; nothing here prints or
+plots.  Contracts:
+
+* **Nothing here writes a job, run or worker document.**  The only write is
+  :func:`ensure_indexes`, which creates the monitoring index and is skipped without
+  the privilege.
+* **Counting never loads documents.**  Counts by state are one ``$match`` + ``$group``
+  on ``{exp_key, state}`` (covered by the ``run_state_tid`` index on MongoDB); the best
+  trial is one ``find_one`` in ``run_state_loss`` order; throughput reads only
+  ``finished_at`` through ``run_finished``; stale jobs and workers are small indexed
+  reads.  On MongoDB 7/8 the cost of :func:`run_status` therefore grows with the index
+  entries of a run, not with its documents' size.  (SecantusDB, the embedded server,
+  decodes every document an index scan visits, so there it grows with both; see
+  docs/benchmarks.md.)
+* **Times are the server's.**  Leases, heartbeats and "ago" are measured against the
+  database server's clock, as the queue measures them; datetimes are naive UTC, as
+  pymongo returns them.
+* :func:`trial_rows` and :func:`trial_points` read one projected document per trial
+  (never ``metrics``, ``spec`` or tracebacks); :func:`learning_curves` reads ``metrics``
+  of the trials asked for only.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from hyperopt import base
+from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import OperationFailure
+
+from jobstore import schema as s
+from jobstore.errors import UserError
+from jobstore.queue import JobQueue
+from jobstore.schema import State
+
+log = logging.getLogger(__name__)
+
+STALE_AFTER = timedelta(seconds=60)
+"""A running job without a heartbeat (``refresh_time``) for this long is flagged, and
+a worker not seen for this long is reported as lost."""
+THROUGHPUT_WINDOW = timedelta(hours=1)
+"""Throughput is measured over the trials finished in this window before the latest."""
+WORKER_HORIZON = timedelta(hours=1)
+"""Workers not seen for longer than this are left out of the status."""
+
+MONITOR_INDEXES = [
+    # throughput and "last finished" without fetching documents
+    IndexModel([(s.EXP_KEY, ASCENDING), (s.FINISHED_AT, ASCENDING)], name="run_finished"),
+]
+_UNAUTHORIZED = 13
+
+
+class UnknownRun(UserError):
+    """No run of that name; the message lists the runs there are."""
+
+
+def ensure_indexes(db: Database, jobs_collection: str = s.JOBS) -> None:
+    """Create :data:`MONITOR_INDEXES` (idempotent); a read-only user just goes without."""
+    try:
+        db[jobs_collection].create_indexes(MONITOR_INDEXES)
+    except OperationFailure as exc:
+        if exc.code != _UNAUTHORIZED:
+            raise
+        log.info("cannot create the monitoring index (read-only user); status may be slower")
+
+
+def server_now(db: Database) -> datetime:
+    """The database server's clock (naive UTC)."""
+    return JobQueue(db).server_now()
+
+
+# -- runs ---------------------------------------------------------------------------
+
+
+def known_runs(db: Database, jobs_collection: str = s.JOBS) -> list[str]:
+    """Every run name: those with a run document and those that only have jobs."""
+    names = set(db[s.RUNS].distinct(s.ID)) | set(db[jobs_collection].distinct(s.EXP_KEY))
+    return sorted(str(name) for name in names if name is not None)
+
+
+def require_run(db: Database, run: str | None, jobs_collection: str = s.JOBS) -> str:
+    """``run`` if it exists; without ``run``, the only run in the database.
+
+    Raises:
+        UnknownRun: ``run`` does not exist, or it was not given and there is not
+            exactly one run; the message lists the runs.
+    """
+    if run is not None and (
+        db[s.RUNS].find_one({s.ID: run}, {s.ID: 1}) is not None
+        or db[jobs_collection].find_one({s.EXP_KEY: run}, {s.ID: 1}) is not None
+    ):
+        return run
+    names = known_runs(db, jobs_collection)
+    if run is None and len(names) == 1:
+        return names[0]
+    listing = ", ".join(names) if names else "none yet"
+    if run is None:
+        raise UnknownRun(f"pass --run to choose a run; runs in this database: {listing}")
+    raise UnknownRun(f"unknown run {run!r}; runs in this database: {listing}")
+
+
+@dataclass
+class StateCounts:
+    """How many of a run's jobs are in each state."""
+
+    new: int = 0
+    running: int = 0
+    done: int = 0
+    error: int = 0
+    cancel: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.new + self.running + self.done + self.error + self.cancel
+
+    @property
+    def finished(self) -> int:
+        return self.done + self.error
+
+
+def count_states(jobs: Collection, run: str) -> StateCounts:
+    """The run's jobs counted by state, in one aggregation that reads only index keys."""
+    counts = StateCounts()
+    pipeline = [
+        {"$match": {s.EXP_KEY: run}},
+        {"$group": {s.ID: "$" + s.STATE, "n": {"$sum": 1}}},
+    ]
+    for row in jobs.aggregate(pipeline):
+        try:
+            name = State(row[s.ID]).name.lower()
+        except ValueError:
+            log.warning("run %r has %d job(s) in unknown state %r", run, row["n"], row[s.ID])
+            continue
+        setattr(counts, name, int(row["n"]))
+    return counts
+
+
+@dataclass
+class BestTrial:
+    """The run's lowest-loss ok trial."""
+
+    tid: int
+    loss: float
+    params: Any
+    finished_at: datetime | None
+
+
+def trial_params(job: Mapping[str, Any]) -> Any:
+    """A job's point as plain values: its ``params``, else hyperopt's ``misc.vals``."""
+    if job.get(s.PARAMS) is not None:
+        return job[s.PARAMS]
+    return s.point_from_vals((job.get(s.MISC) or {}).get("vals") or {})
+
+
+def best_trial(jobs: Collection, run: str) -> BestTrial | None:
+    """The done trial with status ok and the lowest finite loss, or None."""
+    job = jobs.find_one(
+        {s.EXP_KEY: run, s.STATE: State.DONE, s.STATUS: base.STATUS_OK,
+         s.LOSS: {"$gte": -math.inf, "$lt": math.inf}},
+        {s.TID: 1, s.LOSS: 1, s.PARAMS: 1, s.VALS: 1, s.FINISHED_AT: 1},
+        sort=[(s.LOSS, ASCENDING)],
+    )
+    if job is None:
+        return None
+    return BestTrial(int(job[s.TID]), float(job[s.RESULT]["loss"]), trial_params(job),
+                     job.get(s.FINISHED_AT))
+
+
+@dataclass
+class Throughput:
+    """The run's recent rate of finished (done or error) trials."""
+
+    per_hour: float | None
+    window_trials: int
+    """Trials finished in the window: the hour up to the latest finish."""
+    window_start: datetime | None
+    """The earliest finish in the window."""
+    last_finish: datetime | None
+
+
+def throughput(jobs: Collection, run: str, window: timedelta = THROUGHPUT_WINDOW) -> Throughput:
+    """Trials finished per hour between the earliest and the latest finish of the
+    ``window`` that ends at the latest finish: ``(n - 1) / span`` for ``n`` finishes.
+
+    Measuring from the earliest finish in the window (rather than from the window's
+    start) gives the right rate for runs younger than the window and for runs that
+    resumed within it.  Reads only ``finished_at`` through the ``run_finished`` index:
+    the latest finish and the finishes of the window.  ``per_hour`` is None until two
+    trials have finished at different times.
+    """
+    latest = jobs.find_one({s.EXP_KEY: run, s.FINISHED_AT: {"$type": "date"}},
+                           {s.ID: 0, s.FINISHED_AT: 1}, sort=[(s.FINISHED_AT, DESCENDING)])
+    if latest is None:
+        return Throughput(None, 0, None, None)
+    last = latest[s.FINISHED_AT]
+    finishes = [job[s.FINISHED_AT] for job in jobs.find(
+        {s.EXP_KEY: run, s.FINISHED_AT: {"$gt": last - window, "$lte": last}},
+        {s.ID: 0, s.FINISHED_AT: 1})]
+    start = min(finishes)
+    span_h = (last - start).total_seconds() / 3600
+    rate = (len(finishes) - 1) / span_h if span_h > 0 else None
+    return Throughput(rate, len(finishes), start, last)
+
+
+def eta(max_evals: int | None, counts: StateCounts, rate: Throughput) -> timedelta | None:
+    """Time until ``max_evals`` trials have finished, at the current throughput.
+
+    hyperopt's fmin queues ``max_evals`` trials, error trials included, so the run ends
+    when ``max_evals`` have finished (a resumed run also replaces the errors of earlier
+    sessions, and then takes a little longer).  Zero once that many have finished;
+    None without ``max_evals`` or a throughput.
+    """
+    if max_evals is None:
+        return None
+    remaining = max_evals - counts.finished
+    if remaining <= 0:
+        return timedelta(0)
+    if not rate.per_hour:
+        return None
+    return timedelta(hours=remaining / rate.per_hour)
+
+
+@dataclass
+class StaleJob:
+    """A running job that looks abandoned."""
+
+    tid: int
+    owner: str | None
+    refresh_time: datetime | None
+    lease_expires: datetime | None
+    reasons: list[str]
+
+
+def stale_jobs(jobs: Collection, run: str, now: datetime,
+               stale_after: timedelta = STALE_AFTER) -> list[StaleJob]:
+    """Running jobs whose lease expired (server time ``now``) or whose last heartbeat is
+    older than ``stale_after``, by tid.
+
+    Reads the run's running jobs (a few per worker, through ``run_state_tid``) and
+    judges them here: an ``$or`` on the lease and the heartbeat would make SecantusDB
+    read every job of the run.
+    """
+    heartbeat_due = now - stale_after
+    running = jobs.find(
+        {s.EXP_KEY: run, s.STATE: State.RUNNING},
+        {s.TID: 1, s.OWNER: 1, s.REFRESH_TIME: 1, s.LEASE_EXPIRES: 1},
+        sort=[(s.TID, ASCENDING)],
+    )
+    stale = []
+    for job in running:
+        expires = (job.get(s.LEASE) or {}).get("expires")
+        refreshed = job.get(s.REFRESH_TIME)
+        reasons = []
+        if expires is not None and expires < now:
+            reasons.append(f"lease expired {ago(now, expires)} ago")
+        if refreshed is not None and refreshed < heartbeat_due:
+            reasons.append(f"no heartbeat for {ago(now, refreshed)}")
+        if reasons:
+            stale.append(StaleJob(int(job[s.TID]), job.get(s.OWNER), refreshed, expires, reasons))
+    return stale
+
+
+@dataclass
+class WorkerInfo:
+    """One worker process as its record shows it."""
+
+    id: str
+    host: str | None
+    device: str | None
+    state: str
+    """``busy``, ``idle``, ``stopped``, or ``lost`` (not seen for ``stale_after``)."""
+    current: dict[str, Any] | None
+    last_seen: datetime | None
+    trials_done: int
+
+
+def workers(db: Database, now: datetime, stale_after: timedelta = STALE_AFTER,
+            horizon: timedelta = WORKER_HORIZON) -> list[WorkerInfo]:
+    """Workers seen within ``horizon`` of ``now``, most recently seen first."""
+    found = db[s.WORKERS].find(
+        {s.WORKER_LAST_SEEN: {"$gte": now - horizon}},
+        {s.WORKER_HOST: 1, s.WORKER_DEVICE: 1, s.WORKER_STATUS: 1, s.WORKER_CURRENT: 1,
+         s.WORKER_LAST_SEEN: 1, s.WORKER_DONE: 1},
+        sort=[(s.WORKER_LAST_SEEN, DESCENDING)],
+    )
+    result = []
+    for doc in found:
+        last_seen = doc.get(s.WORKER_LAST_SEEN)
+        state = str(doc.get(s.WORKER_STATUS) or "unknown")
+        if state != "stopped" and (last_seen is None or last_seen < now - stale_after):
+            state = "lost"
+        result.append(WorkerInfo(
+            id=str(doc[s.ID]), host=doc.get(s.WORKER_HOST), device=doc.get(s.WORKER_DEVICE),
+            state=state, current=doc.get(s.WORKER_CURRENT), last_seen=last_seen,
+            trials_done=int(doc.get(s.WORKER_DONE) or 0),
+        ))
+    return result
+
+
+@dataclass
+class RunStatus:
+    """Everything ``hpo-coord status`` shows about one run."""
+
+    run: str
+    experiment: str | None
+    max_evals: int | None
+    now: datetime
+    counts: StateCounts
+    best: BestTrial | None
+    throughput: Throughput
+    eta: timedelta | None
+    stale: list[StaleJob]
+    workers: list[WorkerInfo]
+
+
+def run_status(db: Database, run: str, jobs_collection: str = s.JOBS,
+               stale_after: timedelta = STALE_AFTER) -> RunStatus:
+    """The status of ``run`` (which must exist; see :func:`require_run`)."""
+    jobs = db[jobs_collection]
+    doc = db[s.RUNS].find_one({s.ID: run}, {s.RUN_EXPERIMENT: 1, s.RUN_MAX_EVALS: 1}) or {}
+    now = server_now(db)
+    counts = count_states(jobs, run)
+    rate = throughput(jobs, run)
+    max_evals = doc.get(s.RUN_MAX_EVALS)
+    return RunStatus(
+        run=run, experiment=doc.get(s.RUN_EXPERIMENT), max_evals=max_evals, now=now,
+        counts=counts, best=best_trial(jobs, run), throughput=rate,
+        eta=eta(max_evals, counts, rate), stale=stale_jobs(jobs, run, now, stale_after),
+        workers=workers(db, now, stale_after),
+    )
+
+
+@dataclass
+class RunOverview:
+    """One line of ``hpo-coord runs``."""
+
+    run: str
+    experiment: str | None
+    created_at: datetime | None
+    max_evals: int | None
+    counts: StateCounts
+    best_loss: float | None
+
+
+def list_runs(db: Database, jobs_collection: str = s.JOBS) -> list[RunOverview]:
+    """Every run with its counts by state and best loss, by name."""
+    jobs = db[jobs_collection]
+    docs = {
+        doc[s.ID]: doc
+        for doc in db[s.RUNS].find(
+            {}, {s.RUN_EXPERIMENT: 1, s.RUN_CREATED_AT: 1, s.RUN_MAX_EVALS: 1})
+    }
+    overview = []
+    for run in known_runs(db, jobs_collection):
+        doc = docs.get(run, {})
+        best = best_trial(jobs, run)
+        overview.append(RunOverview(
+            run=run, experiment=doc.get(s.RUN_EXPERIMENT), created_at=doc.get(s.RUN_CREATED_AT),
+            max_evals=doc.get(s.RUN_MAX_EVALS), counts=count_states(jobs, run),
+            best_loss=None if best is None else best.loss,
+        ))
+    return overview
+
+
+# -- per-trial data -----------------------------------------------------------------
+
+TRIAL_COLUMNS = [
+    "tid", "state", "status", "loss", "attempts", "worker", "book_time", "started_at",
+    "finished_at", "booked_to_finished_s", "started_to_finished_s", "error_type",
+]
+"""The fixed columns of :func:`trial_rows`; ``params.<path>`` columns follow them."""
+PARAM_PREFIX = "params."
+
+
+def flatten(value: Any, prefix: str) -> dict[str, Any]:
+    """Nested dicts as ``{"prefix.a.b": leaf}``; a non-dict value as ``{prefix: value}``."""
+    if not isinstance(value, Mapping):
+        return {prefix: value}
+    flat: dict[str, Any] = {}
+    for key, item in value.items():
+        flat.update(flatten(item, f"{prefix}.{key}"))
+    return flat
+
+
+def iso(value: datetime | None) -> str | None:
+    """A naive-UTC datetime as ISO 8601 with an explicit UTC offset."""
+    return None if value is None else value.replace(tzinfo=timezone.utc).isoformat()
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    return None if start is None or end is None else (end - start).total_seconds()
+
+
+def _state_name(value: Any) -> str:
+    try:
+        return State(value).name.lower()
+    except ValueError:
+        return str(value)
+
+
+def trial_rows(jobs: Collection, run: str) -> list[dict[str, Any]]:
+    """One flat row per trial of ``run``, by tid: :data:`TRIAL_COLUMNS`, then the
+    point's values as ``params.<path>`` (dicts flattened with dots).
+
+    ``loss`` is None unless finite; times are ISO 8601 strings in UTC; durations are
+    seconds (book_time -> finished_at, started_at -> finished_at).  A space that is a
+    single expression (not a dict) gives one ``params.<label>`` column per label.
+    """
+    projection = {
+        s.TID: 1, s.STATE: 1, s.STATUS: 1, s.LOSS: 1, s.ATTEMPTS: 1, s.OWNER: 1,
+        s.BOOK_TIME: 1, s.STARTED_AT: 1, s.FINISHED_AT: 1, s.ERROR + ".type": 1,
+        s.PARAMS: 1, s.VALS: 1,
+    }
+    rows = []
+    for job in jobs.find({s.EXP_KEY: run}, projection, sort=[(s.TID, ASCENDING)]):
+        result = job.get(s.RESULT) or {}
+        loss = result.get("loss")
+        params = job.get(s.PARAMS)
+        if not isinstance(params, Mapping):
+            params = s.point_from_vals((job.get(s.MISC) or {}).get("vals") or {})
+        row: dict[str, Any] = {
+            "tid": int(job[s.TID]),
+            "state": _state_name(job.get(s.STATE)),
+            "status": result.get("status"),
+            "loss": float(loss) if s.is_finite_number(loss) else None,
+            "attempts": job.get(s.ATTEMPTS),
+            "worker": job.get(s.OWNER),
+            "book_time": iso(job.get(s.BOOK_TIME)),
+            "started_at": iso(job.get(s.STARTED_AT)),
+            "finished_at": iso(job.get(s.FINISHED_AT)),
+            "booked_to_finished_s": _seconds(job.get(s.BOOK_TIME), job.get(s.FINISHED_AT)),
+            "started_to_finished_s": _seconds(job.get(s.STARTED_AT), job.get(s.FINISHED_AT)),
+            "error_type": (job.get(s.ERROR) or {}).get("type"),
+        }
+        for key, value in params.items():
+            row.update(flatten(value, PARAM_PREFIX + str(key)))
+        rows.append(row)
+    return rows
+
+
+def param_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The ``params.*`` columns that occur in ``rows``, in order of first appearance."""
+    seen: dict[str, None] = {}
+    for row in rows:
+        for key in row:
+            if key.startswith(PARAM_PREFIX):
+                seen.setdefault(key)
+    return list(seen)
+
+
+@dataclass
+class TrialPoint:
+    """What the plots need of one trial: hyperopt's labels and values, and the loss."""
+
+    tid: int
+    state: int
+    loss: float | None
+    """The loss of a done, ok trial (finite), else None."""
+    vals: dict[str, float] = field(default_factory=dict)
+    """hyperopt's ``misc.vals`` of the active labels (``hp.choice``: the option index)."""
+
+
+def trial_points(jobs: Collection, run: str) -> list[TrialPoint]:
+    """Every trial of ``run`` as a :class:`TrialPoint`, by tid."""
+    points = []
+    found = jobs.find({s.EXP_KEY: run}, {s.TID: 1, s.STATE: 1, s.RESULT: 1, s.VALS: 1},
+                      sort=[(s.TID, ASCENDING)])
+    for job in found:
+        result = job.get(s.RESULT) or {}
+        loss = result.get("loss")
+        ok = job.get(s.STATE) == State.DONE and result.get("status") == base.STATUS_OK
+        vals = {label: float(value) for label, value in
+                s.point_from_vals((job.get(s.MISC) or {}).get("vals") or {}).items()
+                if s.is_finite_number(value)}
+        points.append(TrialPoint(int(job[s.TID]), int(job.get(s.STATE, -1)),
+                                 float(loss) if ok and s.is_finite_number(loss) else None, vals))
+    return points
+
+
+def learning_curves(jobs: Collection, run: str, tids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
+    """The ``metrics`` list of each trial in ``tids`` that has one."""
+    found = jobs.find({s.EXP_KEY: run, s.TID: {"$in": list(tids)}}, {s.TID: 1, s.METRICS: 1})
+    return {int(job[s.TID]): list(job[s.METRICS]) for job in found if job.get(s.METRICS)}
+
+
+def ago(now: datetime, then: datetime) -> str:
+    """``now - then`` as a short human duration: ``42s``, ``3m05s``, ``2h10m``, ``3d04h``."""
+    return duration(now - then)
+
+
+def duration(delta: timedelta) -> str:
+    """A short human form of ``delta`` (see :func:`ago`)."""
+    total = int(max(delta.total_seconds(), 0))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{seconds:02d}s"
+    return f"{seconds}s"
+
