@@ -74,8 +74,9 @@ def start(
     max_evals: Annotated[Optional[int], typer.Option(min=1, help="Trials in the run, counting "
                                                      "those done before a resume. Default: the experiment's.")] = None,
     algo: Annotated[Optional[str], typer.Option(help=f"One of {', '.join(ALGORITHMS)}. Default: the experiment's.")] = None,
-    queue: Annotated[int, typer.Option(min=1, help="Suggestions kept waiting in the queue; "
-                                       "at least the number of workers keeps them all busy.")] = 4,
+    queue: Annotated[Optional[int], typer.Option(min=1, help="Suggestions kept waiting in the queue; "
+                                                 "at least the number of workers keeps them all busy. "
+                                                 "Default: 4, or --local-workers if more.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for the algorithm's random state.")] = None,
     local_workers: Annotated[int, typer.Option(min=0, help="Also start this many workers as child "
                                                "processes, stopped at the end.")] = 0,
@@ -110,7 +111,7 @@ def start(
             run_name = run or experiment.name
             options = StartOptions(
                 run=run_name, max_evals=max_evals or experiment.max_evals, algo=algo or experiment.algo,
-                queue=queue, seed=seed, local_workers=local_workers, poll_interval=poll_interval,
+                queue=queue or max(4, local_workers), seed=seed, local_workers=local_workers, poll_interval=poll_interval,
                 max_attempts=max_attempts, lease=lease, settings=settings,
                 worker_args=[arg for ref in objective or [] for arg in ("--objective", ref)],
             )
