@@ -15,8 +15,11 @@ from coordinator.start import StartOptions, best_configuration, resume_hint, sta
 from jobstore.connection import DEFAULT_TIMEOUT_S, url_from_environment
 from jobstore.console import (
     MONGO_HELP,
-    OBJECTIVE_HELP,
-    PASSWORD_FILE_HELP,
+    ConnectTimeoutOption,
+    LogLevelHelp,
+    MongoOption,
+    ObjectiveOption,
+    PasswordFileOption,
     fail,
     not_empty,
     open_database,
@@ -70,7 +73,7 @@ def start(
     mongo: Annotated[Optional[str], typer.Option(
         help=MONGO_HELP + " With neither, a local server is started (data in --local-dir).",
         callback=not_empty("--mongo"))] = None,
-    mongo_password_file: Annotated[Optional[Path], typer.Option(help=PASSWORD_FILE_HELP)] = None,
+    mongo_password_file: PasswordFileOption = None,
     max_evals: Annotated[Optional[int], typer.Option(min=1, help="Trials in the run, counting "
                                                      "those done before a resume. Default: the experiment's.")] = None,
     algo: Annotated[Optional[str], typer.Option(help=f"One of {', '.join(ALGORITHMS)}. Default: the experiment's.")] = None,
@@ -87,10 +90,10 @@ def start(
                                          "given to workers after a database outage.")] = DEFAULT_LEASE_S,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Run setting KEY=VALUE passed "
                                                       "to the objective (e.g. epochs=10). Repeatable.")] = None,
-    objective: Annotated[Optional[list[str]], typer.Option(help=OBJECTIVE_HELP)] = None,
+    objective: ObjectiveOption = None,
     local_dir: Annotated[Path, typer.Option(help="Where the local server keeps its data.")] = Path(".hpo"),
-    connect_timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait for the database.")] = DEFAULT_TIMEOUT_S,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
+    connect_timeout: ConnectTimeoutOption = DEFAULT_TIMEOUT_S,
+    log_level: Annotated[str, typer.Option(help=LogLevelHelp)] = "warning",
 ) -> None:
     """Start a run, or resume it if it exists, and drive it to --max-evals trials."""
     setup_logging(log_level)
@@ -141,15 +144,15 @@ def start(
 def retrain(
     run: Annotated[str, typer.Option(help="The run whose best configuration to retrain.",
                                      callback=not_empty("--run"))],
-    mongo: Annotated[Optional[str], typer.Option(help=MONGO_HELP, callback=not_empty("--mongo"))] = None,
-    mongo_password_file: Annotated[Optional[Path], typer.Option(help=PASSWORD_FILE_HELP)] = None,
+    mongo: MongoOption = None,
+    mongo_password_file: PasswordFileOption = None,
     out: Annotated[Optional[Path], typer.Option(help="Where to save the weights and config. "
                                                 "Default: ./retrained/RUN.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a run setting "
                                                       "KEY=VALUE (e.g. epochs=30). Repeatable.")] = None,
-    objective: Annotated[Optional[list[str]], typer.Option(help=OBJECTIVE_HELP)] = None,
-    connect_timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait for the database.")] = DEFAULT_TIMEOUT_S,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    objective: ObjectiveOption = None,
+    connect_timeout: ConnectTimeoutOption = DEFAULT_TIMEOUT_S,
+    log_level: Annotated[str, typer.Option(help=LogLevelHelp)] = "info",
 ) -> None:
     """Train the best configuration of a run on the full training set and save it."""
     setup_logging(log_level)

@@ -84,7 +84,7 @@ def parse_url(url: str, password_file: Path | None = None) -> MongoTarget:
     if not parts.hostname:
         raise BadUrl(f"no host in {mask(url)!r}; use e.g. mongodb://localhost:27017/hpo")
     try:
-        parts.port
+        _ = parts.port  # urllib checks the port only when it is read
     except ValueError:
         raise BadUrl(f"bad port in {mask(url)!r}; the port must be a number") from None
     path = [p for p in parts.path.split("/") if p]

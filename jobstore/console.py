@@ -8,7 +8,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import NoReturn
+from typing import Annotated, NoReturn, Optional
+
+import typer
 
 from pymongo.database import Database
 from rich.console import Console
@@ -28,6 +30,24 @@ OBJECTIVE_HELP = (
     "Register an experiment from your own code, as package.module:attribute "
     "(an objectives.base.Experiment). Repeatable."
 )
+
+def not_empty(name: str) -> Callable[[str | None], str | None]:
+    """A Typer callback rejecting an empty string for option ``name``."""
+
+    def check(value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            fail(f"{name} must not be empty")
+        return value
+
+    return check
+
+
+# Options both programs take, declared once.
+MongoOption = Annotated[Optional[str], typer.Option("--mongo", help=MONGO_HELP, callback=not_empty("--mongo"))]
+PasswordFileOption = Annotated[Optional[Path], typer.Option(help=PASSWORD_FILE_HELP)]
+ObjectiveOption = Annotated[Optional[list[str]], typer.Option(help=OBJECTIVE_HELP)]
+ConnectTimeoutOption = Annotated[float, typer.Option(min=0.1, help="Seconds to wait for the database at start.")]
+LogLevelHelp = "debug, info, warning or error."
 
 stderr = Console(stderr=True)
 
@@ -88,17 +108,6 @@ def require_url(url: str | None, what: str) -> str:
 def open_database(url: str, password_file: Path | None, timeout_s: float) -> tuple[MongoTarget, Database]:
     target = parse_url(url, password_file)
     return target, connect(target, timeout_s)
-
-
-def not_empty(name: str) -> Callable[[str | None], str | None]:
-    """A Typer callback rejecting an empty string for option ``name``."""
-
-    def check(value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            fail(f"{name} must not be empty")
-        return value
-
-    return check
 
 
 def echo(message: str) -> None:

@@ -53,6 +53,17 @@ _CLAIM_RACES = 50
 _MAX_SKIP = 16
 _WINDOW = 64
 
+# What a job looks like again when it goes back to the queue (the metrics of the
+# unfinished attempt are dropped: the next attempt starts a fresh curve).
+_BACK_TO_NEW: dict[str, Any] = {
+    s.STATE: State.NEW,
+    s.OWNER: None,
+    s.BOOK_TIME: None,
+    s.LEASE: None,
+    s.METRICS: [],
+    s.STARTED_AT: None,
+}
+
 
 @dataclass
 class Claim:
@@ -216,17 +227,7 @@ class JobQueue:
 
         The job becomes new again and this claim does not count as an attempt.
         """
-        update = stamped(
-            {
-                s.STATE: State.NEW,
-                s.OWNER: None,
-                s.BOOK_TIME: None,
-                s.LEASE: None,
-                s.METRICS: [],
-                s.STARTED_AT: None,
-                s.ATTEMPTS: Expr.add(s.ATTEMPTS, -1),
-            }
-        )
+        update = stamped({**_BACK_TO_NEW, s.ATTEMPTS: Expr.add(s.ATTEMPTS, -1)})
         return self.jobs.update_one(self._held(claim), update).matched_count == 1
 
     def requeue_expired(self, now: datetime | None = None) -> RequeueOutcome:
@@ -265,15 +266,7 @@ class JobQueue:
                     outcome.failed.append(key)
                     log.error("run %r trial %d failed: %s", key[0], key[1], message)
             else:
-                fields = {
-                    s.STATE: State.NEW,
-                    s.OWNER: None,
-                    s.BOOK_TIME: None,
-                    s.LEASE: None,
-                    s.METRICS: [],
-                    s.STARTED_AT: None,
-                }
-                if self.jobs.update_one(condition, stamped(fields)).modified_count:
+                if self.jobs.update_one(condition, stamped(_BACK_TO_NEW)).modified_count:
                     outcome.requeued.append(key)
                     log.warning(
                         "run %r trial %d: worker %s stopped heartbeating; job requeued "

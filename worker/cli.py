@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from jobstore.connection import DEFAULT_TIMEOUT_S
 from jobstore.console import (
-    MONGO_HELP,
-    OBJECTIVE_HELP,
-    PASSWORD_FILE_HELP,
+    ConnectTimeoutOption,
+    LogLevelHelp,
+    MongoOption,
+    ObjectiveOption,
+    PasswordFileOption,
     not_empty,
     open_database,
     package_version,
@@ -27,8 +28,8 @@ app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=False)
 
 @app.command()
 def work(
-    mongo: Annotated[Optional[str], typer.Option(help=MONGO_HELP, callback=not_empty("--mongo"))] = None,
-    mongo_password_file: Annotated[Optional[Path], typer.Option(help=PASSWORD_FILE_HELP)] = None,
+    mongo: MongoOption = None,
+    mongo_password_file: PasswordFileOption = None,
     run: Annotated[Optional[str], typer.Option(help="Only take jobs of this run (exp_key). Default: any run.",
                                                callback=not_empty("--run"))] = None,
     max_jobs: Annotated[Optional[int], typer.Option(min=1, help="Exit after this many jobs.")] = None,
@@ -49,9 +50,9 @@ def work(
     gpus_per_worker: Annotated[int, typer.Option(
         min=0, help="GPUs this worker leases (by UUID, through MongoDB) and pins itself to; it "
         "waits while none is free. 0, or a host without GPUs, runs on the CPU.")] = 1,
-    objective: Annotated[Optional[list[str]], typer.Option(help=OBJECTIVE_HELP)] = None,
-    connect_timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait for the database at start.")] = DEFAULT_TIMEOUT_S,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    objective: ObjectiveOption = None,
+    connect_timeout: ConnectTimeoutOption = DEFAULT_TIMEOUT_S,
+    log_level: Annotated[str, typer.Option(help=LogLevelHelp)] = "info",
 ) -> None:
     """Claim jobs from the queue and evaluate them until stopped."""
     setup_logging(log_level)

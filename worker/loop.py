@@ -231,7 +231,7 @@ class Worker:
                 try:
                     self._process(claim)
                 except Refused as exc:
-                    retrying(lambda: self.queue.release(claim), "returning a refused job")
+                    retrying(lambda held=claim: self.queue.release(held), "returning a refused job")
                     self.refused.add(claim.exp_key)
                     log.error("refusing run %r: %s", claim.exp_key, exc)
                     if cfg.run is not None:

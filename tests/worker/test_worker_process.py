@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from pathlib import Path
 
-import pytest
 from pymongo.database import Database
 
 from jobstore import schema as s
