@@ -182,20 +182,18 @@ class JobQueue:
         )
         return self.jobs.update_one(self._held(claim), update).matched_count == 1
 
-    def mark_started(self, claim: Claim) -> bool:
-        """Record the time the objective started (after any setup that may refuse the job)."""
-        update = stamped({s.STARTED_AT: Expr.now()})
-        return self.jobs.update_one(self._held(claim), update).matched_count == 1
-
     def finish(
         self,
         claim: Claim,
         state: State,
         result: Mapping[str, Any],
         error: Mapping[str, Any] | None = None,
+        elapsed_s: float | None = None,
     ) -> bool:
         """Write the final state and result; False if the write was refused (lease lost).
 
+        ``elapsed_s``, the objective's running time, dates ``started_at`` back from the
+        server's clock at the write (a duration, so worker clocks still do not matter).
         Safe to call again after a lost reply: a retry that finds its own finished
         write returns True.
         """
@@ -206,6 +204,8 @@ class JobQueue:
             s.FINISHED_AT: Expr.now(),
             s.LEASE_EXPIRES: None,
         }
+        if elapsed_s is not None:
+            fields[s.STARTED_AT] = Expr({"$subtract": ["$$NOW", int(elapsed_s * 1000)]})
         if error is not None:
             fields[s.ERROR] = s.bson_safe(error)
         if self.jobs.update_one(self._held(claim), stamped(fields)).matched_count == 1:

@@ -27,7 +27,8 @@ field               meaning
                     server time after which the job counts as lost
 ``metrics``         per-step metrics reported by the objective, in order
 ``error``           ``{"type", "message", "traceback"}`` when state is error
-``started_at``      when the objective started; ``finished_at`` when the result was written
+``started_at``      when the objective started (the result's write time minus the
+                    objective's running time); ``finished_at`` when the result was written
 ==================  ====================================================================
 
 ``runs`` — one document per run (``_id`` is the exp_key): experiment, fingerprint, run

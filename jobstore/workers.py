@@ -47,18 +47,18 @@ class WorkerRegistry:
         )
 
     def update(self, worker_id: str, *, status: str, current: dict[str, Any] | None = None,
-               finished_one: bool = False) -> None:
-        """Record the worker's status (``idle``, ``busy``, ``stopped``) and current trial."""
+               trials_done: int | None = None) -> bool:
+        """Record the worker's status (``idle``, ``busy``, ``stopped``), current trial and
+        count of finished trials, and refresh ``last_seen``; False if the record is gone.
+
+        Workers call this from their heartbeat, so ``status`` and ``current`` lag the
+        truth by at most one heartbeat interval.
+        """
         stage: dict[str, Any] = {
             s.WORKER_STATUS: literal(status),
             s.WORKER_CURRENT: literal(current),
             s.WORKER_LAST_SEEN: "$$NOW",
         }
-        if finished_one:
-            stage[s.WORKER_DONE] = {"$add": [{"$ifNull": ["$" + s.WORKER_DONE, 0]}, 1]}
-        self.workers.update_one({s.ID: worker_id}, [{"$set": stage}])
-
-    def seen(self, worker_id: str) -> bool:
-        """Refresh ``last_seen``; False if the record is gone."""
-        result = self.workers.update_one({s.ID: worker_id}, [{"$set": {s.WORKER_LAST_SEEN: "$$NOW"}}])
-        return result.matched_count == 1
+        if trials_done is not None:
+            stage[s.WORKER_DONE] = literal(trials_done)
+        return self.workers.update_one({s.ID: worker_id}, [{"$set": stage}]).matched_count == 1

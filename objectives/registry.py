@@ -19,6 +19,7 @@ worker's own installation and command line, never by the database.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import sys
@@ -38,6 +39,7 @@ BUILTIN: dict[str, str] = {
 }
 
 _registered: dict[str, Experiment] = {}
+_loaded: dict[str, Experiment] = {}
 
 
 class UnknownExperiment(LookupError):
@@ -48,7 +50,10 @@ class BadObjectiveReference(ValueError):
     """A ``package.module:attribute`` reference that does not name an Experiment."""
 
 
+@functools.lru_cache(maxsize=1)
 def _entry_points() -> dict[str, str]:
+    """The entry-point group, read once per process (scanning installed packages costs
+    tens of milliseconds, too much to repeat for every job)."""
     return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
@@ -108,7 +113,8 @@ def get_experiment(name: str) -> Experiment:
         raise UnknownExperiment(
             f"unknown experiment {name!r}; known experiments: {', '.join(known_names())}"
         )
-    experiment = load_reference(reference)
+    experiment = _loaded.get(reference) or load_reference(reference)
+    _loaded[reference] = experiment
     if experiment.name != name:
         raise BadObjectiveReference(
             f"{reference!r} is registered as {name!r} but its Experiment is named "

@@ -207,7 +207,7 @@ class Worker:
             log.error("this worker's GPU lease was taken over; stopping so a fresh process can lease one")
             self._stop.set()
 
-        beat = Heartbeat(lambda: self.registry.seen(self.worker_id) and gpu_lease.renew(),
+        beat = Heartbeat(lambda: self.registry.update(self.worker_id, **self._record()) and gpu_lease.renew(),
                          cfg.heartbeat, name="worker record and GPU lease", on_lost=gpu_lost)
         with beat:
             while not self._stop.is_set():
@@ -238,17 +238,23 @@ class Worker:
                         code = EXIT_REFUSED
                         break
                 idle_since = time.monotonic()
-            retrying(lambda: self.registry.update(self.worker_id, status="stopped"), "deregistering")
+            retrying(lambda: self.registry.update(self.worker_id, status="stopped", trials_done=self.jobs_done),
+                     "deregistering")
         return code
+
+    def _record(self) -> dict[str, Any]:
+        """What the worker record says now (written by the heartbeat)."""
+        current = self._current
+        return {
+            "status": "busy" if current is not None else "idle",
+            "current": {"exp_key": current.exp_key, "tid": current.tid} if current is not None else None,
+            "trials_done": self.jobs_done,
+        }
 
     def _process(self, claim: Claim) -> None:
         task, settings = self._prepare(claim)
         if task is None:
             return
-        retrying(lambda: self.queue.mark_started(claim), "marking the trial started")
-        retrying(lambda: self.registry.update(
-            self.worker_id, status="busy", current={"exp_key": claim.exp_key, "tid": claim.tid}),
-            "updating the worker record")
         reporter = JobReporter(self.queue, claim, settings, self._stop, self.config.lease)
         beat = Heartbeat(
             lambda: self.queue.heartbeat(claim, self.config.lease),
@@ -257,6 +263,7 @@ class Worker:
             on_lost=reporter.lease_lost,
         )
         outcome: Outcome | None
+        started = time.monotonic()
         with beat:
             self._current = claim
             try:
@@ -276,13 +283,11 @@ class Worker:
                 log.warning("trial %d of run %r returned to the queue", claim.tid, claim.exp_key)
             self._stop.set()
         else:
-            self._write(claim, outcome)
-        retrying(lambda: self.registry.update(self.worker_id, status="idle", finished_one=outcome is not None),
-                 "updating the worker record")
+            self._write(claim, outcome, elapsed_s=time.monotonic() - started)
 
-    def _write(self, claim: Claim, outcome: Outcome) -> None:
+    def _write(self, claim: Claim, outcome: Outcome, elapsed_s: float | None = None) -> None:
         written = retrying(
-            lambda: self.queue.finish(claim, outcome.state, outcome.result, outcome.error),
+            lambda: self.queue.finish(claim, outcome.state, outcome.result, outcome.error, elapsed_s),
             f"writing the result of trial {claim.tid}",
         )
         if written:

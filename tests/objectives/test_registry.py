@@ -11,6 +11,7 @@ import pytest
 from objectives.base import Experiment, NullReporter
 from objectives.registry import (
     BadObjectiveReference,
+    _entry_points,
     UnknownExperiment,
     get_experiment,
     known_names,
@@ -49,9 +50,11 @@ def test_entry_points_register_experiments_without_editing_the_project(
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-experiments\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text("[hpo_queue.experiments]\nacme = acme_experiments:acme\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    _entry_points.cache_clear()
     assert "acme" in known_names()
     assert get_experiment("acme").objective(0.25, NullReporter()) == 0.25
     sys.modules.pop("acme_experiments", None)
+    _entry_points.cache_clear()
 
 
 @pytest.mark.parametrize(
