@@ -4,9 +4,8 @@ Every function takes a pymongo ``Database`` (with the jobs collection's name) or
 jobs ``Collection``, and returns plain dataclasses or dicts; nothing here prints or
 plots.  Contracts:
 
-* **Nothing here writes a job, run or worker document.**  The only write is
-  :func:`ensure_indexes`, which creates the monitoring index and is skipped without
-  the privilege.
+* **Nothing here writes.**  The indexes it relies on (``jobstore.schema.JOB_INDEXES``)
+  are created by the coordinator and the workers.
 * **Counting never loads documents.**  Counts by state are one ``$match`` + ``$group``
   on ``{exp_key, state}`` (covered by the ``run_state_tid`` index on MongoDB); the best
   trial is one ``find_one`` in ``run_state_loss`` order; throughput reads only
@@ -33,10 +32,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from hyperopt import base
-from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import OperationFailure
 
 from jobstore import schema as s
 from jobstore.errors import UserError
@@ -53,25 +51,8 @@ THROUGHPUT_WINDOW = timedelta(hours=1)
 WORKER_HORIZON = timedelta(hours=1)
 """Workers not seen for longer than this are left out of the status."""
 
-MONITOR_INDEXES = [
-    # throughput and "last finished" without fetching documents
-    IndexModel([(s.EXP_KEY, ASCENDING), (s.FINISHED_AT, ASCENDING)], name="run_finished"),
-]
-_UNAUTHORIZED = 13
-
-
 class UnknownRun(UserError):
     """No run of that name; the message lists the runs there are."""
-
-
-def ensure_indexes(db: Database, jobs_collection: str = s.JOBS) -> None:
-    """Create :data:`MONITOR_INDEXES` (idempotent); a read-only user just goes without."""
-    try:
-        db[jobs_collection].create_indexes(MONITOR_INDEXES)
-    except OperationFailure as exc:
-        if exc.code != _UNAUTHORIZED:
-            raise
-        log.info("cannot create the monitoring index (read-only user); status may be slower")
 
 
 def server_now(db: Database) -> datetime:
@@ -169,6 +150,8 @@ def best_trial(jobs: Collection, run: str) -> BestTrial | None:
          s.LOSS: {"$gte": -math.inf, "$lt": math.inf}},
         {s.TID: 1, s.LOSS: 1, s.PARAMS: 1, s.VALS: 1, s.FINISHED_AT: 1},
         sort=[(s.LOSS, ASCENDING)],
+        # run_state_loss; named because SecantusDB's planner would otherwise pick another
+        hint=[(s.EXP_KEY, ASCENDING), (s.STATE, ASCENDING), (s.LOSS, ASCENDING)],
     )
     if job is None:
         return None

@@ -31,9 +31,11 @@ from coordinator import monitor, plots
 from jobstore import schema as s
 from jobstore.connection import DEFAULT_TIMEOUT_S, MongoTarget
 from jobstore.console import (
-    MONGO_HELP,
-    OBJECTIVE_HELP,
-    PASSWORD_FILE_HELP,
+    ConnectTimeoutOption,
+    LogLevelHelp,
+    MongoOption,
+    ObjectiveOption,
+    PasswordFileOption,
     not_empty,
     open_database,
     register_objectives,
@@ -47,13 +49,9 @@ from objectives.registry import UnknownExperiment, get_experiment
 
 log = logging.getLogger(__name__)
 
-Mongo = Annotated[Optional[str], typer.Option(help=MONGO_HELP, callback=not_empty("--mongo"))]
-PasswordFile = Annotated[Optional[Path], typer.Option(help=PASSWORD_FILE_HELP)]
-ConnectTimeout = Annotated[float, typer.Option(min=0.1, help="Seconds to wait for the database.")]
-LogLevel = Annotated[str, typer.Option(help="debug, info, warning or error.")]
+LogLevel = Annotated[str, typer.Option(help=LogLevelHelp)]
 Run = Annotated[Optional[str], typer.Option(
     help="Run name (exp_key). Default: the only run in the database.", callback=not_empty("--run"))]
-Objectives = Annotated[Optional[list[str]], typer.Option("--objective", help=OBJECTIVE_HELP)]
 
 
 class TrialFormat(str, Enum):
@@ -196,9 +194,9 @@ def register(app: typer.Typer, console: Console) -> None:
         stale_after: Annotated[float, typer.Option(
             min=1, help="Flag running jobs without a heartbeat for this many seconds, "
             "and call workers not seen for as long lost.")] = monitor.STALE_AFTER.total_seconds(),
-        mongo: Mongo = None,
-        mongo_password_file: PasswordFile = None,
-        connect_timeout: ConnectTimeout = DEFAULT_TIMEOUT_S,
+        mongo: MongoOption = None,
+        mongo_password_file: PasswordFileOption = None,
+        connect_timeout: ConnectTimeoutOption = DEFAULT_TIMEOUT_S,
         log_level: LogLevel = "warning",
     ) -> None:
         """A run's progress: counts by state, best trial, throughput, ETA, workers, stale jobs."""
@@ -206,7 +204,6 @@ def register(app: typer.Typer, console: Console) -> None:
         with user_errors():
             target, db = _connect(mongo, mongo_password_file, connect_timeout, "status")
             name = monitor.require_run(db, run, target.jobs_collection)
-            monitor.ensure_indexes(db, target.jobs_collection)
 
             def current() -> Group:
                 return render_status(retrying(
@@ -227,9 +224,9 @@ def register(app: typer.Typer, console: Console) -> None:
 
     @app.command()
     def runs(
-        mongo: Mongo = None,
-        mongo_password_file: PasswordFile = None,
-        connect_timeout: ConnectTimeout = DEFAULT_TIMEOUT_S,
+        mongo: MongoOption = None,
+        mongo_password_file: PasswordFileOption = None,
+        connect_timeout: ConnectTimeoutOption = DEFAULT_TIMEOUT_S,
         log_level: LogLevel = "warning",
     ) -> None:
         """Every run in the database with its trial counts and best loss."""
@@ -241,9 +238,9 @@ def register(app: typer.Typer, console: Console) -> None:
     @app.command()
     def best(
         run: Run = None,
-        mongo: Mongo = None,
-        mongo_password_file: PasswordFile = None,
-        connect_timeout: ConnectTimeout = DEFAULT_TIMEOUT_S,
+        mongo: MongoOption = None,
+        mongo_password_file: PasswordFileOption = None,
+        connect_timeout: ConnectTimeoutOption = DEFAULT_TIMEOUT_S,
         log_level: LogLevel = "warning",
     ) -> None:
         """Print the best trial's params as JSON (stdout), ready to reuse."""
@@ -261,9 +258,9 @@ def register(app: typer.Typer, console: Console) -> None:
         run: Run = None,
         format_: Annotated[TrialFormat, typer.Option("--format", help="csv or json.")] = TrialFormat.csv,
         out: Annotated[Optional[Path], typer.Option(help="Write to this file instead of stdout.")] = None,
-        mongo: Mongo = None,
-        mongo_password_file: PasswordFile = None,
-        connect_timeout: ConnectTimeout = DEFAULT_TIMEOUT_S,
+        mongo: MongoOption = None,
+        mongo_password_file: PasswordFileOption = None,
+        connect_timeout: ConnectTimeoutOption = DEFAULT_TIMEOUT_S,
         log_level: LogLevel = "warning",
     ) -> None:
         """Export one row per trial: tid, state, loss, status, durations, attempts, worker, params."""
@@ -285,10 +282,10 @@ def register(app: typer.Typer, console: Console) -> None:
         out: Annotated[Path, typer.Option(help="Directory for the PNG files (created).")],
         run: Run = None,
         top: Annotated[int, typer.Option(min=1, help="Learning curves of this many best trials.")] = 5,
-        objective: Objectives = None,
-        mongo: Mongo = None,
-        mongo_password_file: PasswordFile = None,
-        connect_timeout: ConnectTimeout = DEFAULT_TIMEOUT_S,
+        objective: ObjectiveOption = None,
+        mongo: MongoOption = None,
+        mongo_password_file: PasswordFileOption = None,
+        connect_timeout: ConnectTimeoutOption = DEFAULT_TIMEOUT_S,
         log_level: LogLevel = "warning",
     ) -> None:
         """Write a run's figures: loss per trial, scatter matrix, histograms, parallel
@@ -317,7 +314,7 @@ def register(app: typer.Typer, console: Console) -> None:
         out: Annotated[Path, typer.Option(help="Directory for prior.png (created).")],
         samples: Annotated[int, typer.Option(min=1, help="Points to draw from the prior.")] = 1000,
         seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-        objective: Objectives = None,
+        objective: ObjectiveOption = None,
         log_level: LogLevel = "warning",
     ) -> None:
         """Draw points from an experiment's prior and plot each hyperparameter's

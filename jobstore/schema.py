@@ -138,6 +138,8 @@ JOB_INDEXES = [
     # finding expired leases
     IndexModel([(STATE, ASCENDING), (LEASE_EXPIRES, ASCENDING)], name="state_lease"),
     IndexModel([(EXP_KEY, ASCENDING), (STATE, ASCENDING), (LOSS, ASCENDING)], name="run_state_loss"),
+    # throughput and "last finished" for monitoring, without fetching documents
+    IndexModel([(EXP_KEY, ASCENDING), (FINISHED_AT, ASCENDING)], name="run_finished"),
 ]
 
 WORKER_INDEXES = [IndexModel([(WORKER_LAST_SEEN, ASCENDING)], name="last_seen")]
