@@ -42,6 +42,7 @@ Guarantees the store keeps, whatever module writes:
 * Every write to a job sets ``updated_at`` to the server's clock and bumps ``version``.
 * A running job's result, metrics and heartbeats are written only by the holder of the
   current ``lease.token`` (fencing).
+* A job in a final state (done, error, cancel) is never written again.
 """
 
 from __future__ import annotations
@@ -68,6 +69,10 @@ class State(IntEnum):
     DONE = 2
     ERROR = 3
     CANCEL = 4
+
+
+FINAL_STATES = frozenset({State.DONE, State.ERROR, State.CANCEL})
+"""States a job never leaves: every job write is conditional on state new or running."""
 
 
 # -- job fields ---------------------------------------------------------------------

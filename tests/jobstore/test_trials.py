@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pymongo
 import pytest
@@ -13,6 +14,7 @@ from pymongo import monitoring
 from pymongo.database import Database
 
 from jobstore import schema as s
+from jobstore import trials as trials_module
 from jobstore.queue import JobQueue
 from jobstore.schema import State
 from jobstore.trials import MongoTrials
@@ -201,3 +203,74 @@ def test_fmin_drives_the_store_like_base_trials(db: Database) -> None:
     assert len(trials) == 30 and trials.count_by_state_unsynced(State.DONE) == 30
     assert abs(best["x"] - 1) < 0.5
     assert isinstance(trials, Trials)
+
+
+class JobQueries(monitoring.CommandListener):
+    """Records the filters of counts (``count_documents``: an aggregate with a leading
+    ``$match``) and finds on the jobs collection."""
+
+    def __init__(self) -> None:
+        self.counts: list[dict] = []
+        self.finds: list[dict] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "aggregate" and event.command.get("aggregate") == s.JOBS:
+            self.counts.append(event.command["pipeline"][0]["$match"])
+        elif event.command_name == "find" and event.command.get("find") == s.JOBS:
+            self.finds.append(event.command["filter"])
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+@pytest.mark.parametrize("overlap_ms", [0, 1000])
+def test_counts_are_current_while_final_jobs_are_read_from_the_refresh_window(
+    db_url: str, overlap_ms: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the default 1 s overlap everything here is inside the window; with none, the
+    jobs finished before the refresh are counted from the local copy."""
+    monkeypatch.setattr(trials_module, "REFRESH_OVERLAP", timedelta(milliseconds=overlap_ms))
+    listener = JobQueries()
+    client: pymongo.MongoClient = pymongo.MongoClient(db_url, event_listeners=[listener])
+    db = client.get_default_database()
+    try:
+        enqueue(db, "r", 12)
+        queue = JobQueue(db)
+        for _ in range(3):
+            claim = queue.claim("w", exp_key="r")
+            queue.finish(claim, State.DONE, {"status": STATUS_OK, "loss": 1.0})
+        claim = queue.claim("w", exp_key="r")
+        queue.finish(claim, State.ERROR, {"status": "fail"}, {"type": "X", "message": "m"})
+        time.sleep(0.01)
+        trials = MongoTrials(db, exp_key="r")
+        time.sleep(0.01)
+        # written after the refresh: the counts must see them without another refresh
+        for _ in range(2):
+            claim = queue.claim("w", exp_key="r")
+            queue.finish(claim, State.DONE, {"status": STATUS_OK, "loss": 2.0})
+        running = queue.claim("w", exp_key="r")
+        assert running is not None
+        listener.counts.clear()
+        listener.finds.clear()
+        assert trials.count_by_state_unsynced(State.DONE) == 5
+        assert trials.count_by_state_unsynced([State.DONE, State.ERROR]) == 6
+        assert trials.count_by_state_unsynced([State.NEW, State.RUNNING]) == 6
+        assert trials.count_by_state_unsynced(State.RUNNING) == 1
+        assert trials.count_by_state_unsynced(State.CANCEL) == 0
+        # the server counted only new and running jobs; final ones were read from the refresh window
+        assert all(set(f[s.STATE]["$in"]) <= {State.NEW, State.RUNNING} for f in listener.counts), listener.counts
+        assert listener.finds and all(s.UPDATED_AT in f for f in listener.finds), listener.finds
+        # the same counts from the refreshed copy, and after the running one finished
+        trials.refresh()
+        assert trials.count_by_state_unsynced(State.DONE) == 5
+        time.sleep(0.01)
+        queue.finish(running, State.DONE, {"status": STATUS_OK, "loss": 3.0})
+        assert trials.count_by_state_unsynced(State.DONE) == 6
+        assert trials.count_by_state_unsynced(State.RUNNING) == 0
+        assert trials.count_by_state_unsynced(State.DONE) == db.jobs.count_documents(
+            {s.EXP_KEY: "r", s.STATE: State.DONE})
+    finally:
+        client.close()
