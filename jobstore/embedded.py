@@ -120,6 +120,11 @@ class EmbeddedServer:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The server process's id while it runs (the benchmarks read its CPU time)."""
+        return self._process.pid if self.running else None  # type: ignore[union-attr]
+
     def __enter__(self) -> "EmbeddedServer":
         self.start()
         return self

@@ -21,7 +21,7 @@ from jobstore.console import (
     setup_logging,
     user_errors,
 )
-from worker.loop import Worker, WorkerConfig
+from worker.loop import DEFAULT_POLL_MAX_S, DEFAULT_POLL_MIN_S, Worker, WorkerConfig
 
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=False)
 
@@ -35,8 +35,8 @@ def work(
     max_jobs: Annotated[Optional[int], typer.Option(min=1, help="Exit after this many jobs.")] = None,
     idle_exit: Annotated[Optional[float], typer.Option(
         min=0, help="Exit after this many seconds without a job. Default: wait forever.")] = None,
-    poll_min: Annotated[float, typer.Option(min=0.001, help="First wait (s) when the queue is empty.")] = 0.01,
-    poll_max: Annotated[float, typer.Option(min=0.001, help="Longest wait (s) between polls; waits double up to it.")] = 0.5,
+    poll_min: Annotated[float, typer.Option(min=0.001, help="First wait (s) when the queue is empty.")] = DEFAULT_POLL_MIN_S,
+    poll_max: Annotated[float, typer.Option(min=0.001, help="Longest wait (s) between polls; waits double up to it.")] = DEFAULT_POLL_MAX_S,
     heartbeat: Annotated[float, typer.Option(min=0.1, help="Seconds between lease renewals.")] = 10.0,
     lease: Annotated[Optional[float], typer.Option(
         min=0.3, help="Lease length (s): a job not renewed for this long is lost. Default: 3 heartbeats.")] = None,

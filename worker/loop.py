@@ -59,6 +59,8 @@ from worker.evaluate import (
 log = logging.getLogger(__name__)
 
 RUN_INFO_TTL_S = 10.0
+DEFAULT_POLL_MIN_S = 0.01
+DEFAULT_POLL_MAX_S = 0.5
 EXIT_REFUSED = 2
 EXIT_GPU_LOST = 75
 
@@ -70,8 +72,8 @@ class WorkerConfig:
     run: str | None = None
     max_jobs: int | None = None
     idle_exit: float | None = None
-    poll_min: float = 0.01
-    poll_max: float = 0.5
+    poll_min: float = DEFAULT_POLL_MIN_S
+    poll_max: float = DEFAULT_POLL_MAX_S
     heartbeat: float = 10.0
     lease: float = DEFAULT_LEASE_S
     grace: float = 60.0

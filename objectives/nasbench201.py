@@ -1,0 +1,166 @@
+"""NAS-Bench-201 on CIFAR-100 as a table lookup: a search-quality benchmark objective.
+
+The NAS-Bench-201 (NATS-Bench topology) cell has four nodes and six edges; each edge is
+one of five operations, so the space has 5**6 = 15,625 architectures, all trained and
+tabulated.  Evaluating a point is a dictionary lookup, which makes the objective a
+cheap and honest way to compare search algorithms: ``loss = 100 - CIFAR-100 test
+accuracy`` (percent).  Known figures: the optimum is 73.51; random search's expected
+best after 100 evaluations is about 71.6.
+
+The table is a CSV with columns ``arch`` (NAS-Bench-201's cell string
+``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``) and ``cifar100_test_acc``.  It is not part of
+this project; say where it is with::
+
+    hpo-coord start --exp nasbench201 --set table=/path/to/nasbench201_cifar100.csv
+
+or ``HPO_NASBENCH_TABLE=/path/to/...`` in the worker's environment.  Each process
+reads a table once and keeps it.
+
+Setting ``simulated_seconds`` (default 0) makes each evaluation sleep for that long on
+average (uniformly between half and one and a half times it), to imitate training time
+when benchmarking parallel workers.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from hyperopt import hp
+
+from objectives.base import Experiment, Reporter
+
+OPERATIONS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+"""The five candidate operations of an edge, in NAS-Bench-201's order."""
+
+EDGES = ("edge_1_0", "edge_2_0", "edge_2_1", "edge_3_0", "edge_3_1", "edge_3_2")
+"""``edge_J_I``: the operation from node I into node J."""
+
+TABLE_ENV = "HPO_NASBENCH_TABLE"
+TABLE_SETTING = "table"
+ACCURACY_COLUMN = "cifar100_test_acc"
+OPTIMUM = 73.51
+
+
+class NasBenchTableError(RuntimeError):
+    """The NAS-Bench-201 table is not configured, missing, or not in the expected format."""
+
+
+_tables: dict[str, dict[str, float]] = {}
+_lock = threading.Lock()
+
+
+def arch_string(params: Mapping[str, str]) -> str:
+    """The NAS-Bench-201 cell string for ``{edge_J_I: operation}``."""
+    try:
+        ops = [params[edge] for edge in EDGES]
+    except KeyError as exc:
+        raise ValueError(f"missing edge {exc.args[0]!r}; expected the edges {', '.join(EDGES)}") from None
+    for edge, op in zip(EDGES, ops, strict=True):
+        if op not in OPERATIONS:
+            raise ValueError(f"{edge}={op!r} is not one of {', '.join(OPERATIONS)}")
+    e10, e20, e21, e30, e31, e32 = ops
+    return f"|{e10}~0|+|{e20}~0|{e21}~1|+|{e30}~0|{e31}~1|{e32}~2|"
+
+
+def table_path(settings: Mapping[str, Any] | None = None) -> Path:
+    """Where the table is: the ``table`` run setting, else ``$HPO_NASBENCH_TABLE``.
+
+    Raises:
+        NasBenchTableError: neither is set.
+    """
+    value = (settings or {}).get(TABLE_SETTING) or os.environ.get(TABLE_ENV)
+    if not value:
+        raise NasBenchTableError(
+            "the nasbench201 experiment needs the NAS-Bench-201 CIFAR-100 table "
+            "(nasbench201_cifar100.csv); give its path with "
+            f"`hpo-coord start --exp nasbench201 --set {TABLE_SETTING}=PATH` or set {TABLE_ENV}=PATH "
+            "for the workers"
+        )
+    return Path(str(value)).expanduser()
+
+
+def load_table(path: Path | str) -> dict[str, float]:
+    """``{arch: CIFAR-100 test accuracy}`` from the CSV at ``path``, read once per process.
+
+    Raises:
+        NasBenchTableError: the file is missing, unreadable or not the expected table.
+    """
+    key = str(Path(path).expanduser().resolve())
+    table = _tables.get(key)
+    if table is not None:
+        return table
+    with _lock:
+        table = _tables.get(key)
+        if table is None:
+            table = _read(Path(key))
+            _tables[key] = table
+    return table
+
+
+def _read(path: Path) -> dict[str, float]:
+    try:
+        handle = open(path, newline="")  # noqa: SIM115 - closed by the with below; OSError reported here
+    except OSError as exc:
+        raise NasBenchTableError(
+            f"cannot read the NAS-Bench-201 table {path}: {exc.strerror}; give the right path "
+            f"with --set {TABLE_SETTING}=PATH or {TABLE_ENV}"
+        ) from None
+    with handle:
+        reader = csv.DictReader(handle)
+        columns = set(reader.fieldnames or [])
+        if not {"arch", ACCURACY_COLUMN} <= columns:
+            raise NasBenchTableError(
+                f"{path} is not a NAS-Bench-201 table: it needs the columns 'arch' and "
+                f"{ACCURACY_COLUMN!r}, it has {sorted(columns)}"
+            )
+        table: dict[str, float] = {}
+        for line, row in enumerate(reader, start=2):
+            try:
+                table[row["arch"]] = float(row[ACCURACY_COLUMN])
+            except (TypeError, ValueError):
+                raise NasBenchTableError(
+                    f"{path} line {line}: {ACCURACY_COLUMN} {row.get(ACCURACY_COLUMN)!r} is not a number"
+                ) from None
+    if not table:
+        raise NasBenchTableError(f"{path} holds no architectures")
+    return table
+
+
+def accuracy(params: Mapping[str, str], table: Mapping[str, float]) -> float:
+    """The CIFAR-100 test accuracy of the cell ``params`` in ``table``."""
+    arch = arch_string(params)
+    try:
+        return table[arch]
+    except KeyError:
+        raise NasBenchTableError(f"architecture {arch} is not in the table") from None
+
+
+def _objective(params: Mapping[str, str], reporter: Reporter) -> dict[str, Any]:
+    table = load_table(table_path(reporter.settings))
+    acc = accuracy(params, table)
+    simulated = float(reporter.settings.get("simulated_seconds") or 0)
+    if simulated > 0:
+        time.sleep(simulated * random.uniform(0.5, 1.5))
+    return {"status": "ok", "loss": 100.0 - acc, "accuracy": acc, "arch": arch_string(params)}
+
+
+space = {edge: hp.choice(edge, list(OPERATIONS)) for edge in EDGES}
+
+nasbench201 = Experiment(
+    name="nasbench201",
+    space=space,
+    objective=_objective,
+    max_evals=100,
+    algo="tpe",
+    description=(
+        "NAS-Bench-201 CIFAR-100 table lookup: six hp.choice edges, loss = 100 - test accuracy "
+        "(optimum 73.51). Needs --set table=PATH (or HPO_NASBENCH_TABLE)."
+    ),
+)

@@ -1,0 +1,87 @@
+"""Smoke tests: each benchmark script's ``--quick`` mode runs and appends its table.
+
+They check that the scripts work end to end (this project's side: real coordinator,
+workers and database), not the figures.  The stock-hyperopt side needs a virtual
+environment with ``pymongo<4``; the quick modes skip it and say so.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from objectives import nasbench201 as nb
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_script(script: str, *args: str, report: Path, timeout: float = 420) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "HPO_MONGO_URL"}
+    env["PYTHONPATH"] = str(REPO)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / script), "--quick", "--out", str(report), *args],
+        capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env, check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    return output
+
+
+def test_dispatch_quick(tmp_path: Path) -> None:
+    report = tmp_path / "benchmarks.md"
+    output = run_script("dispatch.py", report=report)
+    assert "stock side skipped" in output
+    text = report.read_text()
+    assert text.startswith("# Benchmarks")
+    assert "## Dispatch: trials per second and idle gaps (quick smoke run)" in text
+    rows = [line for line in text.splitlines() if line.startswith("| hpo-queue |")]
+    assert len(rows) == 2  # 1 and 2 workers
+    assert all("30/30" in row for row in rows)
+    assert "- Command: `python bench/dispatch.py --quick" in text
+
+
+def test_coordinator_cost_quick(tmp_path: Path) -> None:
+    report = tmp_path / "benchmarks.md"
+    report.write_text("# Benchmarks\n\nsomeone else's section\n")
+    run_script("coordinator_cost.py", report=report)
+    text = report.read_text()
+    assert text.startswith("# Benchmarks\n\nsomeone else's section\n")  # appended, not replaced
+    assert "## Coordinator cost vs history size (quick smoke run)" in text
+    rows = [line for line in text.splitlines() if line.startswith("| hpo-queue |")]
+    assert [row.split("|")[2].strip() for row in rows] == ["50", "200"]
+
+
+def _table(tmp_path: Path) -> Path:
+    """A synthetic table in the real one's format (the real one is benchmark data, not test data)."""
+    path = tmp_path / "nasbench201_cifar100.csv"
+    lines = ["arch,cifar100_test_acc,cifar10_test_acc"]
+    for ops in itertools.product(nb.OPERATIONS, repeat=len(nb.EDGES)):
+        acc = 30.0 + sum(nb.OPERATIONS.index(op) * (i + 1) for i, op in enumerate(ops)) / 3
+        lines.append(f"{nb.arch_string(dict(zip(nb.EDGES, ops, strict=True)))},{acc:.4f},{acc:.4f}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_search_quality_quick(tmp_path: Path) -> None:
+    report = tmp_path / "benchmarks.md"
+    run_script("search_quality.py", "--table", str(_table(tmp_path)), report=report)
+    text = report.read_text()
+    assert "## Search quality: NAS-Bench-201 CIFAR-100, 100 evaluations (quick smoke run)" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ")][1:]  # after the header
+    algos = [row.split("|")[1].strip() for row in rows]
+    assert algos == ["rand", "rand", "anneal", "anneal", "tpe", "tpe", "tpe"]
+    assert "hpo-coord, real database" in rows[-1]
+    assert "| 1 |" in rows[-1]  # the real run finished and was counted
+
+
+def test_search_quality_requires_the_table(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != nb.TABLE_ENV}
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "search_quality.py"), "--quick", "--table", str(tmp_path / "no.csv"),
+         "--out", str(tmp_path / "r.md")], capture_output=True, text=True, timeout=120, cwd=REPO, env=env, check=False)
+    assert done.returncode == 2
+    assert "cannot read the NAS-Bench-201 table" in done.stderr
+    assert not (tmp_path / "r.md").exists()
