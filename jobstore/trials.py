@@ -272,10 +272,6 @@ class MongoTrials(base.Trials):
         return retrying(lambda: [doc[s.STATE] for doc in self.queue.jobs.find(query, {s.ID: 0, s.STATE: 1})],
                         "counting trials")
 
-    def _server_count(self, query: dict[str, Any]) -> int:
-        query = {**self._scope(), **query}
-        return retrying(lambda: self.queue.jobs.count_documents(query), "counting trials")
-
     def new_trial_ids(self, n: int) -> list[int]:
         """``n`` trial ids, unique in the run.
 
