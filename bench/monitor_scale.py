@@ -47,6 +47,7 @@ from pymongo.database import Database
 
 from coordinator import monitor, monitor_cli
 from jobstore import schema as s
+from jobstore.connection import server_time
 from jobstore.embedded import EmbeddedServer
 from jobstore.queue import JobQueue
 from jobstore.runs import RunStore
@@ -152,7 +153,7 @@ def seed_run(db: Database, n: int, seed: int = 0) -> None:
     runs.ensure(RUN, experiment=EXPERIMENT, fingerprint="bench", settings={"epochs": EPOCHS},
                 max_evals=n, algo="tpe")
     runs.allocate_tids(RUN, n)
-    now = JobQueue(db).server_now()
+    now = server_time(db)
     start = now - datetime.timedelta(seconds=n * TRIAL_S / WORKERS + 2 * TRIAL_S)
     rng = np.random.default_rng(seed)
     docs = hyperopt_docs(n, seed)
@@ -179,7 +180,7 @@ def best_of(repeat: int, operation: Callable[[], Any]) -> float:
 def measure(db: Database, repeat: int) -> list[tuple[str, float]]:
     """(what, seconds) for each timed operation."""
     jobs = db[s.JOBS]
-    now = monitor.server_now(db)
+    now = server_time(db)
     rows = monitor.trial_rows(jobs, RUN)  # also the untimed warm-up after seeding
     monitor.run_status(db, RUN)
     return [

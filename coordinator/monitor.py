@@ -37,8 +37,8 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 
 from jobstore import schema as s
+from jobstore.connection import server_time
 from jobstore.errors import UserError
-from jobstore.queue import JobQueue
 from jobstore.schema import State
 
 log = logging.getLogger(__name__)
@@ -53,11 +53,6 @@ WORKER_HORIZON = timedelta(hours=1)
 
 class UnknownRun(UserError):
     """No run of that name; the message lists the runs there are."""
-
-
-def server_now(db: Database) -> datetime:
-    """The database server's clock (naive UTC)."""
-    return JobQueue(db).server_now()
 
 
 # -- runs ---------------------------------------------------------------------------
@@ -311,7 +306,7 @@ def run_status(db: Database, run: str, jobs_collection: str = s.JOBS,
     """The status of ``run`` (which must exist; see :func:`require_run`)."""
     jobs = db[jobs_collection]
     doc = db[s.RUNS].find_one({s.ID: run}, {s.RUN_EXPERIMENT: 1, s.RUN_MAX_EVALS: 1}) or {}
-    now = server_now(db)
+    now = server_time(db)
     counts = count_states(jobs, run)
     rate = throughput(jobs, run)
     max_evals = doc.get(s.RUN_MAX_EVALS)

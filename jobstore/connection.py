@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -141,6 +142,12 @@ def connect(target: MongoTarget, timeout_s: float = DEFAULT_TIMEOUT_S) -> Databa
             "check that the server runs and the URL, user and password are right"
         ) from None
     return client[target.database]
+
+
+def server_time(db: Database) -> datetime:
+    """The database server's clock (``hello.localTime``, naive UTC): what leases,
+    expiry and run timestamps are measured against, so worker clocks do not matter."""
+    return db.client.admin.command("hello")["localTime"]
 
 
 def url_from_environment(url: str | None) -> str | None:

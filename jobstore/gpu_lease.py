@@ -47,6 +47,8 @@ from typing import Any
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from jobstore.connection import server_time
+
 log = logging.getLogger(__name__)
 
 LEASES = "gpu_leases"
@@ -155,11 +157,6 @@ def visible_devices_env(leased: Sequence[Gpu]) -> dict[str, str]:
     leased GPUs are then ``cuda:0`` … ``cuda:N-1``.  An empty ``leased`` hides every GPU.
     """
     return {"CUDA_VISIBLE_DEVICES": ",".join(_uuids(leased))}
-
-
-def server_time(db: Database) -> datetime:
-    """The MongoDB server's current time (``hello.localTime``)."""
-    return db.client.admin.command("hello")["localTime"]
 
 
 def ensure_indexes(db: Database) -> None:

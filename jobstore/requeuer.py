@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 
+from jobstore.connection import server_time
 from jobstore.queue import JobQueue, RequeueOutcome
 from jobstore.retry import describe, is_transient
 
@@ -42,7 +43,7 @@ class Requeuer:
             self._reachable_since = now
         try:
             if now - self._reachable_since < self.grace:
-                self.queue.server_now()
+                server_time(self.queue.db)
                 outcome = None
             else:
                 outcome = self.queue.requeue_expired()

@@ -25,6 +25,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from jobstore import schema as s
+from jobstore.connection import server_time
 from jobstore.errors import CoordinatorBusy, RunMismatch
 from jobstore.schema import Expr, literal
 
@@ -57,7 +58,7 @@ class RunStore:
         """
         highest = self.jobs.find_one({s.EXP_KEY: exp_key}, {s.TID: 1}, sort=[(s.TID, -1)])
         floor = int(highest[s.TID]) + 1 if highest else 0
-        on_insert: dict[str, Any] = {s.RUN_CREATED_AT: self.db.client.admin.command("hello")["localTime"]}
+        on_insert: dict[str, Any] = {s.RUN_CREATED_AT: server_time(self.db)}
         if experiment is not None:
             on_insert[s.RUN_EXPERIMENT] = experiment
             on_insert[s.RUN_FINGERPRINT] = fingerprint
@@ -116,7 +117,7 @@ class RunStore:
             CoordinatorBusy: another coordinator's lease is still live.
         """
         token = uuid.uuid4().hex
-        now = self.db.client.admin.command("hello")["localTime"]
+        now = server_time(self.db)
         holder = Expr(
             {
                 "token": literal(token),

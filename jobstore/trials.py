@@ -40,7 +40,7 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
 from jobstore import schema as s
-from jobstore.connection import connect, parse_url
+from jobstore.connection import connect, parse_url, server_time
 from jobstore.queue import DEFAULT_MAX_ATTEMPTS, JobQueue
 from jobstore.retry import retrying
 from jobstore.runs import RunStore
@@ -202,7 +202,7 @@ class MongoTrials(base.Trials):
             if stamp is not None and (self._watermark is None or stamp > self._watermark):
                 self._watermark = stamp
         if self._watermark is None:
-            self._watermark = retrying(self.queue.server_now, "reading the server clock")
+            self._watermark = retrying(lambda: server_time(self.db), "reading the server clock")
         valid = [d for d in self._docs.values() if d[s.STATE] in base.JOB_VALID_STATES]
         valid.sort(key=lambda d: d[s.TID])
         self._trials = valid
@@ -291,7 +291,7 @@ class MongoTrials(base.Trials):
     def _insert_trial_docs(self, docs: list[dict[str, Any]]) -> list[int]:
         if not docs:
             return []
-        now = retrying(self.queue.server_now, "reading the server clock")
+        now = retrying(lambda: server_time(self.db), "reading the server clock")
         for doc in docs:
             doc.update(
                 {

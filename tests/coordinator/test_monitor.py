@@ -38,6 +38,7 @@ from typer.testing import CliRunner
 
 from coordinator import monitor, monitor_cli
 from jobstore import schema as s
+from jobstore.connection import server_time
 from jobstore.queue import JobQueue
 from jobstore.schema import State
 from jobstore.trials import MongoTrials
@@ -93,7 +94,7 @@ def _add_trial(db: Database, run: str, *, max_attempts: int = 3, seed: int = 0) 
 
 def _backdate(db: Database, query: dict[str, Any], collection: str, fields: list[str]) -> None:
     """Make ``fields`` of the matching document lie DEAD_FOR in the past (a dead process)."""
-    past = JobQueue(db).server_now() - DEAD_FOR
+    past = server_time(db) - DEAD_FOR
     db[collection].update_one(query, {"$set": {field: past for field in fields}})
 
 
