@@ -3,15 +3,18 @@
 Contract (holds on MongoDB 7/8 and on SecantusDB):
 
 * **Claim is atomic.**  A job goes from new to running for exactly one worker.  The
-  claim is an indexed ``find_one`` for the lowest new ``tid`` followed by an
-  ``update_one`` conditional on ``{_id, state: new}``; a worker whose update matched
-  nothing lost the race and looks again.  On a real mongod a single-document
+  claim is an indexed ``find`` for the lowest new ``tid`` (or the few lowest) followed
+  by an ``update_one`` conditional on ``{_id, state: new}``; a worker whose update
+  matched nothing lost the race and looks again.  On a real mongod a single-document
   conditional update is atomic, so this is as safe as ``find_one_and_update``; it was
   chosen because it is several times faster on SecantusDB (see docs/reliability.md)
-  and costs one extra round trip on MongoDB.  Jobs are taken lowest ``tid`` first within a window of
-  the queue; a job requeued below the window is taken once the window is empty, and a
-  worker that lost a race looks a random distance into the window, so the order is
-  roughly, not strictly, by ``tid``.
+  and costs one extra round trip on MongoDB.  Jobs are taken lowest ``tid`` first
+  within a window of the queue; a job requeued below the window is taken once the
+  window is empty.  A worker that loses races picks at random among the first few new
+  jobs (up to ``_MAX_SPREAD``, doubling with each lost race and shrinking by one with
+  each claim won at the first try), so workers that finish together spread over the
+  queue's head instead of all writing to its first job; the order is roughly, not
+  strictly, by ``tid``, and strictly by ``tid`` for a worker that meets no competition.
 * **Every claim gets a fresh token** (fencing).  Heartbeats, metrics and the result
   are written only while ``lease.token`` still equals the claimer's token and the job
   is still running; a worker that lost its lease has its writes refused (the methods
@@ -42,6 +45,7 @@ from pymongo.collection import Collection as MongoCollection
 from pymongo.database import Database
 
 from jobstore import schema as s
+from jobstore.connection import server_time
 from jobstore.schema import Expr, State, stamped
 
 log = logging.getLogger(__name__)
@@ -50,7 +54,7 @@ DEFAULT_LEASE_S = 30.0
 DEFAULT_MAX_ATTEMPTS = 3
 LOST_WORKER = "lost worker"
 _CLAIM_RACES = 50
-_MAX_SKIP = 16
+_MAX_SPREAD = 8
 _WINDOW = 64
 
 # What a job looks like again when it goes back to the queue (the metrics of the
@@ -101,14 +105,11 @@ class JobQueue:
         self.db = db
         self.jobs: MongoCollection = db[collection]
         self._low_tid: dict[str, int] = {}
+        self._spread: dict[str, int] = {}
 
     def ensure_indexes(self) -> None:
         """Create the indexes the queue relies on (idempotent)."""
         self.jobs.create_indexes(s.JOB_INDEXES)
-
-    def server_now(self) -> datetime:
-        """The database server's clock (what leases are measured against)."""
-        return self.db.client.admin.command("hello")["localTime"]
 
     def claim(
         self,
@@ -118,7 +119,10 @@ class JobQueue:
         exclude_runs: Collection[str] = (),
         lease_s: float = DEFAULT_LEASE_S,
     ) -> Claim | None:
-        """Claim the lowest-tid new job (of ``exp_key`` when given), or None if none."""
+        """Claim a new job (of ``exp_key`` when given), or None if there is none.
+
+        The job is the lowest-tid new one unless this queue object has been losing
+        races, when it is one of the first few (see the module doc)."""
         query: dict[str, Any] = {s.STATE: State.NEW}
         if exp_key is not None:
             query[s.EXP_KEY] = exp_key
@@ -126,23 +130,22 @@ class JobQueue:
             query[s.EXP_KEY] = {"$nin": list(exclude_runs)}
         projection = {s.METRICS: 0}
         scope = exp_key if exp_key is not None else ""
+        spread = self._spread.get(scope, 1)
         for lost in range(_CLAIM_RACES):
             # Look in a window of tids from the lowest new job seen last time: the
             # query then touches at most _WINDOW jobs however long the queue is
-            # (SecantusDB cannot stop an equality-plus-sort query early).  After a lost
-            # race, look a random distance into the window, so racing workers spread
-            # over the first jobs instead of all fighting for one.
+            # (SecantusDB cannot stop an equality-plus-sort query early).
             low = self._low_tid.get(scope, 0)
-            skip = random.randrange(min(2**lost, _MAX_SKIP)) if lost else 0
             windowed = {**query, s.TID: {"$gte": low, "$lt": low + _WINDOW}}
-            job = self.jobs.find_one(windowed, projection, sort=[(s.TID, 1)], skip=skip)
-            if job is None:
+            candidates = list(self.jobs.find(windowed, projection, sort=[(s.TID, 1)], limit=spread))
+            if not candidates:
                 # Nothing there (or a requeued job sits below the window): ask for the
-                # lowest new tid without bounds, and start the next window there.
-                job = self.jobs.find_one(query, projection, sort=[(s.TID, 1)])
-                if job is None:
+                # lowest new tids without bounds, and start the next window there.
+                candidates = list(self.jobs.find(query, projection, sort=[(s.TID, 1)], limit=spread))
+                if not candidates:
                     return None
-                self._low_tid[scope] = int(job[s.TID])
+                self._low_tid[scope] = int(candidates[0][s.TID])
+            job = random.choice(candidates)
             token = uuid.uuid4().hex
             update = stamped(
                 {
@@ -157,9 +160,12 @@ class JobQueue:
             )
             won = self.jobs.update_one({s.ID: job[s.ID], s.STATE: State.NEW}, update)
             if won.modified_count == 1:
+                self._spread[scope] = spread if lost else max(1, spread - 1)
                 job.update({s.STATE: State.RUNNING, s.OWNER: owner})
                 job[s.ATTEMPTS] = int(job.get(s.ATTEMPTS) or 0) + 1
                 return Claim(job=job, token=token, owner=owner)
+            spread = min(spread * 2, _MAX_SPREAD)
+        self._spread[scope] = spread
         log.warning("gave up claiming after %d lost races; will poll again", _CLAIM_RACES)
         return None
 
@@ -235,7 +241,7 @@ class JobQueue:
 
         ``now`` is the server time to compare with (fetched when not given).
         """
-        now = now or self.server_now()
+        now = now or server_time(self.db)
         outcome = RequeueOutcome()
         expired = self.jobs.find(
             {s.STATE: State.RUNNING, s.LEASE_EXPIRES: {"$lt": now}},

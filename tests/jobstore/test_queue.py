@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import multiprocessing
+import random
 import time
+from typing import Any
 
 import pytest
 from pymongo.database import Database
 
 from jobstore import schema as s
-from jobstore.queue import LOST_WORKER, JobQueue
+from jobstore.connection import server_time
+from jobstore.queue import _MAX_SPREAD, LOST_WORKER, JobQueue
 from jobstore.schema import State
 from tests.support.jobs import enqueue
 
@@ -27,9 +30,60 @@ def test_claim_takes_lowest_tid_and_marks_running(db: Database) -> None:
     assert stored[s.STATE] == State.RUNNING
     assert stored[s.OWNER] == "w1"
     assert stored[s.LEASE][s.LEASE_TOKEN.split(".")[1]] == claim.token
-    assert stored[s.LEASE]["expires"] > queue.server_now()
+    assert stored[s.LEASE]["expires"] > server_time(db)
     assert stored[s.ATTEMPTS] == 1
     assert stored[s.BOOK_TIME] is not None
+
+
+class _Rival:
+    """Stands in for a queue's collection: before each of the next ``races`` claim
+    updates, another worker claims the very job the update is about to take."""
+
+    def __init__(self, queue: JobQueue, rival: JobQueue, races: int) -> None:
+        self._jobs = queue.jobs
+        self._rival = rival
+        self.races = races
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._jobs, name)
+
+    def update_one(self, condition: dict, update: Any) -> Any:
+        if self.races and condition.get(s.STATE) == State.NEW:
+            self.races -= 1
+            self._jobs.update_one({s.ID: condition[s.ID]}, {"$set": {s.STATE: State.RUNNING}})
+        return self._jobs.update_one(condition, update)
+
+
+def _lowest_new(db: Database, run: str) -> int:
+    return db.jobs.find_one({s.EXP_KEY: run, s.STATE: State.NEW}, sort=[(s.TID, 1)])[s.TID]
+
+
+def test_claim_spreads_over_the_queue_head_after_lost_races_then_returns_to_tid_order(
+    db: Database,
+) -> None:
+    enqueue(db, "spread", 40)
+    random.seed(7)
+    queue = JobQueue(db)
+    rival = _Rival(queue, JobQueue(db), races=3)
+    queue.jobs = rival  # type: ignore[assignment]
+    first = queue.claim("w1", exp_key="spread")
+    assert first is not None and rival.races == 0
+    # Three lost races: the next claims pick among the first few new jobs, not the first.
+    picks = []
+    for _ in range(3):
+        new = [d[s.TID] for d in db.jobs.find({s.EXP_KEY: "spread", s.STATE: State.NEW},
+                                              sort=[(s.TID, 1)], limit=_MAX_SPREAD)]
+        claim = queue.claim("w1", exp_key="spread")
+        assert claim is not None and claim.tid in new
+        picks.append(claim.tid == new[0])
+    assert not all(picks)
+    # Uncontended, the spread shrinks back and claims are strictly lowest-tid first.
+    for _ in range(_MAX_SPREAD):
+        assert queue.claim("w1", exp_key="spread") is not None
+    for _ in range(5):
+        lowest = _lowest_new(db, "spread")
+        claim = queue.claim("w1", exp_key="spread")
+        assert claim is not None and claim.tid == lowest
 
 
 def test_claim_respects_run_filter_and_exclusions(db: Database) -> None:
@@ -180,7 +234,7 @@ def test_racing_processes_never_claim_a_job_twice(db: Database, db_url: str) -> 
 def test_server_time_is_used_for_leases(db: Database, lease_s: float) -> None:
     enqueue(db, "r", 1)
     queue = JobQueue(db)
-    now = queue.server_now()
+    now = server_time(db)
     queue.claim("w", exp_key="r", lease_s=lease_s)
     expires = job(db, "r", 0)[s.LEASE]["expires"]
     assert abs((expires - now).total_seconds() - lease_s) < 5
