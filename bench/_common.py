@@ -104,6 +104,19 @@ def now_utc() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+@dataclass(frozen=True)
+class Start:
+    """When a benchmark began and the machine's load then (its report is written at the end)."""
+
+    date: str = field(default_factory=now_utc)
+    load: str = field(default_factory=load)
+    at: float = field(default_factory=time.monotonic)
+
+    def finished(self) -> str:
+        """The report line on the script's own time and the load at its end."""
+        return f"- Script time: {(time.monotonic() - self.at) / 60:.1f} min; load average at end: {load()}"
+
+
 # -- statistics ---------------------------------------------------------------------------
 
 def median(values: Sequence[float]) -> float:
@@ -386,10 +399,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def header_lines(*, script: str, server: str | None, extra: Sequence[str] = ()) -> list[str]:
+def header_lines(*, script: str, server: str | None, start: Start, extra: Sequence[str] = ()) -> list[str]:
     lines = [
-        f"- Date: {now_utc()}",
-        f"- Machine: {machine()}; load average at start: {load()}",
+        f"- Date: {start.date} (start)",
+        f"- Machine: {machine()}; load average at start: {start.load}",
         f"- This project: {our_versions()}",
     ]
     if server:

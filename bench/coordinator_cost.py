@@ -119,7 +119,7 @@ def run_stock(server: c.Server, env: c.StockEnv, levels: list[int], iterations: 
 
 
 def report(ours: list[dict], stock: list[dict], args: argparse.Namespace, server: c.Server,
-           env: c.StockEnv | None, notes: list[str], elapsed: float) -> str:
+           env: c.StockEnv | None, notes: list[str], start: c.Start) -> str:
     rows = []
     for side, data in (("hpo-queue", ours), ("stock hyperopt", stock)):
         if not data:
@@ -155,10 +155,10 @@ def report(ours: list[dict], stock: list[dict], args: argparse.Namespace, server
            else "it ran without indexes, as shipped."),
         f"- Target: this project's database time per iteration at the largest size at most {TARGET_RATIO:.0f}x "
         "that at the smallest (stock grows linearly).",
-        f"- Script time: {elapsed / 60:.1f} min; load average at end: {c.load()}",
+        start.finished(),
     ]
     extra += [f"- Note: {n}" for n in notes]
-    lines = c.header_lines(script="coordinator_cost.py", server=server.label, extra=extra)
+    lines = c.header_lines(script="coordinator_cost.py", server=server.label, start=start, extra=extra)
     return "\n".join(lines) + "\n\n" + c.table(headers, rows) + "\n"
 
 
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.stock:
             args.skip_stock = True
     levels = [int(x) for x in args.levels.split(",")]
-    began = time.monotonic()
+    start = c.Start()
     notes: list[str] = []
     if args.skip_stock:
         notes.append("stock side skipped (--quick without --stock, or --skip-stock)")
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                                     args.stock_timeout)
             if note:
                 notes.append(note)
-        body = report(ours, stock, args, server, env, notes, time.monotonic() - began)
+        body = report(ours, stock, args, server, env, notes, start)
     title = "Coordinator cost vs history size" + (" (quick smoke run)" if args.quick else "")
     c.append_report(args.out, title, body)
     print(body)

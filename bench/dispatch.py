@@ -222,7 +222,7 @@ def run_stock(server: c.Server, env: c.StockEnv, tmp: Path, workers: int, evals:
 
 
 def report(results: list[Result], args: argparse.Namespace, server: c.Server, stock: c.StockEnv | None,
-           stock_note: str, elapsed: float) -> str:
+           stock_note: str, start: c.Start) -> str:
     stock_rate = {(r.workers, r.algo): r.rate for r in results if r.side.startswith("stock")}
     rows = []
     for r in results:
@@ -272,11 +272,11 @@ def report(results: list[Result], args: argparse.Namespace, server: c.Server, st
         "time the machine had (cores x wall).",
         f"- Targets (4 workers): at least {TARGET_SPEEDUP:.0f}x stock's trials/s; median idle gap at most "
         f"{TARGET_GAP_S * 1000:.0f} ms while the queue is non-empty.",
-        f"- Script time: {elapsed / 60:.1f} min; load average at end: {c.load()}",
+        start.finished(),
     ]
     if stock_note:
         extra.append(f"- Note: {stock_note}")
-    lines = c.header_lines(script="dispatch.py", server=server.label, extra=extra)
+    lines = c.header_lines(script="dispatch.py", server=server.label, start=start, extra=extra)
     return "\n".join(lines) + "\n\n" + c.table(headers, rows) + "\n"
 
 
@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.stock:
             args.skip_stock = True
     counts = [int(x) for x in args.workers.split(",") if x.strip()]
-    began = time.monotonic()
+    start = c.Start()
     stock_note = ""
     if args.skip_stock:
         stock_note = ("stock side skipped (--quick without --stock, or --skip-stock): it needs a venv "
@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {r.done} done, {r.rate:.2f} trials/s, gap median {c.ms(c.median(r.gaps))} ms {r.note}",
                       flush=True)
                 results.append(r)
-        body = report(results, args, server, stock, stock_note, time.monotonic() - began)
+        body = report(results, args, server, stock, stock_note, start)
     title = "Dispatch: trials per second and idle gaps" + (" (quick smoke run)" if args.quick else "")
     c.append_report(args.out, title, body)
     print(body)

@@ -165,17 +165,16 @@ def main(argv: list[str] | None = None) -> int:
     table = table.resolve()
     algos = [a for a in args.algos.split(",") if a]
     configs = [tuple(int(x) for x in pair.split(":")) for pair in args.configs.split(",") if pair]
-    began = time.monotonic()
-    load_start = c.load()
+    start = c.Start()
     print(f"simulating {len(algos)} algorithms x {len(configs)} configurations x {args.seeds} seeds, "
-          f"{args.evals} evaluations each (load {load_start})", flush=True)
+          f"{args.evals} evaluations each (load {start.load})", flush=True)
     tasks = [(a, k, q, seed, args.evals, str(table)) for a in algos for (k, q) in configs for seed in range(args.seeds)]
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         bests = list(pool.map(simulate, tasks, chunksize=4))
     results: dict[tuple[str, int, int], list[float]] = {}
     for task, best in zip(tasks, bests, strict=True):
         results.setdefault(task[:3], []).append(best)
-    sim_time = time.monotonic() - began
+    sim_time = time.monotonic() - start.at
     print(f"simulation done in {sim_time:.0f} s", flush=True)
 
     rows = []
@@ -220,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                               f"(hpo-coord, real database)", len(real_bests),
                               f"{mean:.2f} ± {se:.2f}", "", f"{np.median(real_bests):.2f}" if real_bests else "",
                               f"{sum(v >= nb.OPTIMUM for v in real_bests)}/{len(real_bests)}"])
-    elapsed = time.monotonic() - began
+    elapsed = time.monotonic() - start.at
     headers = ["algo", "mode", "seeds", f"mean best accuracy ± s.e. ({args.evals} evals)", "vs serial",
                "median", "runs reaching the optimum 73.51"]
     extra = [
@@ -239,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- Script time: {elapsed / 60:.1f} min (simulation {sim_time / 60:.1f} min, {args.jobs} processes); "
         f"load average at end: {c.load()}",
     ]
-    lines = c.header_lines(script="search_quality.py", server=None, extra=extra)
+    lines = c.header_lines(script="search_quality.py", server=None, start=start, extra=extra)
     body = "\n".join(lines) + "\n\n" + c.table(headers, rows + real_rows) + "\n"
     title = "Search quality: NAS-Bench-201 CIFAR-100, 100 evaluations" + (" (quick smoke run)" if args.quick else "")
     c.append_report(args.out, title, body)
