@@ -101,7 +101,10 @@ def test_killed_coordinator_is_replaced_and_the_run_ends_at_max_evals(
     assert db.evaluations.count_documents({}) == 40
 
 
-def test_the_run_survives_a_database_restart(private_server, tmp_path: Path) -> None:
+# The issue asks for an outage of a minute; the suite's default run uses 8 s (the retry
+# loop is the same), and `pytest -m slow` runs the full minute.
+@pytest.mark.parametrize("outage_s", [8, pytest.param(60, marks=pytest.mark.slow)])
+def test_the_run_survives_a_database_restart(private_server, tmp_path: Path, outage_s: float) -> None:
     url = f"{private_server.url}/outage"
     db = pymongo.MongoClient(url).get_default_database()
     worker = start_worker(url, "--run", "r", "--heartbeat", "0.5", "--lease", "20", "--poll-max", "0.05",
@@ -113,7 +116,7 @@ def test_the_run_survives_a_database_restart(private_server, tmp_path: Path) -> 
         wait_for(lambda: db.jobs.count_documents({s.EXP_KEY: "r", s.STATE: State.DONE}) >= 5,
                  what="some trials to finish")
         private_server.stop()
-        time.sleep(8)
+        time.sleep(outage_s)
         private_server.start()
         assert coordinator.wait(300) == 0, (tmp_path / "c.log").read_text()
     finally:
