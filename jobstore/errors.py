@@ -23,3 +23,7 @@ class RunMismatch(UserError):
 
 class CoordinatorBusy(UserError):
     """Another live coordinator holds the run."""
+
+
+class TrialIdTaken(UserError):
+    """A trial was inserted under an id that another trial of the run already has."""

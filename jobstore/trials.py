@@ -16,7 +16,9 @@ with these differences, all of them deliberate:
   window, then a fetch of the documents whose ``version`` changed).  Its database cost
   does not grow with the run's history.
 * Trial ids come from the run's counter in the ``runs`` collection, reserved
-  atomically per run in blocks; ids are unique and increasing but may have gaps.
+  atomically per run in blocks; ids are unique and increasing.  Ids an algorithm asked
+  for and did not use (TPE asks for several and uses one) are handed out again, so ids
+  are contiguous except for those a stopped coordinator had reserved.
 * fmin polls every ``poll_interval`` seconds (default 0.05) instead of hyperopt's
   hard-coded 1 s.
 * Inserted jobs also carry ``params`` (the point as plain values), and, when the
@@ -41,6 +43,7 @@ from pymongo.errors import BulkWriteError
 
 from jobstore import schema as s
 from jobstore.connection import connect, parse_url, server_time
+from jobstore.errors import TrialIdTaken
 from jobstore.queue import DEFAULT_MAX_ATTEMPTS, JobQueue
 from jobstore.retry import retrying
 from jobstore.runs import RunStore
@@ -157,6 +160,7 @@ class MongoTrials(base.Trials):
         self._trials: list[dict[str, Any]] = []
         self._watermark: datetime | None = None
         self._tid_pool: list[int] = []
+        self._handed: list[int] = []
         skip = (DOMAIN_ATTACHMENT,) if experiment is not None else ()
         self._attachments = GridFSAttachments(self.db, exp_key, skip)
         if refresh:
@@ -277,16 +281,30 @@ class MongoTrials(base.Trials):
 
         Ids are reserved from the run's counter atomically, a block at a time
         (``TID_BLOCK``), and handed out from the block: TPE asks for ids once per
-        suggestion, and this saves a database round trip for most of them.  Ids of a
-        block that a stopped coordinator did not use are skipped, never reused.
+        suggestion, and this saves a database round trip for most of them.  When the
+        next insert uses only ids of this call, the ones it left out are handed out
+        again (hyperopt's algorithms may return fewer trials than ids).  Ids of a block
+        that a stopped coordinator did not use are skipped, never reused.
         """
         while len(self._tid_pool) < n:
             block = max(n - len(self._tid_pool), TID_BLOCK)
             self._tid_pool.extend(
                 retrying(lambda b=block: self.runs.allocate_tids(self._exp_key, b), "allocating trial ids"))
         ids, self._tid_pool = self._tid_pool[:n], self._tid_pool[n:]
+        self._handed = list(ids)
         self._ids.update(ids)
         return ids
+
+    def _recycle(self, inserted: set[int]) -> None:
+        """Put the ids of the last ``new_trial_ids`` call that this insert left unused
+        back in the pool.  Only when the insert used ids of that call alone: an id
+        handed out by an earlier call may still be in the caller's hands."""
+        if not self._handed or not inserted <= set(self._handed):
+            return
+        unused = [tid for tid in self._handed if tid not in inserted]
+        self._handed = []
+        self._tid_pool = sorted(unused + self._tid_pool)
+        self._ids.difference_update(unused)
 
     def _insert_trial_docs(self, docs: list[dict[str, Any]]) -> list[int]:
         if not docs:
@@ -304,15 +322,32 @@ class MongoTrials(base.Trials):
             if self.experiment is not None:
                 doc[s.EXPERIMENT] = self.experiment
         retrying(lambda: self._insert_new(docs), "inserting trials")
+        self._recycle({doc[s.TID] for doc in docs})
         return [doc[s.TID] for doc in docs]
 
     def _insert_new(self, docs: list[dict[str, Any]]) -> None:
-        """Insert ``docs``; a retry after a lost reply skips the ones already in."""
+        """Insert ``docs``; a retry after a lost reply skips the ones already in.
+
+        Raises:
+            TrialIdTaken: another trial of the run has the id of one of ``docs``.
+        """
         try:
             self.queue.jobs.insert_many(docs, ordered=False)
         except BulkWriteError as exc:
-            if any(error.get("code") != DUPLICATE_KEY for error in exc.details.get("writeErrors", [])):
+            errors = exc.details.get("writeErrors", [])
+            if any(error.get("code") != DUPLICATE_KEY for error in errors):
                 raise
+            # insert_many gave each document its _id before the first attempt, so a
+            # retry finds its own documents; a clash with any other is another trial.
+            clashing = [docs[error["index"]] for error in errors]
+            present = {doc[s.ID] for doc in self.queue.jobs.find(
+                {s.ID: {"$in": [doc[s.ID] for doc in clashing]}}, {s.ID: 1})}
+            taken = sorted(doc[s.TID] for doc in clashing if doc[s.ID] not in present)
+            if taken:
+                raise TrialIdTaken(
+                    f"run {self._exp_key!r} already has trials with ids {taken}; ask "
+                    "new_trial_ids() for the ids of new trials instead of reusing ids it gave before"
+                ) from None
 
     def _params(self, doc: Mapping[str, Any]) -> Any:
         point = s.point_from_vals(doc[s.MISC]["vals"])

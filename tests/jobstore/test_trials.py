@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Iterator
@@ -9,15 +10,17 @@ from datetime import timedelta
 
 import pymongo
 import pytest
-from hyperopt import STATUS_OK, Trials, fmin, hp, tpe
+from hyperopt import STATUS_OK, Trials, base, fmin, hp, rand, tpe
 from pymongo import monitoring
 from pymongo.database import Database
 
 from jobstore import schema as s
 from jobstore import trials as trials_module
+from jobstore.errors import TrialIdTaken
 from jobstore.queue import JobQueue
 from jobstore.schema import State
 from jobstore.trials import MongoTrials
+from objectives.registry import get_experiment
 from tests.support.jobs import enqueue
 
 
@@ -125,6 +128,43 @@ def test_trial_ids_are_unique_under_concurrent_allocation(db: Database) -> None:
 def test_trial_ids_are_per_run(db: Database) -> None:
     assert MongoTrials(db, exp_key="a").new_trial_ids(2) == [0, 1]
     assert MongoTrials(db, exp_key="b").new_trial_ids(1) == [0]
+
+
+def _suggest(trials: MongoTrials, algo, n: int, seed: int) -> list[dict]:
+    experiment = get_experiment("quadratic")
+    return algo(trials.new_trial_ids(n), base.Domain(experiment.objective, experiment.space), trials, seed)
+
+
+def test_ids_an_algorithm_left_unused_are_handed_out_again(db: Database) -> None:
+    trials = enqueue(db, "r", 2)
+    finish_all(db, "r")
+    trials.refresh()
+    past_startup = functools.partial(tpe.suggest, n_startup_jobs=2)
+    for seed in range(5):
+        docs = _suggest(trials, past_startup, 4, seed)  # past its startup, TPE returns one trial for four ids
+        assert len(docs) == 1
+        trials.insert_trial_docs(docs)
+    tids = sorted(d[s.TID] for d in db.jobs.find({s.EXP_KEY: "r"}, {s.TID: 1}))
+    assert tids == list(range(7))
+
+
+def test_ids_of_an_earlier_call_are_not_handed_out_again(db: Database) -> None:
+    trials = MongoTrials(db, exp_key="r")
+    earlier = _suggest(trials, rand.suggest, 2, 0)
+    later = trials.new_trial_ids(2)
+    trials.insert_trial_docs(earlier[:1])
+    assert not set(trials.new_trial_ids(4)) & set(later), "the caller may still insert these"
+
+
+def test_a_trial_id_used_twice_is_an_error_not_a_silent_drop(db: Database) -> None:
+    first = MongoTrials(db, exp_key="r")
+    first.insert_trial_docs(_suggest(first, rand.suggest, 1, 0))
+    second = MongoTrials(db, exp_key="r")
+    experiment = get_experiment("quadratic")
+    reused = rand.suggest([0], base.Domain(experiment.objective, experiment.space), second, 1)
+    with pytest.raises(TrialIdTaken, match=r"already has trials with ids \[0\]"):
+        second.insert_trial_docs(reused)
+    assert db.jobs.count_documents({s.EXP_KEY: "r"}) == 1
 
 
 def test_inserted_jobs_carry_readable_params_and_experiment(db: Database) -> None:
