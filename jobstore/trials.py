@@ -16,9 +16,10 @@ with these differences, all of them deliberate:
   window, then a fetch of the documents whose ``version`` changed).  Its database cost
   does not grow with the run's history.
 * Trial ids come from the run's counter in the ``runs`` collection, reserved
-  atomically per run in blocks; ids are unique and increasing.  Ids an algorithm asked
-  for and did not use (TPE asks for several and uses one) are handed out again, so ids
-  are contiguous except for those a stopped coordinator had reserved.
+  atomically per run in blocks; ids are unique.  Ids an algorithm asked for and did
+  not use (TPE asks for several and uses one) are handed out again, so in fmin's use
+  ids are contiguous; gaps remain where a coordinator stopped holding reserved ids, an
+  algorithm returned no trial, or several trials objects added to one run.
 * fmin polls every ``poll_interval`` seconds (default 0.05) instead of hyperopt's
   hard-coded 1 s.
 * Inserted jobs also carry ``params`` (the point as plain values), and, when the
@@ -281,10 +282,15 @@ class MongoTrials(base.Trials):
 
         Ids are reserved from the run's counter atomically, a block at a time
         (``TID_BLOCK``), and handed out from the block: TPE asks for ids once per
-        suggestion, and this saves a database round trip for most of them.  When the
-        next insert uses only ids of this call, the ones it left out are handed out
-        again (hyperopt's algorithms may return fewer trials than ids).  Ids of a block
-        that a stopped coordinator did not use are skipped, never reused.
+        suggestion, and this saves a database round trip for most of them.
+
+        When the next insert uses only ids of this call, the ones it left out are
+        handed out again by later calls (hyperopt's algorithms may return fewer trials
+        than ids); ids inserted later after all are taken out of the pool.  So a caller
+        that inserts one call's trials in parts must not ask for new ids in between:
+        those could be ids it still holds, and inserting them twice raises
+        :class:`jobstore.errors.TrialIdTaken`.  Ids of a block that a stopped
+        coordinator did not use are skipped, never reused.
         """
         while len(self._tid_pool) < n:
             block = max(n - len(self._tid_pool), TID_BLOCK)
@@ -311,6 +317,8 @@ class MongoTrials(base.Trials):
             return []
         now = retrying(lambda: server_time(self.db), "reading the server clock")
         for doc in docs:
+            # a fresh _id from insert_many, so that a retry can tell its own documents
+            doc.pop(s.ID, None)
             doc.update(
                 {
                     s.PARAMS: self._params(doc),
@@ -322,7 +330,9 @@ class MongoTrials(base.Trials):
             if self.experiment is not None:
                 doc[s.EXPERIMENT] = self.experiment
         retrying(lambda: self._insert_new(docs), "inserting trials")
-        self._recycle({doc[s.TID] for doc in docs})
+        inserted = {doc[s.TID] for doc in docs}
+        self._tid_pool = [tid for tid in self._tid_pool if tid not in inserted]
+        self._recycle(inserted)
         return [doc[s.TID] for doc in docs]
 
     def _insert_new(self, docs: list[dict[str, Any]]) -> None:
@@ -335,7 +345,7 @@ class MongoTrials(base.Trials):
             self.queue.jobs.insert_many(docs, ordered=False)
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
-            if any(error.get("code") != DUPLICATE_KEY for error in errors):
+            if exc.details.get("writeConcernErrors") or any(error.get("code") != DUPLICATE_KEY for error in errors):
                 raise
             # insert_many gave each document its _id before the first attempt, so a
             # retry finds its own documents; a clash with any other is another trial.

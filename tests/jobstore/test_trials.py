@@ -156,6 +156,23 @@ def test_ids_of_an_earlier_call_are_not_handed_out_again(db: Database) -> None:
     assert not set(trials.new_trial_ids(4)) & set(later), "the caller may still insert these"
 
 
+def test_one_call_s_ids_may_be_inserted_one_at_a_time(db: Database) -> None:
+    trials = MongoTrials(db, exp_key="r")
+    for doc in _suggest(trials, rand.suggest, 3, 0):
+        trials.insert_trial_docs([doc])
+    assert trials.insert_trial_docs(_suggest(trials, rand.suggest, 1, 1)) == [3]
+    assert sorted(d[s.TID] for d in db.jobs.find({s.EXP_KEY: "r"})) == [0, 1, 2, 3]
+
+
+def test_a_trial_copied_from_another_run_is_inserted_not_taken_for_a_retry(db: Database) -> None:
+    source = enqueue(db, "a", 1)
+    copy = MongoTrials(db, exp_key="b")
+    doc = dict(source.trials[0], exp_key="b", tid=copy.new_trial_ids(1)[0])
+    assert copy.insert_trial_docs([doc]) == [0]
+    assert db.jobs.count_documents({s.EXP_KEY: "b"}) == 1
+    assert db.jobs.count_documents({s.EXP_KEY: "a"}) == 1
+
+
 def test_a_trial_id_used_twice_is_an_error_not_a_silent_drop(db: Database) -> None:
     first = MongoTrials(db, exp_key="r")
     first.insert_trial_docs(_suggest(first, rand.suggest, 1, 0))
