@@ -112,9 +112,11 @@ class Start:
     load: str = field(default_factory=load)
     at: float = field(default_factory=time.monotonic)
 
-    def finished(self) -> str:
-        """The report line on the script's own time and the load at its end."""
-        return f"- Script time: {(time.monotonic() - self.at) / 60:.1f} min; load average at end: {load()}"
+    def finished(self, detail: str = "") -> str:
+        """The report line on the script's own time (with ``detail`` on its parts) and
+        the load at its end."""
+        minutes = f"{(time.monotonic() - self.at) / 60:.1f} min" + (f" ({detail})" if detail else "")
+        return f"- Script time: {minutes}; load average at end: {load()}"
 
 
 # -- statistics ---------------------------------------------------------------------------

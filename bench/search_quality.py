@@ -219,7 +219,6 @@ def main(argv: list[str] | None = None) -> int:
                               f"(hpo-coord, real database)", len(real_bests),
                               f"{mean:.2f} ± {se:.2f}", "", f"{np.median(real_bests):.2f}" if real_bests else "",
                               f"{sum(v >= nb.OPTIMUM for v in real_bests)}/{len(real_bests)}"])
-    elapsed = time.monotonic() - start.at
     headers = ["algo", "mode", "seeds", f"mean best accuracy ± s.e. ({args.evals} evals)", "vs serial",
                "median", "runs reaching the optimum 73.51"]
     extra = [
@@ -235,8 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         f"--algo tpe --seed S` against {real_note or 'no server (skipped)'}.",
         f"- Targets (TPE, 4 parallel workers, 100 evaluations): mean best at least {TARGET_MEAN}, at most "
         f"{TARGET_LOSS} points below serial TPE. Known: random search ~71.6 after 100; optimum 73.51.",
-        f"- Script time: {elapsed / 60:.1f} min (simulation {sim_time / 60:.1f} min, {args.jobs} processes); "
-        f"load average at end: {c.load()}",
+        start.finished(f"simulation {sim_time / 60:.1f} min, {args.jobs} processes"),
     ]
     lines = c.header_lines(script="search_quality.py", server=None, start=start, extra=extra)
     body = "\n".join(lines) + "\n\n" + c.table(headers, rows + real_rows) + "\n"

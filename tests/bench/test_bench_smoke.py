@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -70,6 +71,8 @@ def test_search_quality_quick(tmp_path: Path) -> None:
     run_script("search_quality.py", "--table", str(_table(tmp_path)), report=report)
     text = report.read_text()
     assert "## Search quality: NAS-Bench-201 CIFAR-100, 100 evaluations (quick smoke run)" in text
+    assert re.search(r"^- Date: .* UTC \(start\)$", text, re.M)
+    assert re.search(r"^- Script time: [\d.]+ min \(simulation [\d.]+ min, \d+ processes\); load average at end: ", text, re.M)
     rows = [line for line in text.splitlines() if line.startswith("| ")][1:]  # after the header
     algos = [row.split("|")[1].strip() for row in rows]
     assert algos == ["rand", "rand", "anneal", "anneal", "tpe", "tpe", "tpe"]
