@@ -150,9 +150,11 @@ def _vals(job: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _plain(value: Any) -> Any:
-    """A leaf value as JSON can write it (other BSON types as their text)."""
+    """``value`` as JSON can write it (BSON types JSON lacks, as their text)."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return str(value)
@@ -176,7 +178,7 @@ def _tid(job: Mapping[str, Any], left_out: list[str]) -> int | None:
 def trial_params(job: Mapping[str, Any]) -> Any:
     """A job's point as plain values: its ``params``, else hyperopt's ``misc.vals``."""
     if job.get(s.PARAMS) is not None:
-        return job[s.PARAMS]
+        return _plain(job[s.PARAMS])
     return s.point_from_vals(_vals(job))
 
 
@@ -361,9 +363,9 @@ def run_status(db: Database, run: str, jobs_collection: str = s.JOBS,
     now = server_time(db)
     counts = count_states(jobs, run)
     rate = throughput(jobs, run)
-    max_evals = doc.get(s.RUN_MAX_EVALS)
+    max_evals = s.as_int(doc.get(s.RUN_MAX_EVALS))
     return RunStatus(
-        run=run, experiment=doc.get(s.RUN_EXPERIMENT), max_evals=max_evals, now=now,
+        run=run, experiment=_text(doc.get(s.RUN_EXPERIMENT)), max_evals=max_evals, now=now,
         counts=counts, best=best_trial(jobs, run), throughput=rate,
         eta=eta(max_evals, counts, rate), stale=stale_jobs(jobs, run, now, stale_after),
         workers=workers(db, now, stale_after),
@@ -395,8 +397,8 @@ def list_runs(db: Database, jobs_collection: str = s.JOBS) -> list[RunOverview]:
         doc = docs.get(run, {})
         best = best_trial(jobs, run)
         overview.append(RunOverview(
-            run=run, experiment=doc.get(s.RUN_EXPERIMENT), created_at=doc.get(s.RUN_CREATED_AT),
-            max_evals=doc.get(s.RUN_MAX_EVALS), counts=count_states(jobs, run),
+            run=run, experiment=_text(doc.get(s.RUN_EXPERIMENT)), created_at=s.as_date(doc.get(s.RUN_CREATED_AT)),
+            max_evals=s.as_int(doc.get(s.RUN_MAX_EVALS)), counts=count_states(jobs, run),
             best_loss=None if best is None else best.loss,
         ))
     return overview
