@@ -12,6 +12,8 @@ background thread calling it fails:
 * ``worker-heartbeat``: ``WorkerRegistry.update`` (a worker's record heartbeat thread)
 * ``keeper``: ``RunStore.renew_coordinator`` (the coordinator's keeper thread)
 * ``requeuer``: ``JobQueue.requeue_expired`` (the keeper's or an idle worker's requeuer)
+
+With ``HPO_TEST_FAULT_WHEN`` naming a file, the operation works until that file exists.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from jobstore.workers import WorkerRegistry
 from objectives.base import Experiment, Reporter, TrialInterrupted
 
 FAULT_ENV = "HPO_TEST_FAULT"
+WHEN_ENV = "HPO_TEST_FAULT_WHEN"
 
 
 def _sleep(x: float, reporter: Reporter) -> Any:
@@ -48,8 +51,10 @@ sleeper = Experiment(
 )
 
 
-def _broken(what: str) -> Any:
+def _broken(what: str, original: Any, when: str | None) -> Any:
     def fail(*args: Any, **kwargs: Any) -> Any:
+        if when is not None and not os.path.exists(when):
+            return original(*args, **kwargs)
         raise RuntimeError(f"injected fault: {what}")
     return fail
 
@@ -64,4 +69,4 @@ _TARGETS = {
 _fault = os.environ.get(FAULT_ENV)
 if _fault:
     owner, name = _TARGETS[_fault]
-    setattr(owner, name, _broken(_fault))
+    setattr(owner, name, _broken(_fault, getattr(owner, name), os.environ.get(WHEN_ENV)))
