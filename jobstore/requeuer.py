@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 
 class Requeuer:
-    """Calls :meth:`JobQueue.requeue_expired` at most every ``interval`` seconds."""
+    """Calls :meth:`JobQueue.requeue_expired` at most every ``interval`` seconds;
+    ``grace`` is the lease assumed for jobs that did not record their holder's."""
 
     def __init__(self, queue: JobQueue, *, interval: float, grace: float) -> None:
         self.queue = queue
