@@ -91,12 +91,16 @@ def test_die_ends_a_process_whose_main_thread_is_stuck(tmp_path: Path) -> None:
         import logging, threading, time
         from jobstore.fatal import die
         logging.basicConfig(level=logging.INFO)
+        sleeping = threading.Event()
         def background():
+            sleeping.wait()
+            time.sleep(0.5)  # the main thread is in its sleep by now
             try:
                 raise RuntimeError("injected fault: background")
             except RuntimeError as exc:
                 die("test", exc, deadline_s=1.0)
         threading.Thread(target=background).start()
+        sleeping.set()
         time.sleep(60)  # one native call: the async exception waits for it
         print("main thread carried on")
     """)
