@@ -113,8 +113,11 @@ def from_exception(exc: BaseException) -> Outcome:
     own first, so a megabyte-long message costs no more than a short one.
     """
     name = exception_name(exc)
-    parts = traceback.TracebackException.from_exception(exc).format()
-    text = "".join(clip(part, MESSAGE_LIMIT) for part in parts)
+    try:
+        parts = traceback.TracebackException.from_exception(exc).format()
+        text = "".join(clip(part, MESSAGE_LIMIT) for part in parts)
+    except Exception as problem:  # noqa: BLE001 - an objective's exception is untrusted
+        text = f"<the traceback could not be formatted: {type(problem).__name__}: {problem}>"
     return failure(EXCEPTION, exception_text(exc) or name, name, text)
 
 

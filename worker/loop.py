@@ -55,7 +55,7 @@ from typing import Any
 
 from hyperopt import base
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
+from pymongo.errors import OperationFailure, PyMongoError
 
 from jobstore import schema as s
 from jobstore.console import EXIT_TRIAL_HUNG, EXIT_USER_ERROR
@@ -63,10 +63,10 @@ from jobstore.gpu_lease import GpuLease, visible_devices_env, wait_for_gpus
 from jobstore.heartbeat import Heartbeat
 from jobstore.queue import DEFAULT_LEASE_S, Claim, JobQueue
 from jobstore.requeuer import Requeuer
-from jobstore.retry import DEFAULT_GIVE_UP_S, describe, is_transient, retrying
+from jobstore.retry import DEFAULT_GIVE_UP_S, describe, retrying
 from jobstore.workers import WorkerRegistry
 from objectives.base import Experiment, TrialInterrupted
-from objectives.registry import UnknownExperiment, get_experiment
+from objectives.registry import BadObjectiveReference, UnknownExperiment, get_experiment
 from worker.evaluate import (
     LOG_LIMIT,
     MALFORMED,
@@ -180,7 +180,7 @@ class Worker:
         self.registry = WorkerRegistry(db)
         self.requeuer = Requeuer(self.queue, interval=max(1.0, config.heartbeat / 2), grace=config.lease)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
-        self.refused: set[str] = set()
+        self.refused: set[Any] = set()
         self.jobs_done = 0
         self._stop = threading.Event()
         self._current: Claim | None = None
@@ -289,8 +289,9 @@ class Worker:
                     self._process(claim)
                 except Refused as exc:
                     retrying(lambda held=claim: self.queue.release(held), "returning a refused job")
-                    self.refused.add(claim.exp_key)
-                    log.error("refusing run %r: %s", claim.exp_key, exc)
+                    run = claim.job.get(s.EXP_KEY)
+                    self.refused.add(run)
+                    log.error("refusing run %r: %s", run, exc)
                     if cfg.run is not None:
                         code = EXIT_REFUSED
                         break
@@ -316,7 +317,7 @@ class Worker:
         except Refused:
             raise
         except Exception as exc:  # noqa: BLE001 - a malformed job must not kill the worker
-            if is_transient(exc):
+            if isinstance(exc, PyMongoError):  # the database's trouble, not the job's
                 raise
             outcome = _unprepared(label, exc)
             log.error("%s: %s", label, clip(outcome.error["message"] if outcome.error else "", LOG_LIMIT))
@@ -339,6 +340,7 @@ class Worker:
         started = time.monotonic()
         with beat, timer:
             self._current = claim
+            value: Any = None
             try:
                 value = task(reporter)
             except TrialInterrupted as exc:
@@ -346,12 +348,12 @@ class Worker:
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - the objective's failure is data
                 log.warning("%s raised %s: %s", label, exception_name(exc), clip(exception_text(exc), LOG_LIMIT))
                 outcome = from_exception(exc)
-            else:
-                outcome = interpret(value)
             finally:
                 self._current = None
                 _disarm_grace_timer()
         elapsed_s = time.monotonic() - started
+        if outcome is None and interrupted is None:
+            outcome = interpret(value)
         if timer.expired:
             assert limit is not None
             log.warning("%s ran past its time limit of %g s; recorded as an error (timeout)", label, limit)
@@ -415,7 +417,7 @@ class Worker:
         try:
             written = finish(outcome)
         except Exception as exc:
-            if is_transient(exc):
+            if not _unstorable(exc):
                 raise
             problem = f"{type(exc).__name__}: {clip(exception_text(exc), 300)}"
             log.error("%s: the database refused its result (%s); recording an error instead", label, problem)
@@ -446,11 +448,16 @@ class Worker:
         except UnknownExperiment as exc:
             raise Refused(f"{exc}. Install the package that provides {name!r} on this "
                           "worker, or start it with --objective package.module:attribute") from None
-        run = self._run(claim.exp_key)
+        except BadObjectiveReference as exc:
+            raise Refused(f"this worker's experiment {name!r} cannot be loaded: {exc}") from None
+        exp_key = claim.job.get(s.EXP_KEY)
+        if not isinstance(exp_key, str):
+            raise MalformedJob(f"'exp_key' is of type {type(exp_key).__name__}, expected the run's name")
+        run = self._run(exp_key)
         fingerprint = experiment.fingerprint()
         if run.get(s.RUN_FINGERPRINT) not in (None, fingerprint):
             raise Refused(
-                f"version skew: run {claim.exp_key!r} was created for {name!r} with fingerprint "
+                f"version skew: run {exp_key!r} was created for {name!r} with fingerprint "
                 f"{run.get(s.RUN_FINGERPRINT)!r:.80}, but this worker's code gives {fingerprint}; "
                 "run the same version of the experiment on the coordinator and the workers"
             )
@@ -462,7 +469,7 @@ class Worker:
             )
         params = params_for(experiment.space, job_vals(job))
         settings = {**experiment.default_settings, **run_settings}
-        limit = self._time_limit(claim.exp_key, experiment, run_settings)
+        limit = self._time_limit(exp_key, experiment, run_settings)
         return (lambda reporter: experiment.objective(params, reporter)), settings, limit
 
     def _time_limit(self, exp_key: str, experiment: Experiment, run_settings: Mapping[str, Any]) -> float | None:
@@ -515,6 +522,20 @@ class Worker:
             cached = (time.monotonic(), run)
             self._run_info[exp_key] = cached
         return cached[1]
+
+
+# Server errors for a document that grew too large (BSONObjectTooLarge, and the
+# "resulting document after update is larger than 16 MiB" codes).
+_TOO_LARGE_CODES = frozenset({10334, 17419, 17420})
+
+
+def _unstorable(exc: Exception) -> bool:
+    """True when a failed result write means "this result cannot be stored" (the driver
+    could not encode it, or the server found the document too large), not a database
+    problem (those are raised: retried while transient, fatal otherwise)."""
+    if isinstance(exc, OperationFailure):
+        return exc.code in _TOO_LARGE_CODES
+    return not isinstance(exc, PyMongoError)
 
 
 def _unprepared(label: str, exc: Exception) -> Outcome:
