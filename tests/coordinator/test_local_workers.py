@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 from pymongo.database import Database
 
+from coordinator.local_workers import MAX_RESTARTS, LocalWorkers
 from jobstore import schema as s
+from jobstore.console import EXIT_TRIAL_HUNG
 from jobstore.schema import State
 from tests.support.processes import RECORDING, run_cli, start_coordinator, stop, wait_for
 
@@ -57,3 +61,41 @@ def test_trial_timeout_rejects_a_negative_value(db_url: str) -> None:
     result = run_cli("coordinator", "start", "--exp", "recording", "--objective", RECORDING, "--mongo", db_url,
                      "--trial-timeout", "-1", url=db_url)
     assert result.returncode == 2 and "--trial-timeout" in result.stderr
+
+
+class _Exiting(LocalWorkers):
+    """Local workers whose processes exit at once with the given codes, in turn."""
+
+    def __init__(self, codes: list[int]) -> None:
+        super().__init__(1, "mongodb://unused", "r", extra_args=[], check_interval=0.01)
+        self.codes = codes
+        self.spawned = 0
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        code = self.codes[min(self.spawned, len(self.codes) - 1)]
+        self.spawned += 1
+        return subprocess.Popen([sys.executable, "-c", f"raise SystemExit({code})"])
+
+
+def _settled(workers: _Exiting) -> None:
+    wait_for(lambda: workers.processes[0] is None, timeout=60, what="the slot to stay down")
+
+
+def test_a_crashing_local_worker_is_restarted_up_to_the_limit() -> None:
+    workers = _Exiting([1])
+    workers.start()
+    try:
+        _settled(workers)
+    finally:
+        workers.stop()
+    assert workers.restarts == MAX_RESTARTS and workers.spawned == MAX_RESTARTS + 1
+
+
+def test_hung_trial_exits_do_not_count_as_crashes_and_refusals_are_not_restarted() -> None:
+    workers = _Exiting([EXIT_TRIAL_HUNG] * (MAX_RESTARTS + 3) + [2])
+    workers.start()
+    try:
+        _settled(workers)
+    finally:
+        workers.stop()
+    assert workers.restarts == MAX_RESTARTS + 3 and workers.spawned == MAX_RESTARTS + 4
