@@ -55,7 +55,7 @@ from typing import Any
 
 from hyperopt import base
 from pymongo.database import Database
-from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.errors import OperationFailure, PyMongoError, WriteError
 
 from jobstore import schema as s
 from jobstore.console import EXIT_TRIAL_HUNG, EXIT_USER_ERROR
@@ -530,9 +530,12 @@ _TOO_LARGE_CODES = frozenset({10334, 17419, 17420})
 
 
 def _unstorable(exc: Exception) -> bool:
-    """True when a failed result write means "this result cannot be stored" (the driver
-    could not encode it, or the server found the document too large), not a database
-    problem (those are raised: retried while transient, fatal otherwise)."""
+    """True when a failed result write means "this result cannot be stored": the driver
+    could not encode it, or the server refused this document (a write error: too large,
+    field names it does not accept, a validation rule), not a database problem (those
+    are raised: retried while transient, fatal otherwise)."""
+    if isinstance(exc, WriteError):
+        return True
     if isinstance(exc, OperationFailure):
         return exc.code in _TOO_LARGE_CODES
     return not isinstance(exc, PyMongoError)

@@ -56,6 +56,8 @@ def _objective(x: float, reporter: Reporter) -> Any:
         return {"loss": x**2, "count": 2**70}
     if mode == "huge":
         return {"loss": x**2, "blob": "x" * 17_000_000}
+    if mode == "dollar":
+        return {"loss": x**2, "$where": "sleep(1000)", "a.b": {"$gt": 1}}
     if mode == "nulkey":
         return {"loss": x**2, "a\x00b": 1}
     if mode == "longmsg":

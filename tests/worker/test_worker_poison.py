@@ -67,6 +67,15 @@ def test_results_that_cannot_be_stored_become_errors_and_the_worker_goes_on(
     assert db.workers.find_one()["trials_done"] == 6
 
 
+def test_result_keys_that_look_like_operators_are_stored_as_data(db: Database, db_url: str, tmp_path: Path) -> None:
+    enqueue(db, "dollar", 1, experiment="recording", settings={"mode": "dollar"})
+    worker = start_worker(db_url, "--idle-exit", "1", *FAST, log=tmp_path / "w.log")
+    assert worker.wait(120) == 0, (tmp_path / "w.log").read_text()[-3000:]
+    job = db.jobs.find_one({s.EXP_KEY: "dollar"})
+    assert job[s.STATE] == State.DONE
+    assert job[s.RESULT]["$where"] == "sleep(1000)" and job[s.RESULT]["a.b"] == {"$gt": 1}
+
+
 def test_objectives_that_exit_or_raise_unprintable_errors_become_errors(
     db: Database, db_url: str, tmp_path: Path
 ) -> None:
