@@ -21,8 +21,6 @@ from jobstore.errors import UserError
 from objectives.registry import BadObjectiveReference, UnknownExperiment, load_reference, register
 
 EXIT_USER_ERROR = 2
-EXIT_TRIAL_HUNG = 76
-"""``hpo-worker`` exit code: a trial ignored its time limit; a supervisor should start a fresh worker."""
 MONGO_HELP = (
     "MongoDB URL, mongodb://[USER@]HOST:PORT/DB (or hyperopt's mongo://HOST:PORT/DB/jobs). "
     "Default: $HPO_MONGO_URL."
@@ -52,6 +50,9 @@ ConnectTimeoutOption = Annotated[float, typer.Option(min=0.1, help="Seconds to w
 LogLevelHelp = "debug, info, warning or error."
 
 stderr = Console(stderr=True)
+
+EXIT_TRIAL_HUNG = 76
+"""``hpo-worker`` exit code: a trial ignored its time limit; a supervisor should start a fresh worker."""
 
 
 def package_version() -> str:
