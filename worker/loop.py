@@ -360,8 +360,8 @@ class Worker:
             _free_gpu_memory()
             self._write(claim, timed_out(limit), elapsed_s=elapsed_s)
         elif interrupted is not None and reporter.lost:
-            log.warning("%s interrupted (%s): its lease was lost, so the trial is dropped; the "
-                        "job's next holder owns it", label, clip(exception_text(interrupted), LOG_LIMIT))
+            log.warning("%s: lease lost, so the trial is dropped (the job's next holder owns it); it "
+                        "stopped with: %s", label, clip(exception_text(interrupted), LOG_LIMIT))
         elif interrupted is not None and self._stop.is_set():
             log.warning("%s interrupted: %s", label, clip(exception_text(interrupted), LOG_LIMIT))
             if retrying(lambda: self.queue.release(claim), "returning the job to the queue"):
