@@ -155,6 +155,15 @@ def test_digits_on_a_laptop_with_nothing_else_set(tmp_path: Path) -> None:
     assert (tmp_path / ".hpo" / "db").is_dir()
 
 
+def test_the_resume_hint_masks_the_password_whatever_the_url_looks_like() -> None:
+    from coordinator.start import resume_hint
+
+    for url in ("MONGODB://coord:s3cret@h:1/db", "mongodb://:s3cret@h/db", "mongodb://u:s3c@ret@h1,h2/db?replicaSet=rs0",
+                "mongodb+srv://u:s3cret@cluster.example.net/hpo"):
+        hint = resume_hint("recording", "r", url)
+        assert "s3c" not in hint and "***@" in hint and hint.startswith("hpo-coord start --exp recording --run r --mongo")
+
+
 # -- one SIGTERM always stops the coordinator (issue 12, defect 11) ---------------------------
 
 def _assert_stopped_resumably(db: Database, code: int, log: Path, run: str) -> None:
