@@ -26,8 +26,10 @@ EXIT_USER_ERROR = 2
 MAX_LOG_CHARS = 10_000
 """Longer log messages (with their tracebacks) keep their first and last half of this."""
 MONGO_HELP = (
-    "MongoDB URL, mongodb://[USER@]HOST:PORT/DB (or hyperopt's mongo://HOST:PORT/DB/jobs). "
-    "Default: $HPO_MONGO_URL."
+    "MongoDB URL: any connection string MongoDB's drivers take, e.g. mongodb://[USER@]HOST:PORT/DB, "
+    "a replica set's mongodb://USER@H1:PORT,H2:PORT/DB?replicaSet=NAME, mongodb+srv://USER@HOST/DB "
+    "(or hyperopt's mongo://HOST:PORT/DB/jobs). Writes are journaled (w=majority) unless the URL "
+    "sets w or journal. Default: $HPO_MONGO_URL."
 )
 PASSWORD_FILE_HELP = "Read the MongoDB password from this file (or set $HPO_MONGO_PASSWORD[_FILE])."
 OBJECTIVE_HELP = (
