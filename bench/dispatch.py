@@ -15,7 +15,8 @@ which the queue held a job (from the coordinator's insert times and the jobs'
 ``--write-concern`` measures instead what durable writes cost this project: the same
 runs with the embedded server syncing its log at every commit or not, and the store's
 client writing with its default ``w=majority, journal=true`` or with ``w=1,
-journal=false`` (``?w=1&journal=false`` in the URL), interleaved, ``--repeat`` times each.
+journal=false`` (``?w=1&journal=false`` in the URL), interleaved, ``--repeat`` times each; and the latency of one client's writes in each
+configuration.
 """
 
 from __future__ import annotations
@@ -300,6 +301,25 @@ def unsynced_server(workdir: Path) -> Iterator[c.Server]:
         yield c.Server(url=server.url, label="", pid=server.pid)
 
 
+def write_latencies(server: c.Server, query: str, writes: int) -> list[float]:
+    """Seconds per acknowledged ``update_one`` of one client through the store's
+    ``connect`` (so with its write concern), one after another."""
+    from jobstore.connection import connect, parse_url
+
+    db = connect(parse_url(server.database_url(f"bench_wc_{uuid.uuid4().hex[:8]}") + query))
+    try:
+        db.probe.insert_one({"_id": 1, "n": 0})
+        latencies = []
+        for _ in range(writes):
+            started = time.perf_counter()
+            db.probe.update_one({"_id": 1}, {"$inc": {"n": 1}})
+            latencies.append(time.perf_counter() - started)
+        db.client.drop_database(db.name)
+    finally:
+        db.client.close()
+    return latencies
+
+
 def write_concern_cost(args: argparse.Namespace, counts: list[int]) -> int:
     """Trials/s with and without durable writes (see the module docstring)."""
     start = c.Start()
@@ -312,7 +332,10 @@ def write_concern_cost(args: argparse.Namespace, counts: list[int]) -> int:
         configs = [(label, server, client, query) for label, server in servers
                    for client, query in (("w=majority, j (default)", ""), ("w=1, no journal", FAST_WRITES))]
         results: dict[tuple[str, str, int], list[Result]] = {}
+        latency: dict[tuple[str, str], list[float]] = {}
         for repeat in range(args.repeat):
+            for label, server, client, query in configs:
+                latency.setdefault((label, client), []).extend(write_latencies(server, query, args.writes))
             for k in counts:
                 for label, server, client, query in configs:
                     queue = max(1, args.queue_factor * k)
@@ -331,6 +354,9 @@ def write_concern_cost(args: argparse.Namespace, counts: list[int]) -> int:
                 ", ".join(f"{r.cpu.get('server', float('nan')):.0f}" for r in runs),
                 "; ".join(r.note for r in runs if r.note),
             ])
+        latency_rows = [["embedded" if not external else "external", label if not external else "(as configured)",
+                         client, len(values), c.ms(c.median(values)), c.ms(c.p95(values))]
+                        for (label, client), values in latency.items()]
         headers = ["server", "server log", "client write concern", "workers", "trials/s, each run",
                    "trials/s, median", "idle gap median (ms), queue non-empty, each run", "server CPU s, each run",
                    "note"]
@@ -349,7 +375,10 @@ def write_concern_cost(args: argparse.Namespace, counts: list[int]) -> int:
             start.finished(),
         ]
         lines = c.header_lines(script="dispatch.py", server=synced.label, start=start, extra=extra)
-    body = "\n".join(lines) + "\n\n" + c.table(headers, rows) + "\n"
+    body = ("\n".join(lines) + "\n\nOne client's acknowledged `update_one`, one after another:\n\n"
+            + c.table(["server", "server log", "client write concern", "writes", "median (ms)", "p95 (ms)"],
+                      latency_rows)
+            + "\n\nDispatch (end to end):\n\n" + c.table(headers, rows) + "\n")
     title = "Dispatch: cost of durable writes" + (" (quick smoke run)" if args.quick else "")
     c.append_report(args.out, title, body)
     print(body)
@@ -383,13 +412,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="measure the cost of durable writes instead (this project only; --workers "
                         "default 4)")
     parser.add_argument("--repeat", type=int, default=2, help="with --write-concern: rounds of runs")
+    parser.add_argument("--writes", type=int, default=300,
+                        help="with --write-concern: timed single-client writes per configuration and round")
     args = parser.parse_args(argv)
     if args.write_concern and args.workers == parser.get_default("workers"):
         args.workers = "4"
     if args.quick:
         args.workers, args.evals, args.stock_evals, args.also_tpe = "1,2", 30, 10, False
         args.timeout = min(args.timeout, 120)
-        args.repeat = 1
+        args.repeat, args.writes = 1, 50
         if args.write_concern:
             args.workers = "2"
         if not args.stock:
