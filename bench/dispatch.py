@@ -366,12 +366,15 @@ def write_concern_cost(args: argparse.Namespace, counts: list[int]) -> int:
             f"{args.repeat} round(s)); 'w=1, no journal' is the URL option `{FAST_WRITES}`, the default is the "
             "store's `w=majority, journal=true`; 'sync on commit' is the embedded server's default since "
             "issue 12 (`secantusd-py --sync-on-commit`), 'no sync' the configuration before it.",
-            "- SecantusDB understates what durable writes cost on a real mongod: its own cost per command "
-            "(it is written in Python) dominates every write, so the share of the log sync is small; a mongod "
-            "answers a plain write in well under a millisecond, and with `j: true` waits for a journal "
-            "commit, and with `w: majority` on a replica set also for a secondary (a network round trip). "
-            f"Measure a real deployment with `{c.BENCH_URL_ENV}=mongodb://... python bench/dispatch.py "
-            "--write-concern` (the server's own settings then apply; only the client's write concern varies).",
+            "- SecantusDB understates the relative cost on a real mongod: there a plain write takes well "
+            "under a millisecond, so waiting for the journal commit (`j: true`) and, on a replica set, for a "
+            "secondary (`w: majority`, a network round trip) is a larger share of each write than SecantusDB's "
+            "log sync is of its slow (Python) writes. Measure a real deployment with "
+            f"`{c.BENCH_URL_ENV}=mongodb://... python bench/dispatch.py --write-concern` (the server's own "
+            "settings then apply; only the client's write concern varies).",
+            "- What it means for a run: the coordinator and a worker make a handful of writes per trial "
+            "(claim, heartbeats, result, suggestion), so durability adds milliseconds per trial; it shows "
+            "only with a no-op objective, as here.",
             start.finished(),
         ]
         lines = c.header_lines(script="dispatch.py", server=synced.label, start=start, extra=extra)
