@@ -6,6 +6,7 @@ including the worst case known, and one log record of 2 MB through the CLIs' log
 (``jobstore.console.setup_logging``), and appends a table to docs/benchmarks.md.
 
     python bench/mask_cost.py
+    python bench/mask_cost.py --quick   # smoke test: one run each
 """
 
 from __future__ import annotations
@@ -45,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=5, help="runs per input; the fastest is reported")
     parser.add_argument("--out", type=Path, default=c.DEFAULT_REPORT, help="report to append to")
+    parser.add_argument("--quick", action="store_true", help="smoke test: one run each")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.repeat = 1
     start = c.Start()
     rows = []
     for name, text in INPUTS.items():
@@ -60,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     extra = [f"- Fastest of {args.repeat} runs each, in one process; milliseconds.", start.finished()]
     body = "\n".join(c.header_lines(script="mask_cost.py", server=None, start=start, extra=extra))
     body += "\n\n" + c.table(["input", "size", "what", "ms"], rows) + "\n"
-    c.append_report(args.out, "Masking passwords and logging long messages", body)
+    title = "Masking passwords and logging long messages" + (" (quick smoke run)" if args.quick else "")
+    c.append_report(args.out, title, body)
     print(body)
     return 0
 

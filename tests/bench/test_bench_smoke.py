@@ -102,3 +102,11 @@ def test_dispatch_write_concern_quick(tmp_path: Path) -> None:
     assert len(rows) == 8  # server sync on/off x client durable/fast: write latency, then dispatch
     command = next(line for line in text.splitlines() if line.startswith("- Command: "))
     assert command.startswith("- Command: `python bench/dispatch.py --quick") and "--write-concern" in command
+
+
+def test_mask_cost_quick(tmp_path: Path) -> None:
+    report = tmp_path / "benchmarks.md"
+    run_script("mask_cost.py", report=report)
+    text = report.read_text()
+    assert "## Masking passwords and logging long messages (quick smoke run)" in text
+    assert len([line for line in text.splitlines() if "| 2.0 MB |" in line]) == 5
