@@ -88,6 +88,9 @@ def start(
                                               "before it is marked as an error.")] = DEFAULT_MAX_ATTEMPTS,
     lease: Annotated[float, typer.Option(min=1, help="Coordinator lease (s); also the grace "
                                          "given to workers after a database outage.")] = DEFAULT_LEASE_S,
+    outage_timeout: Annotated[Optional[float], typer.Option(
+        min=0, help="Stop with an error naming the server when the database stays unreachable "
+        "this many seconds. Default: wait for it however long, saying so in the log.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Run setting KEY=VALUE passed "
                                                       "to the objective (e.g. epochs=10). Repeatable.")] = None,
     objective: ObjectiveOption = None,
@@ -115,7 +118,7 @@ def start(
             options = StartOptions(
                 run=run_name, max_evals=max_evals or experiment.max_evals, algo=algo or experiment.algo,
                 queue=queue or max(4, local_workers), seed=seed, local_workers=local_workers, poll_interval=poll_interval,
-                max_attempts=max_attempts, lease=lease, settings=settings,
+                max_attempts=max_attempts, lease=lease, outage_timeout=outage_timeout, settings=settings,
                 worker_args=[arg for ref in objective or [] for arg in ("--objective", ref)],
             )
             try:

@@ -22,6 +22,7 @@ import hyperopt
 import numpy as np
 from hyperopt import space_eval
 from pymongo.database import Database
+from pymongo.errors import PyMongoError
 from rich.console import Console
 
 from coordinator.algorithms import suggest_function
@@ -32,6 +33,7 @@ from jobstore import schema as s
 from jobstore.connection import MongoTarget, mask
 from jobstore.errors import UserError
 from jobstore.queue import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS
+from jobstore.retry import describe
 from jobstore.runs import RunStore
 from jobstore.trials import DEFAULT_POLL_INTERVAL_S, MongoTrials
 from objectives.base import Experiment
@@ -52,6 +54,7 @@ class StartOptions:
     poll_interval: float = DEFAULT_POLL_INTERVAL_S
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     lease: float = DEFAULT_LEASE_S
+    outage_timeout: float | None = None
     settings: Mapping[str, Any] = field(default_factory=dict)
     worker_args: list[str] = field(default_factory=list)
 
@@ -85,6 +88,8 @@ def start_run(
 
     Raises:
         KeyboardInterrupt: on SIGINT/SIGTERM, after leaving the run resumable.
+        jobstore.retry.DatabaseOutage: the database stayed away longer than
+            ``options.outage_timeout`` (None, the default: the coordinator waits).
         jobstore.errors.UserError: run mismatch, busy run, bad algorithm.
     """
     algo = suggest_function(options.algo)
@@ -92,7 +97,7 @@ def start_run(
     trials = MongoTrials(
         db, exp_key=options.run, refresh=False, experiment=experiment.name,
         max_attempts=options.max_attempts, poll_interval=options.poll_interval,
-        jobs_collection=target.jobs_collection,
+        jobs_collection=target.jobs_collection, outage_timeout=options.outage_timeout,
     )
     runs.ensure(
         options.run, experiment=experiment.name, fingerprint=experiment.fingerprint(),
@@ -123,7 +128,11 @@ def start_run(
                 if workers is not None:
                     workers.stop()
     finally:
-        runs.release_coordinator(options.run, token)
+        try:
+            runs.release_coordinator(options.run, token)
+        except PyMongoError as exc:  # the database may be what stopped the run
+            log.warning("could not release the coordinator lease of run %r (%s); it lapses within %.0f s",
+                        options.run, describe(exc), options.lease)
     return summarize(trials, options.run, experiment)
 
 

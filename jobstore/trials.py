@@ -144,33 +144,43 @@ class GridFSAttachments:
     """``trials.attachments``: a mapping of name to bytes in GridFS, scoped to the run.
 
     Files are stored as hyperopt's MongoTrials stores them (``filename`` plus the run's
-    ``exp_key`` field on the file document), so existing tooling finds them.
+    ``exp_key`` field on the file document), so existing tooling finds them.  Reads and
+    writes (what fmin and workers use) ride out outages through ``retry``.
     """
 
-    def __init__(self, db: Database, exp_key: str | None, skip: Iterable[str] = ()) -> None:
+    def __init__(self, db: Database, exp_key: str | None, skip: Iterable[str] = (),
+                 retry: Callable[[Callable[[], Any], str], Any] = retrying) -> None:
         self._fs = gridfs.GridFS(db)
         self._files = db["fs.files"]
         self._scope = {} if exp_key is None else {s.EXP_KEY: exp_key}
         self._skip = set(skip)
+        self._retry = retry
 
     def __contains__(self, name: object) -> bool:
-        return self._fs.exists(filename=name, **self._scope)
+        return bool(self._retry(lambda: self._fs.exists(filename=name, **self._scope),
+                                f"looking up attachment {name!r}"))
 
     def __getitem__(self, name: str) -> bytes:
-        try:
-            return self._fs.get_last_version(filename=name, **self._scope).read()
-        except gridfs.NoFile:
-            raise KeyError(name) from None
+        def read() -> bytes:
+            try:
+                return self._fs.get_last_version(filename=name, **self._scope).read()
+            except gridfs.NoFile:
+                raise KeyError(name) from None
+
+        return self._retry(read, f"reading attachment {name!r}")
 
     def __setitem__(self, name: str, value: bytes | str) -> None:
         if name in self._skip:
             log.debug("not storing attachment %r for a registered experiment", name)
             return
-        if isinstance(value, str):
-            value = value.encode()
-        for old in self._files.find({"filename": name, **self._scope}, {"_id": 1}):
-            self._fs.delete(old["_id"])
-        self._fs.put(value, filename=name, **self._scope)
+        data = value.encode() if isinstance(value, str) else value
+
+        def replace() -> None:
+            for old in self._files.find({"filename": name, **self._scope}, {"_id": 1}):
+                self._fs.delete(old["_id"])
+            self._fs.put(data, filename=name, **self._scope)
+
+        self._retry(replace, f"storing attachment {name!r}")
 
     def __delitem__(self, name: str) -> None:
         found = list(self._files.find({"filename": name, **self._scope}, {"_id": 1}))
@@ -254,7 +264,7 @@ class MongoTrials(base.Trials):
         self._tid_pool: list[int] = []
         self._handed: list[int] = []
         skip = (DOMAIN_ATTACHMENT,) if experiment is not None else ()
-        self._attachments = GridFSAttachments(self.db, exp_key, skip)
+        self._attachments = GridFSAttachments(self.db, exp_key, skip, self._retry)
         if refresh:
             self.refresh()
 

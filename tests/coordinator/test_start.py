@@ -125,6 +125,27 @@ def test_the_run_survives_a_database_restart(private_server, tmp_path: Path, out
     assert db.jobs.count_documents({s.EXP_KEY: "r", s.STATE: State.DONE}) == 25
     assert db.jobs.count_documents({s.EXP_KEY: "r"}) == 25
     assert db.jobs.count_documents({s.EXP_KEY: "r", s.ATTEMPTS: {"$ne": 1}}) == 0
+    log = " ".join((tmp_path / "c.log").read_text().split())
+    assert f"waiting for the database at mongodb://127.0.0.1:{private_server.port}/outage with no time limit" in log
+
+
+def test_with_an_outage_limit_the_coordinator_stops_with_a_clear_message(private_server, tmp_path: Path) -> None:
+    url = f"{private_server.url}/limit"
+    db = pymongo.MongoClient(url).get_default_database()
+    coordinator = start_coordinator(url, "--exp", "recording", "--objective", RECORDING, "--run", "r",
+                                    "--max-evals", "5", "--queue", "2", "--outage-timeout", "2",
+                                    "--connect-timeout", "1", log=tmp_path / "c.log")
+    try:
+        wait_for(lambda: db.jobs.count_documents({s.EXP_KEY: "r"}) >= 2, what="suggestions in the queue")
+        private_server.stop()
+        code = coordinator.wait(120)
+    finally:
+        stop(coordinator)
+    log = " ".join((tmp_path / "c.log").read_text().split())
+    assert code == 2, log
+    assert f"the database at mongodb://127.0.0.1:{private_server.port}/limit has been unreachable" in log
+    assert "outage limit of 2 s" in log and "--outage-timeout" in log
+    assert "Traceback" not in log
 
 
 def test_best_params_are_printed_as_json(db: Database, db_url: str) -> None:

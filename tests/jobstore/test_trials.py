@@ -14,11 +14,13 @@ import pytest
 from hyperopt import STATUS_OK, Trials, base, fmin, hp, rand, tpe
 from pymongo import monitoring
 from pymongo.database import Database
+from pymongo.errors import AutoReconnect, ConnectionFailure
 
 from jobstore import schema as s
 from jobstore import trials as trials_module
 from jobstore.errors import TrialIdTaken
 from jobstore.queue import JobQueue
+from jobstore.retry import DatabaseOutage, retrying
 from jobstore.schema import State
 from jobstore.trials import MongoTrials
 from objectives.registry import get_experiment
@@ -458,3 +460,53 @@ def test_a_document_of_another_search_space_is_skipped_once_fmin_knows_the_space
         server.join()
     assert len(trials) == 8 and stranger not in [t[s.ID] for t in trials.trials]
     assert sum(repr(stranger) in r.getMessage() and "lacks labels" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_fmin_raises_a_clear_error_naming_the_server_once_the_outage_limit_is_spent(private_server) -> None:
+    trials = MongoTrials(f"{private_server.url}/lib", exp_key="o", outage_timeout=1)
+    private_server.stop()
+    with pytest.raises(DatabaseOutage) as raised:
+        fmin(lambda x: x ** 2, hp.uniform("x", -1, 1), algo=rand.suggest, max_evals=2, trials=trials,
+             show_progressbar=False)
+    message = str(raised.value)
+    assert f"the database at mongodb://127.0.0.1:{private_server.port}/lib has been unreachable" in message
+    assert "outage limit of 1 s" in message and "outage_timeout=" in message
+    assert isinstance(raised.value.__cause__, ConnectionFailure)
+
+
+def test_without_a_limit_the_store_waits_for_the_database_and_says_so(
+    private_server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The coordinator's policy (outage_timeout=None): a refresh waits out the outage."""
+    client: pymongo.MongoClient = pymongo.MongoClient(private_server.url, serverSelectionTimeoutMS=300)
+    trials = MongoTrials(client["coord"], exp_key="o", outage_timeout=None)
+    _hand_made(trials, trials.new_trial_ids(2))
+    private_server.stop()
+    restart = threading.Timer(3, private_server.start)
+    restart.start()
+    try:
+        with caplog.at_level("WARNING", logger="jobstore.retry"):
+            trials.refresh()
+    finally:
+        restart.join()
+        client.close()
+    assert len(trials) == 2
+    waiting = [r.getMessage() for r in caplog.records if "database unavailable during refreshing trials" in r.getMessage()]
+    assert waiting and all(f"waiting for the database at mongodb://127.0.0.1:{private_server.port}/coord with no "
+                           "time limit" in line for line in waiting), waiting
+    assert any("database is back" in r.getMessage() for r in caplog.records)
+
+
+def test_the_outage_error_masks_the_password() -> None:
+    def unreachable() -> None:
+        raise AutoReconnect("mongo-0:27017: connection refused")
+
+    with pytest.raises(DatabaseOutage) as raised:
+        retrying(unreachable, "counting trials", give_up_after=0, server="mongodb://coord:s3cret@mongo-0:27017/hpo",
+                 sleep=lambda _: None)
+    assert "coord:***@mongo-0:27017/hpo" in str(raised.value) and "s3cret" not in str(raised.value)
+
+
+def test_outage_timeout_must_be_a_duration(db: Database) -> None:
+    with pytest.raises(ValueError, match="outage_timeout"):
+        MongoTrials(db, outage_timeout=-1)
