@@ -170,3 +170,23 @@ def test_digits_on_a_laptop_with_nothing_else_set(tmp_path: Path) -> None:
     worst = float(text.split("worst successful loss ")[1].split()[0])
     assert best < 0.1 and worst - best > 0.05
     assert (tmp_path / ".hpo" / "db").is_dir()
+
+
+def test_malformed_documents_in_the_run_are_skipped_with_a_warning_each(db: Database, db_url: str) -> None:
+    """Issue 12 defect 9: one bad document used to crash `hpo-coord start` in MongoTrials.refresh."""
+    misc = {"tid": 100, "cmd": None, "idxs": {"x": [100]}, "vals": {"x": [0.5]}}
+    bad = [
+        {s.STATE: State.DONE, s.TID: 100, s.SPEC: None, s.RESULT: {"status": "ok", "loss": 1.0}},  # no misc
+        {s.STATE: State.DONE, s.TID: 101, s.SPEC: None, s.RESULT: "ok", s.MISC: {**misc, "tid": 101}},
+        {s.STATE: "done", s.TID: 102, s.SPEC: None, s.RESULT: {"status": "ok", "loss": 1.0}, s.MISC: misc},
+        {s.STATE: State.DONE, s.SPEC: None, s.RESULT: {"status": "ok", "loss": 1.0}, s.MISC: misc},  # no tid
+    ]
+    ids = db.jobs.insert_many([{**doc, s.EXP_KEY: "r"} for doc in bad]).inserted_ids
+    result = run_cli("coordinator", "start", "--exp", "recording", "--objective", RECORDING, "--mongo", db_url,
+                     "--run", "r", "--max-evals", "4", "--local-workers", "1", url=db_url, timeout=300)
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 0, output
+    assert db.jobs.count_documents({s.EXP_KEY: "r", s.STATE: State.DONE, s.ID: {"$nin": ids}}) == 4
+    for oid in ids:
+        assert output.count(f"skipping job document _id=ObjectId('{oid}')") == 1, output
+    assert "Traceback" not in output
