@@ -81,12 +81,13 @@ def retrying(
     *,
     give_up_after: float | None = DEFAULT_GIVE_UP_S,
     server: str | None = None,
+    longer: str | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
     """Run ``operation`` until it succeeds or fails with a non-transient error.
 
     ``what`` names the operation and ``server`` the database (a masked URL) in log lines
-    and errors.  Transient errors (:func:`is_transient`) are retried with backoff; once
+    and errors; ``longer`` tells the user how to allow a longer outage.  Transient errors (:func:`is_transient`) are retried with backoff; once
     they have lasted ``give_up_after`` seconds (None: no limit) :class:`DatabaseOutage`
     is raised instead of trying again.  The limit is checked after each failed attempt,
     and an attempt itself waits up to the client's server-selection timeout, so the
@@ -112,8 +113,7 @@ def retrying(
                 raise DatabaseOutage(
                     f"{name} has been unreachable for {elapsed:.0f} s while {what}, longer than the "
                     f"outage limit of {give_up_after:g} s (last error: {describe(exc)}); check that the "
-                    "server runs and is reachable, or allow a longer outage (outage_timeout= for "
-                    "MongoTrials, --outage-timeout for hpo-coord start)"
+                    "server runs and is reachable" + (f", or allow a longer outage: {longer}" if longer else "")
                 ) from exc
             if give_up_after is None:
                 patience = f"waiting for {name} with no time limit"

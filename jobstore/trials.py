@@ -26,6 +26,17 @@ with these differences, all of them deliberate:
   trials object is bound to a registered experiment, ``experiment``.  For such runs the
   pickled Domain that hyperopt's fmin stores as an attachment is not written: workers
   look the experiment up by name, and nothing executable goes into the database.
+* A job document hyperopt could not use as a trial (no ``tid``, no ``misc``, a
+  ``result`` that is not a dict, ...; see :func:`trial_problem`) is left out with one
+  warning naming its ``_id``, where the original raises on every later refresh.
+* While the database is unreachable, operations wait and retry (jobstore.retry); after
+  ``outage_timeout`` seconds (default 300; ``None``: no limit) they raise
+  :class:`jobstore.retry.DatabaseOutage`, naming the server, where the original raises
+  pymongo's error after its 30 s server-selection timeout.
+
+Trials are presented as the original presents them, in ``_id`` order (the order of
+insertion), whatever the types of their ``tid``.  hyperopt's own tests of
+``MongoTrials`` run against this class in CI: docs/conformance.md.
 """
 
 from __future__ import annotations
@@ -59,6 +70,7 @@ DUPLICATE_KEY = 11000
 TID_BLOCK = 16
 DEFAULT_POLL_INTERVAL_S = 0.05
 DEFAULT_OUTAGE_TIMEOUT_S = 300.0
+OUTAGE_TIMEOUT_HINT = "MongoTrials(..., outage_timeout=SECONDS or None); hpo-coord start --outage-timeout SECONDS"
 """How long a library user's ``MongoTrials`` waits for an unreachable database before
 ``fmin`` raises :class:`jobstore.retry.DatabaseOutage`.  Five minutes rides out what a
 healthy deployment goes through (a mongod restart, a replica-set election, which takes
@@ -294,7 +306,8 @@ class MongoTrials(base.Trials):
 
     def _retry(self, operation: Callable[[], T], what: str) -> T:
         """``operation`` under the store's retry policy, with this object's outage limit."""
-        return retrying(operation, what, give_up_after=self.outage_timeout, server=self.server)
+        return retrying(operation, what, give_up_after=self.outage_timeout, server=self.server,
+                        longer=OUTAGE_TIMEOUT_HINT)
 
     def _scope(self) -> dict[str, Any]:
         return {} if self._exp_key is None else {s.EXP_KEY: self._exp_key}
