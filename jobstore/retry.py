@@ -87,9 +87,10 @@ def retrying(
     """Run ``operation`` until it succeeds or fails with a non-transient error.
 
     ``what`` names the operation and ``server`` the database (a masked URL) in log lines
-    and errors; ``longer`` tells the user how to allow a longer outage.  Transient errors (:func:`is_transient`) are retried with backoff; once
-    they have lasted ``give_up_after`` seconds (None: no limit) :class:`DatabaseOutage`
-    is raised instead of trying again.  The limit is checked after each failed attempt,
+    and errors; ``longer`` tells the user how to allow a longer outage.  Transient errors
+    (:func:`is_transient`) are retried with backoff; once they have lasted
+    ``give_up_after`` seconds (None: no limit) :class:`DatabaseOutage` is raised instead
+    of trying again.  The limit is checked after each failed attempt,
     and an attempt itself waits up to the client's server-selection timeout, so the
     error can come that much later than the limit.
 
@@ -116,12 +117,13 @@ def retrying(
                     "server runs and is reachable" + (f", or allow a longer outage: {longer}" if longer else "")
                 ) from exc
             if give_up_after is None:
-                patience = f"waiting for {name} with no time limit"
+                pause, patience = wait, f"waiting for {name} with no time limit"
             else:
-                patience = f"waiting for {name} {max(give_up_after - elapsed, 0):.0f} s more"
+                left = give_up_after - elapsed
+                pause, patience = min(wait, left), f"waiting for {name} {left:.0f} s more"
             log.warning("database unavailable during %s (%s); retry %d in %.1f s, %s",
-                        what, describe(exc), failures, wait, patience)
-            sleep(wait if give_up_after is None else min(wait, max(give_up_after - elapsed, 0)))
+                        what, describe(exc), failures, pause, patience)
+            sleep(pause)
             wait = min(wait * 2, MAX_WAIT_S)
             continue
         if failures:

@@ -140,16 +140,16 @@ def _key(value: Any) -> Any:
     return ("unhashable _id", repr(value)) if isinstance(value, (dict, list)) else value
 
 
-def _id_order(key: Any) -> tuple[int, Any]:
-    """Sort key for ``_id`` values of any mix of types, in MongoDB's order of the types:
-    numbers, strings, ObjectIds (by creation), then anything else (by its repr)."""
-    if _is_number(key):
-        return (0, float(key))
-    if isinstance(key, str):
-        return (1, key)
-    if isinstance(key, ObjectId):
-        return (2, key.binary)
-    return (3, f"{type(key).__name__}:{key!r}")
+def _bson_order(value: Any) -> tuple[int, Any]:
+    """Sort key for values of any mix of types (``_id``s, trial ids), in MongoDB's order
+    of the types: numbers, strings, ObjectIds (by creation), then anything else (by repr)."""
+    if _is_number(value):
+        return (0, float(value))
+    if isinstance(value, str):
+        return (1, value)
+    if isinstance(value, ObjectId):
+        return (2, value.binary)
+    return (3, f"{type(value).__name__}:{value!r}")
 
 
 class GridFSAttachments:
@@ -267,7 +267,7 @@ class MongoTrials(base.Trials):
         self.max_attempts = max_attempts
         self.poll_interval = poll_interval
         self.space: Any = None
-        self._ids: set[int] = set()
+        self._ids: set[Any] = set()
         self._docs: dict[Any, dict[str, Any]] = {}
         self._problems: dict[Any, str] = {}
         self._labels: frozenset[str] | None = None
@@ -335,7 +335,7 @@ class MongoTrials(base.Trials):
         self._present()
 
     def _check(self, doc: Mapping[str, Any]) -> None:
-        """Record whether ``doc`` can be presented; warn once per version when it cannot."""
+        """Record whether ``doc`` can be presented; when it cannot, warn (once per problem)."""
         problem = trial_problem(doc, self._labels)
         if problem is None:
             self._problems.pop(_key(doc[s.ID]), None)
@@ -350,7 +350,7 @@ class MongoTrials(base.Trials):
             doc for key, doc in self._docs.items()
             if key not in self._problems and doc.get(s.STATE) in base.JOB_VALID_STATES
         ]
-        valid.sort(key=lambda doc: _id_order(doc[s.ID]))
+        valid.sort(key=lambda doc: _bson_order(doc[s.ID]))
         self._trials = valid
         self._ids.update(doc[s.TID] for doc in valid)
 
@@ -424,8 +424,9 @@ class MongoTrials(base.Trials):
         with the state in the query: SecantusDB plans the three-field count as a
         collection scan; MongoDB serves either from the index."""
         query = {**self._scope(), s.UPDATED_AT: {"$gte": since}}
-        return self._retry(lambda: [doc.get(s.STATE) for doc in self.queue.jobs.find(query, {s.ID: 0, s.STATE: 1})],
-                        "counting trials")
+        return self._retry(
+            lambda: [doc.get(s.STATE) for doc in self.queue.jobs.find(query, {s.ID: 0, s.STATE: 1})],
+            "counting trials")
 
     def new_trial_ids(self, n: int) -> list[int]:
         """``n`` trial ids, unique in the run.
@@ -502,7 +503,7 @@ class MongoTrials(base.Trials):
             clashing = [docs[error["index"]] for error in errors]
             present = {doc[s.ID] for doc in self.queue.jobs.find(
                 {s.ID: {"$in": [doc[s.ID] for doc in clashing]}}, {s.ID: 1})}
-            taken = sorted(doc[s.TID] for doc in clashing if doc[s.ID] not in present)
+            taken = sorted((doc[s.TID] for doc in clashing if doc[s.ID] not in present), key=_bson_order)
             if taken:
                 raise TrialIdTaken(
                     f"run {self._exp_key!r} already has trials with ids {taken}; ask "

@@ -491,7 +491,8 @@ def test_without_a_limit_the_store_waits_for_the_database_and_says_so(
         restart.join()
         client.close()
     assert len(trials) == 2
-    waiting = [r.getMessage() for r in caplog.records if "database unavailable during refreshing trials" in r.getMessage()]
+    waiting = [r.getMessage() for r in caplog.records
+               if "database unavailable during refreshing trials" in r.getMessage()]
     assert waiting and all(f"waiting for the database at mongodb://127.0.0.1:{private_server.port}/coord with no "
                            "time limit" in line for line in waiting), waiting
     assert any("database is back" in r.getMessage() for r in caplog.records)
