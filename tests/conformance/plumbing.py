@@ -42,8 +42,8 @@ from jobstore import schema as s
 from jobstore.embedded import _program as server_program
 from jobstore.trials import MongoTrials
 from tests.conftest import with_database
+from tests.support.processes import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 SHIM_DIR = Path(__file__).resolve().parent / "bin"
 WORKER_TIMEOUT_S = 300.0
 """How long one ``run_one`` worker process may take beyond its reserve timeout before
