@@ -91,7 +91,8 @@ def test_each_distribution_samples_inside_its_space_and_space_eval_is_what_the_o
     trials = Trials()
     received = _run(space, 25, trials)
     assert len(startup_calls) == STARTUP  # the other 20 points came from the model
-    assert len(joint_tpe._states[trials].study.trials) == 25
+    kept = [t for t in joint_tpe._states[trials].study.trials if t.state != TrialState.FAIL]
+    assert len(kept) == 25  # (draws rejected as duplicates are failed trials)
     for doc, got in zip(trials.trials, received, strict=True):
         value = doc["misc"]["vals"]["p"][0]
         assert doc["misc"]["idxs"]["p"] == [doc["tid"]]
@@ -365,3 +366,30 @@ def test_the_algorithm_is_chosen_by_name() -> None:
     assert suggest_function("tpe") is tpe.suggest
     with pytest.raises(UserError, match="joint-tpe"):
         suggest_function("optuna")
+
+
+def _proposals(avoid: bool, seed: int) -> tuple[set[tuple], list[tuple]]:
+    space = {f"e{i}": hp.choice(f"e{i}", list(range(4))) for i in range(2)}
+    domain, trials = _domain(space), Trials()
+    for doc in _add_rand_docs(trials, domain, 12, seed=100 * seed):
+        _finish(doc, float(sum(v[0] for v in doc["misc"]["vals"].values())))
+    trials.refresh()
+    known = {tuple(sorted(_point(d).items())) for d in trials.trials}
+    new = []
+    for i in range(3):
+        docs = joint_tpe.suggest(trials.new_trial_ids(1), domain, trials, seed * 10 + i,
+                                 n_startup_trials=STARTUP, avoid_duplicates=avoid)
+        trials.insert_trial_docs(docs)
+        trials.refresh()
+        new.append(tuple(sorted(_point(docs[0]).items())))
+    return known, new
+
+
+def test_points_already_evaluated_or_pending_are_not_proposed_again() -> None:
+    repeats = {True: 0, False: 0}
+    for avoid in (True, False):
+        for seed in range(6):
+            known, new = _proposals(avoid, seed)
+            repeats[avoid] += sum(p in known for p in new) + len(new) - len(set(new))
+    assert repeats[False] > 0  # the model alone does propose repeats here (16 points, 12 known)
+    assert repeats[True] == 0
