@@ -24,7 +24,7 @@ from hyperopt import space_eval
 from pymongo.database import Database
 from rich.console import Console
 
-from coordinator.algorithms import suggest_function
+from coordinator.algorithms import DEFAULT_ALGORITHM, suggest_function
 from coordinator.keeper import RunKeeper
 from coordinator.local_workers import LocalWorkers
 from coordinator.progress import rich_progress
@@ -45,7 +45,9 @@ class StartOptions:
 
     run: str
     max_evals: int
-    algo: str
+    algo: str | None
+    """None: a resumed run keeps its algorithm; a new one takes the experiment's, else
+    ``coordinator.algorithms.DEFAULT_ALGORITHM``."""
     queue: int = 4
     seed: int | None = None
     local_workers: int = 0
@@ -87,8 +89,9 @@ def start_run(
         KeyboardInterrupt: on SIGINT/SIGTERM, after leaving the run resumable.
         jobstore.errors.UserError: run mismatch, busy run, bad algorithm.
     """
-    algo = suggest_function(options.algo)
     runs = RunStore(db, target.jobs_collection)
+    algo_name = choose_algorithm(runs, options.run, options.algo, experiment)
+    algo = suggest_function(algo_name)
     trials = MongoTrials(
         db, exp_key=options.run, refresh=False, experiment=experiment.name,
         max_attempts=options.max_attempts, poll_interval=options.poll_interval,
@@ -97,7 +100,7 @@ def start_run(
     runs.ensure(
         options.run, experiment=experiment.name, fingerprint=experiment.fingerprint(),
         settings={**experiment.default_settings, **options.settings},
-        max_evals=options.max_evals, algo=options.algo,
+        max_evals=options.max_evals, algo=algo_name,
     )
     token = runs.acquire_coordinator(options.run, options.lease)
     _interrupt_on_sigterm()
@@ -109,7 +112,8 @@ def start_run(
             trials.refresh()
             already = trials.count_by_state_unsynced(hyperopt.JOB_STATE_DONE)
             if already:
-                console.print(f"resuming run [bold]{options.run}[/]: {already} trial(s) already done")
+                console.print(f"resuming run [bold]{options.run}[/]: {already} trial(s) already done "
+                              f"(algorithm {algo_name})")
             if workers is not None:
                 workers.start()
             try:
@@ -125,6 +129,19 @@ def start_run(
     finally:
         runs.release_coordinator(options.run, token)
     return summarize(trials, options.run, experiment)
+
+
+def choose_algorithm(runs: RunStore, run: str, requested: str | None, experiment: Experiment) -> str:
+    """``requested`` if given; else the algorithm an existing run was started with (a resumed
+    run keeps it, and its sampler state is rebuilt from the run's trials); else the
+    experiment's; else :data:`~coordinator.algorithms.DEFAULT_ALGORITHM`."""
+    if requested:
+        return requested
+    existing = runs.get(run)
+    recorded = existing.get(s.RUN_ALGO) if existing else None
+    if isinstance(recorded, str) and recorded:
+        return recorded
+    return experiment.algo or DEFAULT_ALGORITHM
 
 
 def summarize(trials: MongoTrials, run: str, experiment: Experiment) -> RunSummary:

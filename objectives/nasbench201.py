@@ -186,7 +186,6 @@ nasbench201 = Experiment(
     space=space,
     objective=_objective,
     max_evals=100,
-    algo="tpe",
     description=(
         "NAS-Bench-201 CIFAR-100 table lookup: six hp.choice edges, loss = 100 - test accuracy "
         "(optimum 73.51). Needs --set table=PATH (or HPO_NASBENCH_TABLE); --set column=NAME "
