@@ -227,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configs", default="1:0,4:0,8:0",
                         help="workers:queue pairs; queue 0 = a suggestion is made when a worker frees up")
     parser.add_argument("--jobs", type=int, default=2, help="simulation processes")
-    parser.add_argument("--real-seeds", type=int, default=5, help="seeds for the real-system check (0: skip)")
+    parser.add_argument("--real-seeds", type=int, default=None,
+                        help="seeds for the real-system check (0: skip; default 5, 1 with --quick)")
     parser.add_argument("--real-algos", default="joint-tpe", help="hpo-coord --algo values for the real-system check")
     parser.add_argument("--real-workers", type=int, default=4)
     parser.add_argument("--real-queue", type=int, default=4, help="hpo-coord --queue for the real-system check")
@@ -238,8 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.quick:
-        args.seeds, args.evals, args.configs, args.real_seeds = 3, 30, "1:0,4:0", 1
+        args.seeds, args.evals, args.configs = 3, 30, "1:0,4:0"
+        args.real_seeds = 1 if args.real_seeds is None else args.real_seeds
         args.real_workers, args.real_queue, args.real_seconds = 2, 2, 0.02
+    elif args.real_seeds is None:
+        args.real_seeds = 5
     table = args.table or (Path(os.environ[nb.TABLE_ENV]) if os.environ.get(nb.TABLE_ENV) else None)
     if table is None:
         parser.error(f"give the NAS-Bench-201 table with --table PATH (or set {nb.TABLE_ENV})")
