@@ -347,8 +347,13 @@ class _State:
 
     # -- telling what the trials hold
 
-    def sync(self, docs: Sequence[Mapping[str, Any]]) -> None:
-        """Show the sampler every trial in ``docs``: pending as running, finished once."""
+    def sync(self, docs: Sequence[Mapping[str, Any]]) -> bool:
+        """Show the sampler every trial in ``docs``: pending as running, finished once.
+
+        A trial that was pending and is gone (an error, a cancelled or deleted job) becomes
+        a failure.  Returns False, telling nothing more, when a finished trial the sampler
+        was told about is gone (trials were deleted): the state must then be rebuilt.
+        """
         seen: set[int] = set()
         for doc in docs:
             tid = doc.get("tid")
@@ -374,9 +379,12 @@ class _State:
                         self.tracked[tid] = _Tracked(-1, True)
                 else:
                     self._finish(tracked, final, loss)
-        for tid, tracked in self.tracked.items():
-            if not tracked.finished and tid not in seen:
-                self._finish(tracked, TrialState.FAIL, None)
+        gone = [tid for tid in self.tracked if tid not in seen]
+        if any(self.tracked[tid].finished for tid in gone):
+            return False
+        for tid in gone:
+            self._finish(self.tracked.pop(tid), TrialState.FAIL, None)
+        return True
 
     def _finish(self, tracked: _Tracked, state: TrialState, loss: float | None) -> None:
         self.storage.set_trial_state_values(tracked.trial_id, state, None if loss is None else [loss])
@@ -535,7 +543,11 @@ def suggest(
     """
     with _states_lock:
         state = _state_for(domain, trials, seed, n_startup_trials, n_ei_candidates, avoid_duplicates)
-        state.sync(trials.trials)
+        if not state.sync(trials.trials):
+            log.info("joint TPE: trials were deleted; rebuilding the sampler's state from those left")
+            state = _states[trials] = _State(state.plan, state.options, seed, n_startup_trials, n_ei_candidates,
+                                             avoid_duplicates)
+            state.sync(trials.trials)
         if state.complete < n_startup_trials:
             return rand.suggest(new_ids, domain, trials, seed)
         docs = []
