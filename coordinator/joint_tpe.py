@@ -14,7 +14,9 @@ How it works (the contract):
 
 - The model is Optuna's ``TPESampler(multivariate=True, group=True, constant_liar=True)``:
   one joint Parzen estimator per group of parameters that are active together, so
-  conditional (nested ``hp.choice``) spaces are modelled jointly within each branch.
+  conditional (nested ``hp.choice``) spaces are modelled jointly within each branch.  A
+  space without conditional parameters is one group, so there ``group`` is left off
+  (the same model; Optuna's group decomposition rescans every trial on each proposal).
 - The space is walked define-by-run over hyperopt's pyll graph: a ``switch`` (``hp.choice``,
   ``hp.pchoice``) samples its index first and only the chosen branch is visited, so only the
   parameters the objective will see are sampled.  Each point is written back in hyperopt's
@@ -255,6 +257,8 @@ class SpacePlan:
     expr: pyll.Apply
     params: dict[str, ParamMap]
     nodes: dict[str, pyll.Apply]
+    conditional: bool
+    """Whether some parameter is active only in some branches of a choice."""
 
     @classmethod
     def compile(cls, expr: pyll.Apply) -> SpacePlan:
@@ -266,7 +270,7 @@ class SpacePlan:
             elif node.name == "switch" and node.pos_args[0].name == "hyperopt_param":
                 index_labels.add(node.pos_args[0].arg["label"].obj)
         params = {label: _param_map(label, node.arg["obj"], label in index_labels) for label, node in nodes.items()}
-        return cls(expr, params, nodes)
+        return cls(expr, params, nodes, _always_active(expr) != set(nodes))
 
     def signature(self) -> tuple:
         """What identifies the space for the sampler (labels and their model distributions)."""
@@ -303,6 +307,25 @@ class SpacePlan:
         return values
 
 
+def _always_active(expr: pyll.Apply) -> set[str]:
+    """Labels reached without choosing a branch of any ``switch``."""
+    labels: set[str] = set()
+    seen: set[int] = set()
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.name == "hyperopt_param":
+            labels.add(node.arg["label"].obj)
+        elif node.name == "switch":
+            stack.append(node.pos_args[0])
+        else:
+            stack.extend(node.inputs())
+    return labels
+
+
 # -- the sampler's state for one Trials object ------------------------------------------
 
 @dataclass
@@ -330,8 +353,10 @@ class _State:
     def __post_init__(self) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # group decomposition only where parameters are conditional: without them it
+            # gives the same single group, and Optuna recomputes it from every trial per ask
             sampler = optuna.samplers.TPESampler(
-                multivariate=True, group=True, constant_liar=True, seed=self.seed,
+                multivariate=True, group=self.plan.conditional, constant_liar=True, seed=self.seed,
                 n_startup_trials=self.n_startup_trials, n_ei_candidates=self.n_ei_candidates,
             )
         self.storage = InMemoryStorage()

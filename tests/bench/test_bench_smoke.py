@@ -103,7 +103,7 @@ def test_algorithm_cost_quick(tmp_path: Path) -> None:
     report = tmp_path / "benchmarks.md"
     run_script("algorithm_cost.py", report=report)
     text = report.read_text()
-    assert "## Algorithm cost: joint TPE vs hyperopt TPE per suggestion (quick smoke run)" in text
+    assert "## Algorithm cost: joint TPE vs hyperopt TPE per suggestion, flat space (quick smoke run)" in text
     rows = [line for line in text.splitlines() if line.startswith("| ")][1:]
     assert [(r.split("|")[1].strip(), r.split("|")[2].strip()) for r in rows] == [
         ("tpe", "50"), ("joint-tpe", "50"), ("tpe", "200"), ("joint-tpe", "200")]

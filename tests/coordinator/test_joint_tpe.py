@@ -410,3 +410,11 @@ def test_deleted_trials_leave_the_model() -> None:
     assert after is not before
     kept = [t for t in after.storage.get_all_trials(after.study_id) if t.state != TrialState.FAIL]
     assert len(trials) == 8 and len(kept) == 8 and after.complete == 7  # the last one still pending to it
+
+
+def test_group_decomposition_is_used_only_for_conditional_spaces() -> None:
+    assert joint_tpe.check_space(NESTED).conditional
+    assert joint_tpe.check_space({"m": NESTED, "x": hp.uniform("x", 0, 1)}).conditional
+    assert not joint_tpe.check_space({"c": hp.choice("c", [1, 2]), "x": hp.uniform("x", 0, 1)}).conditional
+    # a choice whose options hold no hyperparameters conditions nothing
+    assert not joint_tpe.check_space(hp.choice("c", [{"a": 1}, {"b": 2}])).conditional
