@@ -1,4 +1,4 @@
-"""hyperopt's search algorithms by name (the ``--algo`` choices)."""
+"""Search algorithms by name (the ``--algo`` choices): hyperopt's own and the joint TPE."""
 
 from __future__ import annotations
 
@@ -25,15 +25,22 @@ def _atpe() -> Callable[..., Any]:
 def _load(name: str) -> Callable[..., Any]:
     from hyperopt import anneal, rand, tpe
 
-    simple = {"tpe": tpe.suggest, "rand": rand.suggest, "anneal": anneal.suggest}
+    from coordinator import joint_tpe
+
+    simple = {"tpe": tpe.suggest, "rand": rand.suggest, "anneal": anneal.suggest, joint_tpe.NAME: joint_tpe.suggest}
     return simple[name] if name in simple else _atpe()
 
 
-ALGORITHMS = ("tpe", "rand", "anneal", "atpe")
+ALGORITHMS = ("joint-tpe", "tpe", "rand", "anneal", "atpe")
+"""``joint-tpe`` is :mod:`coordinator.joint_tpe` (Optuna's multivariate, pending-aware TPE on
+hyperopt spaces); the others are hyperopt's, ``tpe`` being hyperopt's own TPE."""
+
+DEFAULT_ALGORITHM = "joint-tpe"
+"""What a new run uses when neither ``--algo`` nor the experiment names one (see README)."""
 
 
 def suggest_function(name: str) -> Callable[..., Any]:
-    """hyperopt's ``suggest`` for ``name``.
+    """The ``suggest`` for ``name``.
 
     Raises:
         UserError: unknown name, or atpe without its optional dependencies.

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from coordinator.algorithms import ALGORITHMS
+from coordinator.algorithms import ALGORITHMS, DEFAULT_ALGORITHM
 from coordinator.start import StartOptions, best_configuration, resume_hint, start_run
 from jobstore.connection import DEFAULT_TIMEOUT_S, url_from_environment
 from jobstore.console import (
@@ -76,7 +76,9 @@ def start(
     mongo_password_file: PasswordFileOption = None,
     max_evals: Annotated[Optional[int], typer.Option(min=1, help="Trials in the run, counting "
                                                      "those done before a resume. Default: the experiment's.")] = None,
-    algo: Annotated[Optional[str], typer.Option(help=f"One of {', '.join(ALGORITHMS)}. Default: the experiment's.")] = None,
+    algo: Annotated[Optional[str], typer.Option(help=f"One of {', '.join(ALGORITHMS)} (tpe is hyperopt's own TPE). "
+                                                "Default: a resumed run keeps its algorithm; a new run uses the "
+                                                f"experiment's, else {DEFAULT_ALGORITHM}.")] = None,
     queue: Annotated[Optional[int], typer.Option(min=1, help="Suggestions kept waiting in the queue; "
                                                  "at least the number of workers keeps them all busy. "
                                                  "Default: 4, or --local-workers if more.")] = None,
@@ -125,7 +127,7 @@ def start(
             target, db = open_database(url, mongo_password_file, connect_timeout)
             run_name = run or experiment.name
             options = StartOptions(
-                run=run_name, max_evals=max_evals or experiment.max_evals, algo=algo or experiment.algo,
+                run=run_name, max_evals=max_evals or experiment.max_evals, algo=algo,
                 queue=queue or max(4, local_workers), seed=seed, local_workers=local_workers, poll_interval=poll_interval,
                 max_attempts=max_attempts, lease=lease, trial_timeout=trial_timeout,
                 outage_timeout=outage_timeout, settings=settings,

@@ -26,7 +26,7 @@ from pymongo.database import Database
 from pymongo.errors import PyMongoError
 from rich.console import Console
 
-from coordinator.algorithms import suggest_function
+from coordinator.algorithms import DEFAULT_ALGORITHM, suggest_function
 from coordinator.keeper import RunKeeper
 from coordinator.local_workers import LocalWorkers
 from coordinator.progress import rich_progress
@@ -48,7 +48,9 @@ class StartOptions:
 
     run: str
     max_evals: int
-    algo: str
+    algo: str | None
+    """None: a resumed run keeps its algorithm; a new one takes the experiment's, else
+    ``coordinator.algorithms.DEFAULT_ALGORITHM``."""
     queue: int = 4
     seed: int | None = None
     local_workers: int = 0
@@ -141,8 +143,9 @@ def start_run(
 
 def _start_run(db: Database, target: MongoTarget, experiment: Experiment, options: StartOptions,
                console: Console, worker_url: str, stop: StopOnSignals) -> RunSummary:
-    algo = suggest_function(options.algo)
     runs = RunStore(db, target.jobs_collection)
+    algo_name = choose_algorithm(runs, options.run, options.algo, experiment)
+    algo = suggest_function(algo_name)
     trials = MongoTrials(
         db, exp_key=options.run, refresh=False, experiment=experiment.name,
         max_attempts=options.max_attempts, poll_interval=options.poll_interval,
@@ -151,7 +154,7 @@ def _start_run(db: Database, target: MongoTarget, experiment: Experiment, option
     runs.ensure(
         options.run, experiment=experiment.name, fingerprint=experiment.fingerprint(),
         settings=run_settings(experiment, options, runs.get(options.run)),
-        max_evals=options.max_evals, algo=options.algo,
+        max_evals=options.max_evals, algo=algo_name,
     )
     token = runs.acquire_coordinator(options.run, options.lease)
     rstate = np.random.default_rng(options.seed)
@@ -162,7 +165,8 @@ def _start_run(db: Database, target: MongoTarget, experiment: Experiment, option
             trials.refresh()
             already = trials.count_by_state_unsynced(hyperopt.JOB_STATE_DONE)
             if already:
-                console.print(f"resuming run [bold]{options.run}[/]: {already} trial(s) already done")
+                console.print(f"resuming run [bold]{options.run}[/]: {already} trial(s) already done "
+                              f"(algorithm {algo_name})")
             if workers is not None:
                 workers.start()
             try:
@@ -199,6 +203,19 @@ def run_settings(experiment: Experiment, options: StartOptions, run: Mapping[str
         elif experiment.trial_timeout is not None:
             settings[s.RUN_TRIAL_TIMEOUT] = experiment.trial_timeout
     return settings
+
+
+def choose_algorithm(runs: RunStore, run: str, requested: str | None, experiment: Experiment) -> str:
+    """``requested`` if given; else the algorithm an existing run was started with (a resumed
+    run keeps it, and its sampler state is rebuilt from the run's trials); else the
+    experiment's; else :data:`~coordinator.algorithms.DEFAULT_ALGORITHM`."""
+    if requested:
+        return requested
+    existing = runs.get(run)
+    recorded = existing.get(s.RUN_ALGO) if existing else None
+    if isinstance(recorded, str) and recorded:
+        return recorded
+    return experiment.algo or DEFAULT_ALGORITHM
 
 
 def summarize(trials: MongoTrials, run: str, experiment: Experiment) -> RunSummary:

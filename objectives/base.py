@@ -82,7 +82,9 @@ class Experiment:
     space: Any
     objective: Objective
     max_evals: int = 100
-    algo: str = "tpe"
+    algo: str | None = None
+    """The search algorithm new runs use (an ``hpo-coord start --algo`` name); None: the
+    coordinator's default (``joint-tpe``)."""
     version: str = "1"
     description: str = ""
     default_settings: Mapping[str, Any] = field(default_factory=dict)

@@ -184,7 +184,6 @@ digits = Experiment(
     space=space,
     objective=_objective,
     max_evals=30,
-    algo="tpe",
     description=(
         "A small CNN on scikit-learn's 8x8 digits; loss = validation error after "
         f"`epochs` epochs (default {DEFAULT_EPOCHS})."

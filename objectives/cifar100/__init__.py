@@ -25,7 +25,6 @@ cifar100 = Experiment(
     space=space,
     objective=objective,
     max_evals=50,
-    algo="tpe",
     description=(
         "A nested CNN space (stages, width, residual units, pooling, optional first conv "
         "and second dense layer, coarse-label head, optimizer, regularization) trained on "

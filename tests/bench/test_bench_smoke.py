@@ -72,14 +72,43 @@ def test_search_quality_quick(tmp_path: Path) -> None:
     report = tmp_path / "benchmarks.md"
     run_script("search_quality.py", "--table", str(_table(tmp_path)), report=report)
     text = report.read_text()
-    assert "## Search quality: NAS-Bench-201 CIFAR-100, 100 evaluations (quick smoke run)" in text
+    assert "## Search quality: NAS-Bench-201 `cifar100_test_acc`, 30 evaluations (quick smoke run)" in text
     assert re.search(r"^- Date: .* UTC \(start\)$", text, re.M)
     assert re.search(r"^- Script time: [\d.]+ min \(simulation [\d.]+ min, \d+ processes\); load average at end: ", text, re.M)
     rows = [line for line in text.splitlines() if line.startswith("| ")][1:]  # after the header
     algos = [row.split("|")[1].strip() for row in rows]
-    assert algos == ["rand", "rand", "anneal", "anneal", "tpe", "tpe", "tpe"]
+    assert algos == ["rand", "rand", "tpe", "tpe", "joint-tpe", "joint-tpe", "optuna", "optuna", "joint-tpe"]
+    # optimum and random baseline computed from the (synthetic) table, not the real one's constants
+    best = max(30.0 + sum(4 * (i + 1) for i in range(6)) / 3, 0)
+    assert f"From the table: optimum {best:.2f}; random search's expected best after 30 evaluations" in text
+    assert f"runs reaching the optimum {best:.2f}" in text
     assert "hpo-coord, real database" in rows[-1]
     assert "| 1 |" in rows[-1]  # the real run finished and was counted
+
+
+def test_search_quality_takes_the_accuracy_column(tmp_path: Path) -> None:
+    report = tmp_path / "benchmarks.md"
+    run_script("search_quality.py", "--table", str(_table(tmp_path)), "--column", "cifar10_test_acc",
+               "--algos", "rand,joint-tpe", "--real-seeds", "0", report=report)
+    text = report.read_text()
+    assert "## Search quality: NAS-Bench-201 `cifar10_test_acc`, 30 evaluations (quick smoke run)" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ")][1:]
+    assert [row.split("|")[1].strip() for row in rows] == ["rand", "rand", "joint-tpe", "joint-tpe"]
+    bad = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "search_quality.py"), "--quick", "--table", str(_table(tmp_path)),
+         "--column", "nope", "--out", str(tmp_path / "r.md")], capture_output=True, text=True, timeout=120,
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
+    assert bad.returncode == 2 and "'nope'" in bad.stderr
+
+
+def test_algorithm_cost_quick(tmp_path: Path) -> None:
+    report = tmp_path / "benchmarks.md"
+    run_script("algorithm_cost.py", report=report)
+    text = report.read_text()
+    assert "## Algorithm cost: joint TPE vs hyperopt TPE per suggestion, flat space (quick smoke run)" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ")][1:]
+    assert [(r.split("|")[1].strip(), r.split("|")[2].strip()) for r in rows] == [
+        ("tpe", "50"), ("joint-tpe", "50"), ("tpe", "200"), ("joint-tpe", "200")]
 
 
 def test_search_quality_requires_the_table(tmp_path: Path) -> None:

@@ -92,7 +92,7 @@ def test_unreachable_server_is_reported_within_seconds_with_the_password_masked(
         (["--max-evals", "ten"], "Invalid value for '--max-evals'"),
         (["--max-evals", "0"], "Invalid value for '--max-evals'"),
         (["--set", "novalue"], "--set expects KEY=VALUE"),
-        (["--algo", "sgd"], "unknown algorithm 'sgd'; choose one of: tpe, rand, anneal, atpe"),
+        (["--algo", "sgd"], "unknown algorithm 'sgd'; choose one of: joint-tpe, tpe, rand, anneal, atpe"),
         (["--objective", "nomodule"], "must look like 'package.module:attribute'"),
         (["--objective", "os:path"], "is a module, not an objectives.base.Experiment"),
     ],

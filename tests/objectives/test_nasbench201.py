@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hyperopt import pyll
 
@@ -93,3 +94,24 @@ def test_registered_with_six_choice_edges() -> None:
     assert labels == set(nb.EDGES)
     assert experiment.max_evals == 100
     assert experiment.fingerprint() == nb.nasbench201.fingerprint()
+
+
+def test_the_column_setting_picks_the_accuracy_column(table: Path) -> None:
+    result = nb.nasbench201.objective(point(), NullReporter({"table": str(table), "column": "cifar10_test_acc"}))
+    expected = 40.0 + 6 * nb.OPERATIONS.index("nor_conv_3x3") + 20
+    assert result["accuracy"] == expected and result["loss"] == 100.0 - expected
+    default = nb.nasbench201.objective(point(), NullReporter({"table": str(table)}))
+    assert default["accuracy"] == expected - 20
+    with pytest.raises(nb.NasBenchTableError, match="'imagenet_acc'.*--set column=NAME"):
+        nb.nasbench201.objective(point(), NullReporter({"table": str(table), "column": "imagenet_acc"}))
+
+
+def test_optimum_and_random_baseline_come_from_the_table(tmp_path: Path) -> None:
+    cells = nb.load_table(write_table(tmp_path / "t.csv"))
+    assert nb.optimum(cells) == 40.0 + 6 * 4
+    assert nb.expected_random_best(cells, 1) == pytest.approx(sum(cells.values()) / len(cells))
+    # the expected best of n uniform draws (with replacement), checked by simulation
+    values = np.array(list(cells.values()))
+    draws = np.random.default_rng(0).choice(values, size=(20_000, 10)).max(axis=1)
+    assert nb.expected_random_best(cells, 10) == pytest.approx(draws.mean(), abs=0.05)
+    assert nb.expected_random_best(cells, 200_000) == pytest.approx(nb.optimum(cells), abs=1e-3)
