@@ -12,8 +12,9 @@
 #   5. local base images, as no registry can be pulled from:
 #        local/debian:bookworm   debootstrap --variant=minbase, then docker import
 #        local/hpo-python:test   + Python 3.11 venv, this host's CA certificates, pip.conf
-#        local/pytorch:test      + torch/torchvision from the local wheels (the
-#                                Dockerfile's BASE_IMAGE in the test)
+#        local/pytorch:test      + torch/torchvision as installed where this runs (the
+#                                test venv's), from the local wheels: the Dockerfile's
+#                                BASE_IMAGE in the test
 #        local/secantusdb:test   + SecantusDB, standing in for mongo:8.0
 #
 # Docker's layer cache is reused (a build whose inputs did not change takes seconds);
@@ -166,10 +167,16 @@ build() {  # build TAG DOCKERFILE [--build-arg ...]
         || { tail -n 40 "$STATE/build-${file%.Dockerfile}.log"; return 1; }
 }
 
-torch_requirement() {
-    # A CPU build of torch from the local wheel directories when there is one (small,
-    # and the test runs on CPU); otherwise whatever pip resolves.
-    python3 "$HERE/wheel_sources.py" --torch-requirement
+torch_requirements() {
+    # The torch and torchvision releases installed here (the test venv's), so the
+    # images run what the suite runs; unpinned where none is installed.
+    python3 -c "
+import importlib.metadata as m
+for name in ('torch', 'torchvision'):
+    try:
+        print(f'{name}=={m.version(name)}', end=' ')
+    except m.PackageNotFoundError:
+        print(name, end=' ')"
 }
 
 secantusdb_version() {
@@ -190,10 +197,9 @@ step "image local/debian:$SUITE (debootstrap + import)" debian_image
 step "build context" build_context
 step "image local/hpo-python:test" build local/hpo-python:test python.Dockerfile \
     --build-arg "DEBIAN_IMAGE=local/debian:$SUITE"
-TORCH_REQUIREMENT=$(torch_requirement)
-log "torch for the test base: $TORCH_REQUIREMENT"
-step "image local/pytorch:test" build local/pytorch:test torch.Dockerfile \
-    --build-arg "TORCH_REQUIREMENT=$TORCH_REQUIREMENT"
+TORCH_REQUIREMENTS=$(torch_requirements)
+step "image local/pytorch:test ($TORCH_REQUIREMENTS)" build local/pytorch:test torch.Dockerfile \
+    --build-arg "TORCH_REQUIREMENTS=$TORCH_REQUIREMENTS"
 SECANTUSDB_VERSION=$(secantusdb_version)
 step "image local/secantusdb:test (secantusdb==$SECANTUSDB_VERSION)" build local/secantusdb:test \
     secantusdb.Dockerfile --build-arg "SECANTUSDB_VERSION=$SECANTUSDB_VERSION"

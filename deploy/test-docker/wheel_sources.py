@@ -5,16 +5,12 @@ indexes in this host's pip configuration (``pip config list``, else the configur
 files and ``PIP_*`` variables), links them into DIR as ``links<n>``/``index<n>`` for
 ``python -m http.server --directory DIR`` on 127.0.0.1:PORT, and prints the pip.conf
 that points a build container (``--network host``) at them.
-
-``python3 wheel_sources.py --torch-requirement`` prints the requirement for the test
-base's torch: the newest CPU build in the find-links directories, else ``torch``.
 """
 
 from __future__ import annotations
 
 import configparser
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -23,8 +19,6 @@ from urllib.parse import unquote, urlsplit
 
 CONFIG_FILES = ("/etc/xdg/pip/pip.conf", "/etc/pip.conf", "~/.config/pip/pip.conf", "~/.pip/pip.conf")
 KEYS = ("find-links", "index-url", "extra-index-url")
-CONTAINER_PYTHON = "cp311"
-"""The Python of the test images (Debian bookworm's python3)."""
 
 
 def pip_settings() -> dict[str, list[str]]:
@@ -107,26 +101,8 @@ def pip_conf(served: Path, port: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def torch_requirement() -> str:
-    wheel = re.compile(rf"torch-(?P<version>[^-]+\+cpu[^-]*)-{CONTAINER_PYTHON}-{CONTAINER_PYTHON}-\S*linux\S*_x86_64\.whl")
-    found = []
-    for directory in find_links_dirs():
-        for path in directory.iterdir():
-            if match := wheel.fullmatch(path.name):
-                found.append(match["version"])
-    if not found:
-        return "torch"
-
-    def key(version: str) -> tuple[int, ...]:
-        return tuple(int(part) for part in re.findall(r"\d+", version.split("+")[0]))
-
-    return "torch==" + max(found, key=key)
-
-
 def main() -> None:
-    if sys.argv[1:] == ["--torch-requirement"]:
-        print(torch_requirement())
-    elif len(sys.argv) == 3:
+    if len(sys.argv) == 3:
         print(pip_conf(Path(sys.argv[1]), int(sys.argv[2])), end="")
     else:
         sys.exit(__doc__)
