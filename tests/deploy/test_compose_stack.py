@@ -53,7 +53,7 @@ QUADRATIC_EVALS = 60
 DIGITS_RUN = "digits-docker"
 COORDINATOR = f"{PROJECT}-coordinator-digits"
 DIGITS_EVALS = 16
-DIGITS_EPOCHS = 2
+DIGITS_EPOCHS = 3
 MIN_COMPOSE = (2, 24)
 
 
@@ -187,7 +187,7 @@ class Stack:
 
     def jobs(self, run: str) -> list[dict[str, Any]]:
         return list(self.db[s.JOBS].find(
-            {s.EXP_KEY: run}, {s.TID: 1, s.STATE: 1, s.OWNER: 1, s.ATTEMPTS: 1}))
+            {s.EXP_KEY: run}, {s.TID: 1, s.STATE: 1, s.OWNER: 1, s.ATTEMPTS: 1, s.METRICS: 1}))
 
 
 @pytest.fixture(scope="module")
@@ -234,13 +234,17 @@ def test_up_starts_workers_and_mongo_with_auth(stack: Stack) -> None:
 
 
 def test_run_is_spread_over_all_workers(stack: Stack) -> None:
+    hosts = {w["hostname"] for w in stack.containers("worker")}
+    with step(f"wait until the {len(hosts)} workers have registered"):
+        wait_for("every worker container's worker record", lambda: hosts <= {
+            w[s.WORKER_HOST] for w in stack.db[s.WORKERS].find({s.WORKER_STATUS: {"$ne": "stopped"}})
+        }, timeout=300)
     with step(f"docker compose run --rm coordinator start --exp quadratic --max-evals {QUADRATIC_EVALS}"):
         stack.compose("run", "--rm", "coordinator", "start", "--exp", "quadratic",
                       "--max-evals", str(QUADRATIC_EVALS), timeout=600)
     jobs = stack.jobs("quadratic")
     assert sorted(job[s.TID] for job in jobs) == list(range(QUADRATIC_EVALS)), "each tid exactly once"
     assert {job[s.STATE] for job in jobs} == {State.DONE}
-    hosts = {w["hostname"] for w in stack.containers("worker")}
     owners = Counter(job[s.OWNER].rsplit(":", 1)[0] for job in jobs)
     log.info("trials per worker container: %s", dict(owners))
     assert set(owners) == hosts, f"trials by {dict(owners)}; worker containers {sorted(hosts)}"
@@ -288,11 +292,24 @@ def test_drain_scale_and_kill_lose_nothing(stack: Stack, tmp_path: Path) -> None
     assert {job[s.STATE] for job in jobs} == {State.DONE}, jobs
 
 
+def training(job: dict[str, Any]) -> bool:
+    """Whether ``job`` is running and its objective has reported an epoch (the worker has
+    claimed it, loaded the experiment and is training)."""
+    return job[s.STATE] == State.RUNNING and bool(job.get(s.METRICS))
+
+
 def drain(stack: Stack) -> None:
-    """``docker compose stop worker`` while trials run: every worker exits 0 and every
+    """``docker compose stop worker`` while every worker trains: each exits 0 and every
     trial it held is either finished or back in the queue."""
-    wait_for("a running trial to drain", lambda: any(
-        job[s.STATE] == State.RUNNING for job in stack.jobs(DIGITS_RUN)), timeout=300, interval=0.2)
+    hosts = {w["hostname"] for w in stack.containers("worker")}
+
+    def all_training() -> bool:
+        jobs = stack.jobs(DIGITS_RUN)
+        trained = {j[s.OWNER].rsplit(":", 1)[0] for j in jobs if j.get(s.METRICS)}
+        return trained >= hosts and any(training(j) for j in jobs)
+
+    with step(f"wait until all {len(hosts)} workers train"):
+        wait_for("every worker to report an epoch", all_training, timeout=600, interval=0.5)
     with step("docker compose stop worker (drain)"):
         stack.compose("stop", "worker", timeout=300)
     stopped = stack.containers("worker", running=False)
@@ -310,9 +327,9 @@ def kill_a_worker_mid_trial(stack: Stack) -> tuple[int, str]:
     killed container (restart: unless-stopped), so no later claim can be that worker's."""
     containers = {w["hostname"]: w["id"] for w in stack.containers("worker")}
     for _ in range(5):
-        job = wait_for("a running digits trial", lambda: next(
-            (j for j in stack.jobs(DIGITS_RUN) if j[s.STATE] == State.RUNNING), None), timeout=300,
-            interval=0.2)
+        job = wait_for("a digits trial in training", lambda: next(
+            (j for j in stack.jobs(DIGITS_RUN) if training(j) and j[s.OWNER].rsplit(":", 1)[0] in containers),
+            None), timeout=300, interval=0.2)
         container = containers[job[s.OWNER].rsplit(":", 1)[0]]
         with step(f"docker kill the worker running trial {job[s.TID]} ({job[s.OWNER]})"):
             subprocess.run(["docker", "kill", container], check=True, capture_output=True)
