@@ -17,6 +17,8 @@
 #                                BASE_IMAGE in the test
 #        local/secantusdb:test   + SecantusDB, standing in for mongo:8.0
 #
+# Steps run inside `step` (for its timing), where bash's errexit does not apply: each
+# failure is checked explicitly and ends the script with a message and a non-zero exit.
 # Docker's layer cache is reused (a build whose inputs did not change takes seconds);
 # local/debian:bookworm is made once.  HPO_DOCKER_REFRESH=1 removes the local images first.
 set -euo pipefail
@@ -62,8 +64,8 @@ install_docker() {
         log "docker.io and debootstrap already installed ($(dockerd --version))"
         return
     fi
-    apt-get update -q
-    apt-get install -y -q docker.io debootstrap
+    apt-get update -q || die "apt-get update failed"
+    apt-get install -y -q docker.io debootstrap || die "could not install docker.io and debootstrap"
 }
 
 install_compose() {
@@ -85,8 +87,9 @@ Package: *
 Pin: release n=trixie
 Pin-Priority: 100
 PREFS
-    apt-get update -q
-    apt-get install -y -q -t trixie --no-install-recommends docker-compose
+    apt-get update -q || die "apt-get update failed"
+    apt-get install -y -q -t trixie --no-install-recommends docker-compose \
+        || die "could not install docker-compose from trixie"
     docker compose version >/dev/null || die "docker compose does not run after installing docker-compose"
     log "installed docker compose $(docker compose version --short)"
 }
@@ -109,7 +112,8 @@ start_dockerd() {
 start_wheel_server() {
     # Maps the host's pip configuration (find-links and index URLs on local disk) to
     # http://127.0.0.1:$PORT/<n>/, and writes the matching pip.conf for the images.
-    python3 "$HERE/wheel_sources.py" "$STATE/wheels" "$PORT" > "$STATE/pip.conf"
+    python3 "$HERE/wheel_sources.py" "$STATE/wheels" "$PORT" > "$STATE/pip.conf" \
+        || die "could not read this host's pip configuration"
     log "pip.conf for the images:"; sed 's/^/    /' "$STATE/pip.conf"
     if python3 -c "import urllib.request, sys; urllib.request.urlopen(sys.argv[1], timeout=3)" \
         "http://127.0.0.1:$PORT/" 2>/dev/null; then
@@ -143,7 +147,8 @@ debian_image() {
     rm -rf "$rootfs"
     debootstrap --variant=minbase "$SUITE" "$rootfs" "$MIRROR" > "$STATE/debootstrap.log" 2>&1 \
         || { tail -n 30 "$STATE/debootstrap.log"; die "debootstrap failed"; }
-    tar -C "$rootfs" -c . | docker import - "local/debian:$SUITE" >/dev/null
+    tar -C "$rootfs" -c . | docker import - "local/debian:$SUITE" >/dev/null \
+        || die "docker import of the $SUITE root file system failed"
     rm -rf "$rootfs"
 }
 
