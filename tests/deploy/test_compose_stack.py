@@ -233,7 +233,11 @@ def test_up_starts_workers_and_mongo_with_auth(stack: Stack) -> None:
     assert stack.db.command("ping")["ok"] == 1
 
 
-def test_run_is_spread_over_all_workers(stack: Stack) -> None:
+def test_quadratic_run_does_every_trial_once(stack: Stack) -> None:
+    """A 60-trial run of microsecond trials through the coordinator container.  Which
+    workers take them is a race (a worker waiting between polls may get none), so the
+    spread is only logged here; that every worker takes trials is checked on the digits
+    run, whose trials last seconds."""
     hosts = {w["hostname"] for w in stack.containers("worker")}
     with step(f"wait until the {len(hosts)} workers have registered"):
         wait_for("every worker container's worker record", lambda: hosts <= {
@@ -246,8 +250,8 @@ def test_run_is_spread_over_all_workers(stack: Stack) -> None:
     assert sorted(job[s.TID] for job in jobs) == list(range(QUADRATIC_EVALS)), "each tid exactly once"
     assert {job[s.STATE] for job in jobs} == {State.DONE}
     owners = Counter(job[s.OWNER].rsplit(":", 1)[0] for job in jobs)
-    log.info("trials per worker container: %s", dict(owners))
-    assert set(owners) == hosts, f"trials by {dict(owners)}; worker containers {sorted(hosts)}"
+    log.info("quadratic trials per worker container: %s", dict(owners))
+    assert set(owners) <= hosts, f"trials by {dict(owners)}; worker containers {sorted(hosts)}"
 
 
 def test_drain_scale_and_kill_lose_nothing(stack: Stack, tmp_path: Path) -> None:
@@ -303,13 +307,20 @@ def drain(stack: Stack) -> None:
     trial it held is either finished or back in the queue."""
     hosts = {w["hostname"] for w in stack.containers("worker")}
 
-    def all_training() -> bool:
-        jobs = stack.jobs(DIGITS_RUN)
-        trained = {j[s.OWNER].rsplit(":", 1)[0] for j in jobs if j.get(s.METRICS)}
-        return trained >= hosts and any(training(j) for j in jobs)
+    def trained_by() -> set[str]:
+        return {j[s.OWNER].rsplit(":", 1)[0] for j in stack.jobs(DIGITS_RUN) if j.get(s.METRICS)}
 
-    with step(f"wait until all {len(hosts)} workers train"):
-        wait_for("every worker to report an epoch", all_training, timeout=600, interval=0.5)
+    def all_training() -> bool:
+        return trained_by() >= hosts and any(training(j) for j in stack.jobs(DIGITS_RUN))
+
+    with step(f"wait until all {len(hosts)} workers train (each took a digits trial)"):
+        deadline = time.monotonic() + 600
+        while not all_training() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert trained_by() >= hosts, (
+            f"within 600 s only {sorted(trained_by())} of the worker containers {sorted(hosts)} "
+            "trained a trial")
+        wait_for("a trial in training", all_training, timeout=300)
     with step("docker compose stop worker (drain)"):
         stack.compose("stop", "worker", timeout=300)
     stopped = stack.containers("worker", running=False)
