@@ -52,6 +52,12 @@ def compose_cpu_override() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
+def compose_test_override() -> dict[str, Any]:
+    """deploy/test-docker/compose.test.yml (the Docker test's override), parsed."""
+    return _load_compose(ROOT / "deploy" / "test-docker" / "compose.test.yml")
+
+
+@pytest.fixture(scope="session")
 def worker_grace() -> Callable[[Sequence[str]], int]:
     """The drain time, in seconds, that hpo-worker arguments ask for."""
 

@@ -161,3 +161,24 @@ def test_env_example_covers_every_required_variable(compose, repo_root) -> None:
     for key, value in env.items():
         if "PASSWORD" in key:
             assert value == "CHANGE_ME", f".env.example must not hold a real {key}"
+
+
+def test_docker_test_override_changes_only_what_the_test_host_lacks(compose_test_override) -> None:
+    """The Docker test must run the production stack: its override may swap the mongo
+    image (and its healthcheck command, mongosh being absent), move the published port
+    (still on 127.0.0.1 only), and build the app images from another base; auth,
+    volumes, networks, restart policies, commands and drain times stay as they are."""
+    services = compose_test_override["services"]
+    assert set(services) <= {"mongo", "worker", "coordinator"}
+    mongo = services["mongo"]
+    assert set(mongo) <= {"image", "ports", "healthcheck"}, set(mongo)
+    assert all(str(port).startswith("127.0.0.1:") for port in mongo["ports"])
+    assert "ping" in " ".join(mongo["healthcheck"]["test"])
+    for name in ("worker", "coordinator"):
+        service = services.get(name, {})
+        assert set(service) <= {"image", "build", "environment"}, set(service)
+        assert set(service.get("build", {})) <= {"network", "args"}
+        assert set(service.get("build", {}).get("args", {})) <= {"BASE_IMAGE"}
+        assert not {k for k in service.get("environment", {}) if k.startswith(("HPO_", "MONGO_"))}
+        assert service.get("image", "").endswith(":test"), "never overwrite the production tags"
+    assert set(compose_test_override) == {"services"}, "no volumes or networks of its own"
