@@ -64,6 +64,21 @@ def _connect(mongo: str | None, password_file: Path | None, timeout: float,
     return open_database(require_url(mongo, f"hpo-coord {command}"), password_file, timeout)
 
 
+def _output_dir(path: Path) -> Path:
+    """``path`` for ``--out DIR``: refused when it exists and is not a directory."""
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--out {path} is a file: give a directory for the PNG files "
+                        "(it is created if missing)")
+    return path
+
+
+def _output_file(path: Path) -> Path:
+    """``path`` for ``--out FILE``: refused when it is a directory."""
+    if path.is_dir():
+        raise UserError(f"--out {path} is a directory: give a file name to write the trials to")
+    return path
+
+
 def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.6g}"
 
@@ -266,6 +281,8 @@ def register(app: typer.Typer, console: Console) -> None:
         """Export one row per trial: tid, state, loss, status, durations, attempts, worker, params."""
         setup_logging(log_level)
         with user_errors():
+            if out is not None:
+                _output_file(out)
             target, db = _connect(mongo, mongo_password_file, connect_timeout, "trials")
             name = monitor.require_run(db, run, target.jobs_collection)
             rows = monitor.trial_rows(db[target.jobs_collection], name)
@@ -292,6 +309,7 @@ def register(app: typer.Typer, console: Console) -> None:
         coordinates, learning curves, importance."""
         setup_logging(log_level)
         with user_errors():
+            _output_dir(out)
             register_objectives(objective)
             target, db = _connect(mongo, mongo_password_file, connect_timeout, "plot")
             name = monitor.require_run(db, run, target.jobs_collection)
@@ -321,6 +339,7 @@ def register(app: typer.Typer, console: Console) -> None:
         distribution (no database needed)."""
         setup_logging(log_level)
         with user_errors():
+            _output_dir(out)
             register_objectives(objective)
             experiment = get_experiment(exp)
         drawn = plots.sample_prior(experiment.space, samples, seed)
