@@ -42,10 +42,14 @@ def test_coordinator_killed_and_terminated_then_resumed(db: Database, db_url: st
     SIGTERM'd coordinator exits 130 with the resume command, a killed one's successor
     waits for its lease; the workers never notice."""
     max_evals = 12 * rounds
-    chaos = make_chaos("coordinator" if rounds == 4 else "coordinator-long", db_url, db, seed_for(1202 + rounds))
+    short = rounds == 4
+    chaos = make_chaos("coordinator" if short else "coordinator-long", db_url, db, seed_for(1202 if short else 1302))
     rng = chaos.rng
+    def start() -> Process:
+        return chaos.start_worker(*WORKER)
+
     for _ in range(2):
-        chaos.start_worker(*WORKER)
+        start()
     args = ["--max-evals", str(max_evals), "--lease", "2", "--queue", "3", "--set", "sleep=0.2",
             "--connect-timeout", "10"]
     faults = ["kill", "term"] * (rounds // 2)
@@ -53,7 +57,8 @@ def test_coordinator_killed_and_terminated_then_resumed(db: Database, db_url: st
     for fault in faults:
         coordinator = coordinate(chaos, args)
         target = chaos.done() + rng.randint(3, 8)
-        chaos.wait_until(lambda: chaos.done() >= target or not coordinator.alive, 120, "trials to finish")
+        chaos.wait_until(lambda: chaos.done() >= target or not coordinator.alive, 120, "trials to finish",
+                         during=lambda: chaos.replace_dead_workers(start))
         assert coordinator.alive, chaos.describe([coordinator])
         time.sleep(rng.uniform(0, 0.5))
         if fault == "kill":
@@ -63,7 +68,7 @@ def test_coordinator_killed_and_terminated_then_resumed(db: Database, db_url: st
             assert code == 130, chaos.describe([coordinator])
             assert "is resumable with:" in coordinator.text(), chaos.describe([coordinator])
     last = coordinate(chaos, args)
-    code = chaos.wait_exit(last, 240)
+    code = chaos.wait_exit(last, 240, during=lambda: chaos.replace_dead_workers(start))
     last.expected_exit = {0}
     chaos.finish()
     figures, violations = audit(chaos)

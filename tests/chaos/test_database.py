@@ -10,7 +10,7 @@ import pytest
 
 from jobstore import schema as s
 from jobstore.embedded import EmbeddedServer
-from tests.support.chaos import Chaos, Figures, audit, kill_server, seed_for
+from tests.support.chaos import Chaos, Figures, Process, audit, kill_server, seed_for
 
 pytestmark = pytest.mark.chaos
 
@@ -25,23 +25,28 @@ def test_database_killed_and_restarted(private_server: EmbeddedServer, make_chao
     url = f"{private_server.url}/chaos"
     db = pymongo.MongoClient(url, serverSelectionTimeoutMS=60_000).get_default_database()
     max_evals = 15 * kills
-    chaos = make_chaos("database-kill" if kills == 3 else "database-kill-long", url, db, seed_for(1203 + kills))
+    short = kills == 3
+    chaos = make_chaos("database-kill" if short else "database-kill-long", url, db, seed_for(1203 if short else 1303))
     rng = chaos.rng
+    def start() -> Process:
+        return chaos.start_worker("--run", "chaos", "--heartbeat", "0.5", "--lease", "4", "--poll-max", "0.05",
+                                  "--connect-timeout", "10")
+
     for _ in range(3):
-        chaos.start_worker("--run", "chaos", "--heartbeat", "0.5", "--lease", "4", "--poll-max", "0.05",
-                           "--connect-timeout", "10")
+        start()
     coordinator = chaos.start_coordinator("--max-evals", str(max_evals), "--lease", "4", "--queue", "4",
                                           "--max-attempts", "20", "--set", "sleep=0.1", "--connect-timeout", "10")
     moments = sorted(rng.sample(range(3, max_evals - 5), kills))
     for done in moments:
-        chaos.wait_until(lambda: chaos.done() >= done or not coordinator.alive, 180, f"{done} trials done")
+        chaos.wait_until(lambda: chaos.done() >= done or not coordinator.alive, 180, f"{done} trials done",
+                         during=lambda: chaos.replace_dead_workers(start))
         assert coordinator.alive, chaos.describe([coordinator])
         time.sleep(rng.uniform(0, 0.3))
         kill_server(private_server)
         chaos.faults["database kill -9"] += 1
         time.sleep(rng.uniform(0.2, 2.0))
         private_server.start()
-    code = chaos.wait_exit(coordinator, 300)
+    code = chaos.wait_exit(coordinator, 300, during=lambda: chaos.replace_dead_workers(start))
     coordinator.expected_exit = {0}
     chaos.finish()
     figures, violations = audit(chaos)
@@ -56,18 +61,23 @@ def test_database_killed_and_restarted(private_server: EmbeddedServer, make_chao
 def test_long_database_outage(private_server: EmbeddedServer, make_chaos: Callable[..., Chaos],
                               chaos_report: Callable[[Figures], None], outage_s: float) -> None:
     """The server is stopped for ``outage_s`` seconds while trials run, then started
-    again.  The workers' heartbeat (4 s) and lease (12 s) are longer than the
-    coordinator's lease (2 s): after the outage the coordinator's requeuer must give
-    each job its own worker's lease to be renewed, so no live worker loses its job
-    (every trial is claimed once), results computed meanwhile are written once, and
-    every process rides the outage out."""
+    again.  The workers' heartbeat (10 s) and lease (30 s, the defaults) are longer than the
+    coordinator's lease (2 s), and their database operations give up after 1 s and
+    back off (up to 10 s), so after the outage a worker may take seconds to renew its
+    lease or write its result: the coordinator's requeuer must give each job its own
+    worker's lease, so no live worker loses its job (every trial is claimed once),
+    results computed meanwhile are written once, and every process rides it out."""
     url = f"{private_server.url}/chaos"
     db = pymongo.MongoClient(url, serverSelectionTimeoutMS=120_000).get_default_database()
     max_evals = 30
-    chaos = make_chaos("long-outage" if outage_s == 20 else "long-outage-long", url, db, seed_for(1204))
+    short = outage_s == 20
+    chaos = make_chaos("long-outage" if short else "long-outage-long", url, db, seed_for(1204 if short else 1304))
+    def start() -> Process:
+        return chaos.start_worker("--run", "chaos", "--heartbeat", "10", "--lease", "30", "--poll-max", "0.05",
+                                  "--connect-timeout", "1")
+
     for _ in range(3):
-        chaos.start_worker("--run", "chaos", "--heartbeat", "4", "--lease", "12", "--poll-max", "0.05",
-                           "--connect-timeout", "10")
+        start()
     coordinator = chaos.start_coordinator("--max-evals", str(max_evals), "--lease", "2", "--queue", "3",
                                           "--set", "sleep=0.5", "--connect-timeout", "10")
     chaos.wait_until(lambda: chaos.done() >= 8 and db.jobs.count_documents(
@@ -76,7 +86,7 @@ def test_long_database_outage(private_server: EmbeddedServer, make_chaos: Callab
     chaos.faults[f"outage {outage_s:.0f} s"] += 1
     time.sleep(outage_s)
     private_server.start()
-    code = chaos.wait_exit(coordinator, 300)
+    code = chaos.wait_exit(coordinator, 300, during=lambda: chaos.replace_dead_workers(start))
     coordinator.expected_exit = {0}
     chaos.finish()
     figures, violations = audit(chaos)

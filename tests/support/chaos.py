@@ -336,7 +336,8 @@ def read_records(folder: Path) -> list[dict[str, Any]]:
 
 def audit(chaos: Chaos) -> tuple[Figures, list[str]]:
     """The figures of ``chaos``'s run, and a description of each violation found."""
-    jobs = [j for j in chaos.db.jobs.find({s.EXP_KEY: chaos.run}) if INJECTED not in j]
+    everything = list(chaos.db.jobs.find({s.EXP_KEY: chaos.run}))
+    jobs = [j for j in everything if INJECTED not in j]
     records = read_records(chaos.records)
     evals = [r for r in records if r["event"] == "eval"]
     acks = [r for r in records if r["event"] == "ack" and r.get("exp_key") == chaos.run]
@@ -351,6 +352,10 @@ def audit(chaos: Chaos) -> tuple[Figures, list[str]]:
             doubled += 1
             violations.append(f"tid {tid} is held by {len(held)} job documents")
 
+    # acknowledged results are checked against every document, injected ones included
+    all_by_tid: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for job in everything:
+        all_by_tid[job.get(s.TID)].append(job)
     acks_by_tid: dict[Any, list[dict[str, Any]]] = defaultdict(list)
     for ack in acks:
         acks_by_tid[ack["tid"]].append(ack)
@@ -359,7 +364,7 @@ def audit(chaos: Chaos) -> tuple[Figures, list[str]]:
         if len({a["token"] for a in acked}) > 1:
             doubled += 1
             violations.append(f"tid {tid}: results acknowledged to {len(acked)} claims: {acked}")
-        held = by_tid.get(tid, [])
+        held = all_by_tid.get(tid, [])
         for ack in acked:
             job = held[0] if held else None
             why = _not_as_acknowledged(job, ack)
