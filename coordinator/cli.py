@@ -86,8 +86,9 @@ def start(
     poll_interval: Annotated[float, typer.Option(min=0.001, help="Seconds between looks at the queue.")] = DEFAULT_POLL_INTERVAL_S,
     max_attempts: Annotated[int, typer.Option(min=1, help="Lost-worker claims a trial survives "
                                               "before it is marked as an error.")] = DEFAULT_MAX_ATTEMPTS,
-    lease: Annotated[float, typer.Option(min=1, help="Coordinator lease (s); also the grace "
-                                         "given to workers after a database outage.")] = DEFAULT_LEASE_S,
+    lease: Annotated[float, typer.Option(min=1, help="Coordinator lease (s). After a database "
+                                         "outage a job is presumed lost only once its worker's own "
+                                         "lease has passed (this one for jobs that did not record theirs).")] = DEFAULT_LEASE_S,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Run setting KEY=VALUE passed "
                                                       "to the objective (e.g. epochs=10). Repeatable.")] = None,
     objective: ObjectiveOption = None,

@@ -4,6 +4,13 @@ lease alive and requeue jobs whose workers were lost.
 A context-managed thread.  If the lease is taken by another coordinator (this one was
 cut off for longer than the lease), the keeper interrupts the main thread: two
 coordinators must never feed one run.
+
+The keeper rides out database outages (transient errors are logged and retried at the
+next tick) and malformed job documents (the requeuer marks them as errors or skips
+them; see :mod:`jobstore.queue`).  Any other error ends the thread, and a coordinator
+without its keeper would run on without its lease: the keeper then takes the process
+down with :func:`jobstore.fatal.die` (a CRITICAL log with the traceback, local workers
+stopped and the run released on the way out, exit status 70).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import threading
 import time
 from types import TracebackType
 
+from jobstore.fatal import die
 from jobstore.queue import JobQueue
 from jobstore.requeuer import Requeuer
 from jobstore.retry import is_transient
@@ -34,8 +42,14 @@ class RunKeeper:
         self._tick = tick
         self._requeuer = Requeuer(queue, interval=tick, grace=lease_s)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="run-keeper", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="run-keeper", daemon=True)
         self.lease_lost = False
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # noqa: BLE001 - the keeper must never die silently
+            die("coordinator keeper", exc)
 
     def _loop(self) -> None:
         last_renewal = time.monotonic()

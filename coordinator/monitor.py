@@ -20,6 +20,10 @@ plots.  Contracts:
 * :func:`trial_rows` and :func:`trial_points` read one projected document per trial
   (never ``metrics``, ``spec`` or tracebacks); :func:`learning_curves` reads ``metrics``
   of the trials asked for only.
+* **Malformed documents never raise.**  A job or worker document whose fields have the
+  wrong type is read as far as it can be: a field of the wrong type reads as missing
+  (None), and a job without an integer ``tid`` is left out.  Each function logs one
+  warning per call naming the documents it left out.
 """
 
 from __future__ import annotations
@@ -131,27 +135,69 @@ class BestTrial:
     finished_at: datetime | None
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _vals(job: Mapping[str, Any]) -> dict[str, Any]:
+    """hyperopt's ``misc.vals`` of ``job``, keeping only well-formed entries."""
+    vals = _mapping(_mapping(job.get(s.MISC)).get("vals"))
+    return {str(label): v for label, v in vals.items() if isinstance(v, (list, tuple))}
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON can write it (BSON types JSON lacks, as their text)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return str(value)
+
+
+def _warn_left_out(what: str, run: str, left_out: list[str]) -> None:
+    if left_out:
+        shown = "; ".join(left_out[:5]) + ("; ..." if len(left_out) > 5 else "")
+        log.warning("%s of run %r: left out %d malformed job document(s) (%s); see docs/schema.md",
+                    what, run, len(left_out), shown)
+
+
+def _tid(job: Mapping[str, Any], left_out: list[str]) -> int | None:
+    """The job's tid, or None (and a note in ``left_out``) if it has no integer tid."""
+    tid = s.as_int(job.get(s.TID))
+    if tid is None:
+        left_out.append(f"_id {job.get(s.ID)}: " + "; ".join(s.job_problems(job, (s.TID,))))
+    return tid
+
+
 def trial_params(job: Mapping[str, Any]) -> Any:
     """A job's point as plain values: its ``params``, else hyperopt's ``misc.vals``."""
     if job.get(s.PARAMS) is not None:
-        return job[s.PARAMS]
-    return s.point_from_vals((job.get(s.MISC) or {}).get("vals") or {})
+        return _plain(job[s.PARAMS])
+    return s.point_from_vals(_vals(job))
 
 
 def best_trial(jobs: Collection, run: str) -> BestTrial | None:
     """The done trial with status ok and the lowest finite loss, or None."""
     job = jobs.find_one(
         {s.EXP_KEY: run, s.STATE: State.DONE, s.STATUS: base.STATUS_OK,
-         s.LOSS: {"$gte": -math.inf, "$lt": math.inf}},
+         s.LOSS: {"$gte": -math.inf, "$lt": math.inf}, s.TID: {"$type": "number"}},
         {s.TID: 1, s.LOSS: 1, s.PARAMS: 1, s.VALS: 1, s.FINISHED_AT: 1},
         sort=[(s.LOSS, ASCENDING)],
         # run_state_loss; named because SecantusDB's planner would otherwise pick another
         hint=[(s.EXP_KEY, ASCENDING), (s.STATE, ASCENDING), (s.LOSS, ASCENDING)],
     )
-    if job is None:
+    left_out: list[str] = []
+    tid = None if job is None else _tid(job, left_out)
+    _warn_left_out("the best trial", run, left_out)
+    if job is None or tid is None:
         return None
-    return BestTrial(int(job[s.TID]), float(job[s.RESULT]["loss"]), trial_params(job),
-                     job.get(s.FINISHED_AT))
+    return BestTrial(tid, float(job[s.RESULT]["loss"]), trial_params(job), s.as_date(job.get(s.FINISHED_AT)))
 
 
 @dataclass
@@ -235,16 +281,23 @@ def stale_jobs(jobs: Collection, run: str, now: datetime,
         sort=[(s.TID, ASCENDING)],
     )
     stale = []
+    left_out: list[str] = []
     for job in running:
-        expires = (job.get(s.LEASE) or {}).get("expires")
-        refreshed = job.get(s.REFRESH_TIME)
+        tid = _tid(job, left_out)
+        if tid is None:
+            continue
+        expires = s.as_date(_mapping(job.get(s.LEASE)).get("expires"))
+        refreshed = s.as_date(job.get(s.REFRESH_TIME))
         reasons = []
         if expires is not None and expires < now:
             reasons.append(f"lease expired {ago(now, expires)} ago")
         if refreshed is not None and refreshed < heartbeat_due:
             reasons.append(f"no heartbeat for {ago(now, refreshed)}")
+        if expires is None:
+            reasons.append("no valid lease")
         if reasons:
-            stale.append(StaleJob(int(job[s.TID]), job.get(s.OWNER), refreshed, expires, reasons))
+            stale.append(StaleJob(tid, _text(job.get(s.OWNER)), refreshed, expires, reasons))
+    _warn_left_out("stale jobs", run, left_out)
     return stale
 
 
@@ -273,14 +326,15 @@ def workers(db: Database, now: datetime, stale_after: timedelta = STALE_AFTER,
     )
     result = []
     for doc in found:
-        last_seen = doc.get(s.WORKER_LAST_SEEN)
+        last_seen = s.as_date(doc.get(s.WORKER_LAST_SEEN))
         state = str(doc.get(s.WORKER_STATUS) or "unknown")
         if state != "stopped" and (last_seen is None or last_seen < now - stale_after):
             state = "lost"
+        current = doc.get(s.WORKER_CURRENT)
         result.append(WorkerInfo(
-            id=str(doc[s.ID]), host=doc.get(s.WORKER_HOST), device=doc.get(s.WORKER_DEVICE),
-            state=state, current=doc.get(s.WORKER_CURRENT), last_seen=last_seen,
-            trials_done=int(doc.get(s.WORKER_DONE) or 0),
+            id=str(doc[s.ID]), host=_text(doc.get(s.WORKER_HOST)), device=_text(doc.get(s.WORKER_DEVICE)),
+            state=state, current=dict(current) if isinstance(current, Mapping) else None,
+            last_seen=last_seen, trials_done=s.as_int(doc.get(s.WORKER_DONE)) or 0,
         ))
     return result
 
@@ -309,9 +363,9 @@ def run_status(db: Database, run: str, jobs_collection: str = s.JOBS,
     now = server_time(db)
     counts = count_states(jobs, run)
     rate = throughput(jobs, run)
-    max_evals = doc.get(s.RUN_MAX_EVALS)
+    max_evals = s.as_int(doc.get(s.RUN_MAX_EVALS))
     return RunStatus(
-        run=run, experiment=doc.get(s.RUN_EXPERIMENT), max_evals=max_evals, now=now,
+        run=run, experiment=_text(doc.get(s.RUN_EXPERIMENT)), max_evals=max_evals, now=now,
         counts=counts, best=best_trial(jobs, run), throughput=rate,
         eta=eta(max_evals, counts, rate), stale=stale_jobs(jobs, run, now, stale_after),
         workers=workers(db, now, stale_after),
@@ -343,8 +397,8 @@ def list_runs(db: Database, jobs_collection: str = s.JOBS) -> list[RunOverview]:
         doc = docs.get(run, {})
         best = best_trial(jobs, run)
         overview.append(RunOverview(
-            run=run, experiment=doc.get(s.RUN_EXPERIMENT), created_at=doc.get(s.RUN_CREATED_AT),
-            max_evals=doc.get(s.RUN_MAX_EVALS), counts=count_states(jobs, run),
+            run=run, experiment=_text(doc.get(s.RUN_EXPERIMENT)), created_at=s.as_date(doc.get(s.RUN_CREATED_AT)),
+            max_evals=s.as_int(doc.get(s.RUN_MAX_EVALS)), counts=count_states(jobs, run),
             best_loss=None if best is None else best.loss,
         ))
     return overview
@@ -400,29 +454,35 @@ def trial_rows(jobs: Collection, run: str) -> list[dict[str, Any]]:
         s.PARAMS: 1, s.VALS: 1,
     }
     rows = []
+    left_out: list[str] = []
     for job in jobs.find({s.EXP_KEY: run}, projection, sort=[(s.TID, ASCENDING)]):
-        result = job.get(s.RESULT) or {}
+        tid = _tid(job, left_out)
+        if tid is None:
+            continue
+        result = _mapping(job.get(s.RESULT))
         loss = result.get("loss")
         params = job.get(s.PARAMS)
         if not isinstance(params, Mapping):
-            params = s.point_from_vals((job.get(s.MISC) or {}).get("vals") or {})
+            params = s.point_from_vals(_vals(job))
+        booked, started, finished = (s.as_date(job.get(f)) for f in (s.BOOK_TIME, s.STARTED_AT, s.FINISHED_AT))
         row: dict[str, Any] = {
-            "tid": int(job[s.TID]),
+            "tid": tid,
             "state": _state_name(job.get(s.STATE)),
-            "status": result.get("status"),
+            "status": _text(result.get("status")),
             "loss": float(loss) if s.is_finite_number(loss) else None,
-            "attempts": job.get(s.ATTEMPTS),
-            "worker": job.get(s.OWNER),
-            "book_time": iso(job.get(s.BOOK_TIME)),
-            "started_at": iso(job.get(s.STARTED_AT)),
-            "finished_at": iso(job.get(s.FINISHED_AT)),
-            "booked_to_finished_s": _seconds(job.get(s.BOOK_TIME), job.get(s.FINISHED_AT)),
-            "started_to_finished_s": _seconds(job.get(s.STARTED_AT), job.get(s.FINISHED_AT)),
-            "error_type": (job.get(s.ERROR) or {}).get("type"),
+            "attempts": s.as_int(job.get(s.ATTEMPTS)),
+            "worker": _text(job.get(s.OWNER)),
+            "book_time": iso(booked),
+            "started_at": iso(started),
+            "finished_at": iso(finished),
+            "booked_to_finished_s": _seconds(booked, finished),
+            "started_to_finished_s": _seconds(started, finished),
+            "error_type": _text(_mapping(job.get(s.ERROR)).get("type")),
         }
         for key, value in params.items():
-            row.update(flatten(value, PARAM_PREFIX + str(key)))
+            row.update({k: _plain(v) for k, v in flatten(value, PARAM_PREFIX + str(key)).items()})
         rows.append(row)
+    _warn_left_out("trials", run, left_out)
     return rows
 
 
@@ -451,24 +511,37 @@ class TrialPoint:
 def trial_points(jobs: Collection, run: str) -> list[TrialPoint]:
     """Every trial of ``run`` as a :class:`TrialPoint`, by tid."""
     points = []
+    left_out: list[str] = []
     found = jobs.find({s.EXP_KEY: run}, {s.TID: 1, s.STATE: 1, s.RESULT: 1, s.VALS: 1},
                       sort=[(s.TID, ASCENDING)])
     for job in found:
-        result = job.get(s.RESULT) or {}
+        tid = _tid(job, left_out)
+        if tid is None:
+            continue
+        result = _mapping(job.get(s.RESULT))
         loss = result.get("loss")
-        ok = job.get(s.STATE) == State.DONE and result.get("status") == base.STATUS_OK
-        vals = {label: float(value) for label, value in
-                s.point_from_vals((job.get(s.MISC) or {}).get("vals") or {}).items()
+        state = s.as_int(job.get(s.STATE))
+        ok = state == State.DONE and result.get("status") == base.STATUS_OK
+        vals = {label: float(value) for label, value in s.point_from_vals(_vals(job)).items()
                 if s.is_finite_number(value)}
-        points.append(TrialPoint(int(job[s.TID]), int(job.get(s.STATE, -1)),
+        points.append(TrialPoint(tid, -1 if state is None else state,
                                  float(loss) if ok and s.is_finite_number(loss) else None, vals))
+    _warn_left_out("trial points", run, left_out)
     return points
 
 
 def learning_curves(jobs: Collection, run: str, tids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
-    """The ``metrics`` list of each trial in ``tids`` that has one."""
+    """The ``metrics`` list of each trial in ``tids`` that has one (entries that are not
+    documents left out)."""
     found = jobs.find({s.EXP_KEY: run, s.TID: {"$in": list(tids)}}, {s.TID: 1, s.METRICS: 1})
-    return {int(job[s.TID]): list(job[s.METRICS]) for job in found if job.get(s.METRICS)}
+    curves = {}
+    for job in found:
+        tid = s.as_int(job.get(s.TID))
+        metrics = job.get(s.METRICS)
+        entries = [dict(e) for e in metrics if isinstance(e, Mapping)] if isinstance(metrics, list) else []
+        if tid is not None and entries:
+            curves[tid] = entries
+    return curves
 
 
 def ago(now: datetime, then: datetime) -> str:

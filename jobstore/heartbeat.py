@@ -8,9 +8,15 @@ for the coordinator's run lease::
         run_the_trial()
 
 ``beat`` returns False when the lease is no longer ours; ``on_lost`` is then called
-once and the thread stops.  A beat that raises (the database is away) is logged and
-tried again at the next interval; the lease may expire meanwhile, and fencing makes
-sure a worker that lost it cannot overwrite anyone's work.
+once and the thread stops.  A beat that fails because the database is away (a
+transient error, :func:`jobstore.retry.is_transient`) is logged and tried again at the
+next interval; the lease may expire meanwhile, and fencing makes sure a worker that
+lost it cannot overwrite anyone's work.
+
+Any other error (a write the server refuses for good, a bug in ``beat`` or ``on_lost``)
+means the lease can no longer be kept: the thread does not die quietly but takes its
+process down with :func:`jobstore.fatal.die` (a CRITICAL log with the traceback, then
+exit status 70), so no process keeps working without the lease it relies on.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import threading
 from collections.abc import Callable
 from types import TracebackType
 
+from jobstore.fatal import die
 from jobstore.retry import describe, is_transient
 
 log = logging.getLogger(__name__)
@@ -47,13 +54,20 @@ class Heartbeat:
         self.lost = False
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # noqa: BLE001 - a heartbeat must never die silently
+            die(f"{self._name} heartbeat", exc)
+
+    def _loop(self) -> None:
         while not self._stop.wait(self._interval):
             try:
                 alive = self._beat()
-            except Exception as exc:  # noqa: BLE001 - a heartbeat must never die silently
-                reason = "database unavailable" if is_transient(exc) else "failed"
-                log.warning("%s heartbeat: %s (%s); retrying in %.1f s",
-                            self._name, reason, describe(exc), self._interval)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("%s heartbeat: database unavailable (%s); retrying in %.1f s",
+                            self._name, describe(exc), self._interval)
                 continue
             if not alive:
                 self.lost = True

@@ -21,11 +21,29 @@ Contract (holds on MongoDB 7/8 and on SecantusDB):
   return False) and cannot overwrite the work of the job's next holder.
 * **Leases are in server time.**  ``lease.expires`` is computed by the server
   (``$$NOW`` + lease), so worker clocks do not matter.
+* **Claiming is idempotent** under retries: a claim whose update was applied but whose
+  reply was lost is recognised by the next :meth:`JobQueue.claim` of the same queue
+  object (it first looks, by ``_id``, for the job holding that attempt's token), so a
+  retried claim neither takes a second job nor orphans the first.
 * **Finishing is idempotent** under retries: if a result write was applied but its
-  reply was lost, the retry recognises its own token and reports success.
-* A job whose lease expired goes back to new with ``attempts`` kept; once ``attempts``
-  reaches ``max_attempts`` it becomes an error with the reason ``lost worker``.  A
-  graceful :meth:`JobQueue.release` does not count as an attempt.
+  reply was lost, the retry recognises its own token and reports success.  Only the
+  holder's own final write keeps its token: a job failed by the requeuer (``lost
+  worker``) or as malformed has its token cleared, so a zombie's late write is refused
+  whatever state it asks for.
+* A job is **lost** when its lease expired and the requeuer has been in contact with
+  the database for at least the lease length the holder recorded (``lease.seconds``;
+  for jobs without it, the requeuer's ``default_lease_s``), so a holder with a long
+  lease gets its whole lease to renew after an outage.  A lost job goes back to new
+  with ``attempts`` kept; once ``attempts`` reaches ``max_attempts`` it becomes an
+  error with the reason ``lost worker``.  A graceful :meth:`JobQueue.release` does not
+  count as an attempt.
+* **Malformed jobs are poison, never a crash.**  A new job met by a claim, or a running
+  job whose lease expired (or that has no valid lease at all), whose queue fields are
+  not as documented (:func:`jobstore.schema.job_problems`: no ``tid``, ``tid: "abc"``,
+  ``attempts: "x"``, ...) becomes an error with the reason ``malformed job`` and a
+  message naming the fields, written conditionally on its ``_id`` and state.  If even
+  that write is refused, the job is skipped (left out of later queries) with one
+  warning.  Such a job never makes a claim or a requeue raise.
 
 None of these methods retries on its own; callers wrap them in
 :func:`jobstore.retry.retrying`.
@@ -34,6 +52,7 @@ None of these methods retries on its own; callers wrap them in
 from __future__ import annotations
 
 import logging
+import math
 import random
 import uuid
 from collections.abc import Collection, Mapping
@@ -43,9 +62,11 @@ from typing import Any
 
 from pymongo.collection import Collection as MongoCollection
 from pymongo.database import Database
+from pymongo.errors import PyMongoError
 
 from jobstore import schema as s
 from jobstore.connection import server_time
+from jobstore.retry import describe, is_transient
 from jobstore.schema import Expr, State, stamped
 
 log = logging.getLogger(__name__)
@@ -53,6 +74,7 @@ log = logging.getLogger(__name__)
 DEFAULT_LEASE_S = 30.0
 DEFAULT_MAX_ATTEMPTS = 3
 LOST_WORKER = "lost worker"
+MALFORMED_JOB = "malformed job"
 _CLAIM_RACES = 50
 _MAX_SPREAD = 8
 _WINDOW = 64
@@ -83,7 +105,7 @@ class Claim:
 
     @property
     def exp_key(self) -> str:
-        return str(self.job[s.EXP_KEY])
+        return str(self.job.get(s.EXP_KEY))
 
     @property
     def tid(self) -> int:
@@ -92,10 +114,27 @@ class Claim:
 
 @dataclass
 class RequeueOutcome:
-    """What :meth:`JobQueue.requeue_expired` did: ``(exp_key, tid)`` pairs."""
+    """What :meth:`JobQueue.requeue_expired` did: ``(exp_key, tid)`` pairs, and the
+    ``_id`` of each malformed job it marked as an error or skipped."""
 
     requeued: list[tuple[str, int]] = field(default_factory=list)
     failed: list[tuple[str, int]] = field(default_factory=list)
+    malformed: list[Any] = field(default_factory=list)
+    waiting: int = 0
+    """Expired jobs not yet lost: the requeuer has not been in contact for their lease."""
+
+
+@dataclass
+class _Attempt:
+    """A claim update sent and not yet known to have failed (its reply may be lost)."""
+
+    id: Any
+    token: str
+    owner: str
+
+
+# The running/new jobs' fields a claim or a requeue reads.
+_QUEUE_PROJECTION = {s.EXP_KEY: 1, s.TID: 1, s.LEASE: 1, s.ATTEMPTS: 1, s.MAX_ATTEMPTS: 1, s.OWNER: 1}
 
 
 class JobQueue:
@@ -106,10 +145,14 @@ class JobQueue:
         self.jobs: MongoCollection = db[collection]
         self._low_tid: dict[str, int] = {}
         self._spread: dict[str, int] = {}
+        self._attempt: _Attempt | None = None
+        self._skipped: dict[Any, str] = {}
 
     def ensure_indexes(self) -> None:
         """Create the indexes the queue relies on (idempotent)."""
         self.jobs.create_indexes(s.JOB_INDEXES)
+
+    # -- claim --------------------------------------------------------------------------
 
     def claim(
         self,
@@ -122,29 +165,23 @@ class JobQueue:
         """Claim a new job (of ``exp_key`` when given), or None if there is none.
 
         The job is the lowest-tid new one unless this queue object has been losing
-        races, when it is one of the first few (see the module doc)."""
+        races, when it is one of the first few (see the module doc).  If this queue's
+        previous claim raised after sending its update, that claim is looked for first
+        and returned if it was applied."""
+        earlier = self._recover_attempt(owner)
+        if earlier is not None:
+            return earlier
         query: dict[str, Any] = {s.STATE: State.NEW}
         if exp_key is not None:
             query[s.EXP_KEY] = exp_key
         elif exclude_runs:
             query[s.EXP_KEY] = {"$nin": list(exclude_runs)}
-        projection = {s.METRICS: 0}
         scope = exp_key if exp_key is not None else ""
         spread = self._spread.get(scope, 1)
         for lost in range(_CLAIM_RACES):
-            # Look in a window of tids from the lowest new job seen last time: the
-            # query then touches at most _WINDOW jobs however long the queue is
-            # (SecantusDB cannot stop an equality-plus-sort query early).
-            low = self._low_tid.get(scope, 0)
-            windowed = {**query, s.TID: {"$gte": low, "$lt": low + _WINDOW}}
-            candidates = list(self.jobs.find(windowed, projection, sort=[(s.TID, 1)], limit=spread))
+            candidates = self._candidates(query, scope, spread)
             if not candidates:
-                # Nothing there (or a requeued job sits below the window): ask for the
-                # lowest new tids without bounds, and start the next window there.
-                candidates = list(self.jobs.find(query, projection, sort=[(s.TID, 1)], limit=spread))
-                if not candidates:
-                    return None
-                self._low_tid[scope] = int(candidates[0][s.TID])
+                return None
             job = random.choice(candidates)
             token = uuid.uuid4().hex
             update = stamped(
@@ -158,16 +195,63 @@ class JobQueue:
                     s.METRICS: [],
                 }
             )
+            self._attempt = _Attempt(job[s.ID], token, owner)
             won = self.jobs.update_one({s.ID: job[s.ID], s.STATE: State.NEW}, update)
+            self._attempt = None
             if won.modified_count == 1:
                 self._spread[scope] = spread if lost else max(1, spread - 1)
                 job.update({s.STATE: State.RUNNING, s.OWNER: owner})
-                job[s.ATTEMPTS] = int(job.get(s.ATTEMPTS) or 0) + 1
+                job[s.ATTEMPTS] = (s.as_int(job.get(s.ATTEMPTS)) or 0) + 1
                 return Claim(job=job, token=token, owner=owner)
             spread = min(spread * 2, _MAX_SPREAD)
         self._spread[scope] = spread
         log.warning("gave up claiming after %d lost races; will poll again", _CLAIM_RACES)
         return None
+
+    def _recover_attempt(self, owner: str) -> Claim | None:
+        """The job of this queue's last claim attempt if its update was applied after all."""
+        attempt = self._attempt
+        if attempt is None or attempt.owner != owner:
+            return None
+        job = self.jobs.find_one(
+            {s.ID: attempt.id, s.LEASE_TOKEN: attempt.token, s.STATE: State.RUNNING}, {s.METRICS: 0}
+        )
+        self._attempt = None
+        if job is None:
+            return None
+        claim = Claim(job=job, token=attempt.token, owner=owner)
+        log.info("run %r trial %d: the claim was applied though its reply was lost; keeping it",
+                 claim.exp_key, claim.tid)
+        return claim
+
+    def _candidates(self, query: dict[str, Any], scope: str, spread: int) -> list[dict[str, Any]]:
+        """Up to ``spread`` well-formed new jobs at the head of the queue; malformed ones
+        met on the way are dealt with as poison (see the module doc)."""
+        projection = {s.METRICS: 0}
+        while True:
+            if self._skipped:
+                query = {**query, s.ID: {"$nin": list(self._skipped)}}
+            # Look in a window of tids from the lowest new job seen last time: the
+            # query then touches at most _WINDOW jobs however long the queue is
+            # (SecantusDB cannot stop an equality-plus-sort query early).
+            low = self._low_tid.get(scope, 0)
+            windowed = {**query, s.TID: {"$gte": low, "$lt": low + _WINDOW}}
+            found = list(self.jobs.find(windowed, projection, sort=[(s.TID, 1)], limit=spread))
+            unbounded = not found
+            if unbounded:
+                # Nothing there (or a requeued job sits below the window): ask for the
+                # lowest new tids without bounds, and start the next window there.
+                found = list(self.jobs.find(query, projection, sort=[(s.TID, 1)], limit=spread))
+                if not found:
+                    return []
+            valid = [job for job in found if not self._poison(job, State.NEW, s.QUEUE_FIELDS)]
+            if valid:
+                if unbounded:
+                    self._low_tid[scope] = int(valid[0][s.TID])
+                return valid
+            # every job found was malformed and is now out of the way: look again
+
+    # -- the holder's writes -----------------------------------------------------------
 
     def _held(self, claim: Claim) -> dict[str, Any]:
         return {s.ID: claim.id, s.LEASE_TOKEN: claim.token, s.STATE: State.RUNNING}
@@ -201,7 +285,8 @@ class JobQueue:
         ``elapsed_s``, the objective's running time, dates ``started_at`` back from the
         server's clock at the write (a duration, so worker clocks still do not matter).
         Safe to call again after a lost reply: a retry that finds its own finished
-        write returns True.
+        write (this token, this state) returns True; only the holder's own final write
+        keeps the token (see the module doc).
         """
         fields: dict[str, Any] = {
             s.STATE: state,
@@ -236,47 +321,117 @@ class JobQueue:
         update = stamped({**_BACK_TO_NEW, s.ATTEMPTS: Expr.add(s.ATTEMPTS, -1)})
         return self.jobs.update_one(self._held(claim), update).matched_count == 1
 
-    def requeue_expired(self, now: datetime | None = None) -> RequeueOutcome:
-        """Return jobs whose lease expired to the queue, or fail them after too many losses.
+    # -- lost and malformed jobs ----------------------------------------------------------
+
+    def requeue_expired(
+        self,
+        now: datetime | None = None,
+        *,
+        observed_s: float = math.inf,
+        default_lease_s: float = DEFAULT_LEASE_S,
+    ) -> RequeueOutcome:
+        """Return lost jobs to the queue, or fail them after too many losses; mark
+        malformed running jobs as errors.
 
         ``now`` is the server time to compare with (fetched when not given).
+        ``observed_s`` is how long the caller has been in contact with the database
+        without a break: an expired job is lost only once that is at least its
+        holder's lease (``lease.seconds``, else ``default_lease_s``); see the module doc.
         """
         now = now or server_time(self.db)
         outcome = RequeueOutcome()
-        expired = self.jobs.find(
-            {s.STATE: State.RUNNING, s.LEASE_EXPIRES: {"$lt": now}},
-            {s.EXP_KEY: 1, s.TID: 1, s.LEASE: 1, s.ATTEMPTS: 1, s.MAX_ATTEMPTS: 1, s.OWNER: 1},
-        )
-        for job in expired:
-            condition = {
-                s.ID: job[s.ID],
-                s.STATE: State.RUNNING,
-                s.LEASE_TOKEN: (job.get(s.LEASE) or {}).get("token"),
-            }
-            attempts = int(job.get(s.ATTEMPTS) or 0)
-            allowed = int(job.get(s.MAX_ATTEMPTS) or DEFAULT_MAX_ATTEMPTS)
-            key = (str(job[s.EXP_KEY]), int(job[s.TID]))
-            if attempts >= allowed:
-                message = (
-                    f"worker {job.get(s.OWNER)} stopped heartbeating; the job was lost "
-                    f"{attempts} time(s), the limit is {allowed} (--max-attempts)"
-                )
-                fields: dict[str, Any] = {
-                    s.STATE: State.ERROR,
-                    s.RESULT: {"status": "fail", "reason": LOST_WORKER},
-                    s.ERROR: {"type": "LostWorker", "message": message, "reason": LOST_WORKER},
-                    s.LEASE_EXPIRES: None,
-                    s.FINISHED_AT: Expr.now(),
-                }
-                if self.jobs.update_one(condition, stamped(fields)).modified_count:
-                    outcome.failed.append(key)
-                    log.error("run %r trial %d failed: %s", key[0], key[1], message)
-            else:
-                if self.jobs.update_one(condition, stamped(_BACK_TO_NEW)).modified_count:
-                    outcome.requeued.append(key)
-                    log.warning(
-                        "run %r trial %d: worker %s stopped heartbeating; job requeued "
-                        "(attempt %d of %d)",
-                        key[0], key[1], job.get(s.OWNER), attempts, allowed,
-                    )
+        expired = {s.STATE: State.RUNNING, s.LEASE_EXPIRES: {"$lt": now}}
+        for job in self.jobs.find(self._unskipped(expired), _QUEUE_PROJECTION):
+            if observed_s < (s.lease_seconds(job) or default_lease_s):
+                outcome.waiting += 1
+                continue
+            if self._poison(job, State.RUNNING, (*s.QUEUE_FIELDS, s.LEASE)):
+                outcome.malformed.append(job[s.ID])
+                continue
+            try:
+                self._lost(job, outcome)
+            except PyMongoError as exc:
+                if is_transient(exc):
+                    raise
+                self._skip(job, f"could not be requeued ({describe(exc)})")
+                outcome.malformed.append(job[s.ID])
+        # A running job without a valid lease can have no live holder (every claim
+        # writes one atomically with the state), and would otherwise run forever.
+        unleased = {s.STATE: State.RUNNING, s.LEASE_EXPIRES: {"$not": {"$type": "date"}}}
+        for job in self.jobs.find(self._unskipped(unleased), _QUEUE_PROJECTION):
+            if self._poison(job, State.RUNNING, (*s.QUEUE_FIELDS, s.LEASE)):
+                outcome.malformed.append(job[s.ID])
         return outcome
+
+    def _lost(self, job: dict[str, Any], outcome: RequeueOutcome) -> None:
+        """Requeue or fail the well-formed, lost ``job``."""
+        condition = {s.ID: job[s.ID], s.STATE: State.RUNNING, s.LEASE_TOKEN: job[s.LEASE]["token"]}
+        attempts = s.as_int(job.get(s.ATTEMPTS)) or 0
+        allowed = s.as_int(job.get(s.MAX_ATTEMPTS)) or DEFAULT_MAX_ATTEMPTS
+        key = (str(job.get(s.EXP_KEY)), int(job[s.TID]))
+        if attempts >= allowed:
+            message = (
+                f"worker {job.get(s.OWNER)} stopped heartbeating; the job was lost "
+                f"{attempts} time(s), the limit is {allowed} (--max-attempts)"
+            )
+            fields: dict[str, Any] = {
+                s.STATE: State.ERROR,
+                s.RESULT: {"status": "fail", "reason": LOST_WORKER},
+                s.ERROR: {"type": "LostWorker", "message": message, "reason": LOST_WORKER},
+                # the token goes: a zombie's late write must not pass for its own
+                s.LEASE_TOKEN: None,
+                s.LEASE_EXPIRES: None,
+                s.FINISHED_AT: Expr.now(),
+            }
+            if self.jobs.update_one(condition, stamped(fields)).modified_count:
+                outcome.failed.append(key)
+                log.error("run %r trial %d failed: %s", key[0], key[1], message)
+        elif self.jobs.update_one(condition, stamped(_BACK_TO_NEW)).modified_count:
+            outcome.requeued.append(key)
+            log.warning(
+                "run %r trial %d: worker %s stopped heartbeating; job requeued "
+                "(attempt %d of %d)",
+                key[0], key[1], job.get(s.OWNER), attempts, allowed,
+            )
+
+    def _unskipped(self, query: dict[str, Any]) -> dict[str, Any]:
+        return {**query, s.ID: {"$nin": list(self._skipped)}} if self._skipped else query
+
+    def _poison(self, job: dict[str, Any], state: State, fields: tuple[str, ...]) -> bool:
+        """False if ``fields`` of ``job`` (in ``state``) are well-formed; else mark the
+        job as an error (``malformed job``), or skip it with one warning, and say True."""
+        problems = s.job_problems(job, fields)
+        if not problems:
+            return False
+        what = f"job {job[s.ID]} (run {job.get(s.EXP_KEY)!r}, tid {job.get(s.TID)!r})"
+        message = (f"{what} is malformed: {'; '.join(problems)}. No worker can run it; "
+                   "fix or delete the document and queue the trial again")
+        condition: dict[str, Any] = {s.ID: job[s.ID], s.STATE: state}
+        if state == State.RUNNING:
+            # the lease as read: a holder's write in between makes this match nothing
+            condition[s.LEASE] = job.get(s.LEASE)
+        fields_set: dict[str, Any] = {
+            s.STATE: State.ERROR,
+            s.RESULT: {"status": "fail", "reason": MALFORMED_JOB},
+            s.ERROR: {"type": "MalformedJob", "message": message, "reason": MALFORMED_JOB},
+            s.LEASE: {"token": None, "expires": None},
+            s.FINISHED_AT: Expr.now(),
+        }
+        try:
+            marked = self.jobs.update_one(condition, stamped(fields_set)).modified_count
+        except PyMongoError as exc:
+            if is_transient(exc):
+                raise
+            self._skip(job, f"is malformed ({'; '.join(problems)}) and could not be marked as "
+                            f"an error ({describe(exc)})")
+            return True
+        if marked:
+            log.error("%s; marked as an error", message)
+        return True
+
+    def _skip(self, job: dict[str, Any], why: str) -> None:
+        """Leave ``job`` out of this queue's later queries, with one warning."""
+        if job[s.ID] not in self._skipped:
+            self._skipped[job[s.ID]] = why
+            log.warning("skipping job %s (run %r, tid %r): it %s; fix or delete the document",
+                        job[s.ID], job.get(s.EXP_KEY), job.get(s.TID), why)

@@ -9,7 +9,12 @@ the run settings.  Guarantees:
 * :meth:`RunStore.allocate_tids` hands out each trial id of a run once, ever, across
   coordinator restarts.
 * At most one coordinator holds a run's lease at a time; a lease that was not renewed
-  for its length (server time) can be taken over.
+  for its length (server time) can be taken over, and so can a ``coordinator`` field
+  that is not a lease at all (not a document, or without a date in ``expires``: no
+  live coordinator writes one).
+* A malformed run document is a clear error (:class:`MalformedRun`, naming the field
+  and how to repair it), never a traceback; jobs with a malformed ``tid`` are left out
+  when the counter's floor is computed.
 """
 
 from __future__ import annotations
@@ -26,8 +31,12 @@ from pymongo.errors import DuplicateKeyError
 
 from jobstore import schema as s
 from jobstore.connection import server_time
-from jobstore.errors import CoordinatorBusy, RunMismatch
+from jobstore.errors import CoordinatorBusy, RunMismatch, UserError
 from jobstore.schema import Expr, literal
+
+
+class MalformedRun(UserError):
+    """A run document whose fields are not as documented; the message says how to fix it."""
 
 
 class RunStore:
@@ -56,7 +65,8 @@ class RunStore:
         Settings, max_evals and algo of an existing run are updated to the new values
         (a resumed run may be extended); experiment and fingerprint must match.
         """
-        highest = self.jobs.find_one({s.EXP_KEY: exp_key}, {s.TID: 1}, sort=[(s.TID, -1)])
+        highest = self.jobs.find_one({s.EXP_KEY: exp_key, s.TID: {"$type": "number"}}, {s.TID: 1},
+                                     sort=[(s.TID, -1)])
         floor = int(highest[s.TID]) + 1 if highest else 0
         on_insert: dict[str, Any] = {s.RUN_CREATED_AT: server_time(self.db)}
         if experiment is not None:
@@ -77,6 +87,14 @@ class RunStore:
         run = self.runs.find_one_and_update(
             {s.ID: exp_key}, update, upsert=True, return_document=ReturnDocument.AFTER
         )
+        counter = run.get(s.RUN_NEXT_TID)
+        if s.as_int(counter) is None:
+            raise MalformedRun(
+                f"run {exp_key!r} is damaged: its trial-id counter {s.RUN_NEXT_TID!r} is "
+                f"{counter!r}, not an integer. Repair it with "
+                f"db.{s.RUNS}.updateOne({{_id: {exp_key!r}}}, {{$set: {{{s.RUN_NEXT_TID}: {floor}}}}}) "
+                "(one above the run's highest trial id) and start again"
+            )
         if experiment is not None:
             if run.get(s.RUN_EXPERIMENT) != experiment:
                 raise RunMismatch(
@@ -133,6 +151,8 @@ class RunStore:
                 "$or": [
                     {s.RUN_COORDINATOR: None},
                     {s.RUN_COORDINATOR_EXPIRES: {"$lt": now}},
+                    # not a lease at all (malformed): no live coordinator wrote it
+                    {s.RUN_COORDINATOR_EXPIRES: {"$not": {"$type": "date"}}},
                 ],
             },
             [{"$set": {s.RUN_COORDINATOR: holder.expression}}],
@@ -140,7 +160,8 @@ class RunStore:
         if taken.modified_count == 1:
             return token
         run = self.get(exp_key) or {}
-        current = run.get(s.RUN_COORDINATOR) or {}
+        current = run.get(s.RUN_COORDINATOR)
+        current = current if isinstance(current, Mapping) else {}
         raise CoordinatorBusy(
             f"run {exp_key!r} is already being coordinated by {current.get('host')} "
             f"pid {current.get('pid')} (lease renewed until {current.get('expires')} UTC); "

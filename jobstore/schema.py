@@ -23,10 +23,11 @@ field               meaning
 ``experiment``      registered experiment name; absent for pickled-Domain jobs
 ``attempts``        claims that did not end in a graceful return to the queue
 ``max_attempts``    lost-worker claims allowed before the job becomes an error
-``lease``           ``{"token", "expires"}`` while running: the fencing token and the
-                    server time after which the job counts as lost
+``lease``           ``{"token", "expires", "seconds"}`` while running: the fencing token,
+                    the server time after which the job counts as lost, and the lease
+                    length the holder renews (what a requeuer waits for after an outage)
 ``metrics``         per-step metrics reported by the objective, in order
-``error``           ``{"type", "message", "traceback"}`` when state is error
+``error``           ``{"type", "message", "traceback", "reason"}`` when state is error
 ``started_at``      when the objective started (the result's write time minus the
                     objective's running time); ``finished_at`` when the result was written
 ==================  ====================================================================
@@ -43,6 +44,10 @@ Guarantees the store keeps, whatever module writes:
 * A running job's result, metrics and heartbeats are written only by the holder of the
   current ``lease.token`` (fencing).
 * A job in a final state (done, error, cancel) is never written again.
+* Updates built here never fail on a field of the wrong type (a counter that is not a
+  number counts from 0, a ``metrics`` that is not an array starts afresh), so one
+  malformed document cannot make a write raise.  :func:`job_problems` says what is
+  malformed in a job, for the readers that must not trust it.
 """
 
 from __future__ import annotations
@@ -98,6 +103,7 @@ MAX_ATTEMPTS = "max_attempts"
 LEASE = "lease"
 LEASE_TOKEN = "lease.token"
 LEASE_EXPIRES = "lease.expires"
+LEASE_SECONDS = "lease.seconds"
 METRICS = "metrics"
 ERROR = "error"
 STARTED_AT = "started_at"
@@ -168,9 +174,10 @@ def stamped(fields: Mapping[str, Any], *, lease_ms: int | None = None) -> list[d
         for key, value in fields.items()
     }
     stage[UPDATED_AT] = "$$NOW"
-    stage[VERSION] = {"$add": [{"$ifNull": ["$" + VERSION, 0]}, 1]}
+    stage[VERSION] = Expr.add(VERSION, 1).expression
     if lease_ms is not None:
         stage[LEASE_EXPIRES] = {"$add": ["$$NOW", int(lease_ms)]}
+        stage[LEASE_SECONDS] = literal(lease_ms / 1000)
     return [{"$set": stage}]
 
 
@@ -186,16 +193,21 @@ class Expr:
 
     @staticmethod
     def add(field: str, amount: int) -> "Expr":
-        return Expr({"$add": [{"$ifNull": ["$" + field, 0]}, amount]})
+        """``field + amount``; a missing or non-numeric ``field`` counts as 0."""
+        value = "$" + field
+        return Expr({"$add": [{"$cond": [{"$isNumber": value}, value, 0]}, amount]})
 
     @staticmethod
     def lease(token: str, lease_s: float) -> "Expr":
         """A whole ``lease`` sub-document expiring ``lease_s`` after the server's now."""
-        return Expr({"token": literal(token), "expires": {"$add": ["$$NOW", int(lease_s * 1000)]}})
+        return Expr({"token": literal(token), "expires": {"$add": ["$$NOW", int(lease_s * 1000)]},
+                     "seconds": literal(float(lease_s))})
 
     @staticmethod
     def append(field: str, item: Any) -> "Expr":
-        return Expr({"$concatArrays": [{"$ifNull": ["$" + field, []]}, [literal(item)]]})
+        """``field`` with ``item`` appended; a missing or non-array ``field`` starts afresh."""
+        value = "$" + field
+        return Expr({"$concatArrays": [{"$cond": [{"$isArray": value}, value, []]}, [literal(item)]]})
 
 
 def bson_safe(value: Any) -> Any:
@@ -235,3 +247,98 @@ def is_finite_number(value: Any) -> bool:
 def active_states() -> list[int]:
     """States that count towards ``max_evals`` (hyperopt's JOB_VALID_STATES)."""
     return [State.NEW, State.RUNNING, State.DONE]
+
+
+# -- validation: documents read back may be malformed --------------------------------
+
+
+def as_int(value: Any) -> int | None:
+    """``value`` as an int if it is an integral number (not a bool), else None.
+
+    mongosh writes numbers as doubles, so ``5.0`` counts as the integer 5."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def as_date(value: Any) -> datetime | None:
+    """``value`` if it is a datetime, else None."""
+    return value if isinstance(value, datetime) else None
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return (text[:60] + "...") if len(text) > 63 else text
+
+
+def _check_exp_key(job: Mapping[str, Any]) -> str | None:
+    value = job.get(EXP_KEY)
+    # None is hyperopt's default exp_key (a plain hyperopt script without one)
+    return None if value is None or isinstance(value, str) else f"exp_key is {_shown(value)}, not a string"
+
+
+def _check_tid(job: Mapping[str, Any]) -> str | None:
+    if TID not in job:
+        return "tid is missing"
+    return None if as_int(job[TID]) is not None else f"tid is {_shown(job[TID])}, not an integer"
+
+
+def _check_counter(name: str, minimum: int) -> Any:
+    def check(job: Mapping[str, Any]) -> str | None:
+        value = job.get(name)
+        if value is None:
+            return None
+        number = as_int(value)
+        if number is None or number < minimum:
+            return f"{name} is {_shown(value)}, not an integer >= {minimum}"
+        return None
+    return check
+
+
+def _check_lease(job: Mapping[str, Any]) -> str | None:
+    lease = job.get(LEASE)
+    if lease is None:
+        return "lease is missing"
+    if not isinstance(lease, Mapping):
+        return f"lease is {_shown(lease)}, not a document"
+    if not isinstance(lease.get("token"), str):
+        return f"lease.token is {_shown(lease.get('token'))}, not a string"
+    if as_date(lease.get("expires")) is None:
+        return f"lease.expires is {_shown(lease.get('expires'))}, not a date"
+    return None
+
+
+_CHECKS = {
+    EXP_KEY: _check_exp_key,
+    TID: _check_tid,
+    ATTEMPTS: _check_counter(ATTEMPTS, 0),
+    MAX_ATTEMPTS: _check_counter(MAX_ATTEMPTS, 1),
+    LEASE: _check_lease,
+}
+QUEUE_FIELDS = (EXP_KEY, TID, ATTEMPTS, MAX_ATTEMPTS)
+"""The fields the queue reads from a job it claims or requeues."""
+
+
+def job_problems(job: Mapping[str, Any], fields: Sequence[str] = QUEUE_FIELDS) -> list[str]:
+    """What is wrong with ``fields`` of the job document ``job``, one phrase each
+    (``["tid is 'abc', not an integer"]``); empty when they are as documented.
+
+    Checkable fields: ``exp_key`` (a string, or None as hyperopt allows), ``tid`` (an
+    integer), ``attempts`` (absent, or an integer >= 0), ``max_attempts`` (absent, or
+    an integer >= 1) and ``lease`` (``{token: string, expires: date, ...}``).
+    """
+    return [problem for name in fields if (problem := _CHECKS[name](job)) is not None]
+
+
+def lease_seconds(job: Mapping[str, Any]) -> float | None:
+    """The lease length its holder recorded in ``lease.seconds``, or None (absent or
+    not a positive number: jobs claimed before it was recorded)."""
+    lease = job.get(LEASE)
+    value = lease.get("seconds") if isinstance(lease, Mapping) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        return None
+    return float(value)

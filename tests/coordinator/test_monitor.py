@@ -556,3 +556,55 @@ def test_documented_queries_run_and_agree(seeded: tuple[str, Database]) -> None:
         for path in _field_paths(pipeline):
             assert path.split(".")[0] in SCHEMA_FIELDS | {"_id"}, f"{title!r}: unknown field {path!r}"
         assert _shape(title, namespace["result"]) == expected[title], title
+
+
+# -- malformed documents (issue 12, defect 9) ----------------------------------------------
+
+
+def test_malformed_documents_are_left_out_or_read_as_missing_never_a_traceback(
+    db: Database, db_url: str, cli: typer.Typer, tmp_path: Path
+) -> None:
+    from bson import ObjectId
+
+    from tests.support.jobs import enqueue
+
+    enqueue(db, "r", 3)
+    queue = JobQueue(db)
+    for _ in range(2):
+        claim = queue.claim("w:1", exp_key="r")
+        queue.report(claim, 1, {"val_loss": 1.0})
+        queue.finish(claim, State.DONE, {"status": "ok", "loss": float(claim.tid)})
+    db.runs.update_one({s.ID: "r"}, {"$set": {s.RUN_MAX_EVALS: "many", s.RUN_CREATED_AT: "once"}})
+    db[s.JOBS].insert_many([
+        {s.EXP_KEY: "r", s.STATE: State.DONE, s.RESULT: {"status": "ok", "loss": -1.0}},  # no tid
+        {s.EXP_KEY: "r", s.TID: "abc", s.STATE: State.RUNNING, s.LEASE: "foo"},
+        {s.EXP_KEY: "r", s.TID: 10, s.STATE: "weird", s.RESULT: "x", s.ERROR: "boom", s.MISC: "m",
+         s.BOOK_TIME: "yesterday", s.FINISHED_AT: 5, s.ATTEMPTS: "x", s.OWNER: {"host": "h"},
+         s.METRICS: "none"},
+        {s.EXP_KEY: "r", s.TID: 11, s.STATE: State.DONE, s.RESULT: {"status": "ok", "loss": -2.0},
+         s.PARAMS: {"x": ObjectId(), "when": server_time(db)}, s.MISC: {"vals": {"x": 3}}, s.METRICS: [1, "a"]},
+        {s.EXP_KEY: "r", s.TID: 12, s.STATE: State.RUNNING, s.LEASE: {"token": "t", "expires": "soon"},
+         s.REFRESH_TIME: "now"},
+    ])
+    db[s.WORKERS].insert_one({s.ID: "odd:1", s.WORKER_LAST_SEEN: server_time(db), s.WORKER_DONE: "many",
+                              s.WORKER_CURRENT: "t", s.WORKER_HOST: 7})
+    rows = monitor.trial_rows(db[s.JOBS], "r")
+    assert [r["tid"] for r in rows] == [0, 1, 2, 10, 11, 12]
+    odd = rows[3]
+    assert (odd["state"], odd["status"], odd["attempts"], odd["book_time"], odd["error_type"]) == (
+        "weird", None, None, None, None)
+    assert rows[4]["params.when"] == str(db[s.JOBS].find_one({s.TID: 11})[s.PARAMS]["when"])
+    status = monitor.run_status(db, "r")
+    assert [j.tid for j in status.stale] == [12] and status.stale[0].reasons == ["no valid lease"]
+    assert status.best is not None and status.best.tid == 11
+    assert monitor.learning_curves(db[s.JOBS], "r", [0, 10, 11]) == {0: [{"step": 1, "val_loss": 1.0}]}
+    for args in (["status"], ["runs"], ["trials", "--format", "csv"], ["trials", "--format", "json"],
+                 ["best"], ["plot", "--out", str(tmp_path)]):
+        if args != ["runs"]:
+            args = [*args, "--run", "r"]
+        result = invoke(cli, *args, "--mongo", db_url)
+        assert result.exit_code == 0, (args, result.output)
+        assert "Traceback" not in result.output, args
+    result = invoke(cli, "trials", "--run", "r", "--mongo", db_url, "--format", "csv")
+    assert "left out 2 malformed job document(s)" in result.stderr
+    assert "tid is missing" in result.stderr and "tid is 'abc', not an integer" in result.stderr

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import random
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from pymongo.database import Database
+from pymongo.errors import AutoReconnect, OperationFailure
 
 from jobstore import schema as s
 from jobstore.connection import server_time
 from jobstore.queue import _MAX_SPREAD, LOST_WORKER, JobQueue
+from jobstore.requeuer import Requeuer
+from jobstore.retry import retrying
 from jobstore.schema import State
 from tests.support.jobs import enqueue
 
@@ -238,3 +243,204 @@ def test_server_time_is_used_for_leases(db: Database, lease_s: float) -> None:
     queue.claim("w", exp_key="r", lease_s=lease_s)
     expires = job(db, "r", 0)[s.LEASE]["expires"]
     assert abs((expires - now).total_seconds() - lease_s) < 5
+
+
+# -- malformed documents are poison, never a crash (issue 12, defects 3 and 9) -----------
+
+
+def _past(db: Database) -> Any:
+    return server_time(db) - timedelta(minutes=1)
+
+
+def _malformed_running(db: Database) -> dict[str, dict]:
+    """Running jobs with expired (or no) leases, each malformed in one way, each in a
+    run of its own (as found: one bad document in another run)."""
+    past = _past(db)
+    lease = {"token": "t", "expires": past, "seconds": 1.0}
+    docs = {
+        "tid is missing": {"lease": lease},
+        "tid is 'abc', not an integer": {"tid": "abc", "lease": lease},
+        "attempts is 'x', not an integer >= 0": {"tid": 1, "attempts": "x", "lease": lease},
+        "max_attempts is 'y', not an integer >= 1": {"tid": 1, "max_attempts": "y", "lease": lease},
+        "exp_key is 42, not a string": {"tid": 1, "lease": lease},
+        "lease is missing": {"tid": 1},
+        "lease is 'foo', not a document": {"tid": 1, "lease": "foo"},
+        "lease.token is 5, not a string": {"tid": 1, "lease": {"token": 5, "expires": past}},
+        "lease.expires is 'yesterday', not a date": {"tid": 1, "lease": {"token": "t", "expires": "yesterday"}},
+    }
+    made = {}
+    for i, (problem, fields) in enumerate(docs.items()):
+        doc = {s.EXP_KEY: 42 if problem.startswith("exp_key") else f"junk-{i}", s.STATE: State.RUNNING,
+               s.OWNER: "gone:1", **fields}
+        doc[s.ID] = db.jobs.insert_one(doc).inserted_id
+        made[problem] = doc
+    return made
+
+
+def test_malformed_running_jobs_are_marked_as_errors_and_never_stop_the_requeue(db: Database) -> None:
+    enqueue(db, "r", 1)
+    queue = JobQueue(db)
+    queue.claim("w", exp_key="r", lease_s=0.05)
+    bad = _malformed_running(db)
+    time.sleep(0.1)
+    outcome = queue.requeue_expired()
+    assert outcome.requeued == [("r", 0)]
+    assert sorted(map(str, outcome.malformed)) == sorted(str(d[s.ID]) for d in bad.values())
+    for problem, doc in bad.items():
+        stored = db.jobs.find_one({s.ID: doc[s.ID]})
+        assert stored[s.STATE] == State.ERROR, problem
+        assert stored[s.ERROR]["reason"] == "malformed job" and stored[s.ERROR]["type"] == "MalformedJob"
+        assert problem in stored[s.ERROR]["message"], (problem, stored[s.ERROR]["message"])
+        assert stored[s.RESULT] == {"status": "fail", "reason": "malformed job"}
+        assert stored[s.LEASE] == {"token": None, "expires": None}
+    again = queue.requeue_expired()
+    assert (again.requeued, again.failed, again.malformed) == ([], [], [])
+
+
+class _Refusing:
+    """A jobs collection whose updates of one document raise a server error."""
+
+    def __init__(self, jobs: Any, refused: Any) -> None:
+        self._jobs = jobs
+        self.refused = refused
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._jobs, name)
+
+    def update_one(self, condition: dict, update: Any) -> Any:
+        if condition.get(s.ID) == self.refused:
+            raise OperationFailure("injected refusal", code=2)
+        return self._jobs.update_one(condition, update)
+
+
+def test_a_malformed_job_that_cannot_be_marked_is_skipped_with_one_warning(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    bad = _malformed_running(db)["tid is 'abc', not an integer"]
+    queue = JobQueue(db)
+    queue.jobs = _Refusing(queue.jobs, bad[s.ID])  # type: ignore[assignment]
+    enqueue(db, "r", 1)
+    with caplog.at_level(logging.WARNING, logger="jobstore.queue"):
+        for _ in range(3):
+            queue.requeue_expired()
+        assert queue.claim("w", exp_key="r") is not None
+    skips = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipping job")]
+    assert len(skips) == 1, skips
+    assert str(bad[s.ID]) in skips[0] and "injected refusal" in skips[0]
+    assert db.jobs.find_one({s.ID: bad[s.ID]})[s.STATE] == State.RUNNING
+
+
+def test_claim_marks_malformed_new_jobs_as_errors_and_takes_a_good_one(db: Database) -> None:
+    bad = {
+        "tid is missing": {s.EXP_KEY: "bad-a"},
+        "tid is 'abc', not an integer": {s.EXP_KEY: "bad-b", s.TID: "abc"},
+        "attempts is 'x', not an integer >= 0": {s.EXP_KEY: "bad-c", s.TID: 0, s.ATTEMPTS: "x"},
+        "max_attempts is -1, not an integer >= 1": {s.EXP_KEY: "bad-d", s.TID: 0, s.MAX_ATTEMPTS: -1},
+    }
+    ids = {problem: db.jobs.insert_one({**doc, s.STATE: State.NEW}).inserted_id for problem, doc in bad.items()}
+    enqueue(db, "r", 1)
+    queue = JobQueue(db)
+    assert queue.claim("w", exp_key="bad-a") is None
+    first = queue.claim("w")
+    assert first is not None and (first.exp_key, first.tid) == ("r", 0)
+    assert queue.claim("w") is None
+    for problem, _id in ids.items():
+        stored = db.jobs.find_one({s.ID: _id})
+        assert stored[s.STATE] == State.ERROR, problem
+        assert problem in stored[s.ERROR]["message"] and stored[s.ERROR]["reason"] == "malformed job"
+
+
+def test_writes_never_fail_on_counters_and_metrics_of_the_wrong_type(db: Database) -> None:
+    enqueue(db, "r", 1)
+    queue = JobQueue(db)
+    claim = queue.claim("w", exp_key="r")
+    db.jobs.update_one({s.ID: claim.id}, {"$set": {s.VERSION: "x", s.METRICS: "oops"}})
+    assert queue.heartbeat(claim)
+    assert queue.report(claim, 1, {"loss": 0.5})
+    assert queue.finish(claim, State.DONE, {"status": "ok", "loss": 0.5})
+    stored = job(db, "r", 0)
+    assert stored[s.METRICS] == [{"step": 1, "loss": 0.5}] and stored[s.VERSION] == 3
+
+
+# -- claim retried after a lost reply (defect 7) -----------------------------------------
+
+
+class _ReplyLost:
+    """A jobs collection whose next claim update is applied and then reported as a
+    network error, as when the server's reply is lost."""
+
+    def __init__(self, jobs: Any) -> None:
+        self._jobs = jobs
+        self.armed = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._jobs, name)
+
+    def update_one(self, condition: dict, update: Any) -> Any:
+        result = self._jobs.update_one(condition, update)
+        if self.armed and condition.get(s.STATE) == State.NEW:
+            self.armed = False
+            raise AutoReconnect("injected: connection closed before the reply")
+        return result
+
+
+def test_a_claim_retried_after_a_lost_reply_keeps_its_job(db: Database) -> None:
+    enqueue(db, "r", 2, max_attempts=1)
+    queue = JobQueue(db)
+    lossy = _ReplyLost(queue.jobs)
+    queue.jobs = lossy  # type: ignore[assignment]
+    claim = retrying(lambda: queue.claim("w", exp_key="r"), "claiming", sleep=lambda _: None)
+    assert not lossy.armed
+    assert claim is not None and claim.tid == 0
+    first, second = job(db, "r", 0), job(db, "r", 1)
+    assert first[s.STATE] == State.RUNNING and first[s.LEASE]["token"] == claim.token
+    assert first[s.ATTEMPTS] == 1
+    assert second[s.STATE] == State.NEW and not second.get(s.ATTEMPTS)
+    assert queue.finish(claim, State.DONE, {"status": "ok", "loss": 1.0})
+
+
+# -- a zombie's error result after "lost worker" (defect 8) ---------------------------
+
+
+def test_a_zombies_error_result_is_refused_after_the_job_failed_as_lost(db: Database) -> None:
+    enqueue(db, "r", 1, max_attempts=1)
+    queue = JobQueue(db)
+    zombie = queue.claim("zombie", exp_key="r", lease_s=0.05)
+    time.sleep(0.1)
+    assert queue.requeue_expired().failed == [("r", 0)]
+    error = {"type": "ValueError", "message": "late", "reason": "exception"}
+    assert not queue.finish(zombie, State.ERROR, {"status": "fail", "reason": "exception"}, error)
+    stored = job(db, "r", 0)
+    assert stored[s.ERROR]["type"] == "LostWorker" and stored[s.LEASE]["token"] is None
+
+
+# -- the holder's own lease decides when a job is lost (defect 6) -------------------------
+
+
+def test_an_expired_job_is_lost_only_after_its_holders_lease_was_observed(db: Database) -> None:
+    enqueue(db, "r", 2)
+    queue = JobQueue(db)
+    long_lease = queue.claim("w1", exp_key="r", lease_s=30)
+    assert queue.heartbeat(long_lease, lease_s=0.2)  # renewals record the lease they ask for
+    old = queue.claim("w2", exp_key="r", lease_s=0.2)
+    db.jobs.update_one({s.ID: old.id}, {"$unset": {s.LEASE_SECONDS: ""}})  # claimed by older code
+    assert job(db, "r", 0)[s.LEASE]["seconds"] == 0.2
+    time.sleep(0.3)
+    waiting = queue.requeue_expired(observed_s=0.1, default_lease_s=5)
+    assert waiting.requeued == [] and waiting.waiting == 2
+    assert queue.requeue_expired(observed_s=0.2, default_lease_s=5).requeued == [("r", 0)]
+    assert queue.requeue_expired(observed_s=5, default_lease_s=5).requeued == [("r", 1)]
+
+
+def test_the_requeuer_waits_for_the_holders_lease_after_regaining_contact(db: Database) -> None:
+    enqueue(db, "r", 1)
+    queue = JobQueue(db)
+    queue.claim("w", exp_key="r", lease_s=1.5)
+    db.jobs.update_one({s.EXP_KEY: "r"}, {"$set": {s.LEASE_EXPIRES: _past(db)}})
+    requeuer = Requeuer(JobQueue(db), interval=0.05, grace=0.1)
+    started = time.monotonic()
+    while job(db, "r", 0)[s.STATE] == State.RUNNING:
+        requeuer.tick()
+        time.sleep(0.02)
+        assert time.monotonic() - started < 10
+    assert time.monotonic() - started >= 1.5

@@ -8,7 +8,7 @@ import pytest
 from pymongo.database import Database
 
 from jobstore.errors import CoordinatorBusy, RunMismatch
-from jobstore.runs import RunStore
+from jobstore.runs import MalformedRun, RunStore
 from tests.support.jobs import enqueue
 
 
@@ -47,3 +47,34 @@ def test_one_coordinator_per_run_and_takeover_after_expiry(db: Database) -> None
         runs.acquire_coordinator("r", lease_s=30.0)
     runs.release_coordinator("r", second)
     runs.acquire_coordinator("r", lease_s=30.0)
+
+
+# -- malformed run documents and jobs (issue 12, defect 9) -------------------------------
+
+
+def test_ensure_ignores_jobs_with_a_malformed_tid_when_setting_the_counter(db: Database) -> None:
+    enqueue(db, "r", 3)
+    db.jobs.insert_many([{"exp_key": "r", "tid": "abc", "state": 0}, {"exp_key": "r", "state": 0}])
+    db.runs.delete_many({})
+    runs = RunStore(db)
+    runs.ensure("r")
+    assert runs.allocate_tids("r", 1) == [3]
+
+
+def test_ensure_on_a_damaged_counter_says_how_to_repair_it(db: Database) -> None:
+    enqueue(db, "r", 3)
+    db.runs.update_one({"_id": "r"}, {"$set": {"next_tid": "x"}})
+    with pytest.raises(MalformedRun, match=r"counter 'next_tid' is 'x', not an integer\. Repair it with "
+                       r"db\.runs\.updateOne\(\{_id: 'r'\}, \{\$set: \{next_tid: 3\}\}\)"):
+        RunStore(db).ensure("r")
+
+
+@pytest.mark.parametrize("holder", ["someone", {"host": "h", "pid": 1}, {"expires": "never"}, 7])
+def test_a_malformed_coordinator_field_is_taken_over(db: Database, holder: object) -> None:
+    runs = RunStore(db)
+    runs.ensure("r", experiment="quadratic", fingerprint="f")
+    db.runs.update_one({"_id": "r"}, {"$set": {"coordinator": holder}})
+    token = runs.acquire_coordinator("r", lease_s=30.0)
+    assert runs.renew_coordinator("r", token, lease_s=30.0)
+    with pytest.raises(CoordinatorBusy):
+        runs.acquire_coordinator("r", lease_s=30.0)
