@@ -18,9 +18,11 @@ WORKER = ["--run", "chaos", "--heartbeat", "0.2", "--lease", "1", "--poll-max", 
           "--connect-timeout", "10"]
 
 
-@pytest.mark.parametrize(("max_evals", "workers"), [(40, 3), pytest.param(200, 4, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(("max_evals", "workers", "max_faults"),
+                         [(40, 3, 15), pytest.param(200, 4, 80, marks=pytest.mark.slow)])
 def test_random_worker_faults(db: Database, db_url: str, make_chaos: Callable[..., Chaos],
-                              chaos_report: Callable[[Figures], None], max_evals: int, workers: int) -> None:
+                              chaos_report: Callable[[Figures], None], max_evals: int, workers: int,
+                              max_faults: int) -> None:
     """Every fault a worker can suffer, at random moments: the run still ends with
     exactly max-evals trials, each recorded once, no acknowledged result lost, and each
     worker either running or ended the way it was told to."""
@@ -42,7 +44,7 @@ def test_random_worker_faults(db: Database, db_url: str, make_chaos: Callable[..
         nonlocal next_fault
         chaos.thaw_due()
         chaos.replace_dead_workers(start)
-        if time.monotonic() < next_fault or chaos.done() >= max_evals - 3:
+        if time.monotonic() < next_fault or chaos.done() >= max_evals - 3 or chaos.fault_count >= max_faults:
             return
         ready = [w for w in chaos.workers() if not w.frozen and w.ready]
         fault = rng.choice(["kill", "stop", "term"])

@@ -16,7 +16,8 @@ a ``kill -9`` loses at most the line being written):
 Run settings (``hpo-coord start --set``):
 
 * ``sleep`` (s, default 0.1): the evaluation's length, in steps of about 0.05 s, each
-  reported as metrics; the objective stops at the next step when ``should_stop()``.
+  reported as metrics (like epochs: a process frozen mid-trial resumes at its next
+  step); the objective stops at the next step when ``should_stop()``.
 * ``poison`` (default none), e.g. ``{"int": [2], "text": [4]}``: the worker process's
   2nd evaluation returns a result BSON cannot hold, an integer of 2**64, and its 4th
   one a 17 MB string (MongoDB's documents are limited to 16 MB).  Counted per process,
@@ -40,6 +41,7 @@ from objectives.base import Experiment, Reporter, TrialInterrupted
 RECORDS_ENV = "HPO_CHAOS_RECORDS"
 HUGE_INT = 2**64
 HUGE_TEXT_BYTES = 17 * 2**20
+STEP_S = 0.05
 
 
 def record(event: str, **fields: Any) -> None:
@@ -74,14 +76,13 @@ def _objective(x: float, reporter: Reporter) -> Any:
     _evaluations += 1
     poison = poison_kind(_evaluations, reporter.settings.get("poison"))
     record("eval", x=x, poison=poison)
-    deadline = time.monotonic() + float(reporter.settings.get("sleep", 0.1))
-    step = 0
-    while time.monotonic() < deadline:
-        step += 1
+    seconds = float(reporter.settings.get("sleep", 0.1))
+    steps = max(1, round(seconds / STEP_S))
+    for step in range(1, steps + 1):  # like epochs: a frozen process resumes where it was
         reporter.report(step, elapsed=step)
         if reporter.should_stop():
             raise TrialInterrupted("asked to stop")
-        time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        time.sleep(seconds / steps)
     if poison == "int":
         return {"status": "ok", "loss": loss_of(x), "count": HUGE_INT}
     if poison == "text":
