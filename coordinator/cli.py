@@ -82,13 +82,21 @@ def start(
                                                  "Default: 4, or --local-workers if more.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for the algorithm's random state.")] = None,
     local_workers: Annotated[int, typer.Option(min=0, help="Also start this many workers as child "
-                                               "processes, stopped at the end.")] = 0,
+                                               "processes, restarted if they die (up to 5 crashes "
+                                               "in 10 min each) and stopped at the end.")] = 0,
     poll_interval: Annotated[float, typer.Option(min=0.001, help="Seconds between looks at the queue.")] = DEFAULT_POLL_INTERVAL_S,
     max_attempts: Annotated[int, typer.Option(min=1, help="Lost-worker claims a trial survives "
                                               "before it is marked as an error.")] = DEFAULT_MAX_ATTEMPTS,
     lease: Annotated[float, typer.Option(min=1, help="Coordinator lease (s). After a database "
                                          "outage a job is presumed lost only once its worker's own "
                                          "lease has passed (this one for jobs that did not record theirs).")] = DEFAULT_LEASE_S,
+    trial_timeout: Annotated[Optional[float], typer.Option(
+        min=0, help="Time limit (s) of one trial. Past it the worker asks the trial to stop and records "
+        "an error with the reason 'timeout' (not retried); a trial that has not stopped after the "
+        "worker's --grace ends its worker process (exit code 76) for its supervisor to restart "
+        "(local workers are restarted by this coordinator). Stored in the run (run setting "
+        "trial_timeout), so every worker applies it and a resume keeps it; 0: no limit. "
+        "Default: the experiment's (none unless it declares one).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Run setting KEY=VALUE passed "
                                                       "to the objective (e.g. epochs=10). Repeatable.")] = None,
     objective: ObjectiveOption = None,
@@ -116,7 +124,7 @@ def start(
             options = StartOptions(
                 run=run_name, max_evals=max_evals or experiment.max_evals, algo=algo or experiment.algo,
                 queue=queue or max(4, local_workers), seed=seed, local_workers=local_workers, poll_interval=poll_interval,
-                max_attempts=max_attempts, lease=lease, settings=settings,
+                max_attempts=max_attempts, lease=lease, trial_timeout=trial_timeout, settings=settings,
                 worker_args=[arg for ref in objective or [] for arg in ("--objective", ref)],
             )
             try:

@@ -1,4 +1,4 @@
-"""``--local-workers K``: worker processes started and stopped by the coordinator."""
+"""``--local-workers K``: worker processes started, restarted and stopped by the coordinator."""
 
 from __future__ import annotations
 
@@ -7,45 +7,120 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
+from collections import deque
 from types import TracebackType
 
+from jobstore.console import EXIT_TRIAL_HUNG, EXIT_USER_ERROR
+
 log = logging.getLogger(__name__)
+
+MAX_RESTARTS = 5
+"""Crashes of one worker slot within :data:`RESTART_WINDOW_S` after which it stays down."""
+RESTART_WINDOW_S = 600.0
+CHECK_INTERVAL_S = 0.5
 
 
 class LocalWorkers:
     """K ``hpo-worker`` child processes working on one run.
 
     Each gets ``OMP_NUM_THREADS`` = cores / K so K workers share the CPU instead of
-    fighting over it.  On exit they get SIGTERM (they return unfinished jobs to the
-    queue) and are killed if they do not exit within ``grace`` seconds.
+    fighting over it.  A watcher thread restarts a worker that exits on its own, with a
+    log line: after a crash, a kill, or exit code 76 (a trial ignored its time limit;
+    such exits do not count as crashes).  A slot whose worker crashed
+    :data:`MAX_RESTARTS` times within :data:`RESTART_WINDOW_S` seconds stays down, with
+    an error.  Exit 0 (the worker was stopped) and exit 2 (it refused the run: other
+    code, bad options) are not restarted.  On exit the workers get SIGTERM (they return
+    unfinished jobs to the queue) and are killed if they do not exit within ``grace``
+    seconds.
     """
 
-    def __init__(self, count: int, url: str, run: str, *, extra_args: list[str], grace: float = 10.0) -> None:
+    def __init__(self, count: int, url: str, run: str, *, extra_args: list[str], grace: float = 10.0,
+                 check_interval: float = CHECK_INTERVAL_S) -> None:
         self.count = count
         self.url = url
         self.run = run
         self.extra_args = extra_args
         self.grace = grace
-        self.processes: list[subprocess.Popen[bytes]] = []
+        self.check_interval = check_interval
+        self.processes: list[subprocess.Popen[bytes] | None] = []
+        self.restarts = 0
+        self._crashes: list[deque[float]] = []
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
 
-    def start(self) -> None:
+    def _spawn(self) -> subprocess.Popen[bytes]:
         threads = max(1, (os.cpu_count() or 1) // max(1, self.count))
         env = {**os.environ, "HPO_MONGO_URL": self.url, "OMP_NUM_THREADS": str(threads),
                "MKL_NUM_THREADS": str(threads)}
         command = [sys.executable, "-m", "worker", "--run", self.run, "--grace", str(self.grace),
                    "--log-level", "warning",
                    *self.extra_args]
-        for _ in range(self.count):
-            # A session of their own: a Ctrl-C in the terminal reaches the coordinator only,
-            # which then drains them once (a second signal would make them exit at once).
-            self.processes.append(subprocess.Popen(command, env=env, start_new_session=True))
-        log.info("started %d local worker(s) (pids %s)", self.count, ", ".join(str(p.pid) for p in self.processes))
+        # A session of their own: a Ctrl-C in the terminal reaches the coordinator only,
+        # which then drains them once (a second signal would make them exit at once).
+        return subprocess.Popen(command, env=env, start_new_session=True)
+
+    def start(self) -> None:
+        self.processes = [self._spawn() for _ in range(self.count)]
+        self._crashes = [deque() for _ in range(self.count)]
+        log.info("started %d local worker(s) (pids %s)", self.count,
+                 ", ".join(str(p.pid) for p in self.processes if p is not None))
+        self._stopping.clear()
+        self._watcher = threading.Thread(target=self._watch, name="local-workers", daemon=True)
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        try:
+            while not self._stopping.wait(self.check_interval):
+                for slot in range(len(self.processes)):
+                    self._check(slot)
+        except BaseException:  # noqa: BLE001 - this thread must not die quietly
+            log.critical("the thread restarting local workers failed; stopping the coordinator",
+                         exc_info=True)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def _check(self, slot: int) -> None:
+        process = self.processes[slot]
+        if process is None:
+            return
+        code = process.poll()
+        if code is None or self._stopping.is_set():
+            return
+        if code in (0, EXIT_USER_ERROR):
+            log.error("local worker %d exited with code %d; not restarting it%s", process.pid, code,
+                      " (it refused the run: see its message above)" if code else "")
+            self.processes[slot] = None
+            return
+        now = time.monotonic()
+        crashes = self._crashes[slot]
+        if code != EXIT_TRIAL_HUNG:
+            crashes.append(now)
+            while crashes and now - crashes[0] > RESTART_WINDOW_S:
+                crashes.popleft()
+            if len(crashes) > MAX_RESTARTS:
+                log.error("local worker %d exited with code %d; its slot crashed %d times within %.0f s, "
+                          "so it is not restarted again (see the workers' messages above)",
+                          process.pid, code, len(crashes), RESTART_WINDOW_S)
+                self.processes[slot] = None
+                return
+        why = "its trial ignored the time limit" if code == EXIT_TRIAL_HUNG else "crashed or was killed"
+        replacement = self._spawn()
+        self.processes[slot] = replacement
+        self.restarts += 1
+        log.warning("local worker %d exited with code %d; restarting it (%s) as pid %d",
+                    process.pid, code, why, replacement.pid)
 
     def stop(self) -> None:
-        for process in self.processes:
+        self._stopping.set()
+        if self._watcher is not None:
+            self._watcher.join()
+            self._watcher = None
+        running = [p for p in self.processes if p is not None]
+        for process in running:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-        for process in self.processes:
+        for process in running:
             try:
                 process.wait(self.grace + 5)
             except subprocess.TimeoutExpired:
@@ -61,3 +136,4 @@ class LocalWorkers:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+

@@ -52,6 +52,7 @@ class StartOptions:
     poll_interval: float = DEFAULT_POLL_INTERVAL_S
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     lease: float = DEFAULT_LEASE_S
+    trial_timeout: float | None = None
     settings: Mapping[str, Any] = field(default_factory=dict)
     worker_args: list[str] = field(default_factory=list)
 
@@ -96,7 +97,7 @@ def start_run(
     )
     runs.ensure(
         options.run, experiment=experiment.name, fingerprint=experiment.fingerprint(),
-        settings={**experiment.default_settings, **options.settings},
+        settings=run_settings(experiment, options, runs.get(options.run)),
         max_evals=options.max_evals, algo=options.algo,
     )
     token = runs.acquire_coordinator(options.run, options.lease)
@@ -125,6 +126,22 @@ def start_run(
     finally:
         runs.release_coordinator(options.run, token)
     return summarize(trials, options.run, experiment)
+
+
+def run_settings(experiment: Experiment, options: StartOptions, run: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The settings a (re)started run stores: the experiment's defaults, ``--set``, and
+    the trial time limit (``--trial-timeout``; else the one the run already has, so a
+    resume keeps it; else the experiment's default)."""
+    settings = {**experiment.default_settings, **options.settings}
+    stored = (run or {}).get(s.RUN_SETTINGS)
+    if options.trial_timeout is not None:
+        settings[s.RUN_TRIAL_TIMEOUT] = options.trial_timeout
+    elif s.RUN_TRIAL_TIMEOUT not in settings:  # not given with --set either
+        if isinstance(stored, Mapping) and s.RUN_TRIAL_TIMEOUT in stored:
+            settings[s.RUN_TRIAL_TIMEOUT] = stored[s.RUN_TRIAL_TIMEOUT]
+        elif experiment.trial_timeout is not None:
+            settings[s.RUN_TRIAL_TIMEOUT] = experiment.trial_timeout
+    return settings
 
 
 def summarize(trials: MongoTrials, run: str, experiment: Experiment) -> RunSummary:

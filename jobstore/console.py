@@ -51,6 +51,9 @@ LogLevelHelp = "debug, info, warning or error."
 
 stderr = Console(stderr=True)
 
+EXIT_TRIAL_HUNG = 76
+"""``hpo-worker`` exit code: a trial ignored its time limit; a supervisor should start a fresh worker."""
+
 
 def package_version() -> str:
     try:

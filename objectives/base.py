@@ -9,13 +9,26 @@ objective, and defaults for the coordinator.  The worker calls::
 trial).  ``reporter`` is a :class:`Reporter`: the objective calls
 ``reporter.report(epoch, **metrics)`` for intermediate metrics (they are stored on the
 job document as they arrive), reads run settings such as an epoch budget from
-``reporter.settings``, and may end early when ``reporter.should_stop()`` is true (the
-worker is shutting down; the job is then returned to the queue, not failed).
+``reporter.settings``, and should end early, by raising :class:`TrialInterrupted`, once
+``reporter.should_stop()`` is true: the worker is shutting down (the job is then
+returned to the queue, not failed), the worker lost the job's lease (the trial is
+dropped; the job's next holder owns it), or the trial ran past its time limit (it is
+recorded as an error with the reason ``timeout``; after the limit ``report`` raises
+:class:`TrialInterrupted` itself).
 
 The objective returns either a number (the loss) or a hyperopt result dict with at
 least ``status`` and, when the status is ``"ok"``, a finite ``loss``.  Raising an
 exception marks the trial as an error (the optimizer learns that this point failed);
 it is never retried blindly.
+
+**Time limit.**  A run may give each trial a time limit in seconds (``hpo-coord start
+--trial-timeout``, stored as the run setting ``trial_timeout``; otherwise
+:attr:`Experiment.trial_timeout`).  Past it the worker asks the trial to stop as above
+and waits the worker's ``--grace``; an objective that still has not returned (stuck in
+a C call, a deadlock, ``time.sleep``) cannot be ended inside the process, so the worker
+records the timeout, releases its GPU lease and exits with code 76 for its supervisor
+(Docker's restart policy, Kubernetes, ``hpo-coord start --local-workers``) to replace it
+with a fresh process.
 """
 
 from __future__ import annotations
@@ -37,7 +50,9 @@ class Reporter(Protocol):
         """Record intermediate metrics for ``step`` (usually the epoch, from 1)."""
 
     def should_stop(self) -> bool:
-        """True once the worker was asked to shut down; stop at the next safe point."""
+        """True once the trial should end: the worker is shutting down, lost the job's
+        lease, or the trial ran past its time limit.  Raise :class:`TrialInterrupted` at
+        the next safe point."""
 
 
 Objective = Callable[[Any, Reporter], "float | Mapping[str, Any]"]
@@ -47,8 +62,10 @@ class TrialInterrupted(Exception):
     """Raised by an objective (or by the worker) to abandon a trial that was asked to stop.
 
     An objective raises it once ``reporter.should_stop()`` is true, at its next safe
-    point.  It is not a failure of the point being evaluated: the worker returns the job
-    to the queue, where another worker evaluates it from the start.
+    point.  It is not a failure of the point being evaluated: on shutdown the worker
+    returns the job to the queue, where another worker evaluates it from the start; after
+    a lost lease it drops the trial; past the time limit it records a ``timeout`` error.
+    Raised when nothing asked the trial to stop, it is an ordinary exception (an error).
     """
 
 
@@ -69,6 +86,9 @@ class Experiment:
     version: str = "1"
     description: str = ""
     default_settings: Mapping[str, Any] = field(default_factory=dict)
+    trial_timeout: float | None = None
+    """Default time limit of one trial in seconds (None: no limit); a run's
+    ``hpo-coord start --trial-timeout`` overrides it.  See the module docstring."""
     retrain: Callable[[Mapping[str, Any], Mapping[str, Any], Path], Mapping[str, Any]] | None = None
     """Optional: ``retrain(params, settings, out_dir)`` trains a final model on all the
     training data (``hpo-coord retrain``), saves it under ``out_dir`` and returns a

@@ -42,7 +42,9 @@ def work(
         min=0.3, help="Lease length (s): a job not renewed for this long is lost. Default: 3 heartbeats.")] = None,
     grace: Annotated[float, typer.Option(
         min=0, help="After SIGTERM/SIGINT, seconds the current trial may take before it is "
-        "interrupted and returned to the queue.")] = 60.0,
+        "interrupted and returned to the queue. Also the seconds a trial past its time limit "
+        "(hpo-coord start --trial-timeout) has to stop before this worker records the timeout "
+        "and exits with code 76, for its supervisor to start a fresh one.")] = 60.0,
     allow_pickle: Annotated[bool, typer.Option(
         "--allow-pickle", help="Run jobs whose objective is a pickled hyperopt Domain stored in the "
         "database (plain hyperopt fmin scripts). Executes code from the database: only if you "
@@ -54,7 +56,12 @@ def work(
     connect_timeout: ConnectTimeoutOption = DEFAULT_TIMEOUT_S,
     log_level: Annotated[str, typer.Option(help=LogLevelHelp)] = "info",
 ) -> None:
-    """Claim jobs from the queue and evaluate them until stopped."""
+    """Claim jobs from the queue and evaluate them until stopped.
+
+    Exit codes: 0 stopped (signal, --max-jobs, --idle-exit); 2 bad options, or the
+    --run's jobs are refused (other experiment code); 75 the GPU lease was taken over;
+    76 a trial ignored its time limit (restart the worker: it frees the GPU).
+    """
     setup_logging(log_level)
     lease_s = lease if lease is not None else 3 * heartbeat
     if lease_s <= heartbeat:

@@ -18,14 +18,34 @@ Behaviour a user can rely on:
   queue (not failed), and the worker exits 0.  A second signal exits at once.
 * While the database is away, every operation is retried with backoff; a result
   computed meanwhile is written once the database is back.
+* A lost lease ends only that trial: a cooperative objective stops (or a finished
+  one's write is refused), nothing is written over the job's next holder, and the
+  worker goes on claiming.  Only a stop signal (or :meth:`Worker.request_stop`) stops it.
+* A poison job never kills the worker: a job document with a field missing or of the
+  wrong type, or an objective whose result MongoDB cannot hold (an integer beyond 64
+  bits, more than 8 MiB), ends as an error with the reason ``malformed job`` or
+  ``unstorable result``; an objective that calls ``sys.exit`` is an ordinary error.
+  Error messages and tracebacks are cut to a few kilobytes (logged: 500 characters),
+  so a megabyte-long exception message is written as quickly as a short one.  A
+  malformed run document (its ``settings`` not a document) refuses that run.
+* A trial that runs past its time limit (run setting ``trial_timeout``, from
+  ``hpo-coord start --trial-timeout`` or the experiment's default) is asked to stop;
+  it ends as an error with the reason ``timeout`` (not retried) and the worker goes on.
+  If it has not stopped ``grace`` seconds later, the worker records the timeout,
+  releases its GPU lease and exits with code 76 (:data:`EXIT_TRIAL_HUNG`) for its
+  supervisor to replace it: a thread cannot be ended, and a GPU is freed only with
+  its process.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
+import math
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -35,33 +55,46 @@ from typing import Any
 
 from hyperopt import base
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
+from pymongo.errors import OperationFailure, PyMongoError, WriteError
 
 from jobstore import schema as s
+from jobstore.console import EXIT_TRIAL_HUNG, EXIT_USER_ERROR
 from jobstore.gpu_lease import GpuLease, visible_devices_env, wait_for_gpus
 from jobstore.heartbeat import Heartbeat
 from jobstore.queue import DEFAULT_LEASE_S, Claim, JobQueue
 from jobstore.requeuer import Requeuer
-from jobstore.retry import describe, retrying
+from jobstore.retry import DEFAULT_GIVE_UP_S, describe, retrying
 from jobstore.workers import WorkerRegistry
-from objectives.base import TrialInterrupted
-from objectives.registry import UnknownExperiment, get_experiment
+from objectives.base import Experiment, TrialInterrupted
+from objectives.registry import BadObjectiveReference, UnknownExperiment, get_experiment
 from worker.evaluate import (
+    LOG_LIMIT,
+    MALFORMED,
     PICKLE_REFUSED,
+    MalformedJob,
     Outcome,
     PointOutsideSpace,
+    clip,
+    exception_name,
+    exception_text,
     failure,
     from_exception,
-    normalize,
+    interpret,
+    job_command,
+    job_experiment,
+    job_vals,
     params_for,
+    timed_out,
+    unstorable,
 )
+from worker.timeout import TrialTimer
 
 log = logging.getLogger(__name__)
 
 RUN_INFO_TTL_S = 10.0
 DEFAULT_POLL_MIN_S = 0.01
 DEFAULT_POLL_MAX_S = 0.5
-EXIT_REFUSED = 2
+EXIT_REFUSED = EXIT_USER_ERROR
 EXIT_GPU_LOST = 75
 
 
@@ -77,6 +110,7 @@ class WorkerConfig:
     heartbeat: float = 10.0
     lease: float = DEFAULT_LEASE_S
     grace: float = 60.0
+    """Seconds a trial may take to stop after a stop signal, or after its time limit."""
     allow_pickle: bool = False
     gpus: int = 1
     version: str = "unknown"
@@ -91,6 +125,12 @@ class Refused(Exception):
     """This worker will not evaluate the run's jobs; the message says why."""
 
 
+def _label(claim: Claim) -> str:
+    """``trial 7 of run 'r'`` for log lines, whatever types the job's fields have."""
+    tid = claim.job.get(s.TID)
+    return f"trial {tid if isinstance(tid, int) else repr(tid)[:40]} of run {claim.job.get(s.EXP_KEY)!r:.80}"
+
+
 class JobReporter:
     """The :class:`objectives.base.Reporter` a worker hands to the objective."""
 
@@ -102,20 +142,32 @@ class JobReporter:
         self._stop = stop
         self._lease_s = lease_s
         self._lost = threading.Event()
+        self._time_up = threading.Event()
 
     def report(self, step: int, **metrics: float) -> None:
+        if self._time_up.is_set():
+            raise TrialInterrupted("the trial ran past its time limit")
+        tid = self._claim.job.get(s.TID)
         kept = retrying(
             lambda: self._queue.report(self._claim, step, metrics, self._lease_s),
-            f"reporting metrics of trial {self._claim.tid}",
+            f"reporting metrics of trial {tid}",
         )
         if not kept:
             self.lease_lost()
 
     def should_stop(self) -> bool:
-        return self._stop.is_set() or self._lost.is_set()
+        return self._stop.is_set() or self._lost.is_set() or self._time_up.is_set()
 
     def lease_lost(self) -> None:
         self._lost.set()
+
+    def time_up(self) -> None:
+        self._time_up.set()
+
+    @property
+    def lost(self) -> bool:
+        """True once the job's lease was found taken (by a heartbeat or a report)."""
+        return self._lost.is_set()
 
 
 class Worker:
@@ -128,12 +180,14 @@ class Worker:
         self.registry = WorkerRegistry(db)
         self.requeuer = Requeuer(self.queue, interval=max(1.0, config.heartbeat / 2), grace=config.lease)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
-        self.refused: set[str] = set()
+        self.refused: set[Any] = set()
         self.jobs_done = 0
         self._stop = threading.Event()
         self._current: Claim | None = None
         self._run_info: dict[str, tuple[float, dict[str, Any]]] = {}
         self._domains: dict[tuple[str, str], Any] = {}
+        self._gpu_lease: GpuLease | None = None
+        self._warned_timeouts: set[str] = set()
 
     # -- signals --------------------------------------------------------------------
 
@@ -153,9 +207,9 @@ class Worker:
             log.info("%s: stopping", name)
             return
         log.warning(
-            "%s: finishing trial %d of run %r for up to %.0f s, then returning it to the "
+            "%s: finishing %s for up to %.0f s, then returning it to the "
             "queue (send %s again to exit at once)",
-            name, self._current.tid, self._current.exp_key, self.config.grace, name,
+            name, _label(self._current), self.config.grace, name,
         )
         if self.config.grace <= 0:
             raise TrialInterrupted(f"{name} with no grace period")
@@ -180,6 +234,7 @@ class Worker:
         cfg = self.config
         retrying(self.queue.ensure_indexes, "creating indexes")
         gpu_lease = GpuLease(self.db, self.worker_id, count=cfg.gpus, ttl=cfg.lease)
+        self._gpu_lease = gpu_lease
         leased = wait_for_gpus(gpu_lease, stop=self._stop)
         if leased is None:
             return 0
@@ -234,8 +289,9 @@ class Worker:
                     self._process(claim)
                 except Refused as exc:
                     retrying(lambda held=claim: self.queue.release(held), "returning a refused job")
-                    self.refused.add(claim.exp_key)
-                    log.error("refusing run %r: %s", claim.exp_key, exc)
+                    run = claim.job.get(s.EXP_KEY)
+                    self.refused.add(run)
+                    log.error("refusing run %r: %s", run, exc)
                     if cfg.run is not None:
                         code = EXIT_REFUSED
                         break
@@ -249,98 +305,199 @@ class Worker:
         current = self._current
         return {
             "status": "busy" if current is not None else "idle",
-            "current": {"exp_key": current.exp_key, "tid": current.tid} if current is not None else None,
+            "current": ({"exp_key": current.job.get(s.EXP_KEY), "tid": current.job.get(s.TID)}
+                    if current is not None else None),
             "trials_done": self.jobs_done,
         }
 
     def _process(self, claim: Claim) -> None:
-        task, settings = self._prepare(claim)
+        label = _label(claim)
+        try:
+            task, settings, limit = self._prepare(claim)
+        except Refused:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a malformed job must not kill the worker
+            if isinstance(exc, PyMongoError):  # the database's trouble, not the job's
+                raise
+            outcome = _unprepared(label, exc)
+            log.error("%s: %s", label, clip(outcome.error["message"] if outcome.error else "", LOG_LIMIT))
+            self._write(claim, outcome)
+            return
         if task is None:
             return
         reporter = JobReporter(self.queue, claim, settings, self._stop, self.config.lease)
         beat = Heartbeat(
             lambda: self.queue.heartbeat(claim, self.config.lease),
             self.config.heartbeat,
-            name=f"run {claim.exp_key!r} trial {claim.tid}",
+            name=label,
             on_lost=reporter.lease_lost,
         )
-        outcome: Outcome | None
+        timer = TrialTimer(limit, self.config.grace, name=label,
+                           on_expired=lambda: self._time_up(reporter, label, limit),
+                           on_hung=lambda: self._end_hung_trial(claim, label, limit))
+        interrupted: TrialInterrupted | None = None
+        outcome: Outcome | None = None
         started = time.monotonic()
-        with beat:
+        with beat, timer:
             self._current = claim
+            value: Any = None
             try:
-                outcome = normalize(task(reporter))
+                value = task(reporter)
             except TrialInterrupted as exc:
-                log.warning("trial %d of run %r interrupted: %s", claim.tid, claim.exp_key, exc)
-                outcome = None
-            except Exception as exc:  # noqa: BLE001 - the objective's failure is data
-                log.warning("trial %d of run %r raised %s: %s", claim.tid, claim.exp_key,
-                            type(exc).__name__, exc)
+                interrupted = exc
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - the objective's failure is data
+                log.warning("%s raised %s: %s", label, exception_name(exc), clip(exception_text(exc), LOG_LIMIT))
                 outcome = from_exception(exc)
             finally:
                 self._current = None
                 _disarm_grace_timer()
-        if outcome is None:
+        elapsed_s = time.monotonic() - started
+        if outcome is None and interrupted is None:
+            outcome = interpret(value)
+        if timer.expired:
+            assert limit is not None
+            log.warning("%s ran past its time limit of %g s; recorded as an error (timeout)", label, limit)
+            _free_gpu_memory()
+            self._write(claim, timed_out(limit), elapsed_s=elapsed_s)
+        elif interrupted is not None and reporter.lost:
+            log.warning("%s: lease lost, so the trial is dropped (the job's next holder owns it); it "
+                        "stopped with: %s", label, clip(exception_text(interrupted), LOG_LIMIT))
+        elif interrupted is not None and self._stop.is_set():
+            log.warning("%s interrupted: %s", label, clip(exception_text(interrupted), LOG_LIMIT))
             if retrying(lambda: self.queue.release(claim), "returning the job to the queue"):
-                log.warning("trial %d of run %r returned to the queue", claim.tid, claim.exp_key)
-            self._stop.set()
+                log.warning("%s returned to the queue", label)
         else:
-            self._write(claim, outcome, elapsed_s=time.monotonic() - started)
+            if interrupted is not None:  # raised although nothing asked the trial to stop
+                log.warning("%s raised TrialInterrupted although it was not asked to stop: %s",
+                            label, clip(exception_text(interrupted), LOG_LIMIT))
+                outcome = from_exception(interrupted)
+            assert outcome is not None
+            self._write(claim, outcome, elapsed_s=elapsed_s)
 
-    def _write(self, claim: Claim, outcome: Outcome, elapsed_s: float | None = None) -> None:
-        written = retrying(
-            lambda: self.queue.finish(claim, outcome.state, outcome.result, outcome.error, elapsed_s),
-            f"writing the result of trial {claim.tid}",
-        )
+    def _time_up(self, reporter: JobReporter, label: str, limit: float | None) -> None:
+        log.warning("%s ran past its time limit of %g s; asking it to stop (it has %.0f s before "
+                    "this worker exits to end it)", label, limit, self.config.grace)
+        reporter.time_up()
+
+    def _end_hung_trial(self, claim: Claim, label: str, limit: float | None) -> None:
+        """Record the timeout of a trial that ignored the request to stop, free the GPU
+        lease and exit :data:`EXIT_TRIAL_HUNG` (runs in the time-limit thread)."""
+        assert limit is not None
+        log.error("%s did not stop within %.0f s of passing its time limit of %g s; recording the "
+                  "timeout and exiting with code %d so that a supervisor replaces this worker "
+                  "(a running trial cannot be ended inside the process; its GPU memory is freed "
+                  "with it)", label, self.config.grace, limit, EXIT_TRIAL_HUNG)
+        try:
+            self._write(claim, timed_out(limit), give_up_after=self.config.lease)
+        except Exception as exc:  # noqa: BLE001 - exit regardless; the lease then lapses
+            log.error("could not record the timeout of %s (%s); the job is requeued when its lease "
+                      "lapses", label, describe(exc))
+        try:
+            if self._gpu_lease is not None:
+                self._gpu_lease.release()
+            self.registry.update(self.worker_id, status="stopped", trials_done=self.jobs_done)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("could not release the GPU lease (%s); it lapses in %.0f s",
+                        describe(exc), self.config.lease)
+        logging.shutdown()
+        os._exit(EXIT_TRIAL_HUNG)
+
+    def _write(self, claim: Claim, outcome: Outcome, elapsed_s: float | None = None,
+               give_up_after: float = DEFAULT_GIVE_UP_S) -> None:
+        """Store ``outcome``; a result the database refuses (a document over its size
+        limit, ...) is replaced by an ``unstorable result`` error."""
+        label = _label(claim)
+
+        def finish(final: Outcome) -> bool:
+            return retrying(
+                lambda: self.queue.finish(claim, final.state, final.result, final.error, elapsed_s),
+                f"writing the result of {label}", give_up_after=give_up_after,
+            )
+
+        try:
+            written = finish(outcome)
+        except Exception as exc:
+            if not _unstorable(exc):
+                raise
+            problem = f"{type(exc).__name__}: {clip(exception_text(exc), 300)}"
+            log.error("%s: the database refused its result (%s); recording an error instead", label, problem)
+            outcome = unstorable(problem)
+            written = finish(outcome)
         if written:
             self.jobs_done += 1
             loss = outcome.result.get("loss")
-            log.info("run %r trial %d: %s%s", claim.exp_key, claim.tid,
-                     outcome.state.name.lower(), f", loss {loss:.6g}" if isinstance(loss, float) else "")
+            log.info("%s: %s%s", label, outcome.state.name.lower(),
+                     f", loss {loss:.6g}" if isinstance(loss, float) else "")
 
     # -- what to run ----------------------------------------------------------------
 
-    def _prepare(self, claim: Claim) -> tuple[Callable[[JobReporter], Any] | None, Mapping[str, Any]]:
-        """The objective call for ``claim`` and its settings, or (None, {}) if the job was
-        already finished as an error here.
+    def _prepare(self, claim: Claim) -> tuple[Callable[[JobReporter], Any] | None, Mapping[str, Any], float | None]:
+        """The objective call for ``claim``, its settings and its time limit; the call is
+        None if the job was already finished as an error here.
 
         Raises:
             Refused: this worker must not evaluate the run's jobs.
+            MalformedJob, PointOutsideSpace: the job document cannot be evaluated.
         """
         job = claim.job
-        name = job.get(s.EXPERIMENT)
+        name = job_experiment(job)
         if name is None:
-            return self._prepare_pickled(claim), {}
+            return self._prepare_pickled(claim), {}, None
         try:
             experiment = get_experiment(name)
         except UnknownExperiment as exc:
             raise Refused(f"{exc}. Install the package that provides {name!r} on this "
                           "worker, or start it with --objective package.module:attribute") from None
-        run = self._run(claim.exp_key)
+        except BadObjectiveReference as exc:
+            raise Refused(f"this worker's experiment {name!r} cannot be loaded: {exc}") from None
+        exp_key = claim.job.get(s.EXP_KEY)
+        if not isinstance(exp_key, str):
+            raise MalformedJob(f"'exp_key' is of type {type(exp_key).__name__}, expected the run's name")
+        run = self._run(exp_key)
         fingerprint = experiment.fingerprint()
         if run.get(s.RUN_FINGERPRINT) not in (None, fingerprint):
             raise Refused(
-                f"version skew: run {claim.exp_key!r} was created for {name!r} with fingerprint "
-                f"{run.get(s.RUN_FINGERPRINT)}, but this worker's code gives {fingerprint}; "
+                f"version skew: run {exp_key!r} was created for {name!r} with fingerprint "
+                f"{run.get(s.RUN_FINGERPRINT)!r:.80}, but this worker's code gives {fingerprint}; "
                 "run the same version of the experiment on the coordinator and the workers"
             )
-        try:
-            params = params_for(experiment.space, job[s.MISC]["vals"])
-        except PointOutsideSpace as exc:
-            self._write(claim, failure("params outside space", f"trial {claim.tid}: {exc}", "PointOutsideSpace"))
-            return None, {}
-        settings = {**experiment.default_settings, **(run.get(s.RUN_SETTINGS) or {})}
-        return (lambda reporter: experiment.objective(params, reporter)), settings
+        run_settings = run.get(s.RUN_SETTINGS) or {}
+        if not isinstance(run_settings, Mapping):
+            raise Refused(
+                f"the run document's settings are of type {type(run_settings).__name__}, not a "
+                "document; start the run again with hpo-coord start (its --set options) to rewrite them"
+            )
+        params = params_for(experiment.space, job_vals(job))
+        settings = {**experiment.default_settings, **run_settings}
+        limit = self._time_limit(exp_key, experiment, run_settings)
+        return (lambda reporter: experiment.objective(params, reporter)), settings, limit
+
+    def _time_limit(self, exp_key: str, experiment: Experiment, run_settings: Mapping[str, Any]) -> float | None:
+        """The run's ``trial_timeout`` setting, else the experiment's; None (or 0): no limit.
+
+        A value that is not a non-negative number is ignored, with one warning per run.
+        """
+        value = run_settings.get(s.RUN_TRIAL_TIMEOUT, experiment.trial_timeout)
+        valid = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                  and math.isfinite(value) and value >= 0)
+        if not valid:
+            if exp_key not in self._warned_timeouts:
+                self._warned_timeouts.add(exp_key)
+                log.warning("run %r: the setting %s=%s is not a number of seconds >= 0; ignoring it "
+                            "(the experiment's default applies: %s)", exp_key, s.RUN_TRIAL_TIMEOUT,
+                            clip(repr(value), 80), experiment.trial_timeout)
+            value = experiment.trial_timeout
+        return float(value) if value else None
 
     def _prepare_pickled(self, claim: Claim) -> Callable[[JobReporter], Any] | None:
         job = claim.job
-        cmd = (job.get(s.MISC) or {}).get("cmd") or [None, None]
+        cmd = job_command(job) or (None, None)
         if cmd[0] != "domain_attachment":
             self._write(claim, failure("unsupported job", f"job has no experiment and an unsupported "
-                                       f"hyperopt command {cmd[0]!r}", "UnsupportedJob"))
+                                       f"hyperopt command {cmd[0]!r:.100}", "UnsupportedJob"))
             return None
         if not self.config.allow_pickle:
-            log.error("trial %d of run %r: %s", claim.tid, claim.exp_key, PICKLE_REFUSED)
+            log.error("%s: %s", _label(claim), PICKLE_REFUSED)
             self._write(claim, failure("pickle refused", PICKLE_REFUSED, "PickleRefused"))
             return None
         from jobstore.trials import MongoTrials
@@ -365,3 +522,40 @@ class Worker:
             cached = (time.monotonic(), run)
             self._run_info[exp_key] = cached
         return cached[1]
+
+
+# Server errors for a document that grew too large (BSONObjectTooLarge, and the
+# "resulting document after update is larger than 16 MiB" codes).
+_TOO_LARGE_CODES = frozenset({10334, 17419, 17420})
+
+
+def _unstorable(exc: Exception) -> bool:
+    """True when a failed result write means "this result cannot be stored": the driver
+    could not encode it, or the server refused this document (a write error: too large,
+    field names it does not accept, a validation rule), not a database problem (those
+    are raised: retried while transient, fatal otherwise)."""
+    if isinstance(exc, WriteError):
+        return True
+    if isinstance(exc, OperationFailure):
+        return exc.code in _TOO_LARGE_CODES
+    return not isinstance(exc, PyMongoError)
+
+
+def _unprepared(label: str, exc: Exception) -> Outcome:
+    """The error outcome of a job that could not be prepared for evaluation."""
+    if isinstance(exc, PointOutsideSpace):
+        return failure("params outside space", f"{label}: {exc}", "PointOutsideSpace")
+    if isinstance(exc, MalformedJob):
+        return failure(MALFORMED, f"{label}: {exc}", "MalformedJob")
+    outcome = from_exception(exc)
+    assert outcome.error is not None
+    return failure(MALFORMED, f"{label}: the job could not be prepared: {exception_name(exc)}: "
+                   f"{exception_text(exc)}", exception_name(exc), outcome.error.get("traceback"))
+
+
+def _free_gpu_memory() -> None:
+    """Hand the memory PyTorch cached for an ended trial back to the GPU (if torch runs)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        gc.collect()
+        torch.cuda.empty_cache()

@@ -2,12 +2,15 @@
 
 ``recording`` is the tutorial's quadratic; every evaluation is also recorded in the
 ``evaluations`` collection of the worker's database, so tests can check that no point
-was evaluated twice.  The run setting ``mode`` makes it misbehave on purpose.
+was evaluated twice.  The run setting ``mode`` makes it misbehave on purpose; with the
+setting ``only_first`` only the first evaluation of that mode misbehaves (the others
+return the quadratic), so one worker can meet a poison trial and then ordinary ones.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Any
 
@@ -26,9 +29,17 @@ def _evaluations() -> pymongo.collection.Collection:
     return _client.get_default_database()["evaluations"]
 
 
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("this exception cannot be printed")
+
+
 def _objective(x: float, reporter: Reporter) -> Any:
     mode = reporter.settings.get("mode", "quadratic")
+    first = _evaluations().count_documents({"mode": mode}, limit=1) == 0
     _evaluations().insert_one({"x": x, "pid": os.getpid(), "mode": mode})
+    if reporter.settings.get("only_first") and not first:
+        mode = "quadratic"
     if mode == "slow":
         deadline = time.monotonic() + float(reporter.settings.get("seconds", 30))
         step = 0
@@ -38,6 +49,23 @@ def _objective(x: float, reporter: Reporter) -> Any:
             if reporter.should_stop() and reporter.settings.get("cooperative", True):
                 raise TrialInterrupted("asked to stop")
             time.sleep(0.1)
+    if mode == "hang":  # ignores should_stop() and never reports: only a kill ends it
+        while True:
+            time.sleep(1)
+    if mode == "bigint":
+        return {"loss": x**2, "count": 2**70}
+    if mode == "huge":
+        return {"loss": x**2, "blob": "x" * 17_000_000}
+    if mode == "dollar":
+        return {"loss": x**2, "$where": "sleep(1000)", "a.b": {"$gt": 1}}
+    if mode == "nulkey":
+        return {"loss": x**2, "a\x00b": 1}
+    if mode == "longmsg":
+        raise ValueError("boom " + "x" * int(reporter.settings.get("length", 2_000_000)))
+    if mode == "exit":
+        sys.exit(3)
+    if mode == "unprintable":
+        raise _Unprintable()
     if mode == "raise" and x > 0:
         raise ValueError(f"boom at x={x:.3f}")
     if mode == "nan":
