@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import FrameType
+from types import FrameType, TracebackType
 from typing import Any
 
 import hyperopt
@@ -67,11 +68,51 @@ class RunSummary:
     worst_loss: float | None = None
 
 
-def _interrupt_on_sigterm() -> None:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
+class StopOnSignals:
+    """SIGTERM and SIGINT ask the coordinator to stop; it stops at the next safe point.
 
-    signal.signal(signal.SIGTERM, handler)
+    The handler only records the request.  An exception raised from a signal handler
+    lands wherever the main thread happens to be, and inside a ``__del__`` (pymongo has
+    several) Python prints "Exception ignored" and drops it, so a single SIGTERM, all
+    that ``docker stop`` and Kubernetes send before the kill, could be lost.  Instead
+    :meth:`check` raises ``KeyboardInterrupt`` where the coordinator can stop cleanly:
+    before fmin starts and at each of fmin's polls (as its ``early_stop_fn``), that is
+    within one poll interval or one suggestion.  A second signal while the stop is
+    pending raises at once: the way out when the first cannot be honoured soon, e.g.
+    while an operation waits for the database to come back.  The keeper's
+    ``_thread.interrupt_main()`` (lease lost) arrives as a SIGINT and takes the same path.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self._requested = threading.Event()
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self._requested.is_set():
+            raise KeyboardInterrupt
+        self._requested.set()
+
+    def check(self) -> None:
+        """Raise ``KeyboardInterrupt`` if a stop was asked for."""
+        if self._requested.is_set():
+            raise KeyboardInterrupt
+
+    def early_stop(self, trials: Any, *args: Any) -> tuple[bool, tuple[Any, ...]]:
+        """hyperopt's ``early_stop_fn``: fmin calls it after every poll of the queue."""
+        self.check()
+        return False, args
+
+    def __enter__(self) -> "StopOnSignals":
+        for signum in self.SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
 
 
 def start_run(
@@ -85,9 +126,16 @@ def start_run(
     """Run fmin until ``options.max_evals`` trials are done; see the module docstring.
 
     Raises:
-        KeyboardInterrupt: on SIGINT/SIGTERM, after leaving the run resumable.
+        KeyboardInterrupt: on SIGINT/SIGTERM (see :class:`StopOnSignals`), after leaving
+            the run resumable.
         jobstore.errors.UserError: run mismatch, busy run, bad algorithm.
     """
+    with StopOnSignals() as stop:
+        return _start_run(db, target, experiment, options, console, worker_url, stop)
+
+
+def _start_run(db: Database, target: MongoTarget, experiment: Experiment, options: StartOptions,
+               console: Console, worker_url: str, stop: StopOnSignals) -> RunSummary:
     algo = suggest_function(options.algo)
     runs = RunStore(db, target.jobs_collection)
     trials = MongoTrials(
@@ -101,7 +149,6 @@ def start_run(
         max_evals=options.max_evals, algo=options.algo,
     )
     token = runs.acquire_coordinator(options.run, options.lease)
-    _interrupt_on_sigterm()
     rstate = np.random.default_rng(options.seed)
     workers = LocalWorkers(options.local_workers, worker_url, options.run,
                            extra_args=options.worker_args) if options.local_workers else None
@@ -114,11 +161,12 @@ def start_run(
             if workers is not None:
                 workers.start()
             try:
+                stop.check()
                 hyperopt.fmin(
                     experiment.objective, experiment.space, algo=algo, max_evals=options.max_evals,
                     trials=trials, rstate=rstate, max_queue_len=options.queue,
                     show_progressbar=rich_progress(console, options.run), verbose=True,
-                    return_argmin=False,
+                    return_argmin=False, early_stop_fn=stop.early_stop,
                 )
             finally:
                 if workers is not None:

@@ -14,16 +14,22 @@ import typer
 
 from pymongo.database import Database
 from rich.console import Console
+from rich.highlighter import NullHighlighter
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from jobstore.connection import MongoTarget, connect, mask, parse_url, url_from_environment
 from jobstore.errors import UserError
 from objectives.registry import BadObjectiveReference, UnknownExperiment, load_reference, register
 
 EXIT_USER_ERROR = 2
+MAX_LOG_CHARS = 10_000
+"""Longer log messages (with their tracebacks) keep their first and last half of this."""
 MONGO_HELP = (
-    "MongoDB URL, mongodb://[USER@]HOST:PORT/DB (or hyperopt's mongo://HOST:PORT/DB/jobs). "
-    "Default: $HPO_MONGO_URL."
+    "MongoDB URL: any connection string MongoDB's drivers take, e.g. mongodb://[USER@]HOST:PORT/DB, "
+    "a replica set's mongodb://USER@H1:PORT,H2:PORT/DB?replicaSet=NAME, mongodb+srv://USER@HOST/DB "
+    "(or hyperopt's mongo://HOST:PORT/DB/jobs). Writes are journaled (w=majority) unless the URL "
+    "sets w or journal. Default: $HPO_MONGO_URL."
 )
 PASSWORD_FILE_HELP = "Read the MongoDB password from this file (or set $HPO_MONGO_PASSWORD[_FILE])."
 OBJECTIVE_HELP = (
@@ -63,11 +69,14 @@ def package_version() -> str:
 
 
 def setup_logging(level: str) -> None:
-    """Log to stderr through rich, masking passwords in every message."""
+    """Log to stderr through rich, masking passwords in every message and traceback and
+    shortening messages over :data:`MAX_LOG_CHARS`.  Nothing is highlighted: rich's
+    highlighter takes minutes on a long message, such as an objective's exception."""
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         fail(f"unknown log level {level!r}; use debug, info, warning or error")
-    handler = RichHandler(console=stderr, show_path=False, rich_tracebacks=False)
+    handler = RichHandler(console=stderr, show_path=False, rich_tracebacks=False,
+                          highlighter=NullHighlighter())
     handler.addFilter(_MaskPasswords())
     logging.basicConfig(level=numeric, format="%(message)s", datefmt="[%X]", handlers=[handler], force=True)
     logging.getLogger("pymongo").setLevel(max(numeric, logging.WARNING))
@@ -75,15 +84,31 @@ def setup_logging(level: str) -> None:
 
 
 class _MaskPasswords(logging.Filter):
+    """Masks the record's message and traceback (formatted here, so that the handler
+    prints the masked text) and shortens it."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = mask(record.getMessage())
+        message = record.getMessage()
+        if record.exc_info:
+            message += "\n" + logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+            record.exc_text = None
+        record.msg = shorten(mask(message))
         record.args = None
         return True
 
 
+def shorten(text: str, limit: int = MAX_LOG_CHARS) -> str:
+    """``text``, or its first and last ``limit / 2`` characters and how many were left out."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n[... {len(text) - 2 * half} characters left out ...]\n{text[-half:]}"
+
+
 def fail(message: str) -> NoReturn:
-    """Print a user error and exit 2 (no traceback)."""
-    stderr.print(f"[bold red]error:[/] {mask(message)}", highlight=False)
+    """Print a user error (password masked, printed literally) and exit 2 (no traceback)."""
+    stderr.print(f"[bold red]error:[/] {escape(mask(message))}", highlight=False)
     raise SystemExit(EXIT_USER_ERROR)
 
 

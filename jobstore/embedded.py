@@ -3,6 +3,10 @@
 Starts SecantusDB's ``secantusd-py`` (installed with this project) on a free loopback
 port.  Production uses a real MongoDB; this exists so that ``hpo-coord start`` works
 with nothing else installed, and so the test suite has a real server to talk to.
+
+The server runs with ``--sync-on-commit`` (its log is flushed to disk at every commit)
+unless asked not to: together with the store's journaled write concern, a result the
+store acknowledged survives a crash of the server.
 """
 
 from __future__ import annotations
@@ -54,13 +58,16 @@ class EmbeddedServer:
     """A ``secantusd-py`` child process serving ``storage`` on ``127.0.0.1:port``.
 
     Data under ``storage`` survives :meth:`stop` and :meth:`start`, so a run can be
-    resumed and a test can restart the server mid-run.
+    resumed and a test can restart the server mid-run.  With ``sync_on_commit`` (the
+    default) every acknowledged write also survives ``kill -9`` of the server.
     """
 
-    def __init__(self, storage: Path, port: int | None = None, log_file: Path | None = None):
+    def __init__(self, storage: Path, port: int | None = None, log_file: Path | None = None,
+                 *, sync_on_commit: bool = True):
         self.storage = Path(storage)
         self.port = port or free_port()
         self.log_file = log_file or self.storage.parent / f"{self.storage.name}.log"
+        self.sync_on_commit = sync_on_commit
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -76,6 +83,7 @@ class EmbeddedServer:
             "--port", str(self.port),
             "--storage-path", str(self.storage),
             "--log-level", "WARNING",
+            *(["--sync-on-commit"] if self.sync_on_commit else []),
         ]
         with open(self.log_file, "ab") as out:
             self._process = subprocess.Popen(
@@ -103,6 +111,13 @@ class EmbeddedServer:
                     time.sleep(0.1)
         finally:
             client.close()
+
+    def kill(self) -> None:
+        """Kill the server with SIGKILL, as a crash would (no shutdown, no final flush)."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
     def stop(self, timeout: float = 20.0) -> None:
         """Stop the server (SIGTERM, then SIGKILL after ``timeout``)."""

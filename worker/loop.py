@@ -15,7 +15,10 @@ Behaviour a user can rely on:
   it, such a job is marked as an error with an explanation and not run.
 * The first SIGTERM/SIGINT stops taking jobs and gives the current trial ``grace``
   seconds to finish; after that the trial is interrupted and its job returned to the
-  queue (not failed), and the worker exits 0.  A second signal exits at once.
+  queue (not failed), and the worker exits 0.  A second signal exits at once.  An
+  objective that swallows the interruption (a bare ``except``, or the exception landing
+  in a ``__del__``) has :data:`INTERRUPT_BACKSTOP_S` more seconds; then its job is handed
+  back all the same and the worker exits with 128 + the signal's number.
 * While the database is away, every operation is retried with backoff; a result
   computed meanwhile is written once the database is back.
 * A lost lease ends only that trial: a cooperative objective stops (or a finished
@@ -96,6 +99,9 @@ DEFAULT_POLL_MIN_S = 0.01
 DEFAULT_POLL_MAX_S = 0.5
 EXIT_REFUSED = EXIT_USER_ERROR
 EXIT_GPU_LOST = 75
+INTERRUPT_BACKSTOP_S = 5.0
+"""Seconds a trial has to end after :class:`TrialInterrupted` was raised into it by a
+stop signal (or its grace running out) before the worker hands its job back and exits."""
 
 
 @dataclass
@@ -188,6 +194,7 @@ class Worker:
         self._domains: dict[tuple[str, str], Any] = {}
         self._gpu_lease: GpuLease | None = None
         self._warned_timeouts: set[str] = set()
+        self._stop_signal = signal.SIGTERM
 
     # -- signals --------------------------------------------------------------------
 
@@ -211,13 +218,47 @@ class Worker:
             "queue (send %s again to exit at once)",
             name, _label(self._current), self.config.grace, name,
         )
+        self._stop_signal = signum
         if self.config.grace <= 0:
-            raise TrialInterrupted(f"{name} with no grace period")
+            self._interrupt(f"{name} with no grace period")
         signal.setitimer(signal.ITIMER_REAL, self.config.grace)
 
     def _on_grace_over(self, signum: int, frame: FrameType | None) -> None:
         if self._current is not None:
-            raise TrialInterrupted("the grace period after the stop signal is over")
+            self._interrupt("the grace period after the stop signal is over")
+
+    def _interrupt(self, why: str) -> None:
+        """Raise :class:`TrialInterrupted` into the running objective (we are in a signal
+        handler on the main thread), with a backstop: the exception can be swallowed
+        (raised inside a ``__del__``, or caught by the objective), so if the same trial
+        still runs :data:`INTERRUPT_BACKSTOP_S` later, :meth:`_abandon` hands its job back
+        and ends the process."""
+        claim = self._current
+        backstop = threading.Timer(INTERRUPT_BACKSTOP_S, self._abandon, args=(claim,))
+        backstop.daemon = True
+        backstop.start()
+        raise TrialInterrupted(why)
+
+    def _abandon(self, claim: Claim | None) -> None:
+        """Return ``claim``'s job to the queue and exit, if that trial still runs after
+        being interrupted (runs in the backstop thread)."""
+        if claim is None or self._current is not claim:
+            return
+        code = 128 + self._stop_signal
+        label = _label(claim)
+        log.error("%s did not stop %.0f s after being interrupted (the interruption was swallowed); "
+                  "returning its job to the queue and exiting with code %d", label,
+                  INTERRUPT_BACKSTOP_S, code)
+        try:
+            if self.queue.release(claim):
+                log.warning("%s returned to the queue", label)
+            if self._gpu_lease is not None:
+                self._gpu_lease.release()
+        except Exception as exc:  # noqa: BLE001 - exit regardless; the lease then lapses
+            log.error("could not return %s to the queue (%s); it is requeued when its lease lapses",
+                      label, describe(exc))
+        logging.shutdown()
+        os._exit(code)
 
     def request_stop(self) -> None:
         """Stop after the current job (for embedding the worker in other code)."""

@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from objectives import nasbench201 as nb
 
 REPO = Path(__file__).resolve().parents[2]
@@ -88,3 +90,23 @@ def test_search_quality_requires_the_table(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "cannot read the NAS-Bench-201 table" in done.stderr
     assert not (tmp_path / "r.md").exists()
+
+
+@pytest.mark.slow
+def test_dispatch_write_concern_quick(tmp_path: Path) -> None:
+    report = tmp_path / "benchmarks.md"
+    run_script("dispatch.py", "--write-concern", report=report)
+    text = report.read_text()
+    assert "## Dispatch: cost of durable writes (quick smoke run)" in text
+    rows = [line for line in text.splitlines() if line.startswith("| embedded |")]
+    assert len(rows) == 8  # server sync on/off x client durable/fast: write latency, then dispatch
+    command = next(line for line in text.splitlines() if line.startswith("- Command: "))
+    assert command.startswith("- Command: `python bench/dispatch.py --quick") and "--write-concern" in command
+
+
+def test_mask_cost_quick(tmp_path: Path) -> None:
+    report = tmp_path / "benchmarks.md"
+    run_script("mask_cost.py", report=report)
+    text = report.read_text()
+    assert "## Masking passwords and logging long messages (quick smoke run)" in text
+    assert len([line for line in text.splitlines() if "| 2.0 MB |" in line]) == 5

@@ -58,6 +58,22 @@ def test_malformed_urls(url: str, message: str) -> None:
     assert_user_error(invoke("worker", "--mongo", url), message)
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("MONGODB://coord:s3cretPW@localhost:port/db", "bad port in 'MONGODB://coord:***@localhost:port/db'"),
+        ("mongodb://:s3cretPW@localhost/db", "bad user or password in 'mongodb://:***@localhost/db'"),
+        ("mongodb://coord:s3cret@PW@localhost/db", "bad user or password in 'mongodb://coord:***@localhost/db'"),
+        ("mongodb://coord:s3cretPW@h1:1,h2:x/db", "bad port in 'mongodb://coord:***@h1:1,h2:x/db'"),
+    ],
+)
+def test_url_errors_never_show_the_password(url: str, message: str) -> None:
+    for result in (invoke("coordinator", "start", "--exp", "quadratic", "--mongo", url),
+                   invoke("worker", "--mongo", url)):
+        assert_user_error(result, message)
+        assert "s3cret" not in result.stdout + result.stderr
+
+
 def test_unreachable_server_is_reported_within_seconds_with_the_password_masked() -> None:
     url = f"mongodb://alice:hunter2@127.0.0.1:{free_port()}/db"
     for module, args in (("coordinator", ["start", "--exp", "quadratic"]), ("worker", [])):

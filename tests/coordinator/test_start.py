@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import random
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,7 +17,7 @@ from pymongo.database import Database
 
 from jobstore import schema as s
 from jobstore.schema import State
-from tests.support.processes import RECORDING, run_cli, start_coordinator, start_worker, stop, wait_for
+from tests.support.processes import REPO, RECORDING, run_cli, start_coordinator, start_worker, stop, wait_for
 
 FAST_WORKER = ["--heartbeat", "0.2", "--lease", "1", "--poll-max", "0.05"]
 
@@ -149,3 +153,63 @@ def test_digits_on_a_laptop_with_nothing_else_set(tmp_path: Path) -> None:
     worst = float(text.split("worst successful loss ")[1].split()[0])
     assert best < 0.1 and worst - best > 0.05
     assert (tmp_path / ".hpo" / "db").is_dir()
+
+
+def test_the_resume_hint_masks_the_password_whatever_the_url_looks_like() -> None:
+    from coordinator.start import resume_hint
+
+    for url in ("MONGODB://coord:s3cret@h:1/db", "mongodb://:s3cret@h/db", "mongodb://u:s3c@ret@h1,h2/db?replicaSet=rs0",
+                "mongodb+srv://u:s3cret@cluster.example.net/hpo"):
+        hint = resume_hint("recording", "r", url)
+        assert "s3c" not in hint and "***@" in hint and hint.startswith("hpo-coord start --exp recording --run r --mongo")
+
+
+# -- one SIGTERM always stops the coordinator (issue 12, defect 11) ---------------------------
+
+def _assert_stopped_resumably(db: Database, code: int, log: Path, run: str) -> None:
+    text = log.read_text()
+    assert code == 130, text
+    assert "is resumable with:" in text and f"hpo-coord start --exp recording --run {run}" in text, text
+    assert "Traceback" not in text, text
+    assert (db.runs.find_one({s.ID: run}) or {}).get(s.RUN_COORDINATOR) is None
+
+
+def test_a_sigterm_that_lands_inside_a_del_still_stops_the_coordinator(
+    db: Database, db_url: str, tmp_path: Path
+) -> None:
+    """No workers: without the stop the coordinator would wait for its trials forever."""
+    log = tmp_path / "c.log"
+    with open(log, "ab") as out:
+        coordinator = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.sigterm_in_del", "start", "--mongo", db_url,
+             "--exp", "recording", "--objective", RECORDING, "--run", "d", "--max-evals", "5"],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
+    try:
+        code = coordinator.wait(60)
+    except subprocess.TimeoutExpired:
+        stop(coordinator)
+        raise AssertionError("the SIGTERM was lost: the coordinator kept running\n" + log.read_text()) from None
+    assert "signal delivered inside __del__" in log.read_text()
+    _assert_stopped_resumably(db, code, log, "d")
+
+
+def test_one_sigterm_at_a_random_moment_always_stops_the_coordinator(
+    db: Database, db_url: str, tmp_path: Path
+) -> None:
+    rng = random.Random(12)
+    for attempt in range(5):
+        run = f"t{attempt}"
+        log = tmp_path / f"{run}.log"
+        coordinator = start_coordinator(db_url, "--exp", "recording", "--objective", RECORDING, "--run", run,
+                                        "--max-evals", "50", "--queue", "8", log=log)
+        try:
+            wait_for(lambda: (db.runs.find_one({s.ID: run}) or {}).get(s.RUN_COORDINATOR) is not None,
+                     what="the coordinator to hold the run")
+            time.sleep(rng.uniform(0, 1.5))
+            coordinator.send_signal(signal.SIGTERM)
+            code = coordinator.wait(60)
+        except subprocess.TimeoutExpired:
+            stop(coordinator)
+            raise AssertionError(f"attempt {attempt}: one SIGTERM did not stop the coordinator\n"
+                                 + log.read_text()) from None
+        _assert_stopped_resumably(db, code, log, run)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
+import pymongo
 import pytest
 
-from jobstore.connection import connect, mask, parse_url
+from jobstore.connection import MASK_PATTERNS, connect, mask, parse_url, url_spans
 from jobstore.embedded import free_port
 from jobstore.errors import BadUrl, DatabaseUnreachable
 
@@ -82,5 +84,215 @@ def test_unreachable_server_fails_fast_with_a_masked_message() -> None:
 
 
 def test_tls_options_pass_through_to_pymongo(tmp_path: Path) -> None:
-    with pytest.raises(BadUrl, match="invalid MongoDB URL .*tlscafile file is not readable"):
-        connect(parse_url(f"mongodb://localhost/db?tls=true&tlsCAFile={tmp_path}/missing.pem"))
+    with pytest.raises(BadUrl, match="invalid option in .*tlscafile file is not readable"):
+        parse_url(f"mongodb://localhost/db?tls=true&tlsCAFile={tmp_path}/missing.pem")
+
+
+# -- every URL form the MongoDB drivers accept (issue 12) ----------------------------------
+
+SEED_LIST = ("mongodb://hpo:pw@mongo-0.mongo:27017,mongo-1.mongo:27017,mongo-2.mongo:27017/hpo"
+             "?replicaSet=rs0&authSource=admin")
+
+
+def test_replica_set_seed_list_from_the_deployment_guide() -> None:
+    target = parse_url(SEED_LIST)
+    assert (target.database, target.jobs_collection) == ("hpo", "jobs")
+    assert target.client_url == ("mongodb://hpo:pw@mongo-0.mongo:27017,mongo-1.mongo:27017,mongo-2.mongo:27017/"
+                                 "?replicaSet=rs0&authSource=admin")
+    assert target.display == "mongodb://hpo:***@mongo-0.mongo:27017,mongo-1.mongo:27017,mongo-2.mongo:27017/hpo"
+
+
+def test_seed_list_takes_the_password_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HPO_MONGO_PASSWORD", "p@ss:w/rd")
+    target = parse_url("mongodb://hpo@h1,h2:27018,[::1]:27019/hpo?replicaSet=rs0")
+    assert target.client_url == "mongodb://hpo:p%40ss%3Aw%2Frd@h1,h2:27018,[::1]:27019/?replicaSet=rs0"
+
+
+def test_srv_url_is_parsed_without_a_dns_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dns.resolver
+
+    def no_dns(*args: object, **kwargs: object) -> None:
+        raise AssertionError("parse_url must not resolve DNS")
+
+    monkeypatch.setattr(dns.resolver, "resolve", no_dns)
+    target = parse_url("mongodb+srv://USER:PASS@cluster.example.net/hpo?retryWrites=true&w=majority")
+    assert (target.database, target.jobs_collection) == ("hpo", "jobs")
+    assert target.client_url == "mongodb+srv://USER:PASS@cluster.example.net/?retryWrites=true&w=majority"
+    assert target.display == "mongodb+srv://USER:***@cluster.example.net/hpo"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mongodb+srv://cluster.example.net:27017/hpo", r"mongodb\+srv:// URLs name one host and no port"),
+        ("mongodb+srv://a.example.net,b.example.net/hpo", r"mongodb\+srv:// URLs name one host and no port"),
+        ("mongodb://h1:27017,h2:port/db", "bad port"),
+        ("mongodb://h1:27017,,h2/db", "empty host"),
+        ("mongodb://h1/db?w=sometimes&journal=perhaps", "invalid option in"),
+        ("mongodb://h1/db?srvMaxHosts=2", "invalid option in"),
+    ],
+)
+def test_malformed_driver_urls_are_explained(url: str, message: str) -> None:
+    with pytest.raises(BadUrl, match=message):
+        parse_url(url)
+
+
+def test_options_pass_through_unchanged(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("")
+    url = ("mongodb://h1:1,h2:2/db?replicaSet=rs0&readPreference=secondaryPreferred&tls=true"
+           f"&tlsCAFile={tmp_path}/ca.pem&appName=my%20app&retryWrites=false&maxPoolSize=5")
+    assert parse_url(url).client_url == "mongodb://h1:1,h2:2/?" + url.split("?", 1)[1]
+
+
+def test_scheme_is_case_insensitive_and_no_database_or_slash_is_fine() -> None:
+    target = parse_url("MongoDB://Alice:pw@H1:1,h2:2?authSource=admin")
+    assert target.client_url == "mongodb://Alice:pw@H1:1,h2:2/?authSource=admin"
+    assert target.database == "hpo"
+
+
+def test_database_dot_collection_names_the_jobs_collection() -> None:
+    target = parse_url("mongodb://h/exp.myjobs")
+    assert (target.database, target.jobs_collection) == ("exp", "myjobs")
+
+
+def test_hyperopt_url_with_credentials_and_options() -> None:
+    target = parse_url("mongo://u:p%40w@h1:1,h2:2/foo/trials?authSource=admin")
+    assert (target.client_url, target.database, target.jobs_collection) == (
+        "mongodb://u:p%40w@h1:1,h2:2/?authSource=admin", "foo", "trials")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mongodb://:s3cretPW@host/db",          # empty user
+        "mongodb://u:s3cret@PW@host/db",        # unescaped @ in the password
+        "mongodb://u:s3cret:PW@host/db",        # unescaped : in the password
+    ],
+)
+def test_bad_credentials_are_explained_with_the_password_masked(url: str) -> None:
+    with pytest.raises(BadUrl, match="percent-encode") as caught:
+        parse_url(url)
+    assert "s3cret" not in str(caught.value) and "PW" not in str(caught.value)
+
+
+def test_every_error_message_masks_the_password() -> None:
+    for url in ("MONGODB://coord:s3cretPW@h:port/db", "mongodb://coord:s3cretPW@h/a/b",
+                "mongo://coord:s3cretPW@h/a/b/c", "MONGODB://coord:s3cretPW@h:1/db?journal=bad",
+                "mongodb+srv://coord:s3cretPW@h:1/db", "mongodb://coord:s3cretPW@/db"):
+        with pytest.raises(BadUrl) as caught:
+            parse_url(url)
+        assert "s3cretPW" not in str(caught.value), str(caught.value)
+        assert "***" in str(caught.value), str(caught.value)
+
+
+# -- masking ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("MONGODB://coord:PW@h:1/db", "MONGODB://coord:***@h:1/db"),
+        ("Mongo://coord:PW@h/db/jobs", "Mongo://coord:***@h/db/jobs"),
+        ("mongodb://:PW@host", "mongodb://:***@host"),
+        ("mongodb://u:p@ss@word@host:1/db", "mongodb://u:***@host:1/db"),
+        ("mongodb://u:a/b?c@host/db", "mongodb://u:***@host/db"),
+        ("mongodb+srv://u:PW@cluster.example.net/hpo", "mongodb+srv://u:***@cluster.example.net/hpo"),
+        (SEED_LIST, SEED_LIST.replace(":pw@", ":***@")),
+        ("--mongo 'mongodb://u:PW@h/db' --run r", "--mongo 'mongodb://u:***@h/db' --run r"),
+        ("(mongodb://u:PW@h:1)", "(mongodb://u:***@h:1)"),
+        ("a mongodb://alice@h/db without password", "a mongodb://alice@h/db without password"),
+        ("h/db?tls=true&tlsCertificateKeyFilePassword=PW&x=1", "h/db?tls=true&tlsCertificateKeyFilePassword=***&x=1"),
+        ("authMechanismProperties=AWS_SESSION_TOKEN:PW,X:1", "authMechanismProperties=AWS_SESSION_TOKEN:***,X:1"),
+        ("http://proxyuser:PW@proxy:3128", "http://proxyuser:***@proxy:3128"),
+        ("two: mongodb://a:PW@h1 and mongodb://b:PW@h2", "two: mongodb://a:***@h1 and mongodb://b:***@h2"),
+    ],
+)
+def test_mask_hides_every_form_of_password(text: str, masked: str) -> None:
+    assert mask(text) == masked
+
+
+def test_mask_hides_a_password_given_outside_the_url(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("Zq9-file-secret\n")
+    parse_url("mongodb://alice@h:1/db", password_file=secret)
+    assert mask("auth failed for alice with Zq9-file-secret") == "auth failed for alice with ***"
+
+
+TWO_MB = 2 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a" * TWO_MB,                                   # quadratic for the old regex
+        ("mongodb://u" * TWO_MB)[:TWO_MB],
+        "mongodb://u:" + "@" * TWO_MB,
+        ("://@ " * TWO_MB)[:TWO_MB],
+        "failed at mongodb://u:pw@h/db: " + repr(list(range(400_000)))[:TWO_MB],
+    ],
+    ids=["long-word", "repeated-scheme", "many-at", "many-tokens", "long-message"],
+)
+def test_mask_reads_each_character_a_bounded_number_of_times(text: str) -> None:
+    """Linear time, checked on its cause rather than a clock: mask runs only patterns
+    that are a literal followed by one repeated character class (they cannot backtrack),
+    and the URL tails it examines are disjoint."""
+    for pattern in MASK_PATTERNS:
+        assert re.fullmatch(r"(\(\?i\))?\(?[\w:/=]+\)?(\\S|\[\^[^\]]+\])\*", pattern.pattern), pattern.pattern
+    spans = url_spans(text)
+    assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:]))
+    assert sum(end - start for start, end in spans) <= len(text)
+    masked = mask(text)
+    assert "pw@" not in masked
+
+
+def _seed_list(server_url: str, database: str) -> tuple[str, str | None]:
+    """The server given twice (as 127.0.0.1 and as localhost), and its replica set name."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(server_url)
+    with pymongo.MongoClient(server_url) as client:
+        set_name = client.admin.command("hello").get("setName")
+    hosts = f"127.0.0.1:{parts.port},localhost:{parts.port}"
+    return f"mongodb://{hosts}/{database}" + (f"?{parts.query}" if parts.query else ""), set_name
+
+
+def test_seed_list_url_against_the_running_server(mongo_server_url: str, db_url: str) -> None:
+    """Two seeds for one server, with and without the replica set's name: the driver
+    finds the one server (SecantusDB calls itself the primary of replica set "secantus")."""
+    database = db_url.rsplit("/", 1)[1]
+    url, set_name = _seed_list(mongo_server_url, database)
+    urls = [url]
+    if set_name:
+        urls.append(url + ("&" if "?" in url else "?") + f"replicaSet={set_name}")
+    for n, variant in enumerate(urls):
+        db = connect(parse_url(variant), timeout_s=5)
+        try:
+            db.jobs.insert_one({"n": n})
+            assert db.jobs.count_documents({"n": n}) == 1
+            assert db.write_concern.document == {"w": "majority", "j": True}
+        finally:
+            db.client.close()
+
+
+def test_wrong_replica_set_name_is_reported_as_unreachable(mongo_server_url: str) -> None:
+    url, _ = _seed_list(mongo_server_url, "db")
+    with pytest.raises(DatabaseUnreachable, match='replica set name "not-this-one"'):
+        connect(parse_url(url + ("&" if "?" in url else "?") + "replicaSet=not-this-one"), timeout_s=1)
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("", {"w": "majority", "j": True}),
+        ("?w=1", {"w": 1, "j": True}),
+        ("?journal=false&w=1", {"w": 1, "j": False}),
+    ],
+)
+def test_writes_are_durable_unless_the_url_says_otherwise(mongo_server_url: str, query: str,
+                                                         expected: dict[str, object]) -> None:
+    url, _ = _seed_list(mongo_server_url, "db")
+    separator = "&" if "?" in url and query else ""
+    db = connect(parse_url(url + (separator + query[1:] if separator else query)), timeout_s=5)
+    try:
+        assert db.write_concern.document == expected
+    finally:
+        db.client.close()

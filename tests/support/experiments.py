@@ -49,6 +49,14 @@ def _objective(x: float, reporter: Reporter) -> Any:
             if reporter.should_stop() and reporter.settings.get("cooperative", True):
                 raise TrialInterrupted("asked to stop")
             time.sleep(0.1)
+    if mode == "swallow":  # catches the interruption and carries on, as a bare except would
+        deadline = time.monotonic() + float(reporter.settings.get("seconds", 60))
+        while time.monotonic() < deadline:
+            try:
+                reporter.report(1, elapsed=0.0)
+                time.sleep(0.1)
+            except TrialInterrupted:
+                pass
     if mode == "hang":  # ignores should_stop() and never reports: only a kill ends it
         while True:
             time.sleep(1)

@@ -185,3 +185,21 @@ def test_worker_survives_a_database_restart(private_server, tmp_path: Path, outa
     log = (tmp_path / "w.log").read_text()
     assert "database unavailable during reporting metrics of trial 0" in log
     assert "database is back" in log
+
+
+def test_a_trial_that_swallows_its_interruption_is_handed_back_and_the_worker_exits(
+    db: Database, db_url: str, tmp_path: Path
+) -> None:
+    """The interruption raised after the grace period can be swallowed (an objective's
+    bare ``except``, or the exception landing inside a ``__del__``): one SIGTERM must end
+    the worker all the same, with the job back in the queue and no attempt charged."""
+    enqueue(db, "r", 1, experiment="recording", settings={"mode": "swallow", "seconds": 120})
+    worker = start_worker(db_url, "--run", "r", "--grace", "0.5", *FAST, log=tmp_path / "w.log")
+    wait_for(lambda: db.jobs.count_documents({s.EXP_KEY: "r", "metrics.0": {"$exists": True}}) == 1,
+             what="the trial to start")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(60) == 128 + signal.SIGTERM
+    job = db.jobs.find_one({s.EXP_KEY: "r"})
+    assert job[s.STATE] == State.NEW and job[s.ATTEMPTS] == 0
+    log = (tmp_path / "w.log").read_text()
+    assert "interruption was swallowed" in log and "returned to the queue" in log
