@@ -10,7 +10,7 @@ import pytest
 
 from jobstore import schema as s
 from jobstore.embedded import EmbeddedServer
-from tests.support.chaos import Chaos, Figures, Process, audit, kill_server, seed_for
+from tests.support.chaos import Chaos, Figures, Process, audit, seed_for
 
 pytestmark = pytest.mark.chaos
 
@@ -42,7 +42,7 @@ def test_database_killed_and_restarted(private_server: EmbeddedServer, make_chao
                          during=lambda: chaos.replace_dead_workers(start))
         assert coordinator.alive, chaos.describe([coordinator])
         time.sleep(rng.uniform(0, 0.3))
-        kill_server(private_server)
+        private_server.kill()
         chaos.faults["database kill -9"] += 1
         time.sleep(rng.uniform(0.2, 2.0))
         private_server.start()

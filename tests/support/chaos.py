@@ -34,7 +34,6 @@ from typing import Any
 from pymongo.database import Database
 
 from jobstore import schema as s
-from jobstore.embedded import EmbeddedServer
 from jobstore.schema import State
 from tests.support.chaos_objective import RECORDS_ENV
 from tests.support.processes import run_cli, start_coordinator, start_worker
@@ -279,14 +278,6 @@ class Chaos:
                 during()
             time.sleep(0.1)
         return process.popen.returncode
-
-
-def kill_server(server: EmbeddedServer) -> None:
-    """``kill -9`` of the embedded server (and its process group); restart with ``start()``."""
-    pid = server.pid
-    assert pid is not None, "the server is not running"
-    os.killpg(pid, signal.SIGKILL)
-    server.stop()  # reaps the process and forgets it
 
 
 # -- the audit ---------------------------------------------------------------------------
