@@ -97,6 +97,9 @@ def start(
         "(local workers are restarted by this coordinator). Stored in the run (run setting "
         "trial_timeout), so every worker applies it and a resume keeps it; 0: no limit. "
         "Default: the experiment's (none unless it declares one).")] = None,
+    outage_timeout: Annotated[Optional[float], typer.Option(
+        min=0, help="Stop with an error naming the server when the database stays unreachable "
+        "this many seconds. Default: wait for it however long, saying so in the log.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Run setting KEY=VALUE passed "
                                                       "to the objective (e.g. epochs=10). Repeatable.")] = None,
     objective: ObjectiveOption = None,
@@ -124,7 +127,8 @@ def start(
             options = StartOptions(
                 run=run_name, max_evals=max_evals or experiment.max_evals, algo=algo or experiment.algo,
                 queue=queue or max(4, local_workers), seed=seed, local_workers=local_workers, poll_interval=poll_interval,
-                max_attempts=max_attempts, lease=lease, trial_timeout=trial_timeout, settings=settings,
+                max_attempts=max_attempts, lease=lease, trial_timeout=trial_timeout,
+                outage_timeout=outage_timeout, settings=settings,
                 worker_args=[arg for ref in objective or [] for arg in ("--objective", ref)],
             )
             try:

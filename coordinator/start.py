@@ -23,6 +23,7 @@ import hyperopt
 import numpy as np
 from hyperopt import space_eval
 from pymongo.database import Database
+from pymongo.errors import PyMongoError
 from rich.console import Console
 
 from coordinator.algorithms import suggest_function
@@ -33,6 +34,7 @@ from jobstore import schema as s
 from jobstore.connection import MongoTarget, mask
 from jobstore.errors import UserError
 from jobstore.queue import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS
+from jobstore.retry import describe
 from jobstore.runs import RunStore
 from jobstore.trials import DEFAULT_POLL_INTERVAL_S, MongoTrials
 from objectives.base import Experiment
@@ -54,6 +56,7 @@ class StartOptions:
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     lease: float = DEFAULT_LEASE_S
     trial_timeout: float | None = None
+    outage_timeout: float | None = None
     settings: Mapping[str, Any] = field(default_factory=dict)
     worker_args: list[str] = field(default_factory=list)
 
@@ -128,6 +131,8 @@ def start_run(
     Raises:
         KeyboardInterrupt: on SIGINT/SIGTERM (see :class:`StopOnSignals`), after leaving
             the run resumable.
+        jobstore.retry.DatabaseOutage: the database stayed away longer than
+            ``options.outage_timeout`` (None, the default: the coordinator waits).
         jobstore.errors.UserError: run mismatch, busy run, bad algorithm.
     """
     with StopOnSignals() as stop:
@@ -141,7 +146,7 @@ def _start_run(db: Database, target: MongoTarget, experiment: Experiment, option
     trials = MongoTrials(
         db, exp_key=options.run, refresh=False, experiment=experiment.name,
         max_attempts=options.max_attempts, poll_interval=options.poll_interval,
-        jobs_collection=target.jobs_collection,
+        jobs_collection=target.jobs_collection, outage_timeout=options.outage_timeout,
     )
     runs.ensure(
         options.run, experiment=experiment.name, fingerprint=experiment.fingerprint(),
@@ -172,7 +177,11 @@ def _start_run(db: Database, target: MongoTarget, experiment: Experiment, option
                 if workers is not None:
                     workers.stop()
     finally:
-        runs.release_coordinator(options.run, token)
+        try:
+            runs.release_coordinator(options.run, token)
+        except PyMongoError as exc:  # the database may be what stopped the run
+            log.warning("could not release the coordinator lease of run %r (%s); it lapses within %.0f s",
+                        options.run, describe(exc), options.lease)
     return summarize(trials, options.run, experiment)
 
 

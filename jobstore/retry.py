@@ -1,8 +1,13 @@
-"""Riding out database outages.
+"""Riding out database outages: the project's one retry policy.
 
-Workers and the coordinator wrap each database operation in :func:`retrying`: while
-the server is unreachable it waits with exponential backoff, says so in the log, and
-tries again, so a MongoDB restart of a minute or two costs time, not work.
+Workers, the coordinator and ``MongoTrials`` wrap each database operation in
+:func:`retrying`: while the server is unreachable it waits with exponential backoff,
+says so in the log (naming the server and how long it will keep waiting), and tries
+again, so a MongoDB restart of a minute or two costs time, not work.  Each caller picks
+its outage limit: how long one operation may keep failing before
+:class:`DatabaseOutage` is raised.  Workers give up after ``DEFAULT_GIVE_UP_S``;
+``MongoTrials`` for library use after ``jobstore.trials.DEFAULT_OUTAGE_TIMEOUT_S``;
+``hpo-coord start`` never, unless given ``--outage-timeout``.
 """
 
 from __future__ import annotations
@@ -12,9 +17,11 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from pymongo.database import Database
 from pymongo.errors import ConnectionFailure, OperationFailure
 
 from jobstore.connection import mask
+from jobstore.errors import DatabaseUnreachable
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +46,22 @@ _TRANSIENT_CODES = {
 }
 
 
+class DatabaseOutage(DatabaseUnreachable):
+    """The database stayed unreachable for longer than the caller's outage limit.
+
+    The message names the server (password masked), the operation, how long it was
+    tried and the last error; the pymongo error is the ``__cause__``.
+    """
+
+
+def database_display(db: Database) -> str:
+    """``mongodb://HOST:PORT[,HOST:PORT...]/DB`` for ``db``'s client, from its seed list
+    (no credentials, no server contact): how messages name a server given as a handle."""
+    seeds = db.client.topology_description.server_descriptions()
+    hosts = ",".join(f"{host}:{port}" for host, port in seeds)
+    return f"mongodb://{hosts}/{db.name}"
+
+
 def describe(exc: BaseException) -> str:
     """A one-line account of a database error, without pymongo's topology dump."""
     text = str(exc).split(", Timeout:")[0].split(" (configured timeouts")[0]
@@ -57,16 +80,28 @@ def retrying(
     what: str,
     *,
     give_up_after: float | None = DEFAULT_GIVE_UP_S,
+    server: str | None = None,
+    longer: str | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
     """Run ``operation`` until it succeeds or fails with a non-transient error.
 
-    ``what`` names the operation in log lines.  After ``give_up_after`` seconds of
-    failures (None: never) the last transient error is raised.
+    ``what`` names the operation and ``server`` the database (a masked URL) in log lines
+    and errors; ``longer`` tells the user how to allow a longer outage.  Transient errors
+    (:func:`is_transient`) are retried with backoff; once they have lasted
+    ``give_up_after`` seconds (None: no limit) :class:`DatabaseOutage` is raised instead
+    of trying again.  The limit is checked after each failed attempt,
+    and an attempt itself waits up to the client's server-selection timeout, so the
+    error can come that much later than the limit.
+
+    Raises:
+        DatabaseOutage: the outage outlasted ``give_up_after``.
+        Exception: a non-transient error of ``operation``, unchanged.
     """
     started = time.monotonic()
     wait = FIRST_WAIT_S
     failures = 0
+    name = f"the database at {mask(server)}" if server else "the database"
     while True:
         try:
             result = operation()
@@ -76,13 +111,21 @@ def retrying(
             failures += 1
             elapsed = time.monotonic() - started
             if give_up_after is not None and elapsed >= give_up_after:
-                log.error("database still unavailable after %.0f s during %s; giving up", elapsed, what)
-                raise
-            log.warning("database unavailable during %s (%s); retry %d in %.1f s",
-                        what, describe(exc), failures, wait)
-            sleep(wait)
+                raise DatabaseOutage(
+                    f"{name} has been unreachable for {elapsed:.0f} s while {what}, longer than the "
+                    f"outage limit of {give_up_after:g} s (last error: {describe(exc)}); check that the "
+                    "server runs and is reachable" + (f", or allow a longer outage: {longer}" if longer else "")
+                ) from exc
+            if give_up_after is None:
+                pause, patience = wait, f"waiting for {name} with no time limit"
+            else:
+                left = give_up_after - elapsed
+                pause, patience = min(wait, left), f"waiting for {name} {left:.0f} s more"
+            log.warning("database unavailable during %s (%s); retry %d in %.1f s, %s",
+                        what, describe(exc), failures, pause, patience)
+            sleep(pause)
             wait = min(wait * 2, MAX_WAIT_S)
             continue
         if failures:
-            log.warning("database is back: %s succeeded after %.1f s", what, time.monotonic() - started)
+            log.warning("database is back: %s succeeded after %.1f s (%s)", what, time.monotonic() - started, name)
         return result

@@ -65,7 +65,7 @@ class RunStore:
         Settings, max_evals and algo of an existing run are updated to the new values
         (a resumed run may be extended); experiment and fingerprint must match.
         """
-        highest = self.jobs.find_one({s.EXP_KEY: exp_key, s.TID: {"$type": "number"}}, {s.TID: 1},
+        highest = self.jobs.find_one({s.EXP_KEY: exp_key, s.TID: {"$type": ["int", "long"]}}, {s.TID: 1},
                                      sort=[(s.TID, -1)])
         floor = int(highest[s.TID]) + 1 if highest else 0
         on_insert: dict[str, Any] = {s.RUN_CREATED_AT: server_time(self.db)}

@@ -26,6 +26,17 @@ with these differences, all of them deliberate:
   trials object is bound to a registered experiment, ``experiment``.  For such runs the
   pickled Domain that hyperopt's fmin stores as an attachment is not written: workers
   look the experiment up by name, and nothing executable goes into the database.
+* A job document hyperopt could not use as a trial (no ``tid``, no ``misc``, a
+  ``result`` that is not a dict, ...; see :func:`trial_problem`) is left out with one
+  warning naming its ``_id``, where the original raises on every later refresh.
+* While the database is unreachable, operations wait and retry (jobstore.retry); after
+  ``outage_timeout`` seconds (default 300; ``None``: no limit) they raise
+  :class:`jobstore.retry.DatabaseOutage`, naming the server, where the original raises
+  pymongo's error after its 30 s server-selection timeout.
+
+Trials are presented as the original presents them, in ``_id`` order (the order of
+insertion), whatever the types of their ``tid``.  hyperopt's own tests of
+``MongoTrials`` run against this class in CI: docs/conformance.md.
 """
 
 from __future__ import annotations
@@ -33,10 +44,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import gridfs
 import numpy as np
+from bson import ObjectId
 from hyperopt import base
 from hyperopt.fmin import FMinIter, space_eval
 from pymongo.database import Database
@@ -46,52 +58,141 @@ from jobstore import schema as s
 from jobstore.connection import connect, parse_url, server_time
 from jobstore.errors import TrialIdTaken
 from jobstore.queue import DEFAULT_MAX_ATTEMPTS, JobQueue
-from jobstore.retry import retrying
+from jobstore.retry import database_display, retrying
 from jobstore.runs import RunStore
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 DOMAIN_ATTACHMENT = "FMinIter_Domain"
 DUPLICATE_KEY = 11000
 TID_BLOCK = 16
 DEFAULT_POLL_INTERVAL_S = 0.05
+DEFAULT_OUTAGE_TIMEOUT_S = 300.0
+OUTAGE_TIMEOUT_HINT = "MongoTrials(..., outage_timeout=SECONDS or None); hpo-coord start --outage-timeout SECONDS"
+"""How long a library user's ``MongoTrials`` waits for an unreachable database before
+``fmin`` raises :class:`jobstore.retry.DatabaseOutage`.  Five minutes rides out what a
+healthy deployment goes through (a mongod restart, a replica-set election, which takes
+seconds, a network blip) while a script or notebook whose server is gone for good stops
+with a message instead of hanging.  ``hpo-coord start`` passes ``None``: it waits."""
 REFRESH_OVERLAP = timedelta(seconds=1)
 """How far back each incremental refresh looks before the newest ``updated_at`` it has
 seen: a write stamped by the server just before a refresh but made visible just after
 it is still picked up.  Writes become visible within milliseconds; one second is ample."""
 
 
+def _written_since(doc: Mapping[str, Any], since: datetime) -> bool:
+    stamp = doc.get(s.UPDATED_AT)
+    return isinstance(stamp, datetime) and stamp >= since
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def trial_problem(doc: Mapping[str, Any], labels: frozenset[str] | None = None) -> str | None:
+    """Why hyperopt cannot use job document ``doc`` as a trial; None when it can.
+
+    A document needs a ``state`` that is one of hyperopt's job states.  One in a state
+    hyperopt presents (new, running, done) also needs what hyperopt's ``Trials`` API and
+    algorithms read: a ``tid`` (any hashable value, as in hyperopt), a ``spec``, a
+    ``result`` dict with a ``status`` (and a numeric ``loss`` when the status is ok),
+    and a ``misc`` dict with the same ``tid`` and ``idxs``/``vals`` dicts of lists of
+    equal length, each ``idxs`` list ``[]`` or ``[tid]`` (hyperopt's own invariant).
+    With ``labels`` (the search space's, once fmin runs), ``idxs`` must name them all.
+    """
+    state = doc.get(s.STATE)
+    if not _is_number(state) or state not in base.JOB_STATES:
+        return f"state {state!r} is not one of hyperopt's job states {list(base.JOB_STATES)}"
+    if state not in base.JOB_VALID_STATES:
+        return None
+    tid = doc.get(s.TID)
+    if tid is None or isinstance(tid, (dict, list)):
+        return "no tid" if tid is None else f"tid {tid!r} is not a plain value"
+    if s.SPEC not in doc:
+        return "no spec"
+    result = doc.get(s.RESULT)
+    if not isinstance(result, dict) or "status" not in result:
+        return f"result {result!r} is not a dict with a status"
+    if result["status"] == base.STATUS_OK and not _is_number(result.get("loss")):
+        return f"result has status ok but loss {result.get('loss')!r} is not a number"
+    misc = doc.get(s.MISC)
+    if not isinstance(misc, dict):
+        return f"misc {misc!r} is not a dict"
+    if misc.get("tid") != tid:
+        return f"misc.tid {misc.get('tid')!r} differs from tid {tid!r}"
+    idxs, vals = misc.get("idxs"), misc.get("vals")
+    if not isinstance(idxs, dict) or not isinstance(vals, dict) or idxs.keys() != vals.keys():
+        return "misc.idxs and misc.vals are not dicts with the same labels"
+    for label, ids in idxs.items():
+        if not isinstance(ids, list) or not isinstance(vals[label], list) or len(ids) != len(vals[label]):
+            return f"misc.idxs/vals of {label!r} are not lists of the same length"
+        if ids not in ([], [tid]):
+            return f"misc.idxs of {label!r} is {ids!r}, not [] or [tid]"
+    if labels is not None and not labels <= idxs.keys():
+        return f"misc.idxs lacks labels of the search space: {sorted(labels - idxs.keys())}"
+    return None
+
+
+def _key(value: Any) -> Any:
+    """An ``_id`` as a dict key: documents and arrays (legal ``_id`` values) are not hashable."""
+    return ("unhashable _id", repr(value)) if isinstance(value, (dict, list)) else value
+
+
+def _bson_order(value: Any) -> tuple[int, Any]:
+    """Sort key for values of any mix of types (``_id``s, trial ids), in MongoDB's order
+    of the types: numbers, strings, ObjectIds (by creation), then anything else (by repr)."""
+    if _is_number(value):
+        return (0, float(value))
+    if isinstance(value, str):
+        return (1, value)
+    if isinstance(value, ObjectId):
+        return (2, value.binary)
+    return (3, f"{type(value).__name__}:{value!r}")
+
+
 class GridFSAttachments:
     """``trials.attachments``: a mapping of name to bytes in GridFS, scoped to the run.
 
     Files are stored as hyperopt's MongoTrials stores them (``filename`` plus the run's
-    ``exp_key`` field on the file document), so existing tooling finds them.
+    ``exp_key`` field on the file document), so existing tooling finds them.  Reads and
+    writes (what fmin and workers use) ride out outages through ``retry``.
     """
 
-    def __init__(self, db: Database, exp_key: str | None, skip: Iterable[str] = ()) -> None:
+    def __init__(self, db: Database, exp_key: str | None, skip: Iterable[str] = (),
+                 retry: Callable[[Callable[[], Any], str], Any] = retrying) -> None:
         self._fs = gridfs.GridFS(db)
         self._files = db["fs.files"]
         self._scope = {} if exp_key is None else {s.EXP_KEY: exp_key}
         self._skip = set(skip)
+        self._retry = retry
 
     def __contains__(self, name: object) -> bool:
-        return self._fs.exists(filename=name, **self._scope)
+        return bool(self._retry(lambda: self._fs.exists(filename=name, **self._scope),
+                                f"looking up attachment {name!r}"))
 
     def __getitem__(self, name: str) -> bytes:
-        try:
-            return self._fs.get_last_version(filename=name, **self._scope).read()
-        except gridfs.NoFile:
-            raise KeyError(name) from None
+        def read() -> bytes:
+            try:
+                return self._fs.get_last_version(filename=name, **self._scope).read()
+            except gridfs.NoFile:
+                raise KeyError(name) from None
+
+        return self._retry(read, f"reading attachment {name!r}")
 
     def __setitem__(self, name: str, value: bytes | str) -> None:
         if name in self._skip:
             log.debug("not storing attachment %r for a registered experiment", name)
             return
-        if isinstance(value, str):
-            value = value.encode()
-        for old in self._files.find({"filename": name, **self._scope}, {"_id": 1}):
-            self._fs.delete(old["_id"])
-        self._fs.put(value, filename=name, **self._scope)
+        data = value.encode() if isinstance(value, str) else value
+
+        def replace() -> None:
+            for old in self._files.find({"filename": name, **self._scope}, {"_id": 1}):
+                self._fs.delete(old["_id"])
+            self._fs.put(data, filename=name, **self._scope)
+
+        self._retry(replace, f"storing attachment {name!r}")
 
     def __delitem__(self, name: str) -> None:
         found = list(self._files.find({"filename": name, **self._scope}, {"_id": 1}))
@@ -126,6 +227,10 @@ class MongoTrials(base.Trials):
         max_attempts: lost-worker claims a job survives before it becomes an error.
         poll_interval: seconds fmin sleeps between looks at the queue.
         jobs_collection: the collection, when ``arg`` is a Database.
+        outage_timeout: seconds the database may stay unreachable before an operation
+            (and so ``fmin``) raises :class:`jobstore.retry.DatabaseOutage`, which names
+            the server; ``None`` waits for it forever (what ``hpo-coord start`` does
+            unless given ``--outage-timeout``).  See ``DEFAULT_OUTAGE_TIMEOUT_S``.
     """
 
     asynchronous = True
@@ -140,13 +245,19 @@ class MongoTrials(base.Trials):
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         poll_interval: float = DEFAULT_POLL_INTERVAL_S,
         jobs_collection: str = s.JOBS,
+        outage_timeout: float | None = DEFAULT_OUTAGE_TIMEOUT_S,
     ) -> None:
+        if outage_timeout is not None and not outage_timeout >= 0:
+            raise ValueError(f"outage_timeout must be a number of seconds >= 0 or None, not {outage_timeout!r}")
         if isinstance(arg, Database):
             self.db = arg
+            self.server = database_display(arg)
         else:
             target = parse_url(arg)
             self.db = connect(target)
+            self.server = target.display
             jobs_collection = target.jobs_collection
+        self.outage_timeout = outage_timeout
         self._jobs_collection = jobs_collection
         self.queue = JobQueue(self.db, jobs_collection)
         self.runs = RunStore(self.db, jobs_collection)
@@ -156,14 +267,16 @@ class MongoTrials(base.Trials):
         self.max_attempts = max_attempts
         self.poll_interval = poll_interval
         self.space: Any = None
-        self._ids: set[int] = set()
+        self._ids: set[Any] = set()
         self._docs: dict[Any, dict[str, Any]] = {}
+        self._problems: dict[Any, str] = {}
+        self._labels: frozenset[str] | None = None
         self._trials: list[dict[str, Any]] = []
         self._watermark: datetime | None = None
         self._tid_pool: list[int] = []
         self._handed: list[int] = []
         skip = (DOMAIN_ATTACHMENT,) if experiment is not None else ()
-        self._attachments = GridFSAttachments(self.db, exp_key, skip)
+        self._attachments = GridFSAttachments(self.db, exp_key, skip, self._retry)
         if refresh:
             self.refresh()
 
@@ -188,7 +301,13 @@ class MongoTrials(base.Trials):
             max_attempts=self.max_attempts,
             poll_interval=self.poll_interval,
             jobs_collection=self._jobs_collection,
+            outage_timeout=self.outage_timeout,
         )
+
+    def _retry(self, operation: Callable[[], T], what: str) -> T:
+        """``operation`` under the store's retry policy, with this object's outage limit."""
+        return retrying(operation, what, give_up_after=self.outage_timeout, server=self.server,
+                        longer=OUTAGE_TIMEOUT_HINT)
 
     def _scope(self) -> dict[str, Any]:
         return {} if self._exp_key is None else {s.EXP_KEY: self._exp_key}
@@ -196,22 +315,53 @@ class MongoTrials(base.Trials):
     def refresh(self) -> None:
         """Bring the local copy up to date, fetching only what changed (see module doc).
 
-        While the database is unreachable this waits and retries (jobstore.retry).
+        Trials are presented in stock MongoTrials' order (by ``_id``: creation order for
+        the ObjectIds inserts give), whatever the types of their ids.  A document
+        hyperopt cannot use as a trial (see :func:`trial_problem`) is left out with one
+        warning naming its ``_id``; it is still counted by ``count_by_state_unsynced``.
+        While the database is unreachable this waits and retries, up to the outage limit.
         """
-        fetched = retrying(self._fetch_changes, "refreshing trials")
+        fetched = self._retry(self._fetch_changes, "refreshing trials")
         if not fetched and self._watermark is not None:
             return
         for doc in fetched:
-            self._docs[doc[s.ID]] = doc
+            self._docs[_key(doc[s.ID])] = doc
+            self._check(doc)
             stamp = doc.get(s.UPDATED_AT)
-            if stamp is not None and (self._watermark is None or stamp > self._watermark):
+            if isinstance(stamp, datetime) and (self._watermark is None or stamp > self._watermark):
                 self._watermark = stamp
         if self._watermark is None:
-            self._watermark = retrying(lambda: server_time(self.db), "reading the server clock")
-        valid = [d for d in self._docs.values() if d[s.STATE] in base.JOB_VALID_STATES]
-        valid.sort(key=lambda d: d[s.TID])
+            self._watermark = self._retry(lambda: server_time(self.db), "reading the server clock")
+        self._present()
+
+    def _check(self, doc: Mapping[str, Any]) -> None:
+        """Record whether ``doc`` can be presented; when it cannot, warn (once per problem)."""
+        problem = trial_problem(doc, self._labels)
+        if problem is None:
+            self._problems.pop(_key(doc[s.ID]), None)
+            return
+        if self._problems.get(_key(doc[s.ID])) != problem:
+            log.warning("skipping job document _id=%r%s: %s", doc[s.ID],
+                        f" of run {self._exp_key!r}" if self._exp_key is not None else "", problem)
+        self._problems[_key(doc[s.ID])] = problem
+
+    def _present(self) -> None:
+        valid = [
+            doc for key, doc in self._docs.items()
+            if key not in self._problems and doc.get(s.STATE) in base.JOB_VALID_STATES
+        ]
+        valid.sort(key=lambda doc: _bson_order(doc[s.ID]))
         self._trials = valid
-        self._ids.update(d[s.TID] for d in valid)
+        self._ids.update(doc[s.TID] for doc in valid)
+
+    def _use_labels(self, labels: frozenset[str]) -> None:
+        """Check the trials against the search space's labels from now on."""
+        if labels == self._labels:
+            return
+        self._labels = labels
+        for doc in self._docs.values():
+            self._check(doc)
+        self._present()
 
     def _fetch_changes(self) -> list[dict[str, Any]]:
         query = self._scope()
@@ -222,7 +372,7 @@ class MongoTrials(base.Trials):
         changed = [
             stub[s.ID]
             for stub in stubs
-            if (self._docs.get(stub[s.ID]) or {}).get(s.VERSION) != stub.get(s.VERSION)
+            if (self._docs.get(_key(stub[s.ID])) or {}).get(s.VERSION) != stub.get(s.VERSION)
         ]
         if not changed:
             return []
@@ -258,14 +408,14 @@ class MongoTrials(base.Trials):
             since = self._watermark - REFRESH_OVERLAP
             total += sum(
                 1 for doc in self._docs.values()
-                if doc[s.STATE] in final and not (doc.get(s.UPDATED_AT) and doc[s.UPDATED_AT] >= since)
+                if doc.get(s.STATE) in final and not _written_since(doc, since)
             )
             total += sum(1 for state in self._states_written_since(since) if state in final)
         return total
 
     def _server_count(self, query: dict[str, Any]) -> int:
         query = {**self._scope(), **query}
-        return retrying(lambda: self.queue.jobs.count_documents(query), "counting trials")
+        return self._retry(lambda: self.queue.jobs.count_documents(query), "counting trials")
 
     def _states_written_since(self, since: datetime) -> list[int]:
         """The states of the run's jobs written at or after ``since`` (the refresh index).
@@ -274,8 +424,9 @@ class MongoTrials(base.Trials):
         with the state in the query: SecantusDB plans the three-field count as a
         collection scan; MongoDB serves either from the index."""
         query = {**self._scope(), s.UPDATED_AT: {"$gte": since}}
-        return retrying(lambda: [doc[s.STATE] for doc in self.queue.jobs.find(query, {s.ID: 0, s.STATE: 1})],
-                        "counting trials")
+        return self._retry(
+            lambda: [doc.get(s.STATE) for doc in self.queue.jobs.find(query, {s.ID: 0, s.STATE: 1})],
+            "counting trials")
 
     def new_trial_ids(self, n: int) -> list[int]:
         """``n`` trial ids, unique in the run.
@@ -295,7 +446,7 @@ class MongoTrials(base.Trials):
         while len(self._tid_pool) < n:
             block = max(n - len(self._tid_pool), TID_BLOCK)
             self._tid_pool.extend(
-                retrying(lambda b=block: self.runs.allocate_tids(self._exp_key, b), "allocating trial ids"))
+                self._retry(lambda b=block: self.runs.allocate_tids(self._exp_key, b), "allocating trial ids"))
         ids, self._tid_pool = self._tid_pool[:n], self._tid_pool[n:]
         self._handed = list(ids)
         self._ids.update(ids)
@@ -315,7 +466,7 @@ class MongoTrials(base.Trials):
     def _insert_trial_docs(self, docs: list[dict[str, Any]]) -> list[int]:
         if not docs:
             return []
-        now = retrying(lambda: server_time(self.db), "reading the server clock")
+        now = self._retry(lambda: server_time(self.db), "reading the server clock")
         for doc in docs:
             # a fresh _id from insert_many, so that a retry can tell its own documents
             doc.pop(s.ID, None)
@@ -329,7 +480,7 @@ class MongoTrials(base.Trials):
             )
             if self.experiment is not None:
                 doc[s.EXPERIMENT] = self.experiment
-        retrying(lambda: self._insert_new(docs), "inserting trials")
+        self._retry(lambda: self._insert_new(docs), "inserting trials")
         inserted = {doc[s.TID] for doc in docs}
         self._tid_pool = [tid for tid in self._tid_pool if tid not in inserted]
         self._recycle(inserted)
@@ -352,7 +503,7 @@ class MongoTrials(base.Trials):
             clashing = [docs[error["index"]] for error in errors]
             present = {doc[s.ID] for doc in self.queue.jobs.find(
                 {s.ID: {"$in": [doc[s.ID] for doc in clashing]}}, {s.ID: 1})}
-            taken = sorted(doc[s.TID] for doc in clashing if doc[s.ID] not in present)
+            taken = sorted((doc[s.TID] for doc in clashing if doc[s.ID] not in present), key=_bson_order)
             if taken:
                 raise TrialIdTaken(
                     f"run {self._exp_key!r} already has trials with ids {taken}; ask "
@@ -377,6 +528,7 @@ class MongoTrials(base.Trials):
         self.queue.jobs.delete_many({**(dict(cond) if cond else {}), **self._scope()})
         self._attachments.delete_all()
         self._docs.clear()
+        self._problems.clear()
         self._ids.clear()
         self._trials = []
         self._watermark = None
@@ -407,8 +559,9 @@ class MongoTrials(base.Trials):
         from hyperopt import tpe
 
         self.space = space
-        self.runs.ensure(self._exp_key)
+        self._retry(lambda: self.runs.ensure(self._exp_key), "creating the run")
         domain = base.Domain(fn, space, pass_expr_memo_ctrl=pass_expr_memo_ctrl)
+        self._use_labels(frozenset(domain.params))
         iterator = FMinIter(
             algo or tpe.suggest,
             domain,

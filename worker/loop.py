@@ -548,7 +548,7 @@ class Worker:
             import cloudpickle
 
             trials = MongoTrials(self.db, exp_key=claim.exp_key, refresh=False,
-                                 jobs_collection=self.queue.jobs.name)
+                                 jobs_collection=self.queue.jobs.name, outage_timeout=None)
             self._domains[key] = (cloudpickle.loads(retrying(
                 lambda: trials.attachments[str(cmd[1])], "loading the pickled Domain")), trials)
         domain, trials = self._domains[key]

@@ -129,6 +129,27 @@ def test_the_run_survives_a_database_restart(private_server, tmp_path: Path, out
     assert db.jobs.count_documents({s.EXP_KEY: "r", s.STATE: State.DONE}) == 25
     assert db.jobs.count_documents({s.EXP_KEY: "r"}) == 25
     assert db.jobs.count_documents({s.EXP_KEY: "r", s.ATTEMPTS: {"$ne": 1}}) == 0
+    log = " ".join((tmp_path / "c.log").read_text().split())
+    assert f"waiting for the database at mongodb://127.0.0.1:{private_server.port}/outage with no time limit" in log
+
+
+def test_with_an_outage_limit_the_coordinator_stops_with_a_clear_message(private_server, tmp_path: Path) -> None:
+    url = f"{private_server.url}/limit"
+    db = pymongo.MongoClient(url).get_default_database()
+    coordinator = start_coordinator(url, "--exp", "recording", "--objective", RECORDING, "--run", "r",
+                                    "--max-evals", "5", "--queue", "2", "--outage-timeout", "2",
+                                    "--connect-timeout", "1", log=tmp_path / "c.log")
+    try:
+        wait_for(lambda: db.jobs.count_documents({s.EXP_KEY: "r"}) >= 2, what="suggestions in the queue")
+        private_server.stop()
+        code = coordinator.wait(120)
+    finally:
+        stop(coordinator)
+    log = " ".join((tmp_path / "c.log").read_text().split())
+    assert code == 2, log
+    assert f"the database at mongodb://127.0.0.1:{private_server.port}/limit has been unreachable" in log
+    assert "outage limit of 2 s" in log and "--outage-timeout" in log
+    assert "Traceback" not in log
 
 
 def test_best_params_are_printed_as_json(db: Database, db_url: str) -> None:
@@ -213,3 +234,23 @@ def test_one_sigterm_at_a_random_moment_always_stops_the_coordinator(
             raise AssertionError(f"attempt {attempt}: one SIGTERM did not stop the coordinator\n"
                                  + log.read_text()) from None
         _assert_stopped_resumably(db, code, log, run)
+
+
+def test_malformed_documents_in_the_run_are_skipped_with_a_warning_each(db: Database, db_url: str) -> None:
+    """Issue 12 defect 9: one bad document used to crash `hpo-coord start` in MongoTrials.refresh."""
+    misc = {"tid": 100, "cmd": None, "idxs": {"x": [100]}, "vals": {"x": [0.5]}}
+    bad = [
+        {s.STATE: State.DONE, s.TID: 100, s.SPEC: None, s.RESULT: {"status": "ok", "loss": 1.0}},  # no misc
+        {s.STATE: State.DONE, s.TID: 101, s.SPEC: None, s.RESULT: "ok", s.MISC: {**misc, "tid": 101}},
+        {s.STATE: "done", s.TID: 102, s.SPEC: None, s.RESULT: {"status": "ok", "loss": 1.0}, s.MISC: misc},
+        {s.STATE: State.DONE, s.SPEC: None, s.RESULT: {"status": "ok", "loss": 1.0}, s.MISC: misc},  # no tid
+    ]
+    ids = db.jobs.insert_many([{**doc, s.EXP_KEY: "r"} for doc in bad]).inserted_ids
+    result = run_cli("coordinator", "start", "--exp", "recording", "--objective", RECORDING, "--mongo", db_url,
+                     "--run", "r", "--max-evals", "4", "--local-workers", "1", url=db_url, timeout=300)
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 0, output
+    assert db.jobs.count_documents({s.EXP_KEY: "r", s.STATE: State.DONE, s.ID: {"$nin": ids}}) == 4
+    for oid in ids:
+        assert output.count(f"skipping job document _id=ObjectId('{oid}')") == 1, output
+    assert "Traceback" not in output

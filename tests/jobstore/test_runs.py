@@ -54,7 +54,10 @@ def test_one_coordinator_per_run_and_takeover_after_expiry(db: Database) -> None
 
 def test_ensure_ignores_jobs_with_a_malformed_tid_when_setting_the_counter(db: Database) -> None:
     enqueue(db, "r", 3)
-    db.jobs.insert_many([{"exp_key": "r", "tid": "abc", "state": 0}, {"exp_key": "r", "state": 0}])
+    db.jobs.insert_many([{"exp_key": "r", "tid": "abc", "state": 0}, {"exp_key": "r", "state": 0},
+                         {"exp_key": "r", "tid": float("inf"), "state": 0},
+                         {"exp_key": "r", "tid": float("nan"), "state": 0},
+                         {"exp_key": "r", "tid": 2.5, "state": 0}])
     db.runs.delete_many({})
     runs = RunStore(db)
     runs.ensure("r")

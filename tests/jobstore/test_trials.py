@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import threading
 import time
@@ -13,11 +14,13 @@ import pytest
 from hyperopt import STATUS_OK, Trials, base, fmin, hp, rand, tpe
 from pymongo import monitoring
 from pymongo.database import Database
+from pymongo.errors import AutoReconnect, ConnectionFailure
 
 from jobstore import schema as s
 from jobstore import trials as trials_module
 from jobstore.errors import TrialIdTaken
 from jobstore.queue import JobQueue
+from jobstore.retry import DatabaseOutage, retrying
 from jobstore.schema import State
 from jobstore.trials import MongoTrials
 from objectives.registry import get_experiment
@@ -331,3 +334,180 @@ def test_counts_are_current_while_final_jobs_are_read_from_the_refresh_window(
             {s.EXP_KEY: "r", s.STATE: State.DONE})
     finally:
         client.close()
+
+
+def _hand_made(trials: MongoTrials, tids: list) -> list[int]:
+    """The issue's reproduction: trials inserted through hyperopt's own API with any ids."""
+    return trials.insert_trial_docs(trials.new_trial_docs(
+        tids, [{"a": 1}] * len(tids), [{"status": "new"}] * len(tids),
+        [{"tid": tid, "cmd": None, "idxs": {}, "vals": {}} for tid in tids]))
+
+
+def test_trial_ids_of_mixed_types_are_presented_in_insertion_order(db: Database) -> None:
+    trials = MongoTrials(db)
+    _hand_made(trials, ["a", 5])
+    _hand_made(trials, [4, "id0", 9])
+    trials.refresh()
+    assert trials.tids == ["a", 5, 4, "id0", 9], "stock MongoTrials' order: by _id, i.e. insertion order"
+    again = MongoTrials(db)  # a new object on such a collection loads it too
+    assert again.tids == ["a", 5, 4, "id0", 9]
+    assert len(again.specs) == len(again.results) == len(again.miscs) == 5
+
+
+def test_trials_with_hand_made_ids_sort_in_mongodb_s_order_of_types(db: Database) -> None:
+    trials = MongoTrials(db, exp_key="r")
+    _hand_made(trials, [0])
+    for key, tid in [("b", 1), (7, 2), (2.5, 3), ({"k": 1}, 4)]:
+        db.jobs.insert_one({**db.jobs.find_one({s.TID: 0}, {s.ID: 0}), s.ID: key, s.TID: tid,
+                            s.MISC: {"tid": tid, "cmd": None, "idxs": {}, "vals": {}}})
+    trials.refresh()
+    assert trials.tids == [3, 2, 1, 0, 4]  # numbers, strings, ObjectIds, anything else
+
+
+VALID_DONE = {
+    s.STATE: State.DONE, s.TID: 100, s.SPEC: None, s.RESULT: {"status": STATUS_OK, "loss": 0.5},
+    s.MISC: {"tid": 100, "cmd": None, "idxs": {"x": [100]}, "vals": {"x": [0.5]}},
+}
+MALFORMED = {
+    "no tid": {k: v for k, v in VALID_DONE.items() if k != s.TID},
+    "tid is a document": {**VALID_DONE, s.TID: {"n": 1}},
+    "no misc": {k: v for k, v in VALID_DONE.items() if k != s.MISC},
+    "misc is a string": {**VALID_DONE, s.MISC: "x"},
+    "misc.tid differs": {**VALID_DONE, s.MISC: {**VALID_DONE[s.MISC], "tid": 7}},
+    "vals is a list": {**VALID_DONE, s.MISC: {**VALID_DONE[s.MISC], "vals": [0.5]}},
+    "vals not lists": {**VALID_DONE, s.MISC: {**VALID_DONE[s.MISC], "vals": {"x": 0.5}}},
+    "idxs of another trial": {**VALID_DONE, s.MISC: {**VALID_DONE[s.MISC], "idxs": {"x": [3]}}},
+    "result is a number": {**VALID_DONE, s.RESULT: 0.5},
+    "result without status": {**VALID_DONE, s.RESULT: {"loss": 0.5}},
+    "ok with a string loss": {**VALID_DONE, s.RESULT: {"status": STATUS_OK, "loss": "low"}},
+    "no spec": {k: v for k, v in VALID_DONE.items() if k != s.SPEC},
+    "state is a string": {**VALID_DONE, s.STATE: "x"},
+    "no state": {k: v for k, v in VALID_DONE.items() if k != s.STATE},
+    "updated_at is a string": {**VALID_DONE, s.MISC: "x", s.UPDATED_AT: "yesterday"},
+}
+
+
+def _renumbered(doc: dict, tid: int) -> dict:
+    """``doc`` (of ``MALFORMED``) under trial id ``tid`` instead of 100, flaws kept."""
+    doc = copy.deepcopy(doc)
+    if doc.get(s.TID) == 100:
+        doc[s.TID] = tid
+    misc = doc.get(s.MISC)
+    if isinstance(misc, dict) and misc["tid"] == 100:
+        misc["tid"] = tid
+        if isinstance(misc["idxs"], dict):
+            misc["idxs"] = {label: [tid] if ids == [100] else ids for label, ids in misc["idxs"].items()}
+    return doc
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_a_malformed_document_is_skipped_with_one_warning_naming_it(
+    db: Database, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    enqueue(db, "r", 3)
+    finish_all(db, "r")
+    bad_id = db.jobs.insert_one({**MALFORMED[case], s.EXP_KEY: "r"}).inserted_id
+    with caplog.at_level("WARNING", logger="jobstore.trials"):
+        trials = MongoTrials(db, exp_key="r")
+        trials.refresh()
+        warnings = [r.getMessage() for r in caplog.records if r.name == "jobstore.trials"]
+        assert len(warnings) == 1 and repr(bad_id) in warnings[0] and "'r'" in warnings[0], warnings
+        _hand_made(trials, trials.new_trial_ids(1))  # later refreshes still work, without warning again
+        caplog.clear()
+        trials.refresh()
+        assert not caplog.records
+    assert len(trials) == 4 and bad_id not in [t[s.ID] for t in trials.trials]
+    # what fmin and the coordinator read still works
+    assert len(trials.losses()) == 4 and trials.best_trial[s.TID] == 0
+    trials.count_by_state_unsynced(list(State))
+    assert trials.count_by_state_synced(State.DONE) == 3
+
+
+def test_a_document_of_another_search_space_is_skipped_once_fmin_knows_the_space(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """TPE reads every label of the space from every trial; a trial without them would crash it."""
+    enqueue(db, "f", 2)
+    finish_all(db, "f")
+    stranger = db.jobs.insert_one({**VALID_DONE, s.EXP_KEY: "f", s.MISC: {
+        "tid": 100, "cmd": None, "idxs": {"y": [100]}, "vals": {"y": [1.0]}}}).inserted_id
+    # and the others at once (but a tid that is a document: RunStore.ensure's floor of the
+    # run's trial ids does not take it yet, issue 12 defect 9, jobstore/runs.py)
+    for tid, (case, bad) in enumerate(MALFORMED.items(), start=200):
+        if case != "tid is a document":
+            db.jobs.insert_one({**_renumbered(bad, tid), s.EXP_KEY: "f"})
+    trials = MongoTrials(db, exp_key="f", experiment="quadratic")
+    assert stranger in [t[s.ID] for t in trials.trials]  # a valid trial until the space is known
+    stop = threading.Event()
+
+    def serve() -> None:
+        queue = JobQueue(db)
+        while not stop.is_set():
+            claim = queue.claim("thread", exp_key="f")
+            if claim is None:
+                time.sleep(0.005)
+                continue
+            queue.finish(claim, State.DONE, {"status": STATUS_OK, "loss": (claim.job[s.PARAMS] - 1) ** 2})
+
+    server = threading.Thread(target=serve)
+    server.start()
+    try:
+        with caplog.at_level("WARNING", logger="jobstore.trials"):
+            fmin(lambda x: 0, get_experiment("quadratic").space, algo=tpe.suggest, max_evals=8, trials=trials,
+                 show_progressbar=False, rstate=__import__("numpy").random.default_rng(0))
+    finally:
+        stop.set()
+        server.join()
+    assert len(trials) == 8 and stranger not in [t[s.ID] for t in trials.trials]
+    assert sum(repr(stranger) in r.getMessage() and "lacks labels" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_fmin_raises_a_clear_error_naming_the_server_once_the_outage_limit_is_spent(private_server) -> None:
+    trials = MongoTrials(f"{private_server.url}/lib", exp_key="o", outage_timeout=1)
+    private_server.stop()
+    with pytest.raises(DatabaseOutage) as raised:
+        fmin(lambda x: x ** 2, hp.uniform("x", -1, 1), algo=rand.suggest, max_evals=2, trials=trials,
+             show_progressbar=False)
+    message = str(raised.value)
+    assert f"the database at mongodb://127.0.0.1:{private_server.port}/lib has been unreachable" in message
+    assert "outage limit of 1 s" in message and "outage_timeout=" in message
+    assert isinstance(raised.value.__cause__, ConnectionFailure)
+
+
+def test_without_a_limit_the_store_waits_for_the_database_and_says_so(
+    private_server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The coordinator's policy (outage_timeout=None): a refresh waits out the outage."""
+    client: pymongo.MongoClient = pymongo.MongoClient(private_server.url, serverSelectionTimeoutMS=300)
+    trials = MongoTrials(client["coord"], exp_key="o", outage_timeout=None)
+    _hand_made(trials, trials.new_trial_ids(2))
+    private_server.stop()
+    restart = threading.Timer(3, private_server.start)
+    restart.start()
+    try:
+        with caplog.at_level("WARNING", logger="jobstore.retry"):
+            trials.refresh()
+    finally:
+        restart.join()
+        client.close()
+    assert len(trials) == 2
+    waiting = [r.getMessage() for r in caplog.records
+               if "database unavailable during refreshing trials" in r.getMessage()]
+    assert waiting and all(f"waiting for the database at mongodb://127.0.0.1:{private_server.port}/coord with no "
+                           "time limit" in line for line in waiting), waiting
+    assert any("database is back" in r.getMessage() for r in caplog.records)
+
+
+def test_the_outage_error_masks_the_password() -> None:
+    def unreachable() -> None:
+        raise AutoReconnect("mongo-0:27017: connection refused")
+
+    with pytest.raises(DatabaseOutage) as raised:
+        retrying(unreachable, "counting trials", give_up_after=0, server="mongodb://coord:s3cret@mongo-0:27017/hpo",
+                 sleep=lambda _: None)
+    assert "coord:***@mongo-0:27017/hpo" in str(raised.value) and "s3cret" not in str(raised.value)
+
+
+def test_outage_timeout_must_be_a_duration(db: Database) -> None:
+    with pytest.raises(ValueError, match="outage_timeout"):
+        MongoTrials(db, outage_timeout=-1)
