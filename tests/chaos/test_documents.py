@@ -53,6 +53,14 @@ def malformed_jobs(db: Database, run: str) -> list[dict[str, Any]]:
     return docs
 
 
+# What a claim followed by a release (a worker refusing the job's run) rewrites.
+_BOOKKEEPING = {s.VERSION, s.UPDATED_AT, s.OWNER, s.BOOK_TIME, s.REFRESH_TIME, s.LEASE, s.METRICS, s.STARTED_AT}
+
+
+def _queue_fields(doc: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in doc.items() if key not in _BOOKKEEPING}
+
+
 MALFORMED_RUNS: list[dict[str, Any]] = [
     {s.ID: "other", s.RUN_EXPERIMENT: "chaos", s.RUN_SETTINGS: "not a dict", s.RUN_NEXT_TID: "abc",
      s.RUN_COORDINATOR: "x", INJECTED: "run fields of the wrong type"},
@@ -97,6 +105,8 @@ def test_malformed_documents_injected_during_a_run(db: Database, db_url: str, ma
             violations.append(f"{label}: the document was deleted")
         elif now == doc:
             outcomes[label] = "left alone"
+        elif _queue_fields(now) == _queue_fields(doc) and now.get(s.STATE) == State.NEW:
+            outcomes[label] = "handed back unchanged (a worker refused its run)"
         elif now.get(s.STATE) in (State.ERROR, State.CANCEL, State.DONE):
             outcomes[label] = f"{State(now[s.STATE]).name.lower()}: {(now.get(s.ERROR) or {}).get('message')}"
             if now[s.STATE] == State.ERROR and not (now.get(s.ERROR) or {}).get("message"):
