@@ -144,13 +144,15 @@ class Chaos:
         process.history.append("kill -9")
         self.faults["kill -9"] += 1
 
-    def terminate(self, process: Process, *, expect: set[int], timeout: float = 60) -> int:
-        """One SIGTERM; the process must exit within ``timeout`` with a code in ``expect``."""
+    def terminate(self, process: Process, *, expect: set[int], timeout: float = 60, fault: bool = True) -> int:
+        """One SIGTERM; the process must exit within ``timeout`` with a code in ``expect``.
+        ``fault=False``: the scenario's clean-up, not counted as a fault."""
         if process.frozen:
             self.thaw(process)
         process.expected_exit = expect
-        process.history.append("SIGTERM")
-        self.faults["SIGTERM"] += 1
+        process.history.append("SIGTERM" if fault else "SIGTERM (end of scenario)")
+        if fault:
+            self.faults["SIGTERM"] += 1
         process.popen.send_signal(signal.SIGTERM)
         try:
             return process.popen.wait(timeout)
@@ -198,9 +200,7 @@ class Chaos:
         for process in self.processes:
             if process.alive and process.expected_exit is None:
                 code = {"worker": {0}, "coordinator": {130}}[process.kind]
-                self.terminate(process, expect=code)
-                self.faults["SIGTERM"] -= 1  # the clean-up is not a fault
-                process.history[-1] = "SIGTERM (end of scenario)"
+                self.terminate(process, expect=code, fault=False)
 
     def cleanup(self) -> None:
         """Kill whatever still runs (after a failed scenario); no check."""
