@@ -317,7 +317,8 @@ class MongoTrials(base.Trials):
 
         Trials are presented in stock MongoTrials' order (by ``_id``: creation order for
         the ObjectIds inserts give), whatever the types of their ids.  A document
-        hyperopt cannot use as a trial (see :func:`trial_problem`) is left out with one
+        hyperopt cannot use as a trial (see :func:`trial_problem`; in an hpo-coord run,
+        ``experiment`` set, also one whose tid is not an integer) is left out with one
         warning naming its ``_id``; it is still counted by ``count_by_state_unsynced``.
         While the database is unreachable this waits and retries, up to the outage limit.
         """
@@ -337,6 +338,10 @@ class MongoTrials(base.Trials):
     def _check(self, doc: Mapping[str, Any]) -> None:
         """Record whether ``doc`` can be presented; when it cannot, warn (once per problem)."""
         problem = trial_problem(doc, self._labels)
+        if problem is None and self.experiment is not None:
+            # an hpo-coord run numbers its trials from an integer counter, and the queue
+            # marks any other tid as malformed; presented, it breaks TPE's sort by tid
+            problem = next(iter(s.job_problems(doc, (s.TID,))), None)
         if problem is None:
             self._problems.pop(_key(doc[s.ID]), None)
             return

@@ -511,3 +511,24 @@ def test_the_outage_error_masks_the_password() -> None:
 def test_outage_timeout_must_be_a_duration(db: Database) -> None:
     with pytest.raises(ValueError, match="outage_timeout"):
         MongoTrials(db, outage_timeout=-1)
+
+
+def test_a_runs_trials_leave_out_a_tid_that_is_not_an_integer(db: Database, caplog: pytest.LogCaptureFixture) -> None:
+    """Found by the chaos suite: a job of an hpo-coord run with ``tid: "abc"`` among the
+    run's integer tids was presented as a trial, and TPE's sort by tid raised TypeError in
+    the coordinator.  A run's tids come from its integer counter (and the queue marks any
+    other tid as malformed), so such a document is left out with one warning."""
+    trials = enqueue(db, "r", 3)
+    stray = {**db.jobs.find_one({s.EXP_KEY: "r", s.TID: 0}, {s.ID: 0}), s.TID: "abc"}
+    stray[s.MISC] = {**stray[s.MISC], "tid": "abc", "idxs": {label: ["abc"] for label in stray[s.MISC]["idxs"]}}
+    db.jobs.insert_one(stray)
+    with caplog.at_level("WARNING", logger="jobstore.trials"):
+        trials.refresh()
+        trials.refresh()
+    assert trials.tids == [0, 1, 2]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "jobstore.trials"]
+    assert len(warnings) == 1 and "tid is 'abc', not an integer" in warnings[0]
+    exp = get_experiment("quadratic")
+    suggested = tpe.suggest(trials.new_trial_ids(1), base.Domain(exp.objective, exp.space), trials, 0)
+    assert len(suggested) == 1
+    assert MongoTrials(db, exp_key="r").tids.count("abc") == 1, "plain hyperopt trials still take any tid"
