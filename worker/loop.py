@@ -214,8 +214,9 @@ class Worker:
             log.info("%s: stopping", name)
             return
         log.warning(
-            "%s: finishing %s for up to %.0f s, then returning it to the "
-            "queue (send %s again to exit at once)",
+            "%s: asking %s to stop (a cooperative objective hands it back at its next "
+            "report; the trial has up to %.0f s to finish), then returning it to the queue "
+            "(send %s again to exit at once)",
             name, _label(self._current), self.config.grace, name,
         )
         self._stop_signal = signum
@@ -354,7 +355,11 @@ class Worker:
     def _process(self, claim: Claim) -> None:
         label = _label(claim)
         try:
-            task, settings, limit = self._prepare(claim)
+            # Loading the experiment can take longer than the lease (importing torch on a
+            # loaded host): keep the lease meanwhile.
+            with Heartbeat(lambda: self.queue.heartbeat(claim, self.config.lease),
+                           self.config.heartbeat, name=f"{label} (loading)"):
+                task, settings, limit = self._prepare(claim)
         except Refused:
             raise
         except Exception as exc:  # noqa: BLE001 - a malformed job must not kill the worker
@@ -365,6 +370,10 @@ class Worker:
             self._write(claim, outcome)
             return
         if task is None:
+            return
+        if self._stop.is_set():  # a stop signal came while the experiment loaded
+            if retrying(lambda: self.queue.release(claim), "returning the job to the queue"):
+                log.warning("%s returned to the queue before it started (stop signal)", label)
             return
         reporter = JobReporter(self.queue, claim, settings, self._stop, self.config.lease)
         beat = Heartbeat(

@@ -18,7 +18,7 @@ from jobstore.schema import State
 from objectives.registry import register
 from tests.support.faults import sleeper
 from tests.support.jobs import enqueue
-from tests.support.processes import REPO, start_worker, stop, wait_for
+from tests.support.processes import REPO, start_worker, stop
 
 register(sleeper)
 FAULTS = "tests.support.faults:sleeper"
@@ -38,7 +38,7 @@ def test_a_dying_job_heartbeat_takes_the_worker_down_loudly(db: Database, db_url
     enqueue(db, "r", 1, experiment="sleeper", settings={"seconds": 120})
     code, log = _worker_with_fault(db, db_url, tmp_path, "job-heartbeat")
     assert code == EXIT_THREAD_DIED, log
-    assert "the run 'r' trial 0 heartbeat thread died" in log and "CRITICAL" in log
+    assert "the trial 0 of run 'r' heartbeat thread died" in log and "CRITICAL" in log
     assert "Traceback" in log and "RuntimeError: injected fault: job-heartbeat" in log
 
 

@@ -102,3 +102,20 @@ recording_v2 = Experiment(
     version="2",
     description="the same with another version: a worker running other code",
 )
+
+
+class _SlowLoading(Experiment):
+    """Takes ``$HPO_TEST_LOAD_S`` seconds to load in a worker (its fingerprint is computed
+    when a job is prepared), as an experiment importing torch on a busy host does."""
+
+    def fingerprint(self) -> str:
+        time.sleep(float(os.environ.get("HPO_TEST_LOAD_S", "0")))
+        return super().fingerprint()
+
+
+slow_loading = _SlowLoading(
+    name="slow-loading",
+    space=hp.uniform("x", -5, 5),
+    objective=_objective,
+    description="the recording quadratic, slow to load (tests only)",
+)

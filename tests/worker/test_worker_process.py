@@ -12,11 +12,13 @@ from pymongo.database import Database
 from jobstore import schema as s
 from jobstore.schema import State
 from objectives.registry import register
-from tests.support.experiments import recording
+from tests.support.experiments import recording, slow_loading
 from tests.support.jobs import enqueue
 from tests.support.processes import start_worker, stop, wait_for
 
 register(recording)
+register(slow_loading)
+SLOW_LOADING = ["--objective", "tests.support.experiments:slow_loading"]
 
 FAST = ["--heartbeat", "0.2", "--lease", "1", "--poll-max", "0.05"]
 
@@ -203,3 +205,36 @@ def test_a_trial_that_swallows_its_interruption_is_handed_back_and_the_worker_ex
     assert job[s.STATE] == State.NEW and job[s.ATTEMPTS] == 0
     log = (tmp_path / "w.log").read_text()
     assert "interruption was swallowed" in log and "returned to the queue" in log
+
+
+def test_the_lease_is_kept_while_the_experiment_loads(db: Database, db_url: str, tmp_path: Path) -> None:
+    """Found by the Docker test: importing torch under load took longer than the lease, the
+    job was requeued while its worker still prepared it, and ran elsewhere."""
+    enqueue(db, "r", 1, experiment="slow-loading")
+    slow = start_worker(db_url, "--run", "r", "--max-jobs", "1", *SLOW_LOADING, *FAST, log=tmp_path / "slow.log",
+                        env={"HPO_TEST_LOAD_S": "4"})
+    wait_for(lambda: db.jobs.count_documents({s.EXP_KEY: "r", s.STATE: State.RUNNING}) == 1, what="the claim")
+    idle = start_worker(db_url, "--run", "r", "--idle-exit", "8", *SLOW_LOADING, *FAST, log=tmp_path / "idle.log")
+    try:
+        assert slow.wait(60) == 0, (tmp_path / "slow.log").read_text()
+        assert idle.wait(60) == 0
+    finally:
+        stop(slow), stop(idle)
+    job = db.jobs.find_one({s.EXP_KEY: "r"})
+    assert job[s.STATE] == State.DONE and job[s.OWNER].endswith(f":{slow.pid}"), job
+    assert job[s.ATTEMPTS] == 1 and db.evaluations.count_documents({}) == 1
+
+
+def test_a_stop_signal_while_the_experiment_loads_returns_the_job(db: Database, db_url: str, tmp_path: Path) -> None:
+    """Before, the signal found no trial running, armed no grace timer, and the trial then
+    ran to its end however long it took."""
+    enqueue(db, "r", 1, experiment="slow-loading")
+    worker = start_worker(db_url, "--run", "r", *SLOW_LOADING, *FAST, log=tmp_path / "w.log",
+                          env={"HPO_TEST_LOAD_S": "4"})
+    wait_for(lambda: db.jobs.count_documents({s.EXP_KEY: "r", s.STATE: State.RUNNING}) == 1, what="the claim")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(60) == 0
+    job = db.jobs.find_one({s.EXP_KEY: "r"})
+    assert job[s.STATE] == State.NEW and job[s.ATTEMPTS] == 0, job
+    assert db.evaluations.count_documents({}) == 0
+    assert "returned to the queue before it started" in (tmp_path / "w.log").read_text()
