@@ -9,7 +9,7 @@ import pytest
 from pymongo.database import Database
 
 from jobstore import schema as s
-from tests.support.chaos import Chaos, Figures, Process, audit, seed_for
+from tests.support.chaos import Chaos, Figures, Process, conclude, seed_for
 
 pytestmark = pytest.mark.chaos
 
@@ -69,11 +69,4 @@ def test_coordinator_killed_and_terminated_then_resumed(db: Database, db_url: st
             assert "is resumable with:" in coordinator.text(), chaos.describe([coordinator])
     last = coordinate(chaos, args)
     code = chaos.wait_exit(last, 240, during=lambda: chaos.replace_dead_workers(start))
-    last.expected_exit = {0}
-    chaos.finish()
-    figures, violations = audit(chaos)
-    chaos_report(figures)
-    assert code == 0, chaos.describe([last])
-    assert not violations, "\n".join(violations)
-    assert figures.trials == max_evals and figures.done == max_evals, figures
-    chaos.check_processes()
+    conclude(chaos, last, code, max_evals, chaos_report)

@@ -10,7 +10,7 @@ import pytest
 
 from jobstore import schema as s
 from jobstore.embedded import EmbeddedServer
-from tests.support.chaos import Chaos, Figures, Process, audit, seed_for
+from tests.support.chaos import Chaos, Figures, Process, audit, conclude, seed_for
 
 pytestmark = pytest.mark.chaos
 
@@ -47,14 +47,7 @@ def test_database_killed_and_restarted(private_server: EmbeddedServer, make_chao
         time.sleep(rng.uniform(0.2, 2.0))
         private_server.start()
     code = chaos.wait_exit(coordinator, 300, during=lambda: chaos.replace_dead_workers(start))
-    coordinator.expected_exit = {0}
-    chaos.finish()
-    figures, violations = audit(chaos)
-    chaos_report(figures)
-    assert code == 0, chaos.describe([coordinator])
-    assert not violations, "\n".join(violations)
-    assert figures.trials == max_evals and figures.done == max_evals, figures
-    chaos.check_processes()
+    conclude(chaos, coordinator, code, max_evals, chaos_report)
 
 
 @pytest.mark.parametrize("outage_s", [20, pytest.param(75, marks=pytest.mark.slow)])

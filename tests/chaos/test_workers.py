@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 from pymongo.database import Database
 
-from tests.support.chaos import Chaos, Figures, Process, audit, seed_for
+from tests.support.chaos import Chaos, Figures, Process, conclude, seed_for
 
 pytestmark = pytest.mark.chaos
 
@@ -66,11 +66,4 @@ def test_random_worker_faults(db: Database, db_url: str, make_chaos: Callable[..
         next_fault = time.monotonic() + rng.uniform(0.6, 1.6)
 
     code = chaos.wait_exit(coordinator, 240 if max_evals <= 40 else 900, during=inject)
-    coordinator.expected_exit = {0}
-    chaos.finish()
-    figures, violations = audit(chaos)
-    chaos_report(figures)
-    assert code == 0, chaos.describe([coordinator])
-    assert not violations, "\n".join(violations)
-    assert figures.trials == max_evals and figures.done == max_evals, figures
-    chaos.check_processes()
+    conclude(chaos, coordinator, code, max_evals, chaos_report)

@@ -7,6 +7,7 @@ import functools
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pymongo
@@ -236,30 +237,37 @@ def test_view_shares_the_database(db: Database) -> None:
     assert len(MongoTrials(db, exp_key="b").view(exp_key="a")) == 2
 
 
-def test_fmin_drives_the_store_like_base_trials(db: Database) -> None:
-    """The same fmin call gives the same kind of answer as with in-memory Trials."""
-    space = hp.uniform("x", -2, 2)
+@contextmanager
+def evaluating_thread(db: Database, exp_key: str) -> Iterator[None]:
+    """While the block runs, a thread claims ``exp_key``'s jobs through the queue and
+    finishes each with the loss ``(x - 1) ** 2``, as a worker would."""
     stop = threading.Event()
 
     def serve() -> None:
         queue = JobQueue(db)
         while not stop.is_set():
-            claim = queue.claim("thread", exp_key="f")
+            claim = queue.claim("thread", exp_key=exp_key)
             if claim is None:
                 time.sleep(0.005)
                 continue
-            x = claim.job[s.PARAMS]
-            queue.finish(claim, State.DONE, {"status": STATUS_OK, "loss": (x - 1) ** 2})
+            queue.finish(claim, State.DONE, {"status": STATUS_OK, "loss": (claim.job[s.PARAMS] - 1) ** 2})
 
     server = threading.Thread(target=serve)
     server.start()
     try:
-        trials = MongoTrials(db, exp_key="f", experiment="quadratic")
-        best = fmin(lambda x: 0, space, algo=tpe.suggest, max_evals=30, trials=trials,
-                    max_queue_len=2, show_progressbar=False, rstate=__import__("numpy").random.default_rng(0))
+        yield
     finally:
         stop.set()
         server.join()
+
+
+def test_fmin_drives_the_store_like_base_trials(db: Database) -> None:
+    """The same fmin call gives the same kind of answer as with in-memory Trials."""
+    space = hp.uniform("x", -2, 2)
+    with evaluating_thread(db, "f"):
+        trials = MongoTrials(db, exp_key="f", experiment="quadratic")
+        best = fmin(lambda x: 0, space, algo=tpe.suggest, max_evals=30, trials=trials,
+                    max_queue_len=2, show_progressbar=False, rstate=__import__("numpy").random.default_rng(0))
     assert len(trials) == 30 and trials.count_by_state_unsynced(State.DONE) == 30
     assert abs(best["x"] - 1) < 0.5
     assert isinstance(trials, Trials)
@@ -438,26 +446,9 @@ def test_a_document_of_another_search_space_is_skipped_once_fmin_knows_the_space
             db.jobs.insert_one({**_renumbered(bad, tid), s.EXP_KEY: "f"})
     trials = MongoTrials(db, exp_key="f", experiment="quadratic")
     assert stranger in [t[s.ID] for t in trials.trials]  # a valid trial until the space is known
-    stop = threading.Event()
-
-    def serve() -> None:
-        queue = JobQueue(db)
-        while not stop.is_set():
-            claim = queue.claim("thread", exp_key="f")
-            if claim is None:
-                time.sleep(0.005)
-                continue
-            queue.finish(claim, State.DONE, {"status": STATUS_OK, "loss": (claim.job[s.PARAMS] - 1) ** 2})
-
-    server = threading.Thread(target=serve)
-    server.start()
-    try:
-        with caplog.at_level("WARNING", logger="jobstore.trials"):
-            fmin(lambda x: 0, get_experiment("quadratic").space, algo=tpe.suggest, max_evals=8, trials=trials,
-                 show_progressbar=False, rstate=__import__("numpy").random.default_rng(0))
-    finally:
-        stop.set()
-        server.join()
+    with evaluating_thread(db, "f"), caplog.at_level("WARNING", logger="jobstore.trials"):
+        fmin(lambda x: 0, get_experiment("quadratic").space, algo=tpe.suggest, max_evals=8, trials=trials,
+             show_progressbar=False, rstate=__import__("numpy").random.default_rng(0))
     assert len(trials) == 8 and stranger not in [t[s.ID] for t in trials.trials]
     assert sum(repr(stranger) in r.getMessage() and "lacks labels" in r.getMessage() for r in caplog.records) == 1
 

@@ -379,6 +379,23 @@ def audit(chaos: Chaos) -> tuple[Figures, list[str]]:
     return figures, violations
 
 
+def conclude(chaos: Chaos, coordinator: Process, code: int, max_evals: int,
+             report: Callable[[Figures], None]) -> Figures:
+    """The end every scenario of a run that must complete shares: stop the processes,
+    audit the run, report its figures, and hold the guarantees (the coordinator exited 0,
+    no result lost or doubled, exactly ``max_evals`` trials done, every process exited as
+    told)."""
+    coordinator.expected_exit = {0}
+    chaos.finish()
+    figures, violations = audit(chaos)
+    report(figures)
+    assert code == 0, chaos.describe([coordinator])
+    assert not violations, "\n".join(violations)
+    assert figures.trials == max_evals and figures.done == max_evals, figures
+    chaos.check_processes()
+    return figures
+
+
 def _not_as_acknowledged(job: dict[str, Any] | None, ack: dict[str, Any]) -> str | None:
     """Why ``job`` does not hold the result ``ack`` recorded, or None if it does."""
     if job is None:
