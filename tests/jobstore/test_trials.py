@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import copy
 import functools
 import threading
@@ -473,11 +474,22 @@ def test_without_a_limit_the_store_waits_for_the_database_and_says_so(
     trials = MongoTrials(client["coord"], exp_key="o", outage_timeout=None)
     _hand_made(trials, trials.new_trial_ids(2))
     private_server.stop()
-    restart = threading.Timer(3, private_server.start)
+    failed: list[BaseException] = []
+
+    def restart_server() -> None:
+        try:
+            private_server.start()
+        except BaseException as exc:  # noqa: BLE001 - the refresh would wait forever: end it
+            failed.append(exc)
+            _thread.interrupt_main()
+
+    restart = threading.Timer(3, restart_server)
     restart.start()
     try:
         with caplog.at_level("WARNING", logger="jobstore.retry"):
             trials.refresh()
+    except KeyboardInterrupt:
+        pytest.fail(f"the test server did not restart, so the refresh could only wait: {failed}")
     finally:
         restart.join()
         client.close()
