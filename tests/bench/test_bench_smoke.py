@@ -139,3 +139,13 @@ def test_mask_cost_quick(tmp_path: Path) -> None:
     text = report.read_text()
     assert "## Masking passwords and logging long messages (quick smoke run)" in text
     assert len([line for line in text.splitlines() if "| 2.0 MB |" in line]) == 5
+
+
+def test_digits_quality_quick(tmp_path: Path) -> None:
+    report = tmp_path / "benchmarks.md"
+    run_script("digits_quality.py", report=report)
+    text = report.read_text()
+    assert "## Digits with real training: 6 evaluations, 2 local workers, 1 seeds (quick smoke run)" in text
+    rows = [line.split("|") for line in text.splitlines() if line.startswith("| ")][1:]
+    assert [(r[1].strip(), r[2].strip()) for r in rows] == [("tpe", "1/1"), ("joint-tpe", "1/1")]
+    assert all(0 < float(r[3].split("±")[0]) <= 100 for r in rows)
