@@ -7,6 +7,7 @@ from typing import Any
 from hyperopt import base, rand
 from pymongo.database import Database
 
+from jobstore import schema as s
 from jobstore.trials import MongoTrials
 
 
@@ -26,3 +27,8 @@ def enqueue(db: Database, run: str, n: int, *, experiment: str = "quadratic", se
     trials.refresh()
     return trials
 
+
+
+def jobs(db: Database, run: str) -> list[dict[str, Any]]:
+    """``run``'s job documents in ``tid`` order."""
+    return list(db.jobs.find({s.EXP_KEY: run}).sort(s.TID, 1))

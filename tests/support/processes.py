@@ -11,6 +11,8 @@ from pathlib import Path
 
 RECORDING = "tests.support.experiments:recording"
 REPO = Path(__file__).resolve().parents[2]
+FAST = ["--heartbeat", "0.2", "--lease", "1", "--poll-max", "0.05"]
+"""``hpo-worker`` options for tests: a short lease, renewed often, and quick polls."""
 
 
 def _env(url: str, extra: dict[str, str] | None) -> dict[str, str]:

@@ -12,11 +12,10 @@ from jobstore.schema import State
 from objectives.registry import register
 from tests.support.experiments import recording
 from tests.support.jobs import enqueue
-from tests.support.processes import start_worker
+from tests.support.processes import FAST, start_worker
 
 register(recording)
 
-FAST = ["--heartbeat", "0.2", "--lease", "1", "--poll-max", "0.05"]
 EXIT_TRIAL_HUNG = 76
 ONE_GPU = {"HPO_FAKE_GPUS": "GPU-aaaa"}
 

@@ -8,12 +8,9 @@ from pathlib import Path
 from pymongo.database import Database
 
 from jobstore import schema as s
-from tests.support.processes import start_worker, stop, wait_for
+from tests.support.processes import FAST, start_worker, stop, wait_for
 
 GPUS = {"HPO_FAKE_GPUS": "GPU-aaaa,GPU-bbbb"}
-FAST = ["--heartbeat", "0.2", "--lease", "1", "--poll-max", "0.05"]
-
-
 def test_two_workers_get_distinct_gpus_and_a_third_waits(db: Database, db_url: str, tmp_path: Path) -> None:
     workers = [start_worker(db_url, *FAST, log=tmp_path / f"w{i}.log", env=GPUS) for i in range(3)]
     try:

@@ -12,17 +12,10 @@ from jobstore import schema as s
 from jobstore.schema import State
 from objectives.registry import register
 from tests.support.experiments import recording
-from tests.support.jobs import enqueue
-from tests.support.processes import start_worker, wait_for
+from tests.support.jobs import enqueue, jobs
+from tests.support.processes import FAST, start_worker, wait_for
 
 register(recording)
-
-FAST = ["--heartbeat", "0.2", "--lease", "1", "--poll-max", "0.05"]
-
-
-def jobs(db: Database, run: str) -> list[dict]:
-    return list(db.jobs.find({s.EXP_KEY: run}).sort(s.TID, 1))
-
 
 def test_a_worker_that_loses_its_lease_drops_that_trial_and_goes_on(
     db: Database, db_url: str, tmp_path: Path

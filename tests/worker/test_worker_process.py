@@ -13,19 +13,12 @@ from jobstore import schema as s
 from jobstore.schema import State
 from objectives.registry import register
 from tests.support.experiments import recording, slow_loading
-from tests.support.jobs import enqueue
-from tests.support.processes import start_worker, stop, wait_for
+from tests.support.jobs import enqueue, jobs
+from tests.support.processes import FAST, start_worker, stop, wait_for
 
 register(recording)
 register(slow_loading)
 SLOW_LOADING = ["--objective", "tests.support.experiments:slow_loading"]
-
-FAST = ["--heartbeat", "0.2", "--lease", "1", "--poll-max", "0.05"]
-
-
-def jobs(db: Database, run: str) -> list[dict]:
-    return list(db.jobs.find({s.EXP_KEY: run}).sort(s.TID, 1))
-
 
 def test_exceptions_and_bad_results_become_errors_and_the_worker_goes_on(
     db: Database, db_url: str, tmp_path: Path
