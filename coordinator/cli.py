@@ -202,6 +202,8 @@ def experiments() -> None:
 
 def main() -> None:
     from coordinator import monitor_cli
+    from coordinator.dashboard import cli as dashboard_cli
 
     monitor_cli.register(app, console)
+    dashboard_cli.register(app, console)
     app()

@@ -139,7 +139,8 @@ def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def _text(value: Any) -> str | None:
+def text(value: Any) -> str | None:
+    """``value`` as a string; None stays None."""
     return None if value is None else str(value)
 
 
@@ -149,14 +150,14 @@ def _vals(job: Mapping[str, Any]) -> dict[str, Any]:
     return {str(label): v for label, v in vals.items() if isinstance(v, (list, tuple))}
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """``value`` as JSON can write it (BSON types JSON lacks, as their text)."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return str(value)
 
 
@@ -178,7 +179,7 @@ def _tid(job: Mapping[str, Any], left_out: list[str]) -> int | None:
 def trial_params(job: Mapping[str, Any]) -> Any:
     """A job's point as plain values: its ``params``, else hyperopt's ``misc.vals``."""
     if job.get(s.PARAMS) is not None:
-        return _plain(job[s.PARAMS])
+        return plain(job[s.PARAMS])
     return s.point_from_vals(_vals(job))
 
 
@@ -296,7 +297,7 @@ def stale_jobs(jobs: Collection, run: str, now: datetime,
         if expires is None:
             reasons.append("no valid lease")
         if reasons:
-            stale.append(StaleJob(tid, _text(job.get(s.OWNER)), refreshed, expires, reasons))
+            stale.append(StaleJob(tid, text(job.get(s.OWNER)), refreshed, expires, reasons))
     _warn_left_out("stale jobs", run, left_out)
     return stale
 
@@ -332,7 +333,7 @@ def workers(db: Database, now: datetime, stale_after: timedelta = STALE_AFTER,
             state = "lost"
         current = doc.get(s.WORKER_CURRENT)
         result.append(WorkerInfo(
-            id=str(doc[s.ID]), host=_text(doc.get(s.WORKER_HOST)), device=_text(doc.get(s.WORKER_DEVICE)),
+            id=str(doc[s.ID]), host=text(doc.get(s.WORKER_HOST)), device=text(doc.get(s.WORKER_DEVICE)),
             state=state, current=dict(current) if isinstance(current, Mapping) else None,
             last_seen=last_seen, trials_done=s.as_int(doc.get(s.WORKER_DONE)) or 0,
         ))
@@ -345,6 +346,7 @@ class RunStatus:
 
     run: str
     experiment: str | None
+    algo: str | None
     max_evals: int | None
     now: datetime
     counts: StateCounts
@@ -359,13 +361,14 @@ def run_status(db: Database, run: str, jobs_collection: str = s.JOBS,
                stale_after: timedelta = STALE_AFTER) -> RunStatus:
     """The status of ``run`` (which must exist; see :func:`require_run`)."""
     jobs = db[jobs_collection]
-    doc = db[s.RUNS].find_one({s.ID: run}, {s.RUN_EXPERIMENT: 1, s.RUN_MAX_EVALS: 1}) or {}
+    doc = db[s.RUNS].find_one({s.ID: run}, {s.RUN_EXPERIMENT: 1, s.RUN_MAX_EVALS: 1, s.RUN_ALGO: 1}) or {}
     now = server_time(db)
     counts = count_states(jobs, run)
     rate = throughput(jobs, run)
     max_evals = s.as_int(doc.get(s.RUN_MAX_EVALS))
     return RunStatus(
-        run=run, experiment=_text(doc.get(s.RUN_EXPERIMENT)), max_evals=max_evals, now=now,
+        run=run, experiment=text(doc.get(s.RUN_EXPERIMENT)), algo=text(doc.get(s.RUN_ALGO)),
+        max_evals=max_evals, now=now,
         counts=counts, best=best_trial(jobs, run), throughput=rate,
         eta=eta(max_evals, counts, rate), stale=stale_jobs(jobs, run, now, stale_after),
         workers=workers(db, now, stale_after),
@@ -378,6 +381,7 @@ class RunOverview:
 
     run: str
     experiment: str | None
+    algo: str | None
     created_at: datetime | None
     max_evals: int | None
     counts: StateCounts
@@ -390,14 +394,15 @@ def list_runs(db: Database, jobs_collection: str = s.JOBS) -> list[RunOverview]:
     docs = {
         doc[s.ID]: doc
         for doc in db[s.RUNS].find(
-            {}, {s.RUN_EXPERIMENT: 1, s.RUN_CREATED_AT: 1, s.RUN_MAX_EVALS: 1})
+            {}, {s.RUN_EXPERIMENT: 1, s.RUN_ALGO: 1, s.RUN_CREATED_AT: 1, s.RUN_MAX_EVALS: 1})
     }
     overview = []
     for run in known_runs(db, jobs_collection):
         doc = docs.get(run, {})
         best = best_trial(jobs, run)
         overview.append(RunOverview(
-            run=run, experiment=_text(doc.get(s.RUN_EXPERIMENT)), created_at=s.as_date(doc.get(s.RUN_CREATED_AT)),
+            run=run, experiment=text(doc.get(s.RUN_EXPERIMENT)), algo=text(doc.get(s.RUN_ALGO)),
+            created_at=s.as_date(doc.get(s.RUN_CREATED_AT)),
             max_evals=s.as_int(doc.get(s.RUN_MAX_EVALS)), counts=count_states(jobs, run),
             best_loss=None if best is None else best.loss,
         ))
@@ -433,11 +438,47 @@ def _seconds(start: datetime | None, end: datetime | None) -> float | None:
     return None if start is None or end is None else (end - start).total_seconds()
 
 
-def _state_name(value: Any) -> str:
+def state_name(value: Any) -> str:
+    """A job state's name (``new``, ``running``, ...); an unknown value as its text."""
     try:
         return State(value).name.lower()
     except ValueError:
         return str(value)
+
+
+TRIAL_ROW_PROJECTION = {
+    s.TID: 1, s.STATE: 1, s.STATUS: 1, s.LOSS: 1, s.ATTEMPTS: 1, s.OWNER: 1,
+    s.BOOK_TIME: 1, s.STARTED_AT: 1, s.FINISHED_AT: 1, s.ERROR + ".type": 1,
+    s.PARAMS: 1, s.VALS: 1,
+}
+"""The fields :func:`trial_row` reads: never ``metrics``, ``spec`` or tracebacks."""
+
+
+def trial_row(job: Mapping[str, Any], tid: int) -> dict[str, Any]:
+    """One flat row of :func:`trial_rows` from a job read with :data:`TRIAL_ROW_PROJECTION`."""
+    result = _mapping(job.get(s.RESULT))
+    loss = result.get("loss")
+    params = job.get(s.PARAMS)
+    if not isinstance(params, Mapping):
+        params = s.point_from_vals(_vals(job))
+    booked, started, finished = (s.as_date(job.get(f)) for f in (s.BOOK_TIME, s.STARTED_AT, s.FINISHED_AT))
+    row: dict[str, Any] = {
+        "tid": tid,
+        "state": state_name(job.get(s.STATE)),
+        "status": text(result.get("status")),
+        "loss": float(loss) if s.is_finite_number(loss) else None,
+        "attempts": s.as_int(job.get(s.ATTEMPTS)),
+        "worker": text(job.get(s.OWNER)),
+        "book_time": iso(booked),
+        "started_at": iso(started),
+        "finished_at": iso(finished),
+        "booked_to_finished_s": _seconds(booked, finished),
+        "started_to_finished_s": _seconds(started, finished),
+        "error_type": text(_mapping(job.get(s.ERROR)).get("type")),
+    }
+    for key, value in params.items():
+        row.update({k: plain(v) for k, v in flatten(value, PARAM_PREFIX + str(key)).items()})
+    return row
 
 
 def trial_rows(jobs: Collection, run: str) -> list[dict[str, Any]]:
@@ -448,40 +489,12 @@ def trial_rows(jobs: Collection, run: str) -> list[dict[str, Any]]:
     seconds (book_time -> finished_at, started_at -> finished_at).  A space that is a
     single expression (not a dict) gives one ``params.<label>`` column per label.
     """
-    projection = {
-        s.TID: 1, s.STATE: 1, s.STATUS: 1, s.LOSS: 1, s.ATTEMPTS: 1, s.OWNER: 1,
-        s.BOOK_TIME: 1, s.STARTED_AT: 1, s.FINISHED_AT: 1, s.ERROR + ".type": 1,
-        s.PARAMS: 1, s.VALS: 1,
-    }
     rows = []
     left_out: list[str] = []
-    for job in jobs.find({s.EXP_KEY: run}, projection, sort=[(s.TID, ASCENDING)]):
+    for job in jobs.find({s.EXP_KEY: run}, TRIAL_ROW_PROJECTION, sort=[(s.TID, ASCENDING)]):
         tid = _tid(job, left_out)
-        if tid is None:
-            continue
-        result = _mapping(job.get(s.RESULT))
-        loss = result.get("loss")
-        params = job.get(s.PARAMS)
-        if not isinstance(params, Mapping):
-            params = s.point_from_vals(_vals(job))
-        booked, started, finished = (s.as_date(job.get(f)) for f in (s.BOOK_TIME, s.STARTED_AT, s.FINISHED_AT))
-        row: dict[str, Any] = {
-            "tid": tid,
-            "state": _state_name(job.get(s.STATE)),
-            "status": _text(result.get("status")),
-            "loss": float(loss) if s.is_finite_number(loss) else None,
-            "attempts": s.as_int(job.get(s.ATTEMPTS)),
-            "worker": _text(job.get(s.OWNER)),
-            "book_time": iso(booked),
-            "started_at": iso(started),
-            "finished_at": iso(finished),
-            "booked_to_finished_s": _seconds(booked, finished),
-            "started_to_finished_s": _seconds(started, finished),
-            "error_type": _text(_mapping(job.get(s.ERROR)).get("type")),
-        }
-        for key, value in params.items():
-            row.update({k: _plain(v) for k, v in flatten(value, PARAM_PREFIX + str(key)).items()})
-        rows.append(row)
+        if tid is not None:
+            rows.append(trial_row(job, tid))
     _warn_left_out("trials", run, left_out)
     return rows
 
@@ -508,12 +521,15 @@ class TrialPoint:
     """hyperopt's ``misc.vals`` of the active labels (``hp.choice``: the option index)."""
 
 
-def trial_points(jobs: Collection, run: str) -> list[TrialPoint]:
-    """Every trial of ``run`` as a :class:`TrialPoint`, by tid."""
+def trial_points(jobs: Collection, run: str, since: datetime | None = None) -> list[TrialPoint]:
+    """Every trial of ``run`` as a :class:`TrialPoint`, by tid; with ``since``, only the
+    trials written at or after that server time (``updated_at``, through ``run_updated``)."""
     points = []
     left_out: list[str] = []
-    found = jobs.find({s.EXP_KEY: run}, {s.TID: 1, s.STATE: 1, s.RESULT: 1, s.VALS: 1},
-                      sort=[(s.TID, ASCENDING)])
+    query: dict[str, Any] = {s.EXP_KEY: run}
+    if since is not None:
+        query[s.UPDATED_AT] = {"$gte": since}
+    found = jobs.find(query, {s.TID: 1, s.STATE: 1, s.RESULT: 1, s.VALS: 1}, sort=[(s.TID, ASCENDING)])
     for job in found:
         tid = _tid(job, left_out)
         if tid is None:

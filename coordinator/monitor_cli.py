@@ -45,7 +45,7 @@ from jobstore.console import (
 )
 from jobstore.errors import UserError
 from jobstore.retry import retrying
-from objectives.registry import UnknownExperiment, get_experiment
+from objectives.registry import get_experiment
 
 log = logging.getLogger(__name__)
 
@@ -165,18 +165,6 @@ def trials_text(rows: list[dict[str, Any]], fmt: TrialFormat) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue()
-
-
-def _space_infos(db: Database, run: str) -> dict[str, plots.ParamInfo]:
-    name = (db[s.RUNS].find_one({s.ID: run}, {s.RUN_EXPERIMENT: 1}) or {}).get(s.RUN_EXPERIMENT)
-    if name is None:
-        return {}
-    try:
-        return plots.describe_space(get_experiment(name).space)
-    except UnknownExperiment:
-        log.warning("experiment %r is not installed here: hp.choice options are shown as "
-                    "numbers (pass --objective to name them)", name)
-        return {}
 
 
 def _prior_table(samples: dict[str, list[float]], infos: dict[str, plots.ParamInfo], n: int) -> Table:
@@ -315,10 +303,9 @@ def register(app: typer.Typer, console: Console) -> None:
             name = monitor.require_run(db, run, target.jobs_collection)
             jobs = db[target.jobs_collection]
             points = monitor.trial_points(jobs, name)
-            best_tids = [p.tid for p in sorted((p for p in points if p.loss is not None),
-                                               key=lambda p: p.loss)[:top]]
-            curves = monitor.learning_curves(jobs, name, best_tids)
-            outcomes = plots.plot_run(points, curves, _space_infos(db, name), out, name)
+            curves = monitor.learning_curves(jobs, name, plots.top_trials(points, top))
+            experiment = (db[s.RUNS].find_one({s.ID: name}, {s.RUN_EXPERIMENT: 1}) or {}).get(s.RUN_EXPERIMENT)
+            outcomes = plots.plot_run(points, curves, plots.space_infos(experiment), out, name)
         for outcome in outcomes:
             if outcome.path is not None:
                 console.print(f"wrote {outcome.path}", highlight=False)

@@ -37,6 +37,7 @@ from matplotlib.ticker import MaxNLocator, NullFormatter
 from matplotlib.transforms import blended_transform_factory
 
 from coordinator.monitor import TrialPoint
+from objectives.registry import UnknownExperiment, get_experiment
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,20 @@ def describe_space(space: Any) -> dict[str, ParamInfo]:
             options = tuple(_option_name(option, i) for i, option in enumerate(node.pos_args[1:]))
             infos[label] = ParamInfo(label, "choice", options)
     return infos
+
+
+def space_infos(experiment: str | None) -> dict[str, ParamInfo]:
+    """The labels of a registered experiment's space (see :func:`describe_space`); empty,
+    with a warning, when the experiment is not installed here (choices then show as
+    option numbers)."""
+    if experiment is None:
+        return {}
+    try:
+        return describe_space(get_experiment(experiment).space)
+    except UnknownExperiment:
+        log.warning("experiment %r is not installed here: hp.choice options are shown as "
+                    "numbers (pass --objective to name them)", experiment)
+        return {}
 
 
 def sample_prior(space: Any, n: int, seed: int | None = None) -> dict[str, list[float]]:
@@ -200,19 +215,42 @@ def _ok(points: Sequence[TrialPoint]) -> list[TrialPoint]:
     return [p for p in points if p.loss is not None]
 
 
-def loss_figure(points: Sequence[TrialPoint], run: str) -> Figure:
-    """Loss per trial (ok trials) with the best-so-far line; error trials as red marks
-    along the top."""
+@dataclass
+class LossSeries:
+    """Loss per trial: the ok trials' tids and losses with the best loss so far, and the
+    tids of the error trials."""
+
+    tids: list[int]
+    losses: list[float]
+    best_so_far: list[float]
+    error_tids: list[int]
+
+
+def loss_series(points: Sequence[TrialPoint]) -> LossSeries:
+    """The data of the loss-per-trial figure.
+
+    Raises:
+        Skipped: no trial has finished with status ok.
+    """
     ok = _ok(points)
     if not ok:
         raise Skipped("no trial has finished with status ok yet")
-    tids = np.array([p.tid for p in ok])
     losses = np.array([p.loss for p in ok], dtype=float)
+    return LossSeries([p.tid for p in ok], losses.tolist(), np.minimum.accumulate(losses).tolist(),
+                      [p.tid for p in points if p.state == 3])
+
+
+def loss_figure(points: Sequence[TrialPoint], run: str) -> Figure:
+    """Loss per trial (ok trials) with the best-so-far line; error trials as red marks
+    along the top."""
+    series = loss_series(points)
+    tids = np.array(series.tids)
+    losses = np.array(series.losses, dtype=float)
     figure = Figure(figsize=(9, 5), layout="constrained")
     ax = figure.subplots()
     ax.scatter(tids, losses, s=14, alpha=0.7, label="trial loss")
-    ax.step(tids, np.minimum.accumulate(losses), where="post", color="tab:red", label="best so far")
-    errors = [p.tid for p in points if p.state == 3]
+    ax.step(tids, series.best_so_far, where="post", color="tab:red", label="best so far")
+    errors = series.error_tids
     if errors:
         top = blended_transform_factory(ax.transData, ax.transAxes)
         ax.plot(errors, [0.98] * len(errors), "x", color="tab:red", transform=top,
@@ -240,10 +278,18 @@ def _column(points: Sequence[TrialPoint], label: str) -> np.ndarray:
     return np.array([p.vals.get(label, np.nan) for p in points], dtype=float)
 
 
-def scatter_matrix_figure(points: Sequence[TrialPoint], infos: Mapping[str, ParamInfo],
-                          run: str) -> Figure:
-    """The scatterplot matrix of numeric hyperparameters, coloured by loss; the
-    diagonal shows loss against each hyperparameter (as in hyperopt's tutorial)."""
+def ok_points(points: Sequence[TrialPoint]) -> list[TrialPoint]:
+    """The trials that finished with status ok (those with a loss)."""
+    return _ok(points)
+
+
+def matrix_labels(points: Sequence[TrialPoint], infos: Mapping[str, ParamInfo]) -> list[str]:
+    """The numeric hyperparameters the scatterplot matrix shows: the
+    :data:`MAX_MATRIX_PARAMS` most often active among the ok trials.
+
+    Raises:
+        Skipped: no ok trial has a numeric hyperparameter.
+    """
     ok = _ok(points)
     labels = _numeric_labels(ok, infos)
     if not ok or not labels:
@@ -251,7 +297,21 @@ def scatter_matrix_figure(points: Sequence[TrialPoint], infos: Mapping[str, Para
     if len(labels) > MAX_MATRIX_PARAMS:
         log.info("scatter matrix: showing the %d most often active of %d numeric hyperparameters",
                  MAX_MATRIX_PARAMS, len(labels))
-        labels = labels[:MAX_MATRIX_PARAMS]
+    return labels[:MAX_MATRIX_PARAMS]
+
+
+def top_trials(points: Sequence[TrialPoint], n: int) -> list[int]:
+    """The tids of the ``n`` ok trials with the lowest loss, best first (whose learning
+    curves are drawn)."""
+    return [p.tid for p in sorted(_ok(points), key=lambda p: float(p.loss or 0.0))[:n]]
+
+
+def scatter_matrix_figure(points: Sequence[TrialPoint], infos: Mapping[str, ParamInfo],
+                          run: str) -> Figure:
+    """The scatterplot matrix of numeric hyperparameters, coloured by loss; the
+    diagonal shows loss against each hyperparameter (as in hyperopt's tutorial)."""
+    ok = _ok(points)
+    labels = matrix_labels(points, infos)
     losses = np.array([p.loss for p in ok], dtype=float)
     norm = _loss_norm(losses)
     n = len(labels)
@@ -385,9 +445,15 @@ def learning_curves_figure(curves: Mapping[int, Sequence[Mapping[str, Any]]],
     return figure
 
 
-def importance_figure(points: Sequence[TrialPoint], run: str) -> Figure:
-    """Hyperparameter importance: impurity importances of a random forest (scikit-learn)
-    fitted to the loss of the ok trials; inactive nested values are missing values."""
+def importances(points: Sequence[TrialPoint]) -> list[tuple[str, float]]:
+    """Hyperparameter importance, least important first: impurity importances of a
+    random forest (scikit-learn, fixed seed) fitted to the loss of the ok trials;
+    inactive nested values are missing values.
+
+    Raises:
+        Skipped: fewer than :data:`MIN_IMPORTANCE_TRIALS` ok trials, or fewer than two
+            hyperparameters.
+    """
     from sklearn.ensemble import RandomForestRegressor
 
     ok = _ok(points)
@@ -402,11 +468,17 @@ def importance_figure(points: Sequence[TrialPoint], run: str) -> Figure:
     forest = RandomForestRegressor(n_estimators=100, min_samples_leaf=2, random_state=0)
     forest.fit(features, losses)
     order = np.argsort(forest.feature_importances_)
-    figure = Figure(figsize=(8, max(4.0, 1.0 + 0.4 * len(labels))), layout="constrained")
+    return [(labels[k], float(forest.feature_importances_[k])) for k in order]
+
+
+def importance_figure(points: Sequence[TrialPoint], run: str) -> Figure:
+    """Hyperparameter importance (see :func:`importances`) as horizontal bars."""
+    ranked = importances(points)
+    figure = Figure(figsize=(8, max(4.0, 1.0 + 0.4 * len(ranked))), layout="constrained")
     ax = figure.subplots()
-    ax.barh([labels[k] for k in order], forest.feature_importances_[order], color="tab:green")
+    ax.barh([label for label, _ in ranked], [value for _, value in ranked], color="tab:green")
     ax.set_xlabel("importance (random forest, mean decrease in impurity)")
-    ax.set_title(f"run {run}: hyperparameter importance from {len(ok)} ok trials")
+    ax.set_title(f"run {run}: hyperparameter importance from {len(_ok(points))} ok trials")
     return figure
 
 

@@ -1,0 +1,93 @@
+"""``hpo-coord dashboard``: serve the live web dashboard of the runs in a database."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from datetime import timedelta
+from typing import Annotated, Optional
+
+import typer
+import uvicorn
+from rich.console import Console
+
+from coordinator import monitor
+from coordinator.dashboard.app import create_app
+from coordinator.dashboard.data import DashboardData
+from coordinator.dashboard.live import ChangeFeed
+from jobstore.connection import DEFAULT_TIMEOUT_S
+from jobstore.console import (
+    ConnectTimeoutOption,
+    LogLevelHelp,
+    MongoOption,
+    ObjectiveOption,
+    PasswordFileOption,
+    fail,
+    not_empty,
+    open_database,
+    register_objectives,
+    require_url,
+    setup_logging,
+    user_errors,
+)
+
+TOKEN_ENV = "HPO_DASHBOARD_TOKEN"
+DEFAULT_PORT = 8080
+
+
+def is_local(host: str) -> bool:
+    """Whether ``host`` is a loopback address (or ``localhost``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def register(app: typer.Typer, console: Console) -> None:
+    """Add ``dashboard`` to ``app``."""
+
+    @app.command()
+    def dashboard(
+        run: Annotated[Optional[str], typer.Option(
+            help="Open this run at / (every run stays reachable). Default: the list of runs.",
+            callback=not_empty("--run"))] = None,
+        host: Annotated[str, typer.Option(help="Address to listen on. Anything but a loopback "
+                                          f"address needs --token (or ${TOKEN_ENV}).")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = DEFAULT_PORT,
+        token: Annotated[Optional[str], typer.Option(
+            help=f"Access token every request must carry (open the page once as "
+            f"http://HOST:PORT/?token=TOKEN). Default: ${TOKEN_ENV}.", show_default=False)] = None,
+        polling: Annotated[bool, typer.Option(
+            "--polling", help="Poll the database every second instead of following its change stream.")] = False,
+        stale_after: Annotated[float, typer.Option(
+            min=1, help="Flag running trials without a heartbeat for this many seconds, "
+            "and workers not seen for as long.")] = monitor.STALE_AFTER.total_seconds(),
+        objective: ObjectiveOption = None,
+        mongo: MongoOption = None,
+        mongo_password_file: PasswordFileOption = None,
+        connect_timeout: ConnectTimeoutOption = DEFAULT_TIMEOUT_S,
+        log_level: Annotated[str, typer.Option(help=LogLevelHelp)] = "warning",
+    ) -> None:
+        """Serve a live web dashboard of the database's runs (read-only): progress, best
+        trial, charts, trial table, errors and workers, updated as trials finish."""
+        setup_logging(log_level)
+        secret = token or os.environ.get(TOKEN_ENV) or None
+        if not is_local(host) and secret is None:
+            fail(f"--host {host} is not a loopback address: anyone who can reach it could read "
+                 f"your runs. Pass --token TOKEN (or set ${TOKEN_ENV}) to require an access "
+                 "token, or keep the default --host 127.0.0.1")
+        with user_errors():
+            register_objectives(objective)
+            target, db = open_database(require_url(mongo, "hpo-coord dashboard"), mongo_password_file,
+                                       connect_timeout)
+            if run is not None:
+                monitor.require_run(db, run, target.jobs_collection)
+        data = DashboardData(db, target.jobs_collection, timedelta(seconds=stale_after))
+        feed = ChangeFeed(db, target.jobs_collection, use_stream=not polling)
+        web = create_app(data, feed, run=run, token=secret)
+        shown = f"[{host}]" if ":" in host else host
+        console.print(f"dashboard of {target.display} at [bold]http://{shown}:{port}/[/]"
+                      + (" (append ?token=TOKEN once)" if secret else ""), highlight=False)
+        uvicorn.run(web, host=host, port=port, log_level=log_level, access_log=log_level == "debug")

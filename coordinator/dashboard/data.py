@@ -1,0 +1,330 @@
+"""Every database read of the dashboard, as JSON-ready dicts.
+
+The dashboard reads through this module only, and this module reads through
+:mod:`coordinator.monitor` (the queries of ``hpo-coord status``/``runs``/``trials``)
+and prepares figures with :mod:`coordinator.plots` (the data behind the PNG figures of
+``hpo-coord plot``), so the web pages and the PNG files show the same numbers.
+Contracts:
+
+* **Read-only.**  Nothing here writes to the database.
+* **No whole-history read per update.**  A run's trial points are read once, then
+  kept in memory and refreshed with the trials written since the last read (through
+  the ``run_updated`` index); the trial table and the error list are pages of at most
+  :data:`MAX_PAGE` trials, sorted and filtered by the server.
+* **No secrets.**  Error messages and tracebacks pass through
+  :func:`jobstore.connection.mask`, so a password that leaked into an objective's
+  exception is shown as ``***``.
+* **Unknown runs and trials** raise :class:`coordinator.monitor.UnknownRun` and
+  :class:`UnknownTrial`.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.database import Database
+
+from coordinator import monitor, plots
+from coordinator.monitor import TrialPoint, iso
+from jobstore import schema as s
+from jobstore.connection import mask, server_time
+from jobstore.errors import UserError
+from jobstore.schema import State
+
+MAX_PAGE = 200
+"""Most trials one page of the trial table or the error list holds."""
+TOP_CURVES = 10
+"""Learning curves of this many best trials are shown."""
+REREAD_MARGIN = timedelta(seconds=5)
+"""An incremental refresh re-reads the trials written this long before the last read
+started, so that a write committed while that read ran is not missed."""
+TRIAL_SORTS = {
+    "tid": s.TID, "state": s.STATE, "loss": s.LOSS, "attempts": s.ATTEMPTS,
+    "worker": s.OWNER, "finished_at": s.FINISHED_AT, "duration": "duration",
+}
+"""The trial table's sort keys and the fields they sort on (``duration`` is
+started_at -> finished_at, computed by the server)."""
+STATE_NAMES = {state.name.lower(): state for state in State}
+
+
+class UnknownTrial(UserError):
+    """No trial of that tid in the run."""
+
+
+class BadQuery(UserError):
+    """A query parameter of the trial table is not one the table knows."""
+
+
+@dataclass
+class _Points:
+    """A run's trial points as last read, and the server time that read started."""
+
+    by_tid: dict[int, TrialPoint] = field(default_factory=dict)
+    read_at: datetime | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _number(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else value
+
+
+def _seconds(delta: timedelta | None) -> float | None:
+    return None if delta is None else delta.total_seconds()
+
+
+class DashboardData:
+    """The dashboard's read-only view of one database.
+
+    Thread-safe: the web server calls it from its worker threads.  ``stale_after`` is
+    how long a running job or worker may go without a heartbeat before it is flagged.
+    """
+
+    def __init__(self, db: Database, jobs_collection: str = s.JOBS,
+                 stale_after: timedelta = monitor.STALE_AFTER) -> None:
+        self.db = db
+        self.jobs = db[jobs_collection]
+        self.jobs_collection = jobs_collection
+        self.stale_after = stale_after
+        self._points: dict[str, _Points] = {}
+        self._points_lock = threading.Lock()
+        self._infos: dict[str | None, dict[str, plots.ParamInfo]] = {}
+
+    # -- runs ---------------------------------------------------------------------------
+
+    def require_run(self, run: str) -> str:
+        """``run`` if the database has it (see :func:`coordinator.monitor.require_run`)."""
+        return monitor.require_run(self.db, run, self.jobs_collection)
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every run: name, experiment, algorithm, counts by state, best loss,
+        max_evals, progress and ETA."""
+        result = []
+        for overview in monitor.list_runs(self.db, self.jobs_collection):
+            rate = monitor.throughput(self.jobs, overview.run)
+            eta = monitor.eta(overview.max_evals, overview.counts, rate)
+            result.append({
+                "run": overview.run, "experiment": overview.experiment, "algo": overview.algo,
+                "created_at": iso(overview.created_at), "max_evals": overview.max_evals,
+                "counts": {**asdict(overview.counts), "total": overview.counts.total,
+                           "finished": overview.counts.finished},
+                "best_loss": overview.best_loss, "per_hour": rate.per_hour, "eta_s": _seconds(eta),
+            })
+        return result
+
+    def summary(self, run: str) -> dict[str, Any]:
+        """What ``hpo-coord status`` shows of ``run``: counts, progress, best trial with
+        its parameters, throughput, ETA, stale jobs and the workers (stale ones have
+        state ``lost``)."""
+        st = monitor.run_status(self.db, self.require_run(run), self.jobs_collection, self.stale_after)
+        best = None if st.best is None else {
+            "tid": st.best.tid, "loss": st.best.loss, "params": st.best.params,
+            "finished_at": iso(st.best.finished_at)}
+        return {
+            "run": st.run, "experiment": st.experiment, "algo": st.algo, "max_evals": st.max_evals,
+            "now": iso(st.now),
+            "counts": {**asdict(st.counts), "total": st.counts.total, "finished": st.counts.finished},
+            "best": best,
+            "throughput": {"per_hour": st.throughput.per_hour, "window_trials": st.throughput.window_trials,
+                           "last_finish": iso(st.throughput.last_finish)},
+            "eta_s": _seconds(st.eta),
+            "stale": [{"tid": j.tid, "owner": j.owner, "refresh_time": iso(j.refresh_time),
+                       "reasons": j.reasons} for j in st.stale],
+            "workers": [{"id": w.id, "host": w.host, "device": w.device, "state": w.state,
+                         "stale": w.state == "lost", "current": monitor.plain(w.current),
+                         "last_seen": iso(w.last_seen),
+                         "seen_ago_s": None if w.last_seen is None else (st.now - w.last_seen).total_seconds(),
+                         "trials_done": w.trials_done} for w in st.workers],
+        }
+
+    # -- figures ------------------------------------------------------------------------
+
+    def points(self, run: str) -> list[TrialPoint]:
+        """The run's trial points, by tid: read in full the first time, then refreshed
+        with the trials written since the previous read."""
+        with self._points_lock:
+            cache = self._points.setdefault(run, _Points())
+        with cache.lock:
+            started = server_time(self.db)
+            since = None if cache.read_at is None else cache.read_at - REREAD_MARGIN
+            for point in monitor.trial_points(self.jobs, run, since):
+                cache.by_tid[point.tid] = point
+            cache.read_at = started
+            return [cache.by_tid[tid] for tid in sorted(cache.by_tid)]
+
+    def _space(self, experiment: str | None) -> dict[str, plots.ParamInfo]:
+        if experiment not in self._infos:
+            self._infos[experiment] = plots.space_infos(experiment)
+        return self._infos[experiment]
+
+    def figures(self, run: str) -> dict[str, Any]:
+        """The data of the run page's charts, prepared by :mod:`coordinator.plots`:
+        ``loss`` (per trial, best so far, error tids), ``parallel`` and ``matrix``
+        (hyperparameter columns of the ok trials with their losses; choices by option
+        name), ``curves`` (metrics per step of the :data:`TOP_CURVES` best trials).
+        A chart that cannot be drawn is None, with the reason in ``skipped``."""
+        name = self.require_run(run)
+        experiment = (self.db[s.RUNS].find_one({s.ID: name}, {s.RUN_EXPERIMENT: 1}) or {}).get(s.RUN_EXPERIMENT)
+        infos = self._space(experiment if isinstance(experiment, str) else None)
+        points = self.points(name)
+        ok = plots.ok_points(points)
+        skipped: dict[str, str] = {}
+        figures: dict[str, Any] = {"trials": len(points), "ok": len(ok), "skipped": skipped}
+        try:
+            figures["loss"] = asdict(plots.loss_series(points))
+        except plots.Skipped as exc:
+            figures["loss"], skipped["loss"] = None, str(exc)
+        labels = sorted({label for p in ok for label in p.vals})
+        if ok and labels:
+            figures["parallel"] = {"losses": [p.loss for p in ok],
+                                   "dimensions": [self._dimension(ok, label, infos) for label in labels]}
+        else:
+            figures["parallel"], skipped["parallel"] = None, "no ok trial with hyperparameters"
+        try:
+            matrix = plots.matrix_labels(points, infos)
+            figures["matrix"] = {"losses": [p.loss for p in ok],
+                                 "dimensions": [self._dimension(ok, label, infos) for label in matrix]}
+        except plots.Skipped as exc:
+            figures["matrix"], skipped["matrix"] = None, str(exc)
+        figures["curves"] = self._curves(name, points)
+        if figures["curves"] is None:
+            skipped["curves"] = "the best trials reported no metrics"
+        return figures
+
+    @staticmethod
+    def _dimension(ok: list[TrialPoint], label: str, infos: Mapping[str, plots.ParamInfo]) -> dict[str, Any]:
+        """One hyperparameter's values over ``ok`` (None where inactive), with its
+        distribution and, for a choice, the options' names."""
+        info = infos.get(label) or plots.ParamInfo(label, "unknown")
+        return {"label": label, "distribution": info.distribution, "log": info.log,
+                "options": list(info.options), "values": [p.vals.get(label) for p in ok]}
+
+    def _curves(self, run: str, points: list[TrialPoint]) -> dict[str, Any] | None:
+        curves = monitor.learning_curves(self.jobs, run, plots.top_trials(points, TOP_CURVES))
+        metric = plots.pick_metric(curves)
+        if metric is None:
+            return None
+        losses = {p.tid: p.loss for p in points}
+        series = []
+        for tid in sorted(curves, key=lambda t: losses.get(t) or math.inf):
+            entries = [e for e in curves[tid] if isinstance(e.get(metric), (int, float))]
+            series.append({"tid": tid, "loss": losses.get(tid),
+                           "steps": [e.get("step", i + 1) for i, e in enumerate(entries)],
+                           "values": [_number(float(e[metric])) for e in entries]})
+        return {"metric": metric, "series": series}
+
+    def importance(self, run: str) -> dict[str, Any]:
+        """Hyperparameter importance (see :func:`coordinator.plots.importances`), or the
+        reason there is none."""
+        points = self.points(self.require_run(run))
+        try:
+            ranked = plots.importances(points)
+        except plots.Skipped as exc:
+            return {"importance": None, "skipped": str(exc)}
+        return {"importance": [{"label": label, "value": value} for label, value in reversed(ranked)],
+                "ok": len(plots.ok_points(points))}
+
+    # -- trials -------------------------------------------------------------------------
+
+    def trial_page(self, run: str, *, states: list[str] | None = None, worker: str | None = None,
+                   sort: str = "tid", descending: bool = False, offset: int = 0,
+                   limit: int = 50) -> dict[str, Any]:
+        """One page of the trial table: rows as ``hpo-coord trials`` writes them
+        (:func:`coordinator.monitor.trial_row`), filtered by state names and worker,
+        sorted by a key of :data:`TRIAL_SORTS` (ties by tid), with the number of
+        trials that match.
+
+        Raises:
+            BadQuery: an unknown state or sort key, a negative offset, or a limit
+                outside 1..:data:`MAX_PAGE`.
+        """
+        name = self.require_run(run)
+        if sort not in TRIAL_SORTS:
+            raise BadQuery(f"unknown sort key {sort!r}; use one of {', '.join(TRIAL_SORTS)}")
+        if offset < 0 or not 1 <= limit <= MAX_PAGE:
+            raise BadQuery(f"offset must be >= 0 and limit between 1 and {MAX_PAGE}")
+        match: dict[str, Any] = {s.EXP_KEY: name}
+        if states:
+            unknown = [state for state in states if state not in STATE_NAMES]
+            if unknown:
+                raise BadQuery(f"unknown state {unknown[0]!r}; use one of {', '.join(STATE_NAMES)}")
+            match[s.STATE] = {"$in": [int(STATE_NAMES[state]) for state in states]}
+        if worker:
+            match[s.OWNER] = worker
+        direction = DESCENDING if descending else ASCENDING
+        pipeline: list[dict[str, Any]] = [{"$match": match}]
+        if sort == "duration":
+            pipeline.append({"$addFields": {"duration": {"$subtract": ["$" + s.FINISHED_AT, "$" + s.STARTED_AT]}}})
+        order = {TRIAL_SORTS[sort]: direction}
+        if sort != "tid":
+            order[s.TID] = ASCENDING
+        pipeline += [{"$sort": order}, {"$skip": offset}, {"$limit": limit},
+                     {"$project": monitor.TRIAL_ROW_PROJECTION}]
+        rows = [monitor.trial_row(job, tid) for job in self.jobs.aggregate(pipeline)
+                if (tid := s.as_int(job.get(s.TID))) is not None]
+        return {"total": self.jobs.count_documents(match), "offset": offset, "limit": limit,
+                "sort": sort, "descending": descending, "rows": rows}
+
+    def errors(self, run: str, offset: int = 0, limit: int = 20) -> dict[str, Any]:
+        """A page of the run's error trials, latest tid first, with type, reason,
+        message and traceback (masked)."""
+        name = self.require_run(run)
+        if offset < 0 or not 1 <= limit <= MAX_PAGE:
+            raise BadQuery(f"offset must be >= 0 and limit between 1 and {MAX_PAGE}")
+        match = {s.EXP_KEY: name, s.STATE: State.ERROR}
+        found = self.jobs.find(match, {s.TID: 1, s.OWNER: 1, s.FINISHED_AT: 1, s.ERROR: 1},
+                               sort=[(s.TID, DESCENDING)], skip=offset, limit=limit)
+        rows = []
+        for job in found:
+            tid = s.as_int(job.get(s.TID))
+            if tid is not None:
+                rows.append({"tid": tid, "worker": monitor.text(job.get(s.OWNER)),
+                             "finished_at": iso(s.as_date(job.get(s.FINISHED_AT))), **_error(job)})
+        return {"total": self.jobs.count_documents(match), "offset": offset, "limit": limit, "rows": rows}
+
+    def trial(self, run: str, tid: int) -> dict[str, Any]:
+        """One trial: state, result, parameters, metrics per step, timeline (queued,
+        claimed, started, last heartbeat, finished; ``attempts`` claims, so
+        ``attempts - 1`` requeues after lost workers) and its error, if any.
+
+        Raises:
+            UnknownTrial: the run has no trial ``tid``.
+        """
+        name = self.require_run(run)
+        job = self.jobs.find_one({s.EXP_KEY: name, s.TID: tid}, {s.SPEC: 0, s.LEASE_TOKEN: 0})
+        if job is None:
+            raise UnknownTrial(f"run {name!r} has no trial {tid}")
+        result = job.get(s.RESULT) if isinstance(job.get(s.RESULT), Mapping) else {}
+        metrics = job.get(s.METRICS)
+        entries = [monitor.plain(e) for e in metrics if isinstance(e, Mapping)] if isinstance(metrics, list) else []
+        queued = job[s.ID].generation_time.replace(tzinfo=None) if hasattr(job.get(s.ID), "generation_time") else None
+        attempts = s.as_int(job.get(s.ATTEMPTS))
+        lease = job.get(s.LEASE) if isinstance(job.get(s.LEASE), Mapping) else {}
+        timeline = [
+            ("queued", queued), ("claimed", s.as_date(job.get(s.BOOK_TIME))),
+            ("started", s.as_date(job.get(s.STARTED_AT))),
+            ("last heartbeat", s.as_date(job.get(s.REFRESH_TIME))),
+            ("lease expires", s.as_date(lease.get("expires"))),
+            ("finished", s.as_date(job.get(s.FINISHED_AT))),
+        ]
+        return {
+            "run": name, "tid": tid, "state": monitor.state_name(job.get(s.STATE)),
+            "result": monitor.plain(result), "params": monitor.trial_params(job),
+            "worker": monitor.text(job.get(s.OWNER)), "attempts": attempts,
+            "max_attempts": s.as_int(job.get(s.MAX_ATTEMPTS)),
+            "requeues": None if attempts is None else max(attempts - 1, 0),
+            "timeline": [{"event": event, "at": iso(at)} for event, at in timeline if at is not None],
+            "metrics": entries, "error": _error(job) if job.get(s.ERROR) is not None else None,
+        }
+
+
+def _error(job: Mapping[str, Any]) -> dict[str, Any]:
+    """A job's ``error`` document as text fields, passwords masked."""
+    error = job.get(s.ERROR) if isinstance(job.get(s.ERROR), Mapping) else {}
+    return {key: None if error.get(key) is None else mask(str(error[key]))
+            for key in ("type", "reason", "message", "traceback")}
