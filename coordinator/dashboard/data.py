@@ -49,7 +49,9 @@ TRIAL_SORTS = {
     "worker": s.OWNER, "finished_at": s.FINISHED_AT, "duration": "duration",
 }
 """The trial table's sort keys and the fields they sort on (``duration`` is
-started_at -> finished_at, computed by the server)."""
+started_at -> finished_at, computed by the server).  ``tid`` follows the ``run_tid``
+index; the others sort the run's matching trials in the server's memory (index keys
+and a few fields each), trials without the value last, ties by tid."""
 STATE_NAMES = {state.name.lower(): state for state in State}
 
 
@@ -258,11 +260,15 @@ class DashboardData:
             match[s.OWNER] = worker
         direction = DESCENDING if descending else ASCENDING
         pipeline: list[dict[str, Any]] = [{"$match": match}]
+        key = TRIAL_SORTS[sort]
+        order: dict[str, int] = {key: direction}
         if sort == "duration":
-            pipeline.append({"$addFields": {"duration": {"$subtract": ["$" + s.FINISHED_AT, "$" + s.STARTED_AT]}}})
-        order = {TRIAL_SORTS[sort]: direction}
+            pipeline.append({"$addFields": {key: {"$subtract": ["$" + s.FINISHED_AT, "$" + s.STARTED_AT]}}})
         if sort != "tid":
-            order[s.TID] = ASCENDING
+            # trials without the value (no loss yet, not finished) last in either direction
+            pipeline.append({"$addFields": {"_unsorted": {"$cond": [
+                {"$in": [{"$type": "$" + key}, ["missing", "null"]]}, 1, 0]}}})
+            order = {"_unsorted": ASCENDING, key: direction, s.TID: ASCENDING}
         pipeline += [{"$sort": order}, {"$skip": offset}, {"$limit": limit},
                      {"$project": monitor.TRIAL_ROW_PROJECTION}]
         rows = [monitor.trial_row(job, tid) for job in self.jobs.aggregate(pipeline)

@@ -67,3 +67,12 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 30) -> int:
         except subprocess.TimeoutExpired:
             process.kill()
     return process.wait()
+
+
+def start_dashboard(url: str, port: int, *args: str, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``hpo-coord dashboard --mongo URL --port PORT ARGS`` with its output in ``log``."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "coordinator", "dashboard", "--mongo", url, "--port", str(port), *args],
+            stdout=out, stderr=subprocess.STDOUT, env=_env(url, env), cwd=REPO,
+        )

@@ -1,0 +1,260 @@
+"""The dashboard's JSON API against the test server, on the run of tests/support/dashboard.py.
+
+Expected values come from what the seeding wrote (or from the documents themselves),
+not from coordinator.monitor.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pymongo
+import pytest
+from pymongo.database import Database
+from starlette.testclient import TestClient
+
+from coordinator.dashboard.app import COOKIE, create_app
+from coordinator.dashboard.data import MAX_PAGE, TOP_CURVES, DashboardData
+from coordinator.dashboard.live import ANY_RUN_KEY, POLLING, STREAM, WORKERS_KEY, ChangeFeed
+from jobstore import schema as s
+from jobstore.workers import WorkerRegistry
+from tests.support.dashboard import DEAD_WORKER, LIVE_WORKER, RUN, SECRET, Seeded, finish_next, seed
+from tests.support.processes import wait_for
+
+WAIT_S = 30.0
+"""How long a test waits for the feed to see a change (a timeout, not a speed claim)."""
+
+
+@pytest.fixture(scope="module")
+def seeded(mongo_server_url: str) -> Iterator[tuple[Database, Seeded]]:
+    client: pymongo.MongoClient = pymongo.MongoClient(mongo_server_url)
+    db = client[f"t_dashboard_{uuid.uuid4().hex[:6]}"]
+    yield db, seed(db)
+    client.drop_database(db.name)
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def client(seeded: tuple[Database, Seeded]) -> Iterator[TestClient]:
+    db, _ = seeded
+    with TestClient(create_app(DashboardData(db), ChangeFeed(db))) as test_client:
+        yield test_client
+
+
+def get(client: TestClient, url: str, status: int = 200, **params: Any) -> Any:
+    response = client.get(url, params=params)
+    assert response.status_code == status, response.text
+    assert SECRET not in response.text
+    return response.json()
+
+
+def test_runs(client: TestClient, seeded: tuple[Database, Seeded]) -> None:
+    _, sd = seeded
+    [run] = get(client, "/api/runs")["runs"]
+    assert run["run"] == RUN and run["experiment"] == "nested" and run["algo"] == "tpe"
+    assert run["counts"] == {"new": len(sd.new), "running": 2, "done": len(sd.done), "error": len(sd.errors),
+                             "cancel": 0, "total": len(sd.done) + len(sd.errors) + 2 + len(sd.new),
+                             "finished": len(sd.done) + len(sd.errors)}
+    assert run["best_loss"] == min(sd.done.values())
+    assert run["max_evals"] == sd.max_evals and run["eta_s"] > 0
+
+
+def test_summary_best_and_workers(client: TestClient, seeded: tuple[Database, Seeded]) -> None:
+    db, sd = seeded
+    summary = get(client, f"/api/runs/{RUN}")
+    best_tid = min(sd.done, key=sd.done.__getitem__)
+    assert summary["best"]["tid"] == best_tid and summary["best"]["loss"] == sd.done[best_tid]
+    assert summary["best"]["params"] == db[s.JOBS].find_one({s.EXP_KEY: RUN, s.TID: best_tid})[s.PARAMS]
+    workers = {w["id"]: w for w in summary["workers"]}
+    assert workers[DEAD_WORKER]["stale"] and workers[DEAD_WORKER]["state"] == "lost"
+    assert not workers[LIVE_WORKER]["stale"] and workers[LIVE_WORKER]["current"] == {"exp_key": RUN, "tid": sd.running}
+    assert [j["tid"] for j in summary["stale"]] == [sd.stale]
+    assert summary["feed"]["mode"] in (STREAM, POLLING)
+
+
+def test_unknown_run_is_404_naming_the_runs(client: TestClient) -> None:
+    body = get(client, "/api/runs/nope", 404)
+    assert "unknown run 'nope'" in body["error"] and RUN in body["error"]
+    get(client, "/api/runs/nope/figures", 404)
+
+
+def test_figures_are_the_runs_data(client: TestClient, seeded: tuple[Database, Seeded]) -> None:
+    _, sd = seeded
+    figures = get(client, f"/api/runs/{RUN}/figures")
+    loss = figures["loss"]
+    tids = sorted(sd.done)
+    assert loss["tids"] == tids and loss["losses"] == [sd.done[t] for t in tids]
+    assert loss["best_so_far"] == np.minimum.accumulate([sd.done[t] for t in tids]).tolist()
+    assert loss["error_tids"] == sd.errors
+    parallel = figures["parallel"]
+    assert parallel["losses"] == [sd.done[t] for t in tids]
+    dims = {d["label"]: d for d in parallel["dimensions"]}
+    assert set(dims) == {"model", "a", "freq", "phase"}
+    assert dims["model"]["options"] == ["kind=quadratic", "kind=sine", "kind=constant"]
+    assert dims["phase"]["log"] and not dims["a"]["log"]
+    # a nested label is None where its branch was not taken
+    assert sum(v is not None for v in dims["a"]["values"]) == sum(v == 0 for v in dims["model"]["values"])
+    assert {d["label"] for d in figures["matrix"]["dimensions"]} == {"a", "freq", "phase"}
+    curves = figures["curves"]
+    assert curves["metric"] == "val_accuracy"
+    assert [c["tid"] for c in curves["series"]] == sorted(sd.done, key=sd.done.__getitem__)[:TOP_CURVES]
+    assert all(c["steps"] == [1, 2, 3] for c in curves["series"])
+    assert figures["skipped"] == {}
+
+
+def test_importance(client: TestClient) -> None:
+    body = get(client, f"/api/runs/{RUN}/importance")
+    assert {r["label"] for r in body["importance"]} == {"model", "a", "freq", "phase"}
+    values = [r["value"] for r in body["importance"]]
+    assert values == sorted(values, reverse=True) and math.isclose(sum(values), 1.0)
+
+
+def test_trial_table_sorts_filters_and_pages(client: TestClient, seeded: tuple[Database, Seeded]) -> None:
+    _, sd = seeded
+    total = len(sd.done) + len(sd.errors) + 2 + len(sd.new)
+    page = get(client, f"/api/runs/{RUN}/trials", limit=10, offset=10)
+    assert page["total"] == total and [r["tid"] for r in page["rows"]] == list(range(10, 20))
+    by_loss = get(client, f"/api/runs/{RUN}/trials", sort="loss", limit=5)
+    assert [r["loss"] for r in by_loss["rows"]] == sorted(sd.done.values())[:5]
+    worst = get(client, f"/api/runs/{RUN}/trials", sort="loss", order="desc", limit=3)
+    assert [r["loss"] for r in worst["rows"]] == sorted(sd.done.values(), reverse=True)[:3]
+    last = get(client, f"/api/runs/{RUN}/trials", sort="loss", offset=total - 3, limit=3)
+    assert all(r["loss"] is None for r in last["rows"]), "trials without a loss sort last"
+    errors = get(client, f"/api/runs/{RUN}/trials", state="error")
+    assert errors["total"] == len(sd.errors) and [r["tid"] for r in errors["rows"]] == sd.errors
+    either = client.get(f"/api/runs/{RUN}/trials", params=[("state", "new"), ("state", "running")]).json()
+    assert sorted(r["tid"] for r in either["rows"]) == sorted(sd.new + [sd.running, sd.stale])
+    dead = get(client, f"/api/runs/{RUN}/trials", worker=DEAD_WORKER)
+    assert [r["tid"] for r in dead["rows"]] == [sd.stale]
+    by_duration = get(client, f"/api/runs/{RUN}/trials", sort="duration", order="desc", limit=total)
+    durations = [r["started_to_finished_s"] for r in by_duration["rows"]]
+    known = [d for d in durations if d is not None]
+    assert known == sorted(known, reverse=True) and durations[len(known):] == [None] * (total - len(known))
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"sort": "colour"}, "unknown sort key 'colour'"),
+    ({"state": "finished"}, "unknown state 'finished'"),
+    ({"limit": MAX_PAGE + 1}, f"limit between 1 and {MAX_PAGE}"),
+    ({"offset": -1}, "offset must be >= 0"),
+    ({"offset": "x"}, "offset must be an integer"),
+    ({"order": "up"}, "order must be asc or desc"),
+])
+def test_bad_table_queries_are_400(client: TestClient, params: dict[str, Any], message: str) -> None:
+    assert message in get(client, f"/api/runs/{RUN}/trials", 400, **params)["error"]
+
+
+def test_errors_with_tracebacks_masked(client: TestClient, seeded: tuple[Database, Seeded]) -> None:
+    _, sd = seeded
+    body = get(client, f"/api/runs/{RUN}/errors")
+    assert body["total"] == len(sd.errors) and [e["tid"] for e in body["rows"]] == sd.errors[::-1]
+    first = body["rows"][0]
+    assert first["type"] == "ConnectionError" and first["reason"] == "exception"
+    assert "alice:***@db.example" in first["message"] and "Traceback" in first["traceback"]
+
+
+def test_one_trial(client: TestClient, seeded: tuple[Database, Seeded]) -> None:
+    db, sd = seeded
+    tid = min(sd.done)
+    trial = get(client, f"/api/runs/{RUN}/trials/{tid}")
+    job = db[s.JOBS].find_one({s.EXP_KEY: RUN, s.TID: tid})
+    assert trial["state"] == "done" and trial["result"] == job[s.RESULT] and trial["params"] == job[s.PARAMS]
+    assert [m["step"] for m in trial["metrics"]] == [1, 2, 3]
+    assert [e["event"] for e in trial["timeline"]] == ["queued", "claimed", "started", "last heartbeat", "finished"]
+    assert trial["attempts"] == 1 and trial["requeues"] == 0 and trial["error"] is None
+    error = get(client, f"/api/runs/{RUN}/trials/{sd.errors[0]}")
+    assert error["error"]["type"] == "ConnectionError" and "***" in error["error"]["traceback"]
+    stale = get(client, f"/api/runs/{RUN}/trials/{sd.stale}")
+    assert "lease expires" in [e["event"] for e in stale["timeline"]]
+    assert "no trial 9999" in get(client, f"/api/runs/{RUN}/trials/9999", 404)["error"]
+
+
+def test_pages_and_local_plotly(client: TestClient, seeded: tuple[Database, Seeded]) -> None:
+    _, sd = seeded
+    for url in ("/", f"/runs/{RUN}", f"/runs/{RUN}/trials/{sd.running}"):
+        response = client.get(url)
+        assert response.status_code == 200 and "/static/dashboard.js" in response.text
+        assert "https://" not in response.text, "pages must not load anything from the internet"
+    plotly = client.get("/static/plotly.min.js")
+    assert plotly.status_code == 200 and "plotly.js" in plotly.text[:2000]
+    assert client.get("/static/dashboard.js").status_code == 200
+    assert client.get("/static/run.html").status_code == 404
+
+
+def test_fixed_run_opens_at_root(seeded: tuple[Database, Seeded]) -> None:
+    db, _ = seeded
+    with TestClient(create_app(DashboardData(db), ChangeFeed(db, use_stream=False), run=RUN)) as c:
+        response = c.get("/", follow_redirects=False)
+        assert response.status_code == 307 and response.headers["location"] == f"/runs/{RUN}"
+
+
+def test_token_is_required_everywhere(seeded: tuple[Database, Seeded]) -> None:
+    db, _ = seeded
+    app = create_app(DashboardData(db), ChangeFeed(db, use_stream=False), token="tok-123")
+    with TestClient(app) as c:
+        for url in ("/", f"/runs/{RUN}", "/api/runs", "/static/plotly.min.js", "/api/events"):
+            assert c.get(url).status_code == 401, url
+        assert c.get("/api/runs", params={"token": "wrong"}).status_code == 401
+        assert c.get("/api/runs", headers={"Authorization": "Bearer tok-123"}).status_code == 200
+        opened = c.get(f"/runs/{RUN}", params={"token": "tok-123", "x": "1"}, follow_redirects=False)
+        assert opened.status_code == 303 and opened.headers["location"] == f"/runs/{RUN}?x=1"
+        assert COOKIE in opened.headers["set-cookie"] and "HttpOnly" in opened.headers["set-cookie"]
+        assert c.get("/api/runs").status_code == 200, "the cookie set on opening carries the token"
+
+
+@pytest.mark.parametrize("use_stream", [True, False], ids=["change-stream", "polling"])
+def test_feed_sees_a_trial_finish_and_a_worker_write(mongo_server_url: str, use_stream: bool) -> None:
+    client: pymongo.MongoClient = pymongo.MongoClient(mongo_server_url)
+    db = client[f"t_feed_{uuid.uuid4().hex[:6]}"]
+    try:
+        seed(db, done=2, errors=0, new=2)
+        feed = ChangeFeed(db, poll_interval_s=0.2, use_stream=use_stream)
+        keys = (RUN, WORKERS_KEY, ANY_RUN_KEY)
+        for key in keys:
+            feed.version(key)  # watched from now on
+        feed.start()
+        try:
+            time.sleep(1.0)  # the stream is open / the poller has its first reading
+            start = {key: feed.version(key) for key in keys}
+            finish_next(db)
+            wait_for(lambda: feed.version(RUN) > start[RUN] and feed.version(ANY_RUN_KEY) > start[ANY_RUN_KEY],
+                     WAIT_S, "the feed to see the trial finish")
+            WorkerRegistry(db).update(LIVE_WORKER, status="idle")
+            wait_for(lambda: feed.version(WORKERS_KEY) > start[WORKERS_KEY], WAIT_S, "the feed to see the worker write")
+            assert feed.mode == (STREAM if use_stream else POLLING)
+        finally:
+            feed.stop()
+    finally:
+        client.drop_database(db.name)
+        client.close()
+
+
+def test_feed_falls_back_to_polling_without_change_streams(seeded: tuple[Database, Seeded]) -> None:
+    db, _ = seeded
+
+    class NoStreams:
+        """A database whose server has no change streams, as a standalone mongod."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(db, name)
+
+        def __getitem__(self, name: str) -> Any:
+            return db[name]
+
+        def watch(self, *args: Any, **kwargs: Any) -> Any:
+            raise pymongo.errors.OperationFailure(
+                "The $changeStream stage is only supported on replica sets", 40573,
+                {"errmsg": "The $changeStream stage is only supported on replica sets", "code": 40573})
+
+    feed = ChangeFeed(NoStreams(), poll_interval_s=0.2)  # type: ignore[arg-type]
+    feed.start()
+    try:
+        wait_for(lambda: feed.mode == POLLING, WAIT_S, "the feed to fall back to polling")
+        assert "only supported on replica sets" in feed.note and "polling every 0.2 s" in feed.note
+    finally:
+        feed.stop()

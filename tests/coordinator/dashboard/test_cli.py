@@ -1,0 +1,79 @@
+"""``hpo-coord dashboard`` as a process: refusals, serving, and live events."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from pymongo.database import Database
+
+from jobstore.embedded import free_port
+from tests.coordinator.test_bad_input import Ran, assert_user_error
+from tests.support.dashboard import RUN, finish_next, seed
+from tests.support.processes import run_cli, start_dashboard, stop, wait_for
+
+NO_SERVER = "mongodb://127.0.0.1:1/x"
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> Ran:
+    done = run_cli("coordinator", "dashboard", *args, env=env)
+    return Ran(done.returncode, done.stdout, done.stderr)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.5", "::"])
+def test_non_local_bind_needs_a_token(host: str) -> None:
+    assert_user_error(invoke("--host", host, "--mongo", NO_SERVER), f"--host {host} is not a loopback address",
+                      "--token", "HPO_DASHBOARD_TOKEN")
+
+
+def test_token_from_the_environment_allows_a_non_local_bind() -> None:
+    result = invoke("--host", "0.0.0.0", "--mongo", NO_SERVER, "--connect-timeout", "0.5",
+                    env={"HPO_DASHBOARD_TOKEN": "tok"})
+    assert result.returncode == 2 and "not a loopback" not in result.stdout + result.stderr
+    assert "127.0.0.1:1" in result.stdout + result.stderr
+
+
+def test_unknown_run_lists_the_runs(db: Database, db_url: str) -> None:
+    seed(db, done=1, errors=0, new=1)
+    assert_user_error(invoke("--run", "nope", "--mongo", db_url), "unknown run 'nope'", RUN)
+
+
+@pytest.fixture
+def served(db: Database, db_url: str, tmp_path: Path) -> Iterator[str]:
+    seed(db, done=3, errors=1, new=3)
+    port = free_port()
+    process = start_dashboard(db_url, port, "--log-level", "info", log=tmp_path / "dashboard.log")
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(base + "/api/runs").status_code == 200
+        except httpx.TransportError:
+            assert process.poll() is None, (tmp_path / "dashboard.log").read_text()
+            return False
+
+    wait_for(up, 60, "the dashboard to answer")
+    yield base
+    stop(process)
+
+
+def test_serves_the_run_and_pushes_a_finished_trial(served: str, db: Database) -> None:
+    assert [r["run"] for r in httpx.get(served + "/api/runs").json()["runs"]] == [RUN]
+    with httpx.stream("GET", served + "/api/events", params={"key": RUN}, timeout=60) as events:
+        lines = events.iter_lines()
+        assert next(lines) == "event: hello"
+        hello = json.loads(next(lines).removeprefix("data: "))
+        assert hello["mode"] == "change stream"
+        tid, _ = finish_next(db)
+        deadline = time.monotonic() + 60  # ticks arrive every second, so a missed change ends here
+        for line in lines:
+            assert time.monotonic() < deadline, "no change event after the trial finished"
+            if line == "event: change":
+                assert json.loads(next(lines).removeprefix("data: ")) == {"key": RUN}
+                break
+    rows = httpx.get(served + f"/api/runs/{RUN}/trials", params={"state": "done"}).json()["rows"]
+    assert tid in [r["tid"] for r in rows]
