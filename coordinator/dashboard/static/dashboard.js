@@ -140,7 +140,8 @@ function lossChart(loss, reason) {
                   name: `error (${loss.error_tids.length})`, marker: { symbol: "x", color: "#d32f2f" } });
   }
   draw("chart-loss", traces, { xaxis: { title: { text: "trial id (tid)" } }, yaxis: { title: { text: "loss" } },
-    yaxis2: { overlaying: "y", range: [0, 1], visible: false }, legend: { orientation: "h" } });
+    yaxis2: { overlaying: "y", range: [0, 1], visible: false }, legend: { orientation: "h", y: 1.12 },
+    margin: { t: 40, r: 20, b: 50, l: 60 } });
 }
 
 function curvesChart(curves, reason) {
@@ -165,7 +166,12 @@ function dimension(d, inactiveMark) {
     const low = Math.min(...finite), high = Math.max(...finite);
     const mark = low - 0.1 * (high - low || 1);
     values = values.map((v) => (v === null ? mark : v));
-    if (extra.tickvals) { extra.tickvals = [mark, ...extra.tickvals]; extra.ticktext = ["inactive", ...extra.ticktext]; }
+    if (!extra.tickvals) {
+      const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => low + f * (high - low));
+      extra = { tickvals: ticks, ticktext: ticks.map((v) => num(v, 3)) };
+    }
+    extra.tickvals = [mark, ...extra.tickvals];
+    extra.ticktext = ["inactive", ...extra.ticktext];
   }
   return Object.assign({ label, values }, extra);
 }

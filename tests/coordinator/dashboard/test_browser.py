@@ -1,0 +1,187 @@
+"""The dashboard's pages in headless Chromium (Debian's ``chromium`` and
+``chromium-driver``), driven by Selenium, on the run of tests/support/dashboard.py.
+
+Skipped, saying why, where Chromium or its driver is not installed (``.ci/run``
+installs them where it can).  Screenshots go to ``$HPO_SCREENSHOT_DIR`` when set,
+else to the test's temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pymongo
+import pytest
+import uvicorn
+from pymongo.database import Database
+
+from coordinator.dashboard.app import create_app
+from coordinator.dashboard.data import DashboardData
+from coordinator.dashboard.live import ChangeFeed
+from jobstore import schema as s
+from jobstore.connection import server_time
+from jobstore.embedded import free_port
+from tests.support.dashboard import DEAD_WORKER, LIVE_WORKER, RUN, SECRET, Seeded, finish_next, seed
+from tests.support.processes import wait_for
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
+                       reason="browser tests need Chromium and its driver: apt-get install chromium chromium-driver"),
+]
+WAIT_S = 60.0
+"""How long a test waits for the page (a timeout, not a speed claim)."""
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--window-size=1400,2600"]
+
+
+@pytest.fixture(scope="module")
+def seeded(mongo_server_url: str) -> Iterator[tuple[Database, Seeded]]:
+    client: pymongo.MongoClient = pymongo.MongoClient(mongo_server_url)
+    db = client[f"t_browser_{uuid.uuid4().hex[:6]}"]
+    yield db, seed(db, done=30, errors=2, new=6)
+    client.drop_database(db.name)
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def base_url(seeded: tuple[Database, Seeded]) -> Iterator[str]:
+    db, _ = seeded
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(DashboardData(db), ChangeFeed(db)), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, WAIT_S, "the dashboard to start")
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in CHROMIUM_FLAGS + [f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    chosen = os.environ.get("HPO_SCREENSHOT_DIR")
+    path = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def open_page(browser: Any, url: str) -> None:
+    browser.get(url)
+    wait_for(lambda: browser.execute_script("return document.body.dataset.loaded === 'true' "
+                                            "|| !!document.getElementById('page-error')"), WAIT_S, f"{url} to load")
+    assert not browser.find_elements("id", "page-error"), browser.find_element("id", "page-error").text
+
+
+def chart_data(browser: Any, chart: str) -> list[dict[str, Any]]:
+    """The traces Plotly drew in ``#chart``, as the browser holds them."""
+    return browser.execute_script(f"return document.getElementById('{chart}').data || null") or []
+
+
+def test_runs_page(browser: Any, base_url: str, shots: Path) -> None:
+    browser.get(base_url + "/")
+    wait_for(lambda: browser.find_elements("css selector", f"#runs tr[data-run='{RUN}'] a"), WAIT_S, "the runs table")
+    row = browser.find_element("css selector", f"#runs tr[data-run='{RUN}']")
+    assert row.find_element("tag name", "a").get_attribute("href").endswith(f"/runs/{RUN}")
+    assert "nested" in row.text and "tpe" in row.text
+    browser.save_screenshot(str(shots / "runs.png"))
+
+
+def test_run_page_draws_every_chart(browser: Any, base_url: str, seeded: tuple[Database, Seeded], shots: Path) -> None:
+    _, sd = seeded
+    open_page(browser, f"{base_url}/runs/{RUN}")
+    wait_for(lambda: chart_data(browser, "chart-importance"), WAIT_S, "the importance chart")
+    loss = chart_data(browser, "chart-loss")
+    assert loss[0]["x"] == sorted(sd.done) and len(loss[1]["y"]) == len(sd.done)
+    assert loss[2]["x"] == sd.errors
+    assert browser.find_elements("css selector", "#chart-loss .main-svg"), "the loss chart was rendered"
+    assert browser.find_elements("css selector", "#chart-parallel .parcoords"), "parallel coordinates rendered"
+    parallel = chart_data(browser, "chart-parallel")[0]
+    assert [d["label"] for d in parallel["dimensions"]] == ["a", "freq", "model", "phase (log10)", "loss"]
+    assert len(parallel["dimensions"][-1]["values"]) == len(sd.done)
+    matrix = chart_data(browser, "chart-matrix")[0]
+    assert matrix["type"] == "splom" and len(matrix["dimensions"]) == 4
+    assert len(chart_data(browser, "chart-curves")) == 10
+    assert len(browser.find_elements("css selector", "#chart-importance .barlayer .point")) == 4
+    total = len(sd.done) + len(sd.errors) + 2 + len(sd.new)
+    assert len(browser.find_elements("css selector", "#trials tbody tr")) == total
+    assert browser.find_element("id", "page-info").text == f"1-{total} of {total}"
+    stale = browser.find_elements("css selector", "#workers tr.stale")
+    assert [row.get_attribute("data-worker") for row in stale] == [DEAD_WORKER]
+    assert len(browser.find_elements("css selector", "#errors details")) == len(sd.errors)
+    assert SECRET not in browser.page_source and "alice:***@" in browser.find_element("id", "errors").get_attribute("textContent")
+    assert "change stream" in browser.find_element("id", "feed").text
+    browser.save_screenshot(str(shots / "run.png"))
+
+
+def test_trial_table_sorts_and_filters(browser: Any, base_url: str, seeded: tuple[Database, Seeded]) -> None:
+    _, sd = seeded
+    open_page(browser, f"{base_url}/runs/{RUN}")
+    browser.find_element("css selector", "#trials th[data-sort='loss']").click()
+    best = min(sd.done, key=sd.done.__getitem__)
+    wait_for(lambda: browser.find_element("css selector", "#trials tbody tr").get_attribute("data-tid") == str(best),
+             WAIT_S, "the table sorted by loss")
+    browser.find_element("css selector", "#trial-filter select[name='state']").send_keys("error")
+    browser.find_element("css selector", "#trial-filter button").click()
+    wait_for(lambda: [r.get_attribute("data-tid") for r in browser.find_elements("css selector", "#trials tbody tr")]
+             == [str(t) for t in sd.errors], WAIT_S, "the table filtered to error trials")
+
+
+def test_trial_page(browser: Any, base_url: str, seeded: tuple[Database, Seeded], shots: Path) -> None:
+    _, sd = seeded
+    tid = min(sd.done, key=sd.done.__getitem__)
+    open_page(browser, f"{base_url}/runs/{RUN}/trials/{tid}")
+    metrics = chart_data(browser, "chart-metrics")
+    assert {trace["name"] for trace in metrics} == {"val_loss", "val_accuracy"}
+    assert all(trace["x"] == [1, 2, 3] for trace in metrics)
+    events = [row.text.split(" ")[0] for row in browser.find_elements("css selector", "#timeline tr")]
+    assert events[:2] == ["queued", "claimed"] and events[-1] == "finished"
+    assert browser.find_element("id", "error-section").get_attribute("hidden") is not None
+    browser.save_screenshot(str(shots / "trial.png"))
+    open_page(browser, f"{base_url}/runs/{RUN}/trials/{sd.errors[0]}")
+    error = browser.find_element("id", "error").text
+    assert "ConnectionError" in error and "alice:***@" in error and SECRET not in browser.page_source
+
+
+def test_a_finished_trial_and_a_stale_worker_appear_without_reload(
+        browser: Any, base_url: str, seeded: tuple[Database, Seeded], shots: Path) -> None:
+    db, _ = seeded
+    open_page(browser, f"{base_url}/runs/{RUN}")
+    browser.execute_script("window.__notReloaded = true")
+    before = len(chart_data(browser, "chart-loss")[0]["x"])
+    tid, loss = finish_next(db)
+    wait_for(lambda: len(chart_data(browser, "chart-loss")[0]["x"]) == before + 1, WAIT_S,
+             "the finished trial in the loss chart")
+    assert tid in chart_data(browser, "chart-loss")[0]["x"]
+    wait_for(lambda: browser.find_element("css selector", f"#trials tr[data-tid='{tid}'] td:nth-child(2)").text == "done",
+             WAIT_S, "the finished trial in the table")
+    past = server_time(db) - timedelta(minutes=5)
+    db[s.WORKERS].update_one({s.ID: LIVE_WORKER}, {"$set": {s.WORKER_LAST_SEEN: past}})
+    wait_for(lambda: browser.find_elements("css selector", f"#workers tr.stale[data-worker='{LIVE_WORKER}']"),
+             WAIT_S, "the worker flagged stale")
+    assert browser.execute_script("return window.__notReloaded === true"), "the page was reloaded"
+    browser.save_screenshot(str(shots / "run-live.png"))
