@@ -78,10 +78,19 @@ def test_mongo_init_script_is_mounted(compose, repo_root) -> None:
     assert source.is_dir() and list(source.glob("*.js")), source
 
 
-def test_only_mongo_publishes_a_port_and_only_on_localhost(compose) -> None:
+def test_only_mongo_and_the_dashboard_publish_a_port_and_only_on_localhost(compose) -> None:
     services = compose["services"].items()
     published = {name: s["ports"] for name, s in services if s.get("ports")}
-    assert published == {"mongo": ["127.0.0.1:27017:27017"]}
+    assert published == {"mongo": ["127.0.0.1:27017:27017"], "dashboard": ["127.0.0.1:8080:8080"]}
+
+
+def test_dashboard_runs_the_coordinator_image_on_demand_with_a_token(compose) -> None:
+    dashboard = compose["services"]["dashboard"]
+    assert dashboard["image"] == compose["services"]["coordinator"]["image"]
+    assert dashboard["command"][0] == "dashboard" and dashboard.get("profiles")
+    env = service_env(dashboard)
+    assert SUBSTITUTION.fullmatch(env["HPO_DASHBOARD_TOKEN"]), "the token must come from .env"
+    assert env["HPO_MONGO_URL"] == service_env(compose["services"]["coordinator"])["HPO_MONGO_URL"]
 
 
 def test_worker_reserves_nvidia_gpus(compose) -> None:
@@ -127,7 +136,7 @@ def test_app_services_wait_for_mongo_and_share_the_dataset(compose, name) -> Non
     assert volumes[data_dir] in compose["volumes"], "the dataset must be on a named volume"
 
 
-@pytest.mark.parametrize("name", ["worker", "coordinator"])
+@pytest.mark.parametrize("name", ["worker", "coordinator", "dashboard"])
 def test_mongo_url_is_built_from_env_file(compose, repo_root, name) -> None:
     template = service_env(compose["services"][name])["HPO_MONGO_URL"]
     assert re.match(r"mongodb://\$\{[^}]+\}:\$\{[^}]+\}@mongo:27017/", template), template

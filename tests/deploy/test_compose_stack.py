@@ -205,6 +205,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         f"MONGO_ROOT_USERNAME=admin\nMONGO_ROOT_PASSWORD={secrets.token_hex(16)}\n"
         f"HPO_MONGO_USER=hpo\nHPO_MONGO_PASSWORD={app_password}\nHPO_MONGO_DB=hpo\n"
         f"HPO_GPUS_PER_WORKER=1\nHPO_TEST_MONGO_PORT={port}\n"
+        f"HPO_DASHBOARD_TOKEN={secrets.token_hex(16)}\n"  # required by the (unstarted) dashboard service
     )
     stack = Stack(env_file, port, "hpo", app_password)
     stack.remove_everything()  # what an interrupted earlier run left
