@@ -33,6 +33,8 @@ from jobstore.console import (
 
 TOKEN_ENV = "HPO_DASHBOARD_TOKEN"
 DEFAULT_PORT = 8080
+SHUTDOWN_S = 2
+"""Seconds open connections (the pages' event streams) get to close on Ctrl-C / SIGTERM."""
 
 
 def is_local(host: str) -> bool:
@@ -55,7 +57,7 @@ def register(app: typer.Typer, console: Console) -> None:
             callback=not_empty("--run"))] = None,
         host: Annotated[str, typer.Option(help="Address to listen on. Anything but a loopback "
                                           f"address needs --token (or ${TOKEN_ENV}).")] = "127.0.0.1",
-        port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = DEFAULT_PORT,
+        port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = DEFAULT_PORT,
         token: Annotated[Optional[str], typer.Option(
             help=f"Access token every request must carry (open the page once as "
             f"http://HOST:PORT/?token=TOKEN). Default: ${TOKEN_ENV}.", show_default=False)] = None,
@@ -90,4 +92,6 @@ def register(app: typer.Typer, console: Console) -> None:
         shown = f"[{host}]" if ":" in host else host
         console.print(f"dashboard of {target.display} at [bold]http://{shown}:{port}/[/]"
                       + (" (append ?token=TOKEN once)" if secret else ""), highlight=False)
-        uvicorn.run(web, host=host, port=port, log_level=log_level, access_log=log_level == "debug")
+        # open pages hold event streams: without a limit, Ctrl-C would wait for their tabs to close
+        uvicorn.run(web, host=host, port=port, log_level=log_level, access_log=log_level == "debug",
+                    timeout_graceful_shutdown=SHUTDOWN_S)

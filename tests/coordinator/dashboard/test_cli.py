@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,7 +45,7 @@ def test_unknown_run_lists_the_runs(db: Database, db_url: str) -> None:
 
 
 @pytest.fixture
-def served(db: Database, db_url: str, tmp_path: Path) -> Iterator[str]:
+def served(db: Database, db_url: str, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     seed(db, done=3, errors=1, new=3)
     port = free_port()
     process = start_dashboard(db_url, port, "--log-level", "info", log=tmp_path / "dashboard.log")
@@ -57,11 +59,13 @@ def served(db: Database, db_url: str, tmp_path: Path) -> Iterator[str]:
             return False
 
     wait_for(up, 60, "the dashboard to answer")
-    yield base
+    yield base, process
     stop(process)
 
 
-def test_serves_the_run_and_pushes_a_finished_trial(served: str, db: Database) -> None:
+def test_serves_the_run_pushes_a_finished_trial_and_stops_with_a_page_open(
+        served: tuple[str, subprocess.Popen[bytes]], db: Database) -> None:
+    served, process = served
     assert [r["run"] for r in httpx.get(served + "/api/runs").json()["runs"]] == [RUN]
     with httpx.stream("GET", served + "/api/events", params={"key": RUN}, timeout=60) as events:
         lines = events.iter_lines()
@@ -75,5 +79,8 @@ def test_serves_the_run_and_pushes_a_finished_trial(served: str, db: Database) -
             if line == "event: change":
                 assert json.loads(next(lines).removeprefix("data: ")) == {"key": RUN}
                 break
-    rows = httpx.get(served + f"/api/runs/{RUN}/trials", params={"state": "done"}).json()["rows"]
-    assert tid in [r["tid"] for r in rows]
+        rows = httpx.get(served + f"/api/runs/{RUN}/trials", params={"state": "done"}).json()["rows"]
+        assert tid in [r["tid"] for r in rows]
+        # SIGTERM while a page's event stream is open: uvicorn shuts down and re-raises the
+        # signal (-SIGTERM); a server waiting for the stream to end is killed (-SIGKILL)
+        assert stop(process) == -signal.SIGTERM
