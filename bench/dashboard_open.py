@@ -85,7 +85,8 @@ def measure(db: Database, n: int, repeat: int) -> tuple[list[tuple[str, float]],
 
     updates = [
         ("chart data after one trial was written (incremental)", best_of(repeat, one_trial_written)),
-        ("summary (each change and each second's tick)", best_of(repeat, lambda: warm.summary(RUN))),
+        ("summary (each change of the run)", best_of(repeat, lambda: warm.summary(RUN))),
+        ("workers and stale trials (each second's tick)", best_of(repeat, lambda: warm.workers(RUN))),
         ("trial table sorted by loss, first 50", best_of(repeat, lambda: warm.trial_page(RUN, sort="loss"))),
         ("trial table, last page by tid", best_of(repeat, lambda: warm.trial_page(RUN, offset=max(n - 50, 0)))),
     ]

@@ -12,6 +12,7 @@ pages work on a machine without internet access.
 ``GET /api/runs``                      every run (:meth:`DashboardData.runs`)
 ``GET /api/runs/{run}``                progress, best, workers (``summary``)
 ``GET /api/runs/{run}/figures``        chart data (``figures``)
+``GET /api/runs/{run}/workers``        stale running trials and workers (``workers``)
 ``GET /api/runs/{run}/importance``     hyperparameter importance
 ``GET /api/runs/{run}/trials``         a page of the trial table: ``state`` (repeatable),
                                        ``worker``, ``sort``, ``order`` (asc|desc),
@@ -177,6 +178,7 @@ def create_app(data: DashboardData, feed: ChangeFeed, *, run: str | None = None,
         Route("/api/runs/{run:path}/trials/{tid:int}",
               api(lambda request: data.trial(request.path_params["run"], request.path_params["tid"]))),
         Route("/api/runs/{run:path}/figures", api(lambda request: data.figures(request.path_params["run"]))),
+        Route("/api/runs/{run:path}/workers", api(lambda request: data.workers(request.path_params["run"]))),
         Route("/api/runs/{run:path}/importance", api(lambda request: data.importance(request.path_params["run"]))),
         Route("/api/runs/{run:path}/trials", api(trials)),
         Route("/api/runs/{run:path}/errors", api(lambda request: data.errors(

@@ -135,14 +135,16 @@ class DashboardData:
             "throughput": {"per_hour": st.throughput.per_hour, "window_trials": st.throughput.window_trials,
                            "last_finish": iso(st.throughput.last_finish)},
             "eta_s": _seconds(st.eta),
-            "stale": [{"tid": j.tid, "owner": j.owner, "refresh_time": iso(j.refresh_time),
-                       "reasons": j.reasons} for j in st.stale],
-            "workers": [{"id": w.id, "host": w.host, "device": w.device, "state": w.state,
-                         "stale": w.state == "lost", "current": monitor.plain(w.current),
-                         "last_seen": iso(w.last_seen),
-                         "seen_ago_s": None if w.last_seen is None else (st.now - w.last_seen).total_seconds(),
-                         "trials_done": w.trials_done} for w in st.workers],
+            **_liveness(st.now, st.stale, st.workers),
         }
+
+    def workers(self, run: str) -> dict[str, Any]:
+        """The part of :meth:`summary` that changes with time alone: the stale running
+        trials of ``run`` and the workers (small indexed reads, for the pages' ticks)."""
+        name = self.require_run(run)
+        now = server_time(self.db)
+        return {"now": iso(now), **_liveness(now, monitor.stale_jobs(self.jobs, name, now, self.stale_after),
+                                             monitor.workers(self.db, now, self.stale_after))}
 
     # -- figures ------------------------------------------------------------------------
 
@@ -327,6 +329,19 @@ class DashboardData:
             "timeline": [{"event": event, "at": iso(at)} for event, at in timeline if at is not None],
             "metrics": entries, "error": _error(job) if job.get(s.ERROR) is not None else None,
         }
+
+
+def _liveness(now: datetime, stale: list[monitor.StaleJob], workers: list[monitor.WorkerInfo]) -> dict[str, Any]:
+    """Stale running trials and workers as JSON-ready dicts (lost workers ``stale``)."""
+    return {
+        "stale": [{"tid": j.tid, "owner": j.owner, "refresh_time": iso(j.refresh_time), "reasons": j.reasons}
+                  for j in stale],
+        "workers": [{"id": w.id, "host": w.host, "device": w.device, "state": w.state,
+                     "stale": w.state == "lost", "current": monitor.plain(w.current),
+                     "last_seen": iso(w.last_seen),
+                     "seen_ago_s": None if w.last_seen is None else (now - w.last_seen).total_seconds(),
+                     "trials_done": w.trials_done} for w in workers],
+    }
 
 
 def _error(job: Mapping[str, Any]) -> dict[str, Any]:

@@ -219,6 +219,11 @@ function summaryView(run, s) {
     ? el("div", {}, el("a", { href: `${runUrl(run)}/trials/${s.best.tid}`, id: "best-link" }, `trial ${s.best.tid}`),
       ` loss ${num(s.best.loss)}`, el("pre", { id: "best-params" }, JSON.stringify(s.best.params, null, 1)))
     : el("p", { class: "note" }, "no trial has finished with status ok yet"));
+  workersView(run, s);
+}
+
+// The workers table and the stale running trials (from the summary or /workers).
+function workersView(run, s) {
   fill(document.querySelector("#workers tbody"), s.workers.map((w) => el("tr", { class: w.stale ? "stale" : null, "data-worker": w.id },
     el("td", {}, w.id), el("td", {}, w.host || "-"), el("td", {}, w.device || "-"),
     el("td", {}, w.stale ? "lost (stale)" : w.state),
@@ -289,6 +294,7 @@ async function runPage() {
   document.title = `hpo run ${run}`;
   let okSeen = -1;
   const summary = throttled(async () => summaryView(run, await getJSON(apiRun(run))));
+  const workers = throttled(async () => workersView(run, await getJSON(apiRun(run) + "/workers")));
   const trials = throttled(trialTable(run));
   const figures = throttled(async () => {
     const f = await getJSON(apiRun(run) + "/figures");
@@ -302,9 +308,8 @@ async function runPage() {
   await Promise.all([summary(), trials(), figures(), errors()]);
   document.body.dataset.loaded = "true";
   live([run, ""], (key) => {
-    summary();
-    if (key === run) { trials(); figures(); errors(); }
-  }, summary);
+    if (key === run) { summary(); trials(); figures(); errors(); } else { workers(); }
+  }, workers);
 }
 
 // -- trial page ------------------------------------------------------------------------

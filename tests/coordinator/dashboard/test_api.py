@@ -77,6 +77,14 @@ def test_summary_best_and_workers(client: TestClient, seeded: tuple[Database, Se
     assert summary["feed"]["mode"] in (STREAM, POLLING)
 
 
+def test_workers_endpoint_is_the_summarys_liveness(client: TestClient, seeded: tuple[Database, Seeded]) -> None:
+    _, sd = seeded
+    workers = get(client, f"/api/runs/{RUN}/workers")
+    assert {w["id"]: w["stale"] for w in workers["workers"]} == {LIVE_WORKER: False, DEAD_WORKER: True}
+    assert [j["tid"] for j in workers["stale"]] == [sd.stale]
+    assert any(r.startswith("no heartbeat for 5m") for r in workers["stale"][0]["reasons"])
+
+
 def test_unknown_run_is_404_naming_the_runs(client: TestClient) -> None:
     body = get(client, "/api/runs/nope", 404)
     assert "unknown run 'nope'" in body["error"] and RUN in body["error"]
