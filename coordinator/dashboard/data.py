@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -39,6 +40,8 @@ from jobstore.schema import State
 
 MAX_PAGE = 200
 """Most trials one page of the trial table or the error list holds."""
+IMPORTANCE_EVERY_S = 30.0
+"""Hyperparameter importance is refitted at most this often per run."""
 TOP_CURVES = 10
 """Learning curves of this many best trials are shown."""
 REREAD_MARGIN = timedelta(seconds=5)
@@ -96,6 +99,7 @@ class DashboardData:
         self._points: dict[str, _Points] = {}
         self._points_lock = threading.Lock()
         self._infos: dict[str | None, dict[str, plots.ParamInfo]] = {}
+        self._importance: dict[str, tuple[float, int, dict[str, Any]]] = {}
 
     # -- runs ---------------------------------------------------------------------------
 
@@ -224,14 +228,25 @@ class DashboardData:
 
     def importance(self, run: str) -> dict[str, Any]:
         """Hyperparameter importance (see :func:`coordinator.plots.importances`), or the
-        reason there is none."""
-        points = self.points(self.require_run(run))
+        reason there is none; ``ok`` is the number of ok trials it was fitted on.  The
+        forest costs seconds on a large run, so it is refitted at most every
+        :data:`IMPORTANCE_EVERY_S` seconds, and only when the run has new ok trials."""
+        name = self.require_run(run)
+        points = self.points(name)
+        ok = len(plots.ok_points(points))
+        with self._points_lock:
+            cached = self._importance.get(name)
+        if cached is not None and (cached[1] == ok or time.monotonic() - cached[0] < IMPORTANCE_EVERY_S):
+            return cached[2]
         try:
             ranked = plots.importances(points)
+            result: dict[str, Any] = {"importance": [{"label": label, "value": value}
+                                                     for label, value in reversed(ranked)], "ok": ok}
         except plots.Skipped as exc:
-            return {"importance": None, "skipped": str(exc)}
-        return {"importance": [{"label": label, "value": value} for label, value in reversed(ranked)],
-                "ok": len(plots.ok_points(points))}
+            result = {"importance": None, "skipped": str(exc), "ok": ok}
+        with self._points_lock:
+            self._importance[name] = (time.monotonic(), ok, result)
+        return result
 
     # -- trials -------------------------------------------------------------------------
 
@@ -285,8 +300,9 @@ class DashboardData:
         if offset < 0 or not 1 <= limit <= MAX_PAGE:
             raise BadQuery(f"offset must be >= 0 and limit between 1 and {MAX_PAGE}")
         match = {s.EXP_KEY: name, s.STATE: State.ERROR}
-        found = self.jobs.find(match, {s.TID: 1, s.OWNER: 1, s.FINISHED_AT: 1, s.ERROR: 1},
-                               sort=[(s.TID, DESCENDING)], skip=offset, limit=limit)
+        found = self.jobs.aggregate([{"$match": match}, {"$sort": {s.TID: DESCENDING}}, {"$skip": offset},
+                                     {"$limit": limit},
+                                     {"$project": {s.TID: 1, s.OWNER: 1, s.FINISHED_AT: 1, s.ERROR: 1}}])
         rows = []
         for job in found:
             tid = s.as_int(job.get(s.TID))

@@ -194,13 +194,15 @@ function matrixChart(matrix, reason) {
   { dragmode: "select", margin: { t: 20, r: 20, b: 60, l: 80 } });
 }
 
+// Draws the importance; returns the number of ok trials the server fitted it on.
 async function importanceChart(run) {
   const data = await getJSON(apiRun(run) + "/importance");
-  if (!data.importance) return skipped("chart-importance", data.skipped);
+  if (!data.importance) { skipped("chart-importance", data.skipped); return data.ok; }
   const ranked = data.importance.slice().reverse();
   draw("chart-importance", [{ type: "bar", orientation: "h", x: ranked.map((r) => r.value), y: ranked.map((r) => r.label),
     marker: { color: "#43a047" } }], { xaxis: { title: { text: `importance (random forest, ${data.ok} ok trials)` } },
     margin: { t: 20, r: 20, b: 50, l: 120 } });
+  return data.ok;
 }
 
 function summaryView(run, s) {
@@ -292,7 +294,7 @@ async function runPage() {
   const run = decodeURIComponent(location.pathname.slice("/runs/".length));
   document.getElementById("run-name").textContent = run;
   document.title = `hpo run ${run}`;
-  let okSeen = -1;
+  let okFitted = -1;
   const summary = throttled(async () => summaryView(run, await getJSON(apiRun(run))));
   const workers = throttled(async () => workersView(run, await getJSON(apiRun(run) + "/workers")));
   const trials = throttled(trialTable(run));
@@ -302,8 +304,10 @@ async function runPage() {
     curvesChart(f.curves, f.skipped.curves);
     parallelChart(f.parallel, f.skipped.parallel);
     matrixChart(f.matrix, f.skipped.matrix);
-    if (f.ok !== okSeen) { okSeen = f.ok; await importanceChart(run); }
+    if (f.ok !== okFitted) importance();
   });
+  // refitted by the server at most every 30 s: asked again while it lags the run
+  const importance = throttled(async () => { okFitted = await importanceChart(run); });
   const errors = throttled(() => errorList(run));
   await Promise.all([summary(), trials(), figures(), errors()]);
   document.body.dataset.loaded = "true";

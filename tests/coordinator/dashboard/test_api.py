@@ -19,6 +19,7 @@ from pymongo.database import Database
 from starlette.testclient import TestClient
 
 from coordinator.dashboard.app import COOKIE, create_app
+from coordinator.dashboard import data as dashboard_data
 from coordinator.dashboard.data import MAX_PAGE, TOP_CURVES, DashboardData
 from coordinator.dashboard.live import ANY_RUN_KEY, POLLING, STREAM, WORKERS_KEY, ChangeFeed
 from jobstore import schema as s
@@ -143,6 +144,16 @@ def test_trial_table_sorts_filters_and_pages(client: TestClient, seeded: tuple[D
     durations = [r["started_to_finished_s"] for r in by_duration["rows"]]
     known = [d for d in durations if d is not None]
     assert known == sorted(known, reverse=True) and durations[len(known):] == [None] * (total - len(known))
+
+
+def test_importance_is_refitted_at_most_every_interval(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    seed(db, done=12, errors=0, new=2)
+    data = DashboardData(db)
+    assert data.importance(RUN)["ok"] == 12
+    finish_next(db)
+    assert data.importance(RUN)["ok"] == 12, "refitted before IMPORTANCE_EVERY_S"
+    monkeypatch.setattr(dashboard_data, "IMPORTANCE_EVERY_S", 0.0)
+    assert data.importance(RUN)["ok"] == 13
 
 
 @pytest.mark.parametrize("params, message", [
