@@ -124,6 +124,9 @@ def render_section(n: int, server: str, seed_s: float, opening: list[tuple[str, 
               "of at most 200; no update re-reads the history."]
     if server.startswith("SecantusDB"):
         lines += ["", SECANTUS_NOTE + "  These figures therefore overstate what a real mongod takes."]
+    if os.getloadavg()[0] > (os.cpu_count() or 1):
+        lines += ["", "The load average above exceeds the number of CPUs: other processes shared the machine "
+                  "while this ran, and every figure here includes waiting for a CPU."]
     return "\n".join(lines) + "\n"
 
 

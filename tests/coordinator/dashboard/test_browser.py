@@ -3,7 +3,8 @@
 
 Skipped, saying why, where Chromium or its driver is not installed (``.ci/run``
 installs them where it can).  Screenshots go to ``$HPO_SCREENSHOT_DIR`` when set,
-else to the test's temporary directory.
+else to the test's temporary directory; docs/dashboard-run.png (the README's) is the
+``run.png`` of ``HPO_SCREENSHOT_DIR=DIR python -m pytest tests/coordinator/dashboard/test_browser.py``.
 """
 
 from __future__ import annotations
@@ -102,6 +103,19 @@ def chart_data(browser: Any, chart: str) -> list[dict[str, Any]]:
     return browser.execute_script(f"return document.getElementById('{chart}').data || null") or []
 
 
+def table_tids(browser: Any) -> list[str]:
+    """The tids of the trial table's rows, read in one script (the table is redrawn
+    while the page updates, so element handles may go stale between calls)."""
+    return browser.execute_script(
+        "return [...document.querySelectorAll('#trials tbody tr')].map((r) => r.dataset.tid)")
+
+
+def table_state(browser: Any, tid: int) -> str | None:
+    """The state cell of trial ``tid`` in the table, or None if it is not shown."""
+    return browser.execute_script(
+        f"const r = document.querySelector(\"#trials tr[data-tid='{tid}']\"); return r ? r.cells[1].textContent : null")
+
+
 def test_runs_page(browser: Any, base_url: str, shots: Path) -> None:
     browser.get(base_url + "/")
     wait_for(lambda: browser.find_elements("css selector", f"#runs tr[data-run='{RUN}'] a"), WAIT_S, "the runs table")
@@ -128,7 +142,7 @@ def test_run_page_draws_every_chart(browser: Any, base_url: str, seeded: tuple[D
     assert len(chart_data(browser, "chart-curves")) == 10
     assert len(browser.find_elements("css selector", "#chart-importance .barlayer .point")) == 4
     total = len(sd.done) + len(sd.errors) + 2 + len(sd.new)
-    assert len(browser.find_elements("css selector", "#trials tbody tr")) == total
+    assert len(table_tids(browser)) == total
     assert browser.find_element("id", "page-info").text == f"1-{total} of {total}"
     stale = browser.find_elements("css selector", "#workers tr.stale")
     assert [row.get_attribute("data-worker") for row in stale] == [DEAD_WORKER]
@@ -143,12 +157,10 @@ def test_trial_table_sorts_and_filters(browser: Any, base_url: str, seeded: tupl
     open_page(browser, f"{base_url}/runs/{RUN}")
     browser.find_element("css selector", "#trials th[data-sort='loss']").click()
     best = min(sd.done, key=sd.done.__getitem__)
-    wait_for(lambda: browser.find_element("css selector", "#trials tbody tr").get_attribute("data-tid") == str(best),
-             WAIT_S, "the table sorted by loss")
+    wait_for(lambda: table_tids(browser)[:1] == [str(best)], WAIT_S, "the table sorted by loss")
     browser.find_element("css selector", "#trial-filter select[name='state']").send_keys("error")
     browser.find_element("css selector", "#trial-filter button").click()
-    wait_for(lambda: [r.get_attribute("data-tid") for r in browser.find_elements("css selector", "#trials tbody tr")]
-             == [str(t) for t in sd.errors], WAIT_S, "the table filtered to error trials")
+    wait_for(lambda: table_tids(browser) == [str(t) for t in sd.errors], WAIT_S, "the table filtered to error trials")
 
 
 def test_trial_page(browser: Any, base_url: str, seeded: tuple[Database, Seeded], shots: Path) -> None:
@@ -177,8 +189,7 @@ def test_a_finished_trial_and_a_stale_worker_appear_without_reload(
     wait_for(lambda: len(chart_data(browser, "chart-loss")[0]["x"]) == before + 1, WAIT_S,
              "the finished trial in the loss chart")
     assert tid in chart_data(browser, "chart-loss")[0]["x"]
-    wait_for(lambda: browser.find_element("css selector", f"#trials tr[data-tid='{tid}'] td:nth-child(2)").text == "done",
-             WAIT_S, "the finished trial in the table")
+    wait_for(lambda: table_state(browser, tid) == "done", WAIT_S, "the finished trial in the table")
     past = server_time(db) - timedelta(minutes=5)
     db[s.WORKERS].update_one({s.ID: LIVE_WORKER}, {"$set": {s.WORKER_LAST_SEEN: past}})
     wait_for(lambda: browser.find_elements("css selector", f"#workers tr.stale[data-worker='{LIVE_WORKER}']"),
