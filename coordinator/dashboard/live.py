@@ -14,6 +14,8 @@ and re-read what they show when one moves.  Contracts:
   and the newest worker ``last_seen`` (through ``last_seen``).  :attr:`ChangeFeed.mode` says which, and the pages show it.
 * **Read-only**, and one background thread.  A stream that breaks (server restart)
   is reopened after :data:`RETRY_S`; if it cannot be reopened the feed polls.
+* A running trial's heartbeat (an update of its heartbeat fields only) is not a change
+  for the change stream; polling cannot tell it apart (it reads ``updated_at`` only).
 * Workers going stale are a change of time, not of data: pages re-read the workers
   on the feed's ``tick`` (every :data:`TICK_S`), which costs one small indexed query.
 """
@@ -41,6 +43,9 @@ WORKERS_KEY = ""
 """The counter of the workers (no run has an empty name)."""
 ANY_RUN_KEY = "*"
 """The counter bumped by a change to any run (the runs page)."""
+HEARTBEAT_FIELDS = frozenset({s.REFRESH_TIME, s.LEASE, s.LEASE_EXPIRES, s.UPDATED_AT, s.VERSION})
+"""A job update that sets only these is a running trial's heartbeat: nothing a page
+shows changes, so the change stream does not count it."""
 STREAM = "change stream"
 POLLING = "polling"
 
@@ -104,7 +109,8 @@ class ChangeFeed:
         collections = [self._jobs, s.RUNS, s.WORKERS]
         pipeline: list[dict[str, Any]] = [
             {"$match": {"ns.coll": {"$in": collections}}},
-            {"$project": {"ns": 1, "documentKey": 1, "fullDocument." + s.EXP_KEY: 1}},
+            {"$project": {"ns": 1, "documentKey": 1, "operationType": 1, "fullDocument." + s.EXP_KEY: 1,
+                          "updateDescription.updatedFields": 1, "updateDescription.removedFields": 1}},
         ]
         with self._db.watch(pipeline, full_document="updateLookup", max_await_time_ms=500) as stream:
             self.mode, self.note = STREAM, ""
@@ -117,7 +123,7 @@ class ChangeFeed:
                     self._bump(WORKERS_KEY)
                 elif collection == s.RUNS:
                     self._bump(str(change.get("documentKey", {}).get(s.ID)))
-                else:
+                elif not _heartbeat(change):
                     run = (change.get("fullDocument") or {}).get(s.EXP_KEY)
                     if isinstance(run, str):
                         self._bump(run)
@@ -151,3 +157,9 @@ class ChangeFeed:
                                             sort=[(s.UPDATED_AT, DESCENDING)])
         return None if doc is None else s.as_date(doc.get(s.UPDATED_AT))
 
+
+def _heartbeat(change: dict[str, Any]) -> bool:
+    """Whether a change event of a job is a heartbeat (see :data:`HEARTBEAT_FIELDS`)."""
+    update = change.get("updateDescription") or {}
+    return (change.get("operationType") == "update" and not update.get("removedFields")
+            and set(update.get("updatedFields") or {}) <= HEARTBEAT_FIELDS)

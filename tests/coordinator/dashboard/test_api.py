@@ -23,6 +23,7 @@ from coordinator.dashboard import data as dashboard_data
 from coordinator.dashboard.data import MAX_PAGE, TOP_CURVES, DashboardData
 from coordinator.dashboard.live import ANY_RUN_KEY, POLLING, STREAM, WORKERS_KEY, ChangeFeed
 from jobstore import schema as s
+from jobstore.queue import JobQueue
 from jobstore.workers import WorkerRegistry
 from tests.support.dashboard import DEAD_WORKER, LIVE_WORKER, RUN, SECRET, Seeded, finish_next, seed
 from tests.support.processes import wait_for
@@ -243,8 +244,23 @@ def test_feed_sees_a_trial_finish_and_a_worker_write(mongo_server_url: str, use_
             finish_next(db)
             wait_for(lambda: feed.version(RUN) > start[RUN] and feed.version(ANY_RUN_KEY) > start[ANY_RUN_KEY],
                      WAIT_S, "the feed to see the trial finish")
-            WorkerRegistry(db).update(LIVE_WORKER, status="idle")
+            registry = WorkerRegistry(db)
+            registry.update(LIVE_WORKER, status="idle")
             wait_for(lambda: feed.version(WORKERS_KEY) > start[WORKERS_KEY], WAIT_S, "the feed to see the worker write")
+            if use_stream:
+                # events arrive in order: once a worker write after it was seen, the heartbeat was too
+                queue = JobQueue(db)
+                claim = queue.claim(LIVE_WORKER, exp_key=RUN)
+                assert claim is not None
+                workers_before = feed.version(WORKERS_KEY)
+                registry.update(LIVE_WORKER, status="busy")
+                wait_for(lambda: feed.version(WORKERS_KEY) > workers_before, WAIT_S, "the barrier after the claim")
+                claimed = feed.version(RUN)
+                assert queue.heartbeat(claim)
+                workers_before = feed.version(WORKERS_KEY)
+                registry.update(LIVE_WORKER, status="busy")
+                wait_for(lambda: feed.version(WORKERS_KEY) > workers_before, WAIT_S, "the barrier after the heartbeat")
+                assert feed.version(RUN) == claimed, "a heartbeat is not a change"
             assert feed.mode == (STREAM if use_stream else POLLING)
         finally:
             feed.stop()
