@@ -10,10 +10,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from coordinator.algorithms import ALGORITHMS, DEFAULT_ALGORITHM
-from coordinator.start import StartOptions, best_configuration, resume_hint, start_run
-from jobstore.connection import DEFAULT_TIMEOUT_S, url_from_environment
-from jobstore.console import (
+from cli_support.console import (
     MONGO_HELP,
     ConnectTimeoutOption,
     LogLevelHelp,
@@ -28,6 +25,9 @@ from jobstore.console import (
     setup_logging,
     user_errors,
 )
+from coordinator.algorithms import ALGORITHMS, DEFAULT_ALGORITHM
+from coordinator.start import StartOptions, best_configuration, resume_hint, start_run
+from jobstore.connection import DEFAULT_TIMEOUT_S, url_from_environment
 from jobstore.embedded import EmbeddedServer, free_port
 from jobstore.queue import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS
 from jobstore.trials import DEFAULT_POLL_INTERVAL_S

@@ -27,10 +27,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from coordinator import monitor, plots
-from jobstore import schema as s
-from jobstore.connection import DEFAULT_TIMEOUT_S, MongoTarget
-from jobstore.console import (
+from cli_support.console import (
     ConnectTimeoutOption,
     LogLevelHelp,
     MongoOption,
@@ -43,9 +40,12 @@ from jobstore.console import (
     setup_logging,
     user_errors,
 )
-from jobstore.errors import UserError
+from coordinator import monitor, plots
+from jobstore import schema as s
+from jobstore.connection import DEFAULT_TIMEOUT_S, MongoTarget
 from jobstore.retry import retrying
-from objectives.registry import UnknownExperiment, get_experiment
+from objectives.registry import get_experiment
+from user_errors import UnknownExperiment, UserError
 
 log = logging.getLogger(__name__)
 

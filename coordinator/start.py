@@ -32,12 +32,12 @@ from coordinator.local_workers import LocalWorkers
 from coordinator.progress import rich_progress
 from jobstore import schema as s
 from jobstore.connection import MongoTarget, mask
-from jobstore.errors import UserError
 from jobstore.queue import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS
 from jobstore.retry import describe
 from jobstore.runs import RunStore
 from jobstore.trials import DEFAULT_POLL_INTERVAL_S, MongoTrials
 from objectives.base import Experiment
+from user_errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def start_run(
             the run resumable.
         jobstore.retry.DatabaseOutage: the database stayed away longer than
             ``options.outage_timeout`` (None, the default: the coordinator waits).
-        jobstore.errors.UserError: run mismatch, busy run, bad algorithm.
+        user_errors.UserError: run mismatch, busy run, bad algorithm.
     """
     with StopOnSignals() as stop:
         return _start_run(db, target, experiment, options, console, worker_url, stop)

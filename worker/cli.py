@@ -6,8 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from jobstore.connection import DEFAULT_TIMEOUT_S
-from jobstore.console import (
+from cli_support.console import (
     ConnectTimeoutOption,
     LogLevelHelp,
     MongoOption,
@@ -21,6 +20,7 @@ from jobstore.console import (
     setup_logging,
     user_errors,
 )
+from jobstore.connection import DEFAULT_TIMEOUT_S
 from worker.loop import DEFAULT_POLL_MAX_S, DEFAULT_POLL_MIN_S, Worker, WorkerConfig
 
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=False)

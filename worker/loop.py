@@ -60,8 +60,8 @@ from hyperopt import base
 from pymongo.database import Database
 from pymongo.errors import OperationFailure, PyMongoError, WriteError
 
+from cli_support.console import EXIT_TRIAL_HUNG, EXIT_USER_ERROR
 from jobstore import schema as s
-from jobstore.console import EXIT_TRIAL_HUNG, EXIT_USER_ERROR
 from jobstore.gpu_lease import GpuLease, visible_devices_env, wait_for_gpus
 from jobstore.heartbeat import Heartbeat
 from jobstore.queue import DEFAULT_LEASE_S, Claim, JobQueue
@@ -69,7 +69,8 @@ from jobstore.requeuer import Requeuer
 from jobstore.retry import DEFAULT_GIVE_UP_S, describe, retrying
 from jobstore.workers import WorkerRegistry
 from objectives.base import Experiment, TrialInterrupted
-from objectives.registry import BadObjectiveReference, UnknownExperiment, get_experiment
+from objectives.registry import get_experiment
+from user_errors import BadObjectiveReference, UnknownExperiment
 from worker.evaluate import (
     LOG_LIMIT,
     MALFORMED,

@@ -19,8 +19,8 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from jobstore.connection import MongoTarget, connect, mask, parse_url, url_from_environment
-from jobstore.errors import UserError
-from objectives.registry import BadObjectiveReference, UnknownExperiment, load_reference, register
+from objectives.registry import load_reference, register
+from user_errors import UserError
 
 EXIT_USER_ERROR = 2
 MAX_LOG_CHARS = 10_000
@@ -117,7 +117,7 @@ def user_errors() -> Iterator[None]:
     """Turn the errors a user can fix into a one-line message and exit code 2."""
     try:
         yield
-    except (UserError, UnknownExperiment, BadObjectiveReference) as exc:
+    except UserError as exc:
         fail(str(exc))
 
 
