@@ -26,6 +26,7 @@ from cli_support.console import (
     user_errors,
 )
 from coordinator.algorithms import ALGORITHMS, DEFAULT_ALGORITHM
+from coordinator.display import number_text, whole_floats_as_ints
 from coordinator.start import StartOptions, best_configuration, resume_hint, start_run
 from jobstore.connection import DEFAULT_TIMEOUT_S, url_from_environment
 from jobstore.embedded import EmbeddedServer, free_port
@@ -148,11 +149,11 @@ def start(
         return
     extras = {k: v for k, v in summary.best["result"].items() if k not in ("status", "loss") and
               isinstance(v, (int, float)) and not isinstance(v, bool)}
-    details = "".join(f", {k} {v:.4g}" for k, v in extras.items())
+    details = "".join(f", {k} {number_text(v)}" for k, v in extras.items())
     worst = f"; worst successful loss {summary.worst_loss:.6g}" if summary.worst_loss is not None else ""
     console.print(f"best loss {summary.best['loss']:.6g} (trial {summary.best['tid']}{details}){worst}")
     console.print("best params:")
-    console.print_json(json.dumps(summary.best["params"], default=str))
+    console.print_json(json.dumps(whole_floats_as_ints(summary.best["params"]), default=str))
 
 
 @app.command()

@@ -21,7 +21,6 @@ from typing import Any
 
 import hyperopt
 import numpy as np
-from hyperopt import space_eval
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 from rich.console import Console
@@ -225,12 +224,12 @@ def summarize(trials: MongoTrials, run: str, experiment: Experiment) -> RunSumma
     done = trials.count_by_state_unsynced(hyperopt.JOB_STATE_DONE)
     if best is None:
         return RunSummary(run, done, None)
-    point = s.point_from_vals(best[s.MISC]["vals"])
     worst = max(loss for loss in trials.losses() if s.is_finite_number(loss))
     return RunSummary(
         run, done,
         {"tid": best[s.TID], "loss": best[s.RESULT]["loss"],
-         "params": s.bson_safe(space_eval(experiment.space, point)), "result": best[s.RESULT]},
+         "params": s.bson_safe(s.params_from_vals(experiment.space, best[s.MISC]["vals"])),
+         "result": best[s.RESULT]},
         worst_loss=worst,
     )
 
@@ -263,7 +262,7 @@ def best_configuration(db: Database, run: str) -> BestConfiguration:
     if best is None:
         raise UserError(f"run {run!r} has no successful trial yet")
     experiment = get_experiment(doc[s.RUN_EXPERIMENT])
-    params = space_eval(experiment.space, s.point_from_vals(best[s.MISC]["vals"]))
+    params = s.params_from_vals(experiment.space, best[s.MISC]["vals"])
     return BestConfiguration(experiment.name, best[s.TID], best[s.RESULT]["loss"], params,
                              dict(doc.get(s.RUN_SETTINGS) or {}))
 
