@@ -1,4 +1,4 @@
-"""``hpo-coord``: start or resume a run, and look at runs."""
+"""hpo-coord: start or resume a run, and look at runs."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from cli_support.console import (
     register_objectives,
     require_url,
     setup_logging,
+    typer_app,
     user_errors,
 )
 from coordinator.algorithms import ALGORITHMS, DEFAULT_ALGORITHM
@@ -34,7 +35,7 @@ from jobstore.queue import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS
 from jobstore.trials import DEFAULT_POLL_INTERVAL_S
 from objectives.registry import get_experiment
 
-app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
+app = typer_app(__doc__, no_args_is_help=True)
 console = Console()
 
 EMBEDDED_PORT = 27018
@@ -66,7 +67,7 @@ def _embedded_port() -> int:
 
 @app.command()
 def start(
-    exp: Annotated[str, typer.Option(help="Experiment name (see `hpo-coord experiments`).",
+    exp: Annotated[str, typer.Option(help="Experiment name (hpo-coord experiments lists them).",
                                      callback=not_empty("--exp"))],
     run: Annotated[Optional[str], typer.Option(
         help="Run name (hyperopt's exp_key). Default: the experiment name. Starting an "

@@ -328,7 +328,7 @@ def register(app: typer.Typer, console: Console) -> None:
 
     @app.command()
     def space(
-        exp: Annotated[str, typer.Option(help="Experiment name (see `hpo-coord experiments`).",
+        exp: Annotated[str, typer.Option(help="Experiment name (hpo-coord experiments lists them).",
                                          callback=not_empty("--exp"))],
         out: Annotated[Path, typer.Option(help="Directory for prior.png (created).")],
         samples: Annotated[int, typer.Option(min=1, help="Points to draw from the prior.")] = 1000,
