@@ -37,7 +37,8 @@ from matplotlib.ticker import MaxNLocator, NullFormatter
 from matplotlib.transforms import blended_transform_factory
 
 from coordinator.monitor import TrialPoint
-from objectives.registry import UnknownExperiment, get_experiment
+from objectives.registry import get_experiment
+from user_errors import UnknownExperiment
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from coordinator.dashboard.app import create_app
 from coordinator.dashboard.data import DashboardData
 from coordinator.dashboard.live import ChangeFeed
 from jobstore.connection import DEFAULT_TIMEOUT_S
-from jobstore.console import (
+from cli_support.console import (
     ConnectTimeoutOption,
     LogLevelHelp,
     MongoOption,

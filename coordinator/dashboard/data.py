@@ -35,7 +35,7 @@ from coordinator import monitor, plots
 from coordinator.monitor import TrialPoint, iso
 from jobstore import schema as s
 from jobstore.connection import mask, server_time
-from jobstore.errors import UserError
+from user_errors import UserError
 from jobstore.schema import State
 
 MAX_PAGE = 200
