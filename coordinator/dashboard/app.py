@@ -19,7 +19,7 @@ pages work on a machine without internet access.
                                        ``offset``, ``limit``
 ``GET /api/runs/{run}/errors``         a page of error trials: ``offset``, ``limit``
 ``GET /api/runs/{run}/trials/{tid}``   one trial
-``GET /api/events?key=RUN``            server-sent events: ``hello`` (the feed's mode),
+``GET /api/events?key=RUN``            server-sent events (404 for an unknown run): ``hello`` (the feed's mode),
                                        ``change`` (``{"key": RUN}``; ``""`` is the
                                        workers, ``*`` any run), ``tick`` every second
 =====================================  ===============================================
@@ -49,16 +49,19 @@ from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 
 from coordinator.dashboard.data import BadQuery, DashboardData, UnknownTrial
-from coordinator.dashboard.live import TICK_S, ChangeFeed
+from coordinator.dashboard.live import ANY_RUN_KEY, TICK_S, WORKERS_KEY, ChangeFeed
 from coordinator.monitor import UnknownRun
 from jobstore.connection import mask
 
 STATIC = Path(__file__).with_name("static")
 PLOTLY_JS = Path(str(files("plotly") / "package_data" / "plotly.min.js"))
 COOKIE = "hpo_dashboard_token"
+MAX_EVENT_KEYS = 64
+"""Most runs one event stream follows."""
 EVENT_CHECK_S = 0.25
 """How often an event stream looks at the feed's counters (in memory, no query)."""
 
@@ -129,6 +132,16 @@ def create_app(data: DashboardData, feed: ChangeFeed, *, run: str | None = None,
 
     async def events(request: Request) -> Response:
         keys = request.query_params.getlist("key")
+        runs = [key for key in keys if key not in (WORKERS_KEY, ANY_RUN_KEY)]
+        if len(keys) > MAX_EVENT_KEYS:
+            return _JSON({"error": f"at most {MAX_EVENT_KEYS} keys per event stream"}, status_code=400)
+        try:  # an unknown key would be polled for nothing
+            for key in runs:
+                await run_in_threadpool(data.require_run, key)
+        except UnknownRun as exc:
+            return _JSON({"error": str(exc)}, status_code=404)
+        except PyMongoError as exc:
+            return _JSON({"error": f"database unavailable: {mask(str(exc))}"}, status_code=503)
 
         async def stream() -> AsyncIterator[str]:
             yield f"event: hello\ndata: {json.dumps({'mode': feed.mode, 'note': feed.note})}\n\n"

@@ -91,6 +91,7 @@ def test_unknown_run_is_404_naming_the_runs(client: TestClient) -> None:
     body = get(client, "/api/runs/nope", 404)
     assert "unknown run 'nope'" in body["error"] and RUN in body["error"]
     get(client, "/api/runs/nope/figures", 404)
+    assert "unknown run 'nope'" in get(client, "/api/events", 404, key="nope")["error"]
 
 
 def test_figures_are_the_runs_data(client: TestClient, seeded: tuple[Database, Seeded]) -> None:
