@@ -84,13 +84,14 @@ than the ones above, are refused with :class:`UnsupportedSpace` naming the param
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 import math
 import threading
 import warnings
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,9 +100,12 @@ import optuna
 from hyperopt import base, pyll, rand
 from hyperopt.pyll import stochastic
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.samplers import TPESampler
+from optuna.samplers._tpe.sampler import default_gamma
+from optuna.search_space.group_decomposed import _GroupDecomposedSearchSpace, _SearchSpaceGroup
 from optuna.storages import InMemoryStorage
-from optuna.study import StudyDirection
-from optuna.trial import TrialState, create_trial
+from optuna.study import Study, StudyDirection
+from optuna.trial import FrozenTrial, TrialState, create_trial
 from scipy.special import ndtr, ndtri
 
 log = logging.getLogger(__name__)
@@ -332,6 +336,213 @@ def _always_active(expr: pyll.Apply) -> set[str]:
     return labels
 
 
+# -- Optuna's TPE with its history read once ---------------------------------------------
+
+class _History:
+    """The trials of one study, each complete one read once, as arrays.
+
+    Guarantees: after :meth:`refresh` with the study's trials, ``trials`` holds every
+    complete trial, in the order first seen, :meth:`arrays` / :meth:`column` hold their
+    numbers, values and each parameter's internal value (NaN where a trial lacks the
+    parameter), row i for ``trials[i]``, and :meth:`unfinished` the other trials not yet
+    finished.  A refresh reads only trials new since the last one and those then
+    unfinished.  Every trial must give a parameter the same distribution (``ValueError``
+    otherwise): the internal values are computed with it once.
+    """
+
+    def __init__(self) -> None:
+        self.trials: list[FrozenTrial] = []
+        self._numbers: list[int] = []
+        self._scanned = 0
+        self._unfinished: list[FrozenTrial] = []
+        self._values: list[float] = []
+        self._columns: dict[str, list[float]] = {}
+        self._distributions: dict[str, BaseDistribution] = {}
+        self._arrays: tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.trials)
+
+    def unfinished(self) -> list[FrozenTrial]:
+        """The trials running or waiting at the last refresh, in trial order."""
+        return self._unfinished
+
+    def refresh(self, trials: Sequence[FrozenTrial]) -> None:
+        """Catch up with ``trials``, all of the study's trials in trial order (``trials[i]``
+        has number i, as ``Study._get_trials`` gives them).
+
+        Raises:
+            ValueError: a trial is pruned, or gives a parameter another distribution.
+        """
+        fresh = [trials[t.number] for t in self._unfinished]
+        fresh.extend(trials[self._scanned:])
+        self._scanned = len(trials)
+        self._unfinished = []
+        for trial in fresh:
+            if trial.state == TrialState.COMPLETE:
+                self._record(trial)
+            elif trial.state == TrialState.PRUNED:
+                raise ValueError(f"trial {trial.number} is pruned; this sampler takes complete, running "
+                                 "and failed trials only")
+            elif not trial.state.is_finished():
+                self._unfinished.append(trial)
+
+    def _record(self, trial: FrozenTrial) -> None:
+        row = len(self.trials)
+        for name, distribution in trial.distributions.items():
+            known = self._distributions.setdefault(name, distribution)
+            if known != distribution:
+                raise ValueError(f"trial {trial.number} gives {name!r} the distribution {distribution}, "
+                                 f"earlier trials {known}")
+            self._columns.setdefault(name, [math.nan] * row).append(
+                distribution.to_internal_repr(trial.params[name]))
+        for column in self._columns.values():
+            if len(column) == row:
+                column.append(math.nan)
+        self.trials.append(trial)
+        self._numbers.append(trial.number)
+        self._values.append(float(trial.value))  # type: ignore[arg-type]
+        self._arrays = None
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The trials' numbers and values."""
+        numbers, values, _ = self._built()
+        return numbers, values
+
+    def column(self, name: str, distribution: BaseDistribution) -> np.ndarray:
+        """Internal values of ``name`` (NaN where absent; all NaN for a parameter never seen).
+
+        Raises:
+            ValueError: the trials gave ``name`` another distribution.
+        """
+        known = self._distributions.get(name, distribution)
+        if known != distribution:
+            raise ValueError(f"{name!r} is sampled from {distribution}, the trials used {known}")
+        _, values, columns = self._built()
+        return columns[name] if name in columns else np.full(len(values), math.nan)
+
+    def _built(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        if self._arrays is None:
+            self._arrays = (np.array(self._numbers, dtype=np.int64),
+                            np.array(self._values, dtype=float),
+                            {name: np.array(column, dtype=float) for name, column in self._columns.items()})
+        return self._arrays
+
+
+class _IncrementalGroups(_GroupDecomposedSearchSpace):
+    """Optuna's group decomposition, told each complete trial once.
+
+    Optuna's ``calculate`` adds every complete trial's distributions on every call; adding
+    a trial already added is a no-op (the groups only ever split, so its parameters stay a
+    union of groups, in the same order), so adding only the trials completed since the
+    last call, in trial-number order, gives the same groups in the same order.
+    """
+
+    def __init__(self, history: _History) -> None:
+        super().__init__(include_pruned=True)
+        self._history = history
+        self._added = 0
+
+    def calculate(self, study: Study, use_cache: bool = False) -> _SearchSpaceGroup:
+        self._history.refresh(study._get_trials(deepcopy=False))
+        for trial in sorted(self._history.trials[self._added:], key=lambda t: t.number):
+            self._search_space.add_distributions(trial.distributions)
+        self._added = len(self._history)
+        return copy.deepcopy(self._search_space)
+
+
+class _CachedTPESampler(TPESampler):
+    """``TPESampler(multivariate=True, group=group, constant_liar=True)`` proposing exactly
+    what it proposes, without re-reading every trial on each proposal.
+
+    Optuna's sampler, per proposal, re-adds every complete trial to its group decomposition
+    and, per group, splits all trials by loss and converts each one's parameters: Python
+    work over the whole history, several times per proposal.  Here each complete trial is
+    read once into a :class:`_History`; a proposal reads the running trials (the pending
+    few) through Optuna's own code and selects the rest from arrays, then builds Optuna's
+    own Parzen estimators from the same observations in the same order and draws with the
+    same random state.  Contract: one single-objective study to minimize, whose trials are
+    complete (finite values), running or failed, without constraints (the studies
+    :class:`_State` builds); ``tests/coordinator/test_joint_tpe_sampler.py`` checks the
+    proposals against ``TPESampler`` one by one.
+    """
+
+    def __init__(self, *, group: bool, seed: int, n_startup_trials: int, n_ei_candidates: int) -> None:
+        super().__init__(multivariate=True, group=group, constant_liar=True, seed=seed,
+                         n_startup_trials=n_startup_trials, n_ei_candidates=n_ei_candidates)
+        self._history = _History()
+        self._study: tuple[int, int] | None = None
+        if group:
+            self._group_decomposed_search_space = _IncrementalGroups(self._history)
+
+    def _refresh(self, study: Study) -> _History:
+        key = (id(study._storage), study._study_id)
+        if self._study is not None and self._study != key or study._is_multi_objective() \
+                or study.direction != StudyDirection.MINIMIZE:
+            raise ValueError("this sampler serves one single-objective study to minimize")
+        self._study = key
+        self._history.refresh(study._get_trials(deepcopy=False))
+        return self._history
+
+    def _sample_relative(self, study: Study, trial: FrozenTrial,
+                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        if search_space == {}:
+            return {}
+        if len(self._refresh(study)) < self._n_startup_trials:
+            return {}
+        return self._sample(study, trial, search_space)
+
+    def _sample(self, study: Study, trial: FrozenTrial,
+                search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        history = self._refresh(study)
+        running = [t for t in history.unfinished() if t.state == TrialState.RUNNING and t.number != trial.number]
+        if self._gamma is None:
+            self._gamma = default_gamma
+        # Optuna's split: the gamma(n) best complete trials (ties in trial order) below,
+        # the other complete and all running trials above; each side in trial order
+        numbers, values = history.arrays()
+        below = np.zeros(len(numbers), dtype=bool)
+        below[np.lexsort((numbers, values))[:min(self._gamma(len(numbers)), len(numbers))]] = True
+        columns = [history.column(name, distribution) for name, distribution in search_space.items()]
+        has_all = np.ones(len(numbers), dtype=bool)
+        for column in columns:
+            has_all &= ~np.isnan(column)
+        lied: list[tuple[int, list[float]]] = []
+        for other in running:
+            params = self._get_params(other, study)
+            if search_space.keys() <= params.keys():
+                lied.append((other.number, [d.to_internal_repr(params[n]) for n, d in search_space.items()]))
+        mpe_below = self._parzen_estimator_cls(
+            _observations(search_space, numbers, columns, has_all & below, []), search_space,
+            self._parzen_estimator_parameters)
+        mpe_above = self._parzen_estimator_cls(
+            _observations(search_space, numbers, columns, has_all & ~below, lied), search_space,
+            self._parzen_estimator_parameters)
+        samples_below = mpe_below.sample(self._rng.rng, self._n_ei_candidates)
+        acq_func_vals = self._compute_acquisition_func(samples_below, mpe_below, mpe_above)
+        ret = TPESampler._compare(samples_below, acq_func_vals)
+        for param_name, dist in search_space.items():
+            ret[param_name] = dist.to_external_repr(ret[param_name])
+        return ret
+
+
+def _observations(search_space: Mapping[str, BaseDistribution], numbers: np.ndarray, columns: Sequence[np.ndarray],
+                  rows: np.ndarray, extra: Sequence[tuple[int, list[float]]]) -> dict[str, np.ndarray]:
+    """The observations Optuna's ``_get_internal_repr`` gives for the trials in ``rows`` of
+    the history plus ``extra`` (number, internal values): in trial order, with its dtypes
+    (``np.asarray`` of a list: int for categorical indices, float otherwise, float if empty)."""
+    index = np.flatnonzero(rows)
+    order = np.argsort(np.concatenate([numbers[index], np.array([n for n, _ in extra], dtype=np.int64)]),
+                       kind="stable")
+    observations = {}
+    for i, (name, distribution) in enumerate(search_space.items()):
+        column = np.concatenate([columns[i][index], np.array([v[i] for _, v in extra], dtype=float)])[order]
+        if len(column) and isinstance(distribution, CategoricalDistribution):
+            column = column.astype(np.int64)
+        observations[name] = column
+    return observations
+
+
 # -- the sampler's state for one Trials object ------------------------------------------
 
 @dataclass
@@ -360,9 +571,9 @@ class _State:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             # group decomposition only where parameters are conditional: without them it
-            # gives the same single group, and Optuna recomputes it from every trial per ask
-            sampler = optuna.samplers.TPESampler(
-                multivariate=True, group=self.plan.conditional, constant_liar=True, seed=self.seed,
+            # gives the same single group
+            sampler = _CachedTPESampler(
+                group=self.plan.conditional, seed=self.seed,
                 n_startup_trials=self.n_startup_trials, n_ei_candidates=self.n_ei_candidates,
             )
         self.storage = InMemoryStorage()
