@@ -27,7 +27,9 @@ How it works (the contract):
   trial, which the constant liar treats as a bad result, so parallel workers are not sent
   to the same place.
 - Incremental: the sampler's study is kept between calls (one per ``Trials`` object, for as
-  long as that object lives); each finished trial is told once.  A new process (a resumed
+  long as that object lives); each finished trial is told once, and the sampler reads it
+  once (``_CachedTPESampler``: Optuna's own re-reads the whole history on each proposal;
+  this one proposes exactly the same points).  A new process (a resumed
   run) rebuilds the study from the trials it finds, including trials proposed by other
   algorithms on the same space; documents whose values do not fit the space are skipped
   with a warning.  A done trial with status ``ok`` and a finite loss is a complete
@@ -72,11 +74,11 @@ qnormal, qlognormal     as normal / lognormal, value rounded to q         yes [5
    (probability 2e-12) are shown to the model at that bound.  For the q-variants the model
    is told u of the rounded value, on live and resumed trials alike.
 
-Cost (docs/benchmarks.md, ``bench/algorithm_cost.py``): per suggestion about hyperopt TPE's
-on spaces without conditional parameters (0.6-2x at 1,000-10,000 trials); with conditional
-parameters several times more (2.6x at 1,000, 12x at 10,000), as Optuna's group
-decomposition and per-group estimators re-read the whole history on each proposal.  The
-first call in a process (a resumed run) tells the sampler every trial: about 2 s at 10,000.
+Cost (docs/benchmarks.md, ``bench/algorithm_cost.py``): per suggestion at most hyperopt
+TPE's at 1,000 and 10,000 trials, with or without conditional parameters; what grows with
+the history is Optuna's Parzen estimators (numpy over every observation) and one pass over
+the hyperopt documents.  The first call in a process (a resumed run) tells the sampler
+every trial: about 1-2 s at 10,000.
 
 Distributions whose bounds depend on other hyperparameters, and stochastic nodes other
 than the ones above, are refused with :class:`UnsupportedSpace` naming the parameter.
@@ -91,7 +93,7 @@ import math
 import threading
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,10 +101,18 @@ import numpy as np
 import optuna
 from hyperopt import base, pyll, rand
 from hyperopt.pyll import stochastic
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 from optuna.samplers import TPESampler
 from optuna.samplers._tpe.sampler import default_gamma
-from optuna.search_space.group_decomposed import _GroupDecomposedSearchSpace, _SearchSpaceGroup
+from optuna.search_space.group_decomposed import (
+    _GroupDecomposedSearchSpace,
+    _SearchSpaceGroup,
+)
 from optuna.storages import InMemoryStorage
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState, create_trial
@@ -342,12 +352,13 @@ class _History:
     """The trials of one study, each complete one read once, as arrays.
 
     Guarantees: after :meth:`refresh` with the study's trials, ``trials`` holds every
-    complete trial, in the order first seen, :meth:`arrays` / :meth:`column` hold their
-    numbers, values and each parameter's internal value (NaN where a trial lacks the
-    parameter), row i for ``trials[i]``, and :meth:`unfinished` the other trials not yet
-    finished.  A refresh reads only trials new since the last one and those then
-    unfinished.  Every trial must give a parameter the same distribution (``ValueError``
-    otherwise): the internal values are computed with it once.
+    complete trial in the order first seen (those first seen by one refresh in trial
+    order), :meth:`arrays` / :meth:`column` hold their numbers, values and each
+    parameter's internal value (NaN where a trial lacks the parameter), row i for
+    ``trials[i]``, and :meth:`unfinished` the trials not yet finished.  A refresh reads
+    only the trials new since the last one and those then unfinished.  Every trial must
+    give a parameter the same distribution (``ValueError`` otherwise, with nothing
+    recorded): the internal values are computed with it once.
     """
 
     def __init__(self) -> None:
@@ -388,12 +399,14 @@ class _History:
                 self._unfinished.append(trial)
 
     def _record(self, trial: FrozenTrial) -> None:
-        row = len(self.trials)
         for name, distribution in trial.distributions.items():
-            known = self._distributions.setdefault(name, distribution)
+            known = self._distributions.get(name, distribution)
             if known != distribution:
                 raise ValueError(f"trial {trial.number} gives {name!r} the distribution {distribution}, "
                                  f"earlier trials {known}")
+        row = len(self.trials)
+        for name, distribution in trial.distributions.items():
+            self._distributions.setdefault(name, distribution)
             self._columns.setdefault(name, [math.nan] * row).append(
                 distribution.to_internal_repr(trial.params[name]))
         for column in self._columns.values():
@@ -435,7 +448,8 @@ class _IncrementalGroups(_GroupDecomposedSearchSpace):
     Optuna's ``calculate`` adds every complete trial's distributions on every call; adding
     a trial already added is a no-op (the groups only ever split, so its parameters stay a
     union of groups, in the same order), so adding only the trials completed since the
-    last call, in trial-number order, gives the same groups in the same order.
+    last call, in trial order (as :class:`_History` records them), gives the same groups in
+    the same order.
     """
 
     def __init__(self, history: _History) -> None:
@@ -445,7 +459,7 @@ class _IncrementalGroups(_GroupDecomposedSearchSpace):
 
     def calculate(self, study: Study, use_cache: bool = False) -> _SearchSpaceGroup:
         self._history.refresh(study._get_trials(deepcopy=False))
-        for trial in sorted(self._history.trials[self._added:], key=lambda t: t.number):
+        for trial in self._history.trials[self._added:]:
             self._search_space.add_distributions(trial.distributions)
         self._added = len(self._history)
         return copy.deepcopy(self._search_space)
@@ -529,18 +543,12 @@ class _CachedTPESampler(TPESampler):
 def _observations(search_space: Mapping[str, BaseDistribution], numbers: np.ndarray, columns: Sequence[np.ndarray],
                   rows: np.ndarray, extra: Sequence[tuple[int, list[float]]]) -> dict[str, np.ndarray]:
     """The observations Optuna's ``_get_internal_repr`` gives for the trials in ``rows`` of
-    the history plus ``extra`` (number, internal values): in trial order, with its dtypes
-    (``np.asarray`` of a list: int for categorical indices, float otherwise, float if empty)."""
+    the history plus ``extra`` (number, internal values), in trial order (as floats: its
+    estimator casts categorical indices to int itself)."""
     index = np.flatnonzero(rows)
-    order = np.argsort(np.concatenate([numbers[index], np.array([n for n, _ in extra], dtype=np.int64)]),
-                       kind="stable")
-    observations = {}
-    for i, (name, distribution) in enumerate(search_space.items()):
-        column = np.concatenate([columns[i][index], np.array([v[i] for _, v in extra], dtype=float)])[order]
-        if len(column) and isinstance(distribution, CategoricalDistribution):
-            column = column.astype(np.int64)
-        observations[name] = column
-    return observations
+    order = np.argsort(np.concatenate([numbers[index], np.array([n for n, _ in extra], dtype=np.int64)]))
+    return {name: np.concatenate([columns[i][index], np.array([v[i] for _, v in extra], dtype=float)])[order]
+            for i, name in enumerate(search_space)}
 
 
 # -- the sampler's state for one Trials object ------------------------------------------
