@@ -554,12 +554,6 @@ def _observations(search_space: Mapping[str, BaseDistribution], numbers: np.ndar
 # -- the sampler's state for one Trials object ------------------------------------------
 
 @dataclass
-class _Tracked:
-    trial_id: int
-    finished: bool
-
-
-@dataclass
 class _State:
     plan: SpacePlan
     options: tuple
@@ -570,7 +564,10 @@ class _State:
     study: optuna.Study = field(init=False)
     storage: InMemoryStorage = field(init=False)
     study_id: int = field(init=False)
-    tracked: dict[int, _Tracked] = field(default_factory=dict)
+    tracked: dict[int, int] = field(default_factory=dict)
+    """hyperopt tid -> the sampler's trial id (-1: left out of the model)."""
+    finished: set[int] = field(default_factory=set)
+    """The tracked tids told as finished (or left out)."""
     complete: int = 0
     warned: set[int] = field(default_factory=set)
     points: set[tuple] = field(default_factory=set)
@@ -604,42 +601,42 @@ class _State:
         a failure.  Returns False, telling nothing more, when a finished trial the sampler
         was told about is gone (trials were deleted): the state must then be rebuilt.
         """
-        seen: set[int] = set()
-        for doc in docs:
-            tid = doc.get("tid")
-            if not isinstance(tid, int):
+        tids = [doc.get("tid") for doc in docs]
+        seen = {tid for tid in tids if isinstance(tid, int)}
+        if not self.finished <= seen:
+            return False
+        for doc, tid in zip(docs, tids):
+            if not isinstance(tid, int) or tid in self.finished:
                 continue
-            seen.add(tid)
-            tracked = self.tracked.get(tid)
-            if tracked is not None and tracked.finished:
-                continue
+            trial_id = self.tracked.get(tid)
             state = doc.get("state")
-            if tracked is None and state in (base.JOB_STATE_NEW, base.JOB_STATE_RUNNING, base.JOB_STATE_DONE):
+            if trial_id is None and state in (base.JOB_STATE_NEW, base.JOB_STATE_RUNNING, base.JOB_STATE_DONE):
                 self._remember(doc)
             if state in (base.JOB_STATE_NEW, base.JOB_STATE_RUNNING):
-                if tracked is None:
+                if trial_id is None:
                     self._add(tid, doc, TrialState.RUNNING, None)
             elif state == base.JOB_STATE_DONE or state in (base.JOB_STATE_ERROR, base.JOB_STATE_CANCEL):
                 loss = _ok_loss(doc) if state == base.JOB_STATE_DONE else None
                 final = TrialState.COMPLETE if loss is not None else TrialState.FAIL
-                if tracked is None:
+                if trial_id is None:
                     if final == TrialState.COMPLETE:
                         self._add(tid, doc, final, loss)
                     else:
-                        self.tracked[tid] = _Tracked(-1, True)
+                        self._leave_out(tid)
                 else:
-                    self._finish(tracked, final, loss)
-        gone = [tid for tid in self.tracked if tid not in seen]
-        if any(self.tracked[tid].finished for tid in gone):
-            return False
-        for tid in gone:
-            self._finish(self.tracked.pop(tid), TrialState.FAIL, None)
+                    self._finish(tid, final, loss)
+        for tid in self.tracked.keys() - self.finished - seen:
+            self.storage.set_trial_state_values(self.tracked.pop(tid), TrialState.FAIL)
         return True
 
-    def _finish(self, tracked: _Tracked, state: TrialState, loss: float | None) -> None:
-        self.storage.set_trial_state_values(tracked.trial_id, state, None if loss is None else [loss])
-        tracked.finished = True
+    def _finish(self, tid: int, state: TrialState, loss: float | None) -> None:
+        self.storage.set_trial_state_values(self.tracked[tid], state, None if loss is None else [loss])
+        self.finished.add(tid)
         self.complete += state == TrialState.COMPLETE
+
+    def _leave_out(self, tid: int) -> None:
+        self.tracked[tid] = -1
+        self.finished.add(tid)
 
     def _add(self, tid: int, doc: Mapping[str, Any], state: TrialState, loss: float | None) -> None:
         try:
@@ -648,14 +645,16 @@ class _State:
             if tid not in self.warned:
                 self.warned.add(tid)
                 log.warning("joint TPE: trial %s is left out of the model: %s", tid, exc)
-            self.tracked[tid] = _Tracked(-1, True)
+            self._leave_out(tid)
             return
         frozen = create_trial(
             state=state, value=loss, params=params,
             distributions={label: self.plan.params[label].model for label in params},
         )
         trial_id = self.storage.create_new_trial(self.study_id, template_trial=frozen)
-        self.tracked[tid] = _Tracked(trial_id, state.is_finished())
+        self.tracked[tid] = trial_id
+        if state.is_finished():
+            self.finished.add(tid)
         self.complete += state == TrialState.COMPLETE
 
     def _remember(self, doc: Mapping[str, Any]) -> None:
@@ -713,7 +712,7 @@ class _State:
         for rejected_id in rejected:
             self.storage.set_trial_state_values(rejected_id, TrialState.FAIL)
         self.points.add(key)
-        self.tracked[tid] = _Tracked(trial_id, False)
+        self.tracked[tid] = trial_id
         return values
 
 
