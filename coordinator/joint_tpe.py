@@ -363,13 +363,13 @@ class _History:
 
     def __init__(self) -> None:
         self.trials: list[FrozenTrial] = []
-        self._numbers: list[int] = []
         self._scanned = 0
         self._unfinished: list[FrozenTrial] = []
-        self._values: list[float] = []
-        self._columns: dict[str, list[float]] = {}
         self._distributions: dict[str, BaseDistribution] = {}
-        self._arrays: tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]] | None = None
+        # rows [0, len(trials)) hold the trials; the arrays double when full
+        self._numbers = np.zeros(64, dtype=np.int64)
+        self._values = np.zeros(64)
+        self._columns: dict[str, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.trials)
@@ -405,22 +405,23 @@ class _History:
                 raise ValueError(f"trial {trial.number} gives {name!r} the distribution {distribution}, "
                                  f"earlier trials {known}")
         row = len(self.trials)
+        if row == len(self._numbers):
+            self._numbers = np.concatenate([self._numbers, np.zeros(row, dtype=np.int64)])
+            self._values = np.concatenate([self._values, np.zeros(row)])
+            for name, column in self._columns.items():
+                self._columns[name] = np.concatenate([column, np.full(row, math.nan)])
         for name, distribution in trial.distributions.items():
             self._distributions.setdefault(name, distribution)
-            self._columns.setdefault(name, [math.nan] * row).append(
-                distribution.to_internal_repr(trial.params[name]))
-        for column in self._columns.values():
-            if len(column) == row:
-                column.append(math.nan)
+            if name not in self._columns:
+                self._columns[name] = np.full(len(self._numbers), math.nan)
+            self._columns[name][row] = distribution.to_internal_repr(trial.params[name])
+        self._numbers[row] = trial.number
+        self._values[row] = trial.value
         self.trials.append(trial)
-        self._numbers.append(trial.number)
-        self._values.append(float(trial.value))  # type: ignore[arg-type]
-        self._arrays = None
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """The trials' numbers and values."""
-        numbers, values, _ = self._built()
-        return numbers, values
+        return self._numbers[:len(self.trials)], self._values[:len(self.trials)]
 
     def column(self, name: str, distribution: BaseDistribution) -> np.ndarray:
         """Internal values of ``name`` (NaN where absent; all NaN for a parameter never seen).
@@ -431,15 +432,9 @@ class _History:
         known = self._distributions.get(name, distribution)
         if known != distribution:
             raise ValueError(f"{name!r} is sampled from {distribution}, the trials used {known}")
-        _, values, columns = self._built()
-        return columns[name] if name in columns else np.full(len(values), math.nan)
-
-    def _built(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        if self._arrays is None:
-            self._arrays = (np.array(self._numbers, dtype=np.int64),
-                            np.array(self._values, dtype=float),
-                            {name: np.array(column, dtype=float) for name, column in self._columns.items()})
-        return self._arrays
+        if name not in self._columns:
+            return np.full(len(self.trials), math.nan)
+        return self._columns[name][:len(self.trials)]
 
 
 class _IncrementalGroups(_GroupDecomposedSearchSpace):
