@@ -471,9 +471,11 @@ class _CachedTPESampler(TPESampler):
     few) through Optuna's own code and selects the rest from arrays, then builds Optuna's
     own Parzen estimators from the same observations in the same order and draws with the
     same random state.  Contract: one single-objective study to minimize, whose trials are
-    complete (finite values), running or failed, without constraints (the studies
-    :class:`_State` builds); ``tests/coordinator/test_joint_tpe_sampler.py`` checks the
-    proposals against ``TPESampler`` one by one.
+    complete (finite values), running or failed, without constraints, asked from one thread
+    at a time (the studies :class:`_State` builds; Optuna's sampler reads a per-ask snapshot
+    of the trials where this one reads them afresh, the same unless another thread changes
+    them mid-ask); ``tests/coordinator/test_joint_tpe_sampler.py`` checks the proposals
+    against ``TPESampler`` one by one.
     """
 
     def __init__(self, *, group: bool, seed: int, n_startup_trials: int, n_ei_candidates: int) -> None:
