@@ -78,7 +78,7 @@ Cost (docs/benchmarks.md, ``bench/algorithm_cost.py``): per suggestion at most h
 TPE's at 1,000 and 10,000 trials, with or without conditional parameters; what grows with
 the history is Optuna's Parzen estimators (numpy over every observation) and one pass over
 the hyperopt documents.  The first call in a process (a resumed run) tells the sampler
-every trial: about 1-2.5 s at 10,000.
+every trial: 1-6 s at 10,000 on a shared 2-core machine.
 
 Distributions whose bounds depend on other hyperparameters, and stochastic nodes other
 than the ones above, are refused with :class:`UnsupportedSpace` naming the parameter.
