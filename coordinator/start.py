@@ -2,7 +2,8 @@
 
 The sequence: resolve the experiment; check or create the run document (same
 experiment and fingerprint on resume); take the run's coordinator lease (a second
-coordinator refuses while this one lives); start the keeper thread (lease renewal,
+coordinator refuses while this one lives); only then write the run's settings,
+``max_evals`` and algorithm, so a refused start changes nothing; start the keeper thread (lease renewal,
 requeue of lost jobs) and any local workers; then call ``hyperopt.fmin`` with a
 :class:`~jobstore.trials.MongoTrials` bound to the experiment.  fmin counts the run's
 existing new, running and done trials towards ``max_evals``, so a resumed run never
@@ -151,16 +152,19 @@ def _start_run(db: Database, target: MongoTarget, experiment: Experiment, option
         max_attempts=options.max_attempts, poll_interval=options.poll_interval,
         jobs_collection=target.jobs_collection, outage_timeout=options.outage_timeout,
     )
-    runs.ensure(
-        options.run, experiment=experiment.name, fingerprint=experiment.fingerprint(),
-        settings=run_settings(experiment, options, runs.get(options.run)),
-        max_evals=options.max_evals, algo=algo_name,
-    )
+    # Check (or create) the run and take its lease before changing it: a refused start
+    # (another experiment or code version, a live coordinator) leaves the run as it was.
+    runs.ensure(options.run, experiment=experiment.name, fingerprint=experiment.fingerprint())
     token = runs.acquire_coordinator(options.run, options.lease)
     rstate = np.random.default_rng(options.seed)
     workers = LocalWorkers(options.local_workers, worker_url, options.run,
                            extra_args=options.worker_args) if options.local_workers else None
     try:
+        runs.ensure(
+            options.run, experiment=experiment.name, fingerprint=experiment.fingerprint(),
+            settings=run_settings(experiment, options, runs.get(options.run)),
+            max_evals=options.max_evals, algo=algo_name,
+        )
         with RunKeeper(runs, trials.queue, options.run, token, lease_s=options.lease):
             trials.refresh()
             already = trials.count_by_state_unsynced(hyperopt.JOB_STATE_DONE)

@@ -40,17 +40,24 @@ def test_two_workers_find_the_quadratic_minimum_and_no_job_runs_twice(db: Databa
     assert f"{best[s.PARAMS]}" in result.stdout.replace("\n", "")
 
 
-def test_a_second_coordinator_is_refused_while_the_first_lives(db: Database, db_url: str, tmp_path: Path) -> None:
+def test_a_second_coordinator_is_refused_while_the_first_lives_and_changes_nothing(
+    db: Database, db_url: str, tmp_path: Path
+) -> None:
     first = start_coordinator(db_url, "--exp", "recording", "--objective", RECORDING, "--run", "r",
-                              "--max-evals", "5", log=tmp_path / "first.log")
+                              "--max-evals", "5", "--algo", "tpe", log=tmp_path / "first.log")
     try:
-        wait_for(lambda: (db.runs.find_one({s.ID: "r"}) or {}).get(s.RUN_COORDINATOR) is not None,
-                 what="the first coordinator to hold the run")
+        wait_for(lambda: (db.runs.find_one({s.ID: "r"}) or {}).get(s.RUN_MAX_EVALS) == 5,
+                 what="the first coordinator to hold and configure the run")
+        before = {k: v for k, v in db.runs.find_one({s.ID: "r"}).items() if k != s.RUN_COORDINATOR}
         second = run_cli("coordinator", "start", "--exp", "recording", "--objective", RECORDING,
-                         "--mongo", db_url, "--run", "r", url=db_url)
+                         "--mongo", db_url, "--run", "r", "--max-evals", "50", "--algo", "rand",
+                         "--set", "mode=slow", url=db_url)
         assert second.returncode == 2
         assert "is already being coordinated by" in second.stderr
         assert "Traceback" not in second.stderr
+        after = {k: v for k, v in db.runs.find_one({s.ID: "r"}).items() if k != s.RUN_COORDINATOR}
+        for field in (s.RUN_MAX_EVALS, s.RUN_ALGO, s.RUN_SETTINGS):
+            assert after[field] == before[field], field
     finally:
         stop(first)
 
