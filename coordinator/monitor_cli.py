@@ -97,7 +97,8 @@ def render_status(st: monitor.RunStatus) -> Group:
     states = f"new {c.new}  running {c.running}  done {c.done}  error {c.error}"
     summary.add_row("trials", states + (f"  cancel {c.cancel}" if c.cancel else "") + f"  (total {c.total})")
     if st.max_evals is not None:
-        summary.add_row("progress", f"{c.finished} of {st.max_evals} finished")
+        errors = f" ({c.error} error(s) not counted)" if c.error else ""
+        summary.add_row("progress", f"{c.done} of {st.max_evals} done{errors}")
     if st.best is None:
         summary.add_row("best loss", "no ok trial yet")
     else:
