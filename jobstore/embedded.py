@@ -59,15 +59,17 @@ class EmbeddedServer:
 
     Data under ``storage`` survives :meth:`stop` and :meth:`start`, so a run can be
     resumed and a test can restart the server mid-run.  With ``sync_on_commit`` (the
-    default) every acknowledged write also survives ``kill -9`` of the server.
+    default) every acknowledged write also survives ``kill -9`` of the server.  With
+    ``auth`` it requires SCRAM authentication (users are created while it runs without).
     """
 
     def __init__(self, storage: Path, port: int | None = None, log_file: Path | None = None,
-                 *, sync_on_commit: bool = True):
+                 *, sync_on_commit: bool = True, auth: bool = False):
         self.storage = Path(storage)
         self.port = port or free_port()
         self.log_file = log_file or self.storage.parent / f"{self.storage.name}.log"
         self.sync_on_commit = sync_on_commit
+        self.auth = auth
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -84,6 +86,7 @@ class EmbeddedServer:
             "--storage-path", str(self.storage),
             "--log-level", "WARNING",
             *(["--sync-on-commit"] if self.sync_on_commit else []),
+            *(["--auth"] if self.auth else []),
         ]
         with open(self.log_file, "ab") as out:
             self._process = subprocess.Popen(
