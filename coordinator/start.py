@@ -13,8 +13,10 @@ exceeds it, and trial ids come from the run's counter, so none is reused.
 from __future__ import annotations
 
 import logging
+import shlex
 import signal
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import FrameType, TracebackType
@@ -32,7 +34,7 @@ from coordinator.keeper import RunKeeper
 from coordinator.local_workers import LocalWorkers
 from coordinator.progress import rich_progress
 from jobstore import schema as s
-from jobstore.connection import MongoTarget, mask
+from jobstore.connection import PASSWORD_ENV, MongoTarget, mask
 from jobstore.errors import UserError
 from jobstore.queue import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS
 from jobstore.retry import describe
@@ -121,6 +123,55 @@ class StopOnSignals:
             signal.signal(signum, previous)
 
 
+WAITING_FOR_WORKERS_S = 10.0
+"""Seconds after fmin starts without any worker taking a trial of the run before the
+coordinator says that it waits for workers, and how to start one."""
+
+_JOB_TAKEN_STATES = (hyperopt.JOB_STATE_RUNNING, hyperopt.JOB_STATE_DONE, hyperopt.JOB_STATE_ERROR)
+
+
+class WorkerWait:
+    """Prints one line when no worker took a trial of the run within ``delay`` seconds.
+
+    Checked at each of fmin's polls; once ``delay`` has passed it counts the run's
+    running and finished trials once, and prints the line (with the ``hpo-worker``
+    command) if that count has not grown since fmin started.
+    """
+
+    def __init__(self, console: Console, trials: MongoTrials, command: str,
+                 delay: float = WAITING_FOR_WORKERS_S) -> None:
+        self._console = console
+        self._trials = trials
+        self._command = command
+        self._baseline = trials.count_by_state_unsynced(_JOB_TAKEN_STATES)
+        self._due = time.monotonic() + delay
+        self._settled = False
+
+    def check(self) -> None:
+        if self._settled or time.monotonic() < self._due:
+            return
+        self._settled = True
+        if self._trials.count_by_state_unsynced(_JOB_TAKEN_STATES) > self._baseline:
+            return
+        self._console.print(f"waiting for workers: none has taken a trial yet; start one with: "
+                            f"{self._command}", highlight=False, soft_wrap=True)
+
+
+def worker_command(url: str, run: str, worker_args: list[str]) -> str:
+    """The ``hpo-worker`` command that works on ``run``: its URL without a password (a
+    password belongs in a file or the environment, never on a command line)."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, tail = rest.partition("/")
+    userinfo, at, hosts = authority.rpartition("@")
+    user = userinfo.partition(":")[0]
+    shown = mask(f"{scheme}{sep}{user}{at}{hosts}{slash}{tail}")
+    command = shlex.join(["hpo-worker", "--mongo", shown, "--run", run, *worker_args])
+    if not at:
+        return command
+    return (f"{command}  (with the password in ${PASSWORD_ENV} or a file given with "
+            "--mongo-password-file)")
+
+
 def start_run(
     db: Database,
     target: MongoTarget,
@@ -175,11 +226,18 @@ def _start_run(db: Database, target: MongoTarget, experiment: Experiment, option
                 workers.start()
             try:
                 stop.check()
+                waiting = WorkerWait(console, trials,
+                                     worker_command(worker_url, options.run, options.worker_args))
+
+                def early_stop(trials: Any, *args: Any) -> tuple[bool, tuple[Any, ...]]:
+                    waiting.check()
+                    return stop.early_stop(trials, *args)
+
                 hyperopt.fmin(
                     experiment.objective, experiment.space, algo=algo, max_evals=options.max_evals,
                     trials=trials, rstate=rstate, max_queue_len=options.queue,
                     show_progressbar=rich_progress(console, options.run), verbose=True,
-                    return_argmin=False, early_stop_fn=stop.early_stop,
+                    return_argmin=False, early_stop_fn=early_stop,
                 )
             finally:
                 if workers is not None:
