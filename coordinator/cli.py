@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -11,7 +10,9 @@ import typer
 from rich.console import Console
 
 from coordinator.algorithms import ALGORITHMS, DEFAULT_ALGORITHM
-from coordinator.start import StartOptions, best_configuration, resume_hint, start_run
+from coordinator.local_server import DATABASE as LOCAL_DATABASE
+from coordinator.local_server import DEFAULT_LOCAL_DIR, DEFAULT_PORT, LocalDirOption, database_url, serve_for_start
+from coordinator.start import StartOptions, best_configuration, resume_hint, start_run, worker_command
 from jobstore.connection import DEFAULT_TIMEOUT_S, url_from_environment
 from jobstore.console import (
     MONGO_HELP,
@@ -24,11 +25,9 @@ from jobstore.console import (
     not_empty,
     open_database,
     register_objectives,
-    require_url,
     setup_logging,
     user_errors,
 )
-from jobstore.embedded import EmbeddedServer, free_port
 from jobstore.queue import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS
 from jobstore.trials import DEFAULT_POLL_INTERVAL_S
 from objectives.registry import get_experiment
@@ -36,7 +35,6 @@ from objectives.registry import get_experiment
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
 console = Console()
 
-EMBEDDED_PORT = 27018
 EXIT_INTERRUPTED = 130
 
 
@@ -52,15 +50,6 @@ def parse_settings(pairs: list[str] | None) -> dict[str, Any]:
         except json.JSONDecodeError:
             settings[key.strip()] = raw
     return settings
-
-
-def _embedded_port() -> int:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", EMBEDDED_PORT))
-        except OSError:
-            return free_port()
-    return EMBEDDED_PORT
 
 
 @app.command()
@@ -105,7 +94,8 @@ def start(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Run setting KEY=VALUE passed "
                                                       "to the objective (e.g. epochs=10). Repeatable.")] = None,
     objective: ObjectiveOption = None,
-    local_dir: Annotated[Path, typer.Option(help="Where the local server keeps its data.")] = Path(".hpo"),
+    local_dir: LocalDirOption = DEFAULT_LOCAL_DIR,
+    local_port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the local server (local mode).")] = DEFAULT_PORT,
     connect_timeout: ConnectTimeoutOption = DEFAULT_TIMEOUT_S,
     log_level: Annotated[str, typer.Option(help=LogLevelHelp)] = "warning",
 ) -> None:
@@ -116,22 +106,22 @@ def start(
         register_objectives(objective)
         experiment = get_experiment(exp)
         url = url_from_environment(mongo)
+        run_name = run or experiment.name
+        worker_args = [arg for ref in objective or [] for arg in ("--objective", ref)]
         server = None
         if url is None:
-            server = EmbeddedServer(local_dir / "db", port=_embedded_port(), log_file=local_dir / "server.log")
-            server.start()
-            url = f"{server.url}/hpo"
+            server = serve_for_start(local_dir, local_port)
+            url = f"{server.url}/{LOCAL_DATABASE}"
             console.print(f"local MongoDB-protocol server (SecantusDB) at [bold]{url}[/], data in {local_dir / 'db'}")
-            console.print(f"more workers can attach with: hpo-worker --mongo {url}")
+            console.print(f"more workers can attach with: {worker_command(url, run_name, worker_args)}",
+                          highlight=False, soft_wrap=True)
         try:
             target, db = open_database(url, mongo_password_file, connect_timeout)
-            run_name = run or experiment.name
             options = StartOptions(
                 run=run_name, max_evals=max_evals or experiment.max_evals, algo=algo,
                 queue=queue or max(4, local_workers), seed=seed, local_workers=local_workers, poll_interval=poll_interval,
                 max_attempts=max_attempts, lease=lease, trial_timeout=trial_timeout,
-                outage_timeout=outage_timeout, settings=settings,
-                worker_args=[arg for ref in objective or [] for arg in ("--objective", ref)],
+                outage_timeout=outage_timeout, settings=settings, worker_args=worker_args,
             )
             try:
                 summary = start_run(db, target, experiment, options, console, url)
@@ -157,6 +147,7 @@ def start(
 
 @app.command()
 def retrain(
+    ctx: typer.Context,
     run: Annotated[str, typer.Option(help="The run whose best configuration to retrain.",
                                      callback=not_empty("--run"))],
     mongo: MongoOption = None,
@@ -166,6 +157,7 @@ def retrain(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a run setting "
                                                       "KEY=VALUE (e.g. epochs=30). Repeatable.")] = None,
     objective: ObjectiveOption = None,
+    local_dir: LocalDirOption = DEFAULT_LOCAL_DIR,
     connect_timeout: ConnectTimeoutOption = DEFAULT_TIMEOUT_S,
     log_level: Annotated[str, typer.Option(help=LogLevelHelp)] = "info",
 ) -> None:
@@ -174,7 +166,9 @@ def retrain(
     overrides = parse_settings(set_)
     with user_errors():
         register_objectives(objective)
-        _, db = open_database(require_url(mongo, "hpo-coord retrain"), mongo_password_file, connect_timeout)
+        _, db = open_database(database_url(mongo, local_dir, "hpo-coord retrain", ctx.call_on_close),
+                              mongo_password_file,
+                              connect_timeout)
         best = best_configuration(db, run)
         experiment = get_experiment(best.experiment)
         if experiment.retrain is None:
