@@ -12,7 +12,14 @@ from rich.console import Console
 from coordinator.algorithms import ALGORITHMS, DEFAULT_ALGORITHM
 from coordinator.local_server import DATABASE as LOCAL_DATABASE
 from coordinator.local_server import DEFAULT_LOCAL_DIR, DEFAULT_PORT, LocalDirOption, database_url, serve_for_start
-from coordinator.start import StartOptions, best_configuration, resume_hint, start_run, worker_command
+from coordinator.start import (
+    TRIAL_TIMEOUT_SETTING,
+    StartOptions,
+    best_configuration,
+    resume_hint,
+    start_run,
+    worker_command,
+)
 from jobstore.connection import DEFAULT_TIMEOUT_S, url_from_environment
 from jobstore.console import (
     MONGO_HELP,
@@ -30,12 +37,14 @@ from jobstore.console import (
 )
 from jobstore.queue import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS
 from jobstore.trials import DEFAULT_POLL_INTERVAL_S
+from objectives.base import BadSetting, Experiment, Setting
 from objectives.registry import get_experiment
 
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
 console = Console()
 
 EXIT_INTERRUPTED = 130
+EXIT_NO_TRIAL_SUCCEEDED = 3
 
 
 def parse_settings(pairs: list[str] | None) -> dict[str, Any]:
@@ -50,6 +59,15 @@ def parse_settings(pairs: list[str] | None) -> dict[str, Any]:
         except json.JSONDecodeError:
             settings[key.strip()] = raw
     return settings
+
+
+def checked_settings(experiment: Experiment, pairs: list[str] | None) -> dict[str, Any]:
+    """``--set`` pairs parsed and checked against the experiment's declared settings
+    (and ``trial_timeout``, which every run takes); a refusal is a one-line error."""
+    try:
+        return experiment.check_settings(parse_settings(pairs), also=(TRIAL_TIMEOUT_SETTING,))
+    except BadSetting as exc:
+        fail(f"--set: {exc}")
 
 
 @app.command()
@@ -92,19 +110,27 @@ def start(
         min=0, help="Stop with an error naming the server when the database stays unreachable "
         "this many seconds. Default: wait for it however long, saying so in the log.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Run setting KEY=VALUE passed "
-                                                      "to the objective (e.g. epochs=10). Repeatable.")] = None,
+                                                      "to the objective (e.g. epochs=10), checked against "
+                                                      "the experiment's declared settings before anything "
+                                                      "is queued (hpo-coord experiments lists them). "
+                                                      "Repeatable.")] = None,
     objective: ObjectiveOption = None,
     local_dir: LocalDirOption = DEFAULT_LOCAL_DIR,
     local_port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the local server (local mode).")] = DEFAULT_PORT,
     connect_timeout: ConnectTimeoutOption = DEFAULT_TIMEOUT_S,
     log_level: Annotated[str, typer.Option(help=LogLevelHelp)] = "warning",
 ) -> None:
-    """Start a run, or resume it if it exists, and drive it to --max-evals trials."""
+    """Start a run, or resume it if it exists, and drive it to --max-evals trials.
+
+    Exit codes: 0 the run is done and a trial succeeded; 2 bad input or a refused start
+    (nothing was changed); 3 the run is done but no trial succeeded; 130 stopped by
+    Ctrl-C or SIGTERM (resumable); 1 an unexpected error (a bug, with its traceback).
+    """
     setup_logging(log_level)
-    settings = parse_settings(set_)
     with user_errors():
         register_objectives(objective)
         experiment = get_experiment(exp)
+        settings = checked_settings(experiment, set_)
         url = url_from_environment(mongo)
         run_name = run or experiment.name
         worker_args = [arg for ref in objective or [] for arg in ("--objective", ref)]
@@ -135,7 +161,7 @@ def start(
     console.print(f"run [bold]{summary.run}[/]: {summary.done} trial(s) done")
     if summary.best is None:
         console.print("no trial succeeded")
-        return
+        raise typer.Exit(EXIT_NO_TRIAL_SUCCEEDED)
     extras = {k: v for k, v in summary.best["result"].items() if k not in ("status", "loss") and
               isinstance(v, (int, float)) and not isinstance(v, bool)}
     details = "".join(f", {k} {v:.4g}" for k, v in extras.items())
@@ -163,7 +189,6 @@ def retrain(
 ) -> None:
     """Train the best configuration of a run on the full training set and save it."""
     setup_logging(log_level)
-    overrides = parse_settings(set_)
     with user_errors():
         register_objectives(objective)
         _, db = open_database(database_url(mongo, local_dir, "hpo-coord retrain", ctx.call_on_close),
@@ -173,6 +198,7 @@ def retrain(
         experiment = get_experiment(best.experiment)
         if experiment.retrain is None:
             fail(f"experiment {experiment.name!r} does not support retraining")
+        overrides = checked_settings(experiment, set_)
         settings = {**experiment.default_settings, **best.settings, **overrides}
         target = out or Path("retrained") / run
         console.print(f"retraining trial {best.tid} of run [bold]{run}[/] (validation loss "
@@ -183,15 +209,19 @@ def retrain(
 
 @app.command()
 def experiments() -> None:
-    """List the experiments this installation knows."""
+    """List the experiments this installation knows, with the settings each takes."""
     from objectives.registry import known_names
 
     for name in known_names():
+        settings: tuple[Setting, ...] = ()
         try:
-            description = get_experiment(name).description
+            experiment = get_experiment(name)
+            description, settings = experiment.description, experiment.settings
         except Exception as exc:  # noqa: BLE001 - listing must not fail on one broken entry
             description = f"(cannot load: {exc})"
         console.print(f"[bold]{name}[/]  {description}", highlight=False)
+        for setting in settings:
+            console.print(f"    --set {setting.describe()}", highlight=False, markup=False)
 
 
 def main() -> None:

@@ -40,7 +40,7 @@ from jobstore.queue import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS
 from jobstore.retry import describe
 from jobstore.runs import RunStore
 from jobstore.trials import DEFAULT_POLL_INTERVAL_S, MongoTrials
-from objectives.base import Experiment
+from objectives.base import Experiment, Setting
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,10 @@ class StopOnSignals:
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
 
+
+TRIAL_TIMEOUT_SETTING = Setting(s.RUN_TRIAL_TIMEOUT, float, help="time limit of one trial in seconds, 0: none "
+                                "(also --trial-timeout)", minimum=0)
+"""The run setting every experiment takes besides its own (see :func:`run_settings`)."""
 
 WAITING_FOR_WORKERS_S = 10.0
 """Seconds after fmin starts without any worker taking a trial of the run before the

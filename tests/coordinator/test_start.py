@@ -218,6 +218,15 @@ def test_a_coordinator_without_workers_says_so_and_the_command_it_prints_works(
     assert log.read_text().count("waiting for workers") == 1
 
 
+def test_a_run_where_no_trial_succeeded_exits_with_code_3(db: Database, db_url: str) -> None:
+    result = run_cli("coordinator", "start", "--exp", "recording", "--objective", RECORDING, "--mongo", db_url,
+                     "--run", "f", "--max-evals", "2", "--local-workers", "1", "--set", "mode=fail",
+                     url=db_url, timeout=300)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "no trial succeeded" in result.stdout
+    assert db.jobs.count_documents({s.EXP_KEY: "f", s.STATE: State.DONE}) == 2
+
+
 def test_the_worker_command_keeps_the_password_off_the_command_line() -> None:
     from coordinator.start import worker_command
 
