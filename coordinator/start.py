@@ -135,7 +135,8 @@ _JOB_TAKEN_STATES = (hyperopt.JOB_STATE_RUNNING, hyperopt.JOB_STATE_DONE, hypero
 
 
 class WorkerWait:
-    """Prints one line when no worker took a trial of the run within ``delay`` seconds.
+    """Prints one line when no worker took a trial of the run within ``delay`` seconds
+    (used without ``--local-workers``).
 
     Checked at each of fmin's polls; once ``delay`` has passed it counts the run's
     running and finished trials once, and prints the line (with the ``hpo-worker``
@@ -230,11 +231,13 @@ def _start_run(db: Database, target: MongoTarget, experiment: Experiment, option
                 workers.start()
             try:
                 stop.check()
-                waiting = WorkerWait(console, trials,
-                                     worker_command(worker_url, options.run, options.worker_args))
+                # local workers say for themselves when they cannot start
+                waiting = None if workers is not None else WorkerWait(
+                    console, trials, worker_command(worker_url, options.run, options.worker_args))
 
                 def early_stop(trials: Any, *args: Any) -> tuple[bool, tuple[Any, ...]]:
-                    waiting.check()
+                    if waiting is not None:
+                        waiting.check()
                     return stop.early_stop(trials, *args)
 
                 hyperopt.fmin(
