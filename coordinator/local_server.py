@@ -21,10 +21,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from cli_support.console import stderr
 from jobstore.connection import url_from_environment
-from jobstore.console import stderr
 from jobstore.embedded import EmbeddedServer, EmbeddedServerError, free_port, port_is_free, recorded_server
-from jobstore.errors import UserError
+from user_errors import UserError
 
 DEFAULT_LOCAL_DIR = Path(".hpo")
 DEFAULT_PORT = 27018

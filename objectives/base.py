@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from user_errors import UserError
+
 
 class Reporter(Protocol):
     """What an objective may use while it runs."""
@@ -70,7 +72,7 @@ class TrialInterrupted(Exception):
     """
 
 
-class BadSetting(ValueError):
+class BadSetting(UserError, ValueError):
     """A run setting (``--set KEY=VALUE``) that the experiment does not declare, or a
     value its declaration refuses; the message says what is allowed."""
 

@@ -24,10 +24,10 @@ from pymongo.database import Database
 from coordinator import joint_tpe
 from coordinator.algorithms import ALGORITHMS, suggest_function
 from jobstore import schema as s
-from jobstore.errors import UserError
 from jobstore.queue import JobQueue
 from jobstore.schema import State
 from jobstore.trials import MongoTrials
+from user_errors import UserError
 
 STARTUP = 5
 
