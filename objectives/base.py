@@ -9,7 +9,8 @@ objective, and defaults for the coordinator.  The worker calls::
 trial).  ``reporter`` is a :class:`Reporter`: the objective calls
 ``reporter.report(epoch, **metrics)`` for intermediate metrics (they are stored on the
 job document as they arrive), reads run settings such as an epoch budget from
-``reporter.settings``, and should end early, by raising :class:`TrialInterrupted`, once
+``reporter.settings`` (the experiment declares them, :class:`Setting`, and the
+coordinator checks ``--set`` against them), and should end early, by raising :class:`TrialInterrupted`, once
 ``reporter.should_stop()`` is true: the worker is shutting down (the job is then
 returned to the queue, not failed), the worker lost the job's lease (the trial is
 dropped; the job's next holder owns it), or the trial ran past its time limit (it is
