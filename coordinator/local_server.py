@@ -5,7 +5,7 @@
 :data:`DEFAULT_PORT` (``--local-port``), records it in ``LOCAL_DIR/server.json`` and
 stops it when the run ends.  The monitoring commands, given no database either, read the
 same directory: through the recorded server while it runs, else through a server of
-their own, stopped when the command ends.
+their own on a free port, stopped when the command ends.
 
 Guarantees: at most one process serves a directory's data (the storage engine allows
 only one); a second ``start`` over a directory in use is refused in one line before
@@ -93,7 +93,7 @@ def open_for_reading(local_dir: Path, console: Console) -> tuple[str, EmbeddedSe
         console.print(f"reading the local data in {local_dir} through its running server {url}",
                       highlight=False)
         return url, None
-    server = _server(local_dir, DEFAULT_PORT if port_is_free(DEFAULT_PORT) else free_port())
+    server = _server(local_dir, free_port())  # its own port: nothing attaches to it by hand
     _start(server)
     url = f"{server.url}/{DATABASE}"
     console.print(f"reading the local data in {local_dir} through a server started for this command "
