@@ -137,7 +137,10 @@ def start(
         run_name = run or experiment.name
         worker_args = [arg for ref in objective or [] for arg in ("--objective", ref)]
         server = None
+        resume_args = list(worker_args)
         if url is None:
+            resume_args += [] if local_dir == DEFAULT_LOCAL_DIR else ["--local-dir", str(local_dir)]
+            resume_args += [] if local_port == DEFAULT_PORT else ["--local-port", str(local_port)]
             server = serve_for_start(local_dir, local_port)
             url = f"{server.url}/{LOCAL_DATABASE}"
             console.print(f"local MongoDB-protocol server (SecantusDB) at [bold]{url}[/], data in {local_dir / 'db'}")
@@ -155,7 +158,7 @@ def start(
                 summary = start_run(db, target, experiment, options, console, url)
             except KeyboardInterrupt:
                 console.print(f"\nstopped; run [bold]{run_name}[/] is resumable with:\n  "
-                              f"{resume_hint(experiment.name, run_name, None if server else url)}")
+                              f"{resume_hint(experiment.name, run_name, None if server else url, resume_args)}")
                 raise typer.Exit(EXIT_INTERRUPTED) from None
         finally:
             if server is not None:

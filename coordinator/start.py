@@ -17,7 +17,7 @@ import shlex
 import signal
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType, TracebackType
 from typing import Any
@@ -336,7 +336,9 @@ def best_configuration(db: Database, run: str) -> BestConfiguration:
                              dict(doc.get(s.RUN_SETTINGS) or {}))
 
 
-def resume_hint(experiment: str, run: str, url: str | None) -> str:
-    """The command that resumes this run."""
+def resume_hint(experiment: str, run: str, url: str | None, extra_args: Sequence[str] = ()) -> str:
+    """The command that resumes this run: ``url`` (None in local mode) with its password
+    masked, and ``extra_args`` (``--objective``, a local mode's ``--local-dir``)."""
     mongo = f" --mongo '{mask(url)}'" if url else ""
-    return f"hpo-coord start --exp {experiment} --run {run}{mongo}"
+    extra = f" {shlex.join(extra_args)}" if extra_args else ""
+    return f"hpo-coord start --exp {experiment} --run {run}{mongo}{extra}"

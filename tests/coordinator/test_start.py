@@ -193,6 +193,13 @@ def test_the_resume_hint_masks_the_password_whatever_the_url_looks_like() -> Non
         assert "s3c" not in hint and "***@" in hint and hint.startswith("hpo-coord start --exp recording --run r --mongo")
 
 
+def test_the_resume_hint_of_a_local_run_names_its_objective_and_directory() -> None:
+    from coordinator.start import resume_hint
+
+    assert resume_hint("mine", "r", None, ["--objective", "pkg.mod:mine", "--local-dir", "my data"]) == (
+        "hpo-coord start --exp mine --run r --objective pkg.mod:mine --local-dir 'my data'")
+
+
 def test_a_coordinator_without_workers_says_so_and_the_command_it_prints_works(
     db: Database, db_url: str, tmp_path: Path
 ) -> None:
