@@ -15,6 +15,7 @@ from coordinator import monitor
 from coordinator.dashboard.app import create_app
 from coordinator.dashboard.data import DashboardData
 from coordinator.dashboard.live import ChangeFeed
+from coordinator.local_server import DEFAULT_LOCAL_DIR, LocalDirOption, database_url
 from jobstore.connection import DEFAULT_TIMEOUT_S
 from cli_support.console import (
     ConnectTimeoutOption,
@@ -26,7 +27,6 @@ from cli_support.console import (
     not_empty,
     open_database,
     register_objectives,
-    require_url,
     setup_logging,
     user_errors,
 )
@@ -52,6 +52,7 @@ def register(app: typer.Typer, console: Console) -> None:
 
     @app.command()
     def dashboard(
+        ctx: typer.Context,
         run: Annotated[Optional[str], typer.Option(
             help="Open this run at / (every run stays reachable). Default: the list of runs.",
             callback=not_empty("--run"))] = None,
@@ -69,6 +70,7 @@ def register(app: typer.Typer, console: Console) -> None:
         objective: ObjectiveOption = None,
         mongo: MongoOption = None,
         mongo_password_file: PasswordFileOption = None,
+        local_dir: LocalDirOption = DEFAULT_LOCAL_DIR,
         connect_timeout: ConnectTimeoutOption = DEFAULT_TIMEOUT_S,
         log_level: Annotated[str, typer.Option(help=LogLevelHelp)] = "warning",
     ) -> None:
@@ -82,8 +84,8 @@ def register(app: typer.Typer, console: Console) -> None:
                  "token, or keep the default --host 127.0.0.1")
         with user_errors():
             register_objectives(objective)
-            target, db = open_database(require_url(mongo, "hpo-coord dashboard"), mongo_password_file,
-                                       connect_timeout)
+            url = database_url(mongo, local_dir, "hpo-coord dashboard", ctx.call_on_close)
+            target, db = open_database(url, mongo_password_file, connect_timeout)
             if run is not None:
                 monitor.require_run(db, run, target.jobs_collection)
         data = DashboardData(db, target.jobs_collection, timedelta(seconds=stale_after))

@@ -109,7 +109,8 @@ class DashboardData:
 
     def runs(self) -> list[dict[str, Any]]:
         """Every run: name, experiment, algorithm, counts by state, best loss,
-        max_evals, progress and ETA."""
+        max_evals (progress is done trials against it, as ``hpo-coord status`` counts),
+        throughput and ETA."""
         result = []
         for overview in monitor.list_runs(self.db, self.jobs_collection):
             rate = monitor.throughput(self.jobs, overview.run)
@@ -117,8 +118,7 @@ class DashboardData:
             result.append({
                 "run": overview.run, "experiment": overview.experiment, "algo": overview.algo,
                 "created_at": iso(overview.created_at), "max_evals": overview.max_evals,
-                "counts": {**asdict(overview.counts), "total": overview.counts.total,
-                           "finished": overview.counts.finished},
+                "counts": {**asdict(overview.counts), "total": overview.counts.total},
                 "best_loss": overview.best_loss, "per_hour": rate.per_hour, "eta_s": _seconds(eta),
             })
         return result
@@ -134,7 +134,7 @@ class DashboardData:
         return {
             "run": st.run, "experiment": st.experiment, "algo": st.algo, "max_evals": st.max_evals,
             "now": iso(st.now),
-            "counts": {**asdict(st.counts), "total": st.counts.total, "finished": st.counts.finished},
+            "counts": {**asdict(st.counts), "total": st.counts.total},
             "best": best,
             "throughput": {"per_hour": st.throughput.per_hour, "window_trials": st.throughput.window_trials,
                            "last_finish": iso(st.throughput.last_finish)},

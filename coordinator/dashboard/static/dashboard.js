@@ -105,7 +105,7 @@ async function runsPage() {
       el("td", {}, el("a", { href: runUrl(r.run) }, r.run)), el("td", {}, r.experiment || "-"),
       el("td", {}, r.algo || "-"), el("td", {}, r.counts.new), el("td", {}, r.counts.running),
       el("td", {}, r.counts.done), el("td", {}, r.counts.error),
-      el("td", {}, r.max_evals ? `${r.counts.finished} / ${r.max_evals}` : `${r.counts.finished}`),
+      el("td", {}, r.max_evals ? `${r.counts.done} / ${r.max_evals}` : `${r.counts.done}`),
       el("td", {}, num(r.best_loss)), el("td", {}, r.per_hour === null ? "-" : num(r.per_hour, 3)),
       el("td", {}, r.eta_s === 0 ? "complete" : duration(r.eta_s)))));
   });
@@ -209,13 +209,13 @@ function summaryView(run, s) {
   const c = s.counts;
   const cards = [card("experiment", s.experiment || "-"), card("algorithm", s.algo || "-"),
     card("new", c.new), card("running", c.running), card("done", c.done), card("error", c.error),
-    card("progress", s.max_evals ? `${c.finished} / ${s.max_evals}` : `${c.finished}`),
+    card("progress", s.max_evals ? `${c.done} / ${s.max_evals} done` : `${c.done} done`),
     card("best loss", s.best ? num(s.best.loss) : "-"),
     card("trials / h", s.throughput.per_hour === null ? "-" : num(s.throughput.per_hour, 3)),
     card("ETA", s.eta_s === 0 ? "complete" : duration(s.eta_s))];
   document.getElementById("summary").replaceChildren(...cards);
   document.getElementById("progress-bar").style.width =
-    s.max_evals ? `${Math.min(100, (100 * c.finished) / s.max_evals)}%` : "0";
+    s.max_evals ? `${Math.min(100, (100 * c.done) / s.max_evals)}%` : "0";
   const best = document.getElementById("best");
   best.replaceChildren(s.best
     ? el("div", {}, el("a", { href: `${runUrl(run)}/trials/${s.best.tid}`, id: "best-link" }, `trial ${s.best.tid}`),

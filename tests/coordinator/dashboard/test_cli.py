@@ -39,6 +39,11 @@ def test_token_from_the_environment_allows_a_non_local_bind() -> None:
     assert "127.0.0.1:1" in result.stdout + result.stderr
 
 
+def test_without_a_database_or_local_data_says_what_to_pass(tmp_path: Path) -> None:
+    assert_user_error(invoke("--local-dir", str(tmp_path / "nothing")), "hpo-coord dashboard needs a database",
+                      "--mongo", f"no local data in {tmp_path / 'nothing'}")
+
+
 def test_unknown_run_lists_the_runs(db: Database, db_url: str) -> None:
     seed(db, done=1, errors=0, new=1)
     assert_user_error(invoke("--run", "nope", "--mongo", db_url), "unknown run 'nope'", RUN)
