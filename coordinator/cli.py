@@ -22,7 +22,6 @@ from jobstore.console import (
     PasswordFileOption,
     fail,
     not_empty,
-    open_database,
     register_objectives,
     require_url,
     setup_logging,
@@ -30,7 +29,8 @@ from jobstore.console import (
 )
 from jobstore.embedded import EmbeddedServer, free_port
 from jobstore.queue import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS
-from jobstore.trials import DEFAULT_POLL_INTERVAL_S
+from jobstore.store import Store
+from jobstore.trials import DEFAULT_POLL_INTERVAL_S, OUTAGE_TIMEOUT_HINT
 from objectives.registry import get_experiment
 
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
@@ -124,7 +124,8 @@ def start(
             console.print(f"local MongoDB-protocol server (SecantusDB) at [bold]{url}[/], data in {local_dir / 'db'}")
             console.print(f"more workers can attach with: hpo-worker --mongo {url}")
         try:
-            target, db = open_database(url, mongo_password_file, connect_timeout)
+            store = Store.open(url, mongo_password_file, timeout_s=connect_timeout,
+                               outage_limit=outage_timeout, longer=OUTAGE_TIMEOUT_HINT)
             run_name = run or experiment.name
             options = StartOptions(
                 run=run_name, max_evals=max_evals or experiment.max_evals, algo=algo,
@@ -134,7 +135,7 @@ def start(
                 worker_args=[arg for ref in objective or [] for arg in ("--objective", ref)],
             )
             try:
-                summary = start_run(db, target, experiment, options, console, url)
+                summary = start_run(store, experiment, options, console)
             except KeyboardInterrupt:
                 console.print(f"\nstopped; run [bold]{run_name}[/] is resumable with:\n  "
                               f"{resume_hint(experiment.name, run_name, None if server else url)}")
@@ -174,8 +175,8 @@ def retrain(
     overrides = parse_settings(set_)
     with user_errors():
         register_objectives(objective)
-        _, db = open_database(require_url(mongo, "hpo-coord retrain"), mongo_password_file, connect_timeout)
-        best = best_configuration(db, run)
+        store = Store.open(require_url(mongo, "hpo-coord retrain"), mongo_password_file, timeout_s=connect_timeout)
+        best = best_configuration(store, run)
         experiment = get_experiment(best.experiment)
         if experiment.retrain is None:
             fail(f"experiment {experiment.name!r} does not support retraining")
