@@ -129,7 +129,7 @@ class ReadOnlyView:
         run's size."""
         return self.jobs.find_one(
             {s.EXP_KEY: run, s.STATE: State.DONE, s.STATUS: "ok",
-             s.LOSS: {"$gte": -math.inf, "$lt": math.inf}, s.TID: {"$type": "number"}},
+             s.LOSS: {"$gt": -math.inf, "$lt": math.inf}, s.TID: {"$type": "number"}},
             BEST_TRIAL_PROJECTION,
             sort=[(s.LOSS, ASCENDING)],
             # run_state_loss; named because SecantusDB's planner would otherwise pick another
