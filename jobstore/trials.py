@@ -152,8 +152,8 @@ class GridFSAttachments:
     """``trials.attachments``: a mapping of name to bytes in GridFS, scoped to the run.
 
     Files are stored as hyperopt's MongoTrials stores them (``filename`` plus the run's
-    ``exp_key`` field on the file document), so existing tooling finds them.  Reads and
-    writes (what fmin and workers use) ride out outages under ``retry``.
+    ``exp_key`` field on the file document), so existing tooling finds them.  Every
+    operation rides out outages under ``retry``.
     """
 
     def __init__(self, db: Database, exp_key: str | None, retry: RetryPolicy, skip: Iterable[str] = ()) -> None:
@@ -190,14 +190,15 @@ class GridFSAttachments:
         self._retry(replace, f"storing attachment {name!r}")
 
     def __delitem__(self, name: str) -> None:
-        found = list(self._files.find({"filename": name, **self._scope}, {"_id": 1}))
+        found = self._retry(lambda: list(self._files.find({"filename": name, **self._scope}, {"_id": 1})),
+                            f"looking up attachment {name!r}")
         if not found:
             raise KeyError(name)
         for old in found:
-            self._fs.delete(old["_id"])
+            self._retry(lambda doc=old: self._fs.delete(doc["_id"]), f"deleting attachment {name!r}")
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._files.distinct("filename", self._scope)))
+        return iter(sorted(self._retry(lambda: self._files.distinct("filename", self._scope), "listing attachments")))
 
     def keys(self) -> list[str]:
         return list(self)
@@ -206,8 +207,8 @@ class GridFSAttachments:
         return [(name, self[name]) for name in self]
 
     def delete_all(self) -> None:
-        for old in self._files.find(self._scope, {"_id": 1}):
-            self._fs.delete(old["_id"])
+        for old in self._retry(lambda: list(self._files.find(self._scope, {"_id": 1})), "listing attachments"):
+            self._retry(lambda doc=old: self._fs.delete(doc["_id"]), "deleting attachments")
 
 
 class MongoTrials(base.Trials):
