@@ -22,25 +22,24 @@ import time
 from types import TracebackType
 
 from jobstore.fatal import die
-from jobstore.queue import JobQueue
 from jobstore.requeuer import Requeuer
 from jobstore.retry import is_transient
-from jobstore.runs import RunStore
+from jobstore.store import Store
 
 log = logging.getLogger(__name__)
 
 
 class RunKeeper:
-    """Renews ``token``'s lease on ``exp_key`` and ticks a requeuer, every ``tick`` s."""
+    """Renews ``token``'s lease on ``exp_key`` and ticks a requeuer of ``store``'s queue,
+    every ``tick`` s."""
 
-    def __init__(self, runs: RunStore, queue: JobQueue, exp_key: str, token: str, *,
-                 lease_s: float, tick: float = 1.0) -> None:
-        self._runs = runs
+    def __init__(self, store: Store, exp_key: str, token: str, *, lease_s: float, tick: float = 1.0) -> None:
+        self._runs = store.runs
         self._exp_key = exp_key
         self._token = token
         self._lease_s = lease_s
         self._tick = tick
-        self._requeuer = Requeuer(queue, interval=tick, grace=lease_s)
+        self._requeuer = Requeuer(store.queue, interval=tick, grace=lease_s)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="run-keeper", daemon=True)
         self.lease_lost = False

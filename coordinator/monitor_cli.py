@@ -6,8 +6,8 @@ change a job, run or worker document.  ``--run`` may be left out when the databa
 holds exactly one run; an unknown run is a one-line error listing the runs (exit 2).
 Each command is a plain function taking a :class:`Session` (the console, and the
 store's read-only view opened from the connection options all commands share,
-declared once) and its own options.  Queries live in :mod:`coordinator.monitor`, figures in :mod:`coordinator.plots`;
-docs/monitoring.md documents the commands.
+declared once) and its own options.  Queries live in :mod:`coordinator.monitor`,
+figures in :mod:`coordinator.plots`; docs/monitoring.md documents the commands.
 """
 
 from __future__ import annotations
@@ -206,7 +206,7 @@ class Session:
     console: Console
     command: str
     mongo: str | None = None
-    password_file: Path | None = None
+    mongo_password_file: Path | None = None
     connect_timeout: float = DEFAULT_TIMEOUT_S
     _store: Store | None = field(default=None, repr=False)
 
@@ -215,7 +215,7 @@ class Session:
         """The store's read-only view (connects the first time)."""
         if self._store is None:
             url = require_url(self.mongo, f"hpo-coord {self.command}")
-            self._store = Store.open(url, self.password_file, timeout_s=self.connect_timeout)
+            self._store = Store.open(url, self.mongo_password_file, timeout_s=self.connect_timeout)
         return self._store.view
 
     def run(self, run: str | None) -> str:
@@ -248,10 +248,8 @@ def _command(function: Callable[..., None], console: Console, *, database: bool 
     @functools.wraps(function)
     def command(**options: Any) -> None:
         setup_logging(options.pop("log_level"))
-        session = Session(console, name)
-        if database:
-            session = Session(console, name, options.pop("mongo"), options.pop("mongo_password_file"),
-                              options.pop("connect_timeout"))
+        connection = {parameter.name: options.pop(parameter.name) for parameter in shared[:-1]}
+        session = Session(console, name, **connection)
         with user_errors():
             function(session, **options)
 

@@ -156,7 +156,7 @@ def _start_run(store: Store, experiment: Experiment, options: StartOptions, cons
     workers = LocalWorkers(options.local_workers, store.child_environment(), options.run,
                            extra_args=options.worker_args) if options.local_workers else None
     try:
-        with RunKeeper(runs, trials.queue, options.run, token, lease_s=options.lease):
+        with RunKeeper(trials.store, options.run, token, lease_s=options.lease):
             trials.refresh()
             already = trials.count_by_state_unsynced(hyperopt.JOB_STATE_DONE)
             if already:
