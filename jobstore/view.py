@@ -42,6 +42,9 @@ Sort = Sequence[tuple[str, int]]
 
 _WRITING_STAGES = ("$out", "$merge")
 
+_BEST_BATCH = 8
+"""Jobs :meth:`ReadOnlyView.best_trial` reads per round trip (the first is almost always it)."""
+
 BEST_TRIAL_PROJECTION = {s.TID: 1, s.RESULT: 1, s.PARAMS: 1, s.VALS: 1, s.FINISHED_AT: 1}
 """What :meth:`ReadOnlyView.best_trial` reads of the best job."""
 
@@ -108,7 +111,8 @@ class ReadOnlyView:
     def __init__(self, db: Database, jobs_collection: str = s.JOBS, *, retry: RetryPolicy | None = None) -> None:
         self._db = db
         self._retry = retry or RetryPolicy(server=database_display(db))
-        self.jobs = ReadOnlyCollection(db[jobs_collection], self._retry)
+        self._jobs = db[jobs_collection]
+        self.jobs = ReadOnlyCollection(self._jobs, self._retry)
         """Job documents (one per trial; docs/schema.md)."""
         self.runs = ReadOnlyCollection(db[s.RUNS], self._retry)
         """Run documents (``_id`` is the run's name)."""
@@ -122,16 +126,34 @@ class ReadOnlyView:
         return self._retry(lambda: server_time(self._db), "reading the server clock")
 
     def best_trial(self, run: str) -> dict[str, Any] | None:
-        """The run's best trial: the done job with status ok, a finite loss and a numeric
-        ``tid`` that has the lowest loss, with the fields of :data:`BEST_TRIAL_PROJECTION`
-        (``tid``, ``result``, ``params``, ``misc.vals``, ``finished_at``); None when
-        no trial succeeded.  One indexed ``find_one`` (``run_state_loss``), whatever the
-        run's size."""
-        return self.jobs.find_one(
-            {s.EXP_KEY: run, s.STATE: State.DONE, s.STATUS: "ok",
-             s.LOSS: {"$gt": -math.inf, "$lt": math.inf}, s.TID: {"$type": "number"}},
-            BEST_TRIAL_PROJECTION,
-            sort=[(s.LOSS, ASCENDING)],
-            # run_state_loss; named because SecantusDB's planner would otherwise pick another
-            hint=[(s.EXP_KEY, ASCENDING), (s.STATE, ASCENDING), (s.LOSS, ASCENDING)],
-        )
+        """The run's best trial, with the fields of :data:`BEST_TRIAL_PROJECTION` (``tid``,
+        ``result``, ``params``, ``misc.vals``, ``finished_at``); None when no trial
+        succeeded.
+
+        The best trial is the done job with status ok, a finite loss, a numeric ``tid``
+        and hyperopt's ``misc.vals`` (a document of lists of at most one value) that has
+        the lowest loss.  Jobs that fail the last test are passed over, so the result can
+        always be decoded into params.  One indexed query (``run_state_loss``) read in
+        loss order up to the first such job, whatever the run's size.
+        """
+        def first_usable() -> dict[str, Any] | None:
+            cursor = self._jobs.find(
+                {s.EXP_KEY: run, s.STATE: State.DONE, s.STATUS: "ok",
+                 s.LOSS: {"$gt": -math.inf, "$lt": math.inf}, s.TID: {"$type": "number"},
+                 s.VALS: {"$type": "object"}},
+                BEST_TRIAL_PROJECTION,
+                sort=[(s.LOSS, ASCENDING)],
+                # run_state_loss; named because SecantusDB's planner would otherwise pick another
+                hint=[(s.EXP_KEY, ASCENDING), (s.STATE, ASCENDING), (s.LOSS, ASCENDING)],
+                batch_size=_BEST_BATCH,
+            )
+            with cursor:
+                return next((job for job in cursor if _has_vals(job)), None)
+
+        return self._retry(first_usable, "reading the best trial")
+
+
+def _has_vals(job: Mapping[str, Any]) -> bool:
+    """True when ``job``'s ``misc.vals`` is hyperopt's ``{label: [] or [value]}``."""
+    vals = job[s.MISC]["vals"]
+    return all(isinstance(v, list) and len(v) <= 1 for v in vals.values())
