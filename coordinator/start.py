@@ -216,7 +216,7 @@ def choose_algorithm(runs: RunStore, run: str, requested: str | None, experiment
 def summarize(trials: MongoTrials, run: str, experiment: Experiment) -> RunSummary:
     """The run's done count and best trial (params as the objective saw them)."""
     trials.refresh()
-    best = trials.store.view.best_trial(run)
+    best = trials.store.view.best_trial(run, s.has_point)
     done = trials.count_by_state_unsynced(hyperopt.JOB_STATE_DONE)
     if best is None:
         return RunSummary(run, done, None)
@@ -254,7 +254,7 @@ def best_configuration(store: Store, run: str) -> BestConfiguration:
     if doc is None or doc.get(s.RUN_EXPERIMENT) is None:
         known = store.runs.started_runs()
         raise UserError(f"no run {run!r} started by hpo-coord in this database; runs: {', '.join(known) or 'none'}")
-    best = store.view.best_trial(run)
+    best = store.view.best_trial(run, s.has_point)
     if best is None:
         raise UserError(f"run {run!r} has no successful trial yet")
     experiment = get_experiment(doc[s.RUN_EXPERIMENT])

@@ -24,7 +24,7 @@ the workers do.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -125,22 +125,21 @@ class ReadOnlyView:
         """The database server's clock (naive UTC)."""
         return self._retry(lambda: server_time(self._db), "reading the server clock")
 
-    def best_trial(self, run: str) -> dict[str, Any] | None:
+    def best_trial(self, run: str, usable: Callable[[Mapping[str, Any]], bool] | None = None) -> dict[str, Any] | None:
         """The run's best trial, with the fields of :data:`BEST_TRIAL_PROJECTION` (``tid``,
         ``result``, ``params``, ``misc.vals``, ``finished_at``); None when no trial
         succeeded.
 
-        The best trial is the done job with status ok, a finite loss, a numeric ``tid``
-        and hyperopt's ``misc.vals`` (a document of lists of at most one value) that has
-        the lowest loss.  Jobs that fail the last test are passed over, so the result can
-        always be decoded into params.  One indexed query (``run_state_loss``) read in
-        loss order up to the first such job, whatever the run's size.
+        The best trial is the done job with status ok, a finite loss and a numeric
+        ``tid`` that has the lowest loss, among those for which ``usable(job)`` is true
+        when ``usable`` is given (e.g. :func:`jobstore.schema.has_point`, for callers that
+        decode the point from ``misc.vals``).  One indexed query (``run_state_loss``),
+        read in loss order up to the first such job, whatever the run's size.
         """
-        def first_usable() -> dict[str, Any] | None:
+        def first() -> dict[str, Any] | None:
             cursor = self._jobs.find(
                 {s.EXP_KEY: run, s.STATE: State.DONE, s.STATUS: "ok",
-                 s.LOSS: {"$gt": -math.inf, "$lt": math.inf}, s.TID: {"$type": "number"},
-                 s.VALS: {"$type": "object"}},
+                 s.LOSS: {"$gt": -math.inf, "$lt": math.inf}, s.TID: {"$type": "number"}},
                 BEST_TRIAL_PROJECTION,
                 sort=[(s.LOSS, ASCENDING)],
                 # run_state_loss; named because SecantusDB's planner would otherwise pick another
@@ -148,12 +147,6 @@ class ReadOnlyView:
                 batch_size=_BEST_BATCH,
             )
             with cursor:
-                return next((job for job in cursor if _has_vals(job)), None)
+                return next((job for job in cursor if usable is None or usable(job)), None)
 
-        return self._retry(first_usable, "reading the best trial")
-
-
-def _has_vals(job: Mapping[str, Any]) -> bool:
-    """True when ``job``'s ``misc.vals`` is hyperopt's ``{label: [] or [value]}``."""
-    vals = job[s.MISC]["vals"]
-    return all(isinstance(v, list) and len(v) <= 1 for v in vals.values())
+        return self._retry(first, "reading the best trial")

@@ -198,13 +198,15 @@ def test_the_best_trial_is_the_lowest_finite_ok_loss(db: Database) -> None:
         {**base, s.TID: "x", s.RESULT: {"status": "ok", "loss": 0.2}},
         {**base, s.TID: 5, s.STATE: State.RUNNING, s.RESULT: {"status": "ok", "loss": 0.0}},
         {**base, s.EXP_KEY: "other", s.TID: 6, s.RESULT: {"status": "ok", "loss": 0.0}},
-        # malformed: params could not be decoded from them (found by tests/coordinator/test_start.py)
+        # points that cannot be decoded from misc.vals (found by tests/coordinator/test_start.py)
         {**base, s.TID: 7, s.RESULT: {"status": "ok", "loss": 0.01}, s.MISC: None},
         {**base, s.TID: 8, s.RESULT: {"status": "ok", "loss": 0.02}, s.MISC: {"vals": {"x": 0.7}}},
         {**base, s.TID: 9, s.RESULT: {"status": "ok", "loss": 0.03}, s.MISC: {"vals": {"x": [1, 2]}}},
     ])
     Store(db).queue.ensure_indexes()  # the view names its index, as coordinators and workers create it
-    best = Store(db).view.best_trial("r")
+    view = Store(db).view
+    assert view.best_trial("r")[s.TID] == 7, "the lowest loss, whatever its misc"
+    best = view.best_trial("r", s.has_point)
     assert best is not None and best[s.TID] == 0
     assert best[s.RESULT] == {"status": "ok", "loss": 0.5, "accuracy": 0.9}
-    assert Store(db).view.best_trial("none") is None
+    assert view.best_trial("none") is None
