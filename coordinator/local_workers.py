@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Mapping
 from types import TracebackType
 
-from jobstore.console import EXIT_TRIAL_HUNG, EXIT_USER_ERROR
+from cli_support.console import EXIT_TRIAL_HUNG, EXIT_USER_ERROR
 
 log = logging.getLogger(__name__)
 

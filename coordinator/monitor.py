@@ -39,9 +39,9 @@ from hyperopt import base
 from pymongo import ASCENDING, DESCENDING
 
 from jobstore import schema as s
-from jobstore.errors import UserError
 from jobstore.schema import State
 from jobstore.view import ReadOnlyView
+from user_errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -59,16 +59,17 @@ from typing import Any
 from hyperopt import base
 from pymongo.errors import OperationFailure, PyMongoError, WriteError
 
+from cli_support.console import EXIT_TRIAL_HUNG, EXIT_USER_ERROR
 from jobstore import schema as s
-from jobstore.console import EXIT_TRIAL_HUNG, EXIT_USER_ERROR
-from jobstore.gpu_lease import GpuLease, visible_devices_env, wait_for_gpus
+from jobstore.gpu_lease import GpuLease, wait_for_gpus
 from jobstore.heartbeat import Heartbeat
 from jobstore.queue import DEFAULT_LEASE_S, Claim, JobQueue
 from jobstore.requeuer import Requeuer
 from jobstore.retry import DatabaseOutage, describe
 from jobstore.store import Store
 from objectives.base import Experiment, TrialInterrupted
-from objectives.registry import BadObjectiveReference, UnknownExperiment, get_experiment
+from objectives.registry import get_experiment
+from user_errors import BadObjectiveReference, UnknownExperiment
 from worker.evaluate import (
     LOG_LIMIT,
     MALFORMED,
@@ -89,6 +90,7 @@ from worker.evaluate import (
     timed_out,
     unstorable,
 )
+from worker.gpus import discover_gpus, visible_devices_env
 from worker.timeout import TrialTimer
 
 log = logging.getLogger(__name__)
@@ -267,11 +269,13 @@ class Worker:
         """Work until stopped, out of jobs (``idle_exit``) or ``max_jobs``; the exit code.
 
         First the worker leases ``gpus`` GPUs of its host (waiting while none is free)
-        and pins itself to them; a host without GPUs, or ``gpus=0``, runs on the CPU.
+        and pins itself to them; a host without GPUs, or ``gpus=0``, runs on the CPU.  With
+        ``gpus=0`` the host's GPUs are not even looked for, so nothing is logged about them.
         """
         cfg = self.config
         self.queue.ensure_indexes()
-        gpu_lease = self.store.gpu_lease(self.worker_id, count=cfg.gpus, ttl=cfg.lease)
+        gpus = discover_gpus() if cfg.gpus else ()
+        gpu_lease = self.store.gpu_lease(self.worker_id, gpus=gpus, count=cfg.gpus, ttl=cfg.lease)
         self._gpu_lease = gpu_lease
         leased = wait_for_gpus(gpu_lease, stop=self._stop)
         if leased is None:
