@@ -1,8 +1,9 @@
 """Monitoring commands of ``hpo-coord``: status, runs, best, trials, plot, space.
 
 All but ``space`` read the database named by ``--mongo`` (default ``$HPO_MONGO_URL``;
-password from ``--mongo-password-file`` or the environment, never printed) and never
-change a job, run or worker document.  ``--run`` may be left out when the database
+password from ``--mongo-password-file`` or the environment, never printed), else the
+local data in ``--local-dir`` (see :mod:`coordinator.local_server`), and never change a
+job, run or worker document.  ``--run`` may be left out when the database
 holds exactly one run; an unknown run is a one-line error listing the runs (exit 2).
 Each command is a plain function taking a :class:`Session` (the console, and the
 store's read-only view opened from the connection options all commands share,
@@ -40,12 +41,12 @@ from cli_support.console import (
     PasswordFileOption,
     not_empty,
     register_objectives,
-    require_url,
     setup_logging,
     user_errors,
 )
 from coordinator import monitor, plots
 from coordinator.display import whole_floats_as_ints
+from coordinator.local_server import DEFAULT_LOCAL_DIR, LocalDirOption, database_url
 from jobstore import schema as s
 from jobstore.connection import DEFAULT_TIMEOUT_S
 from jobstore.store import Store
@@ -98,7 +99,8 @@ def render_status(st: monitor.RunStatus) -> Group:
     states = f"new {c.new}  running {c.running}  done {c.done}  error {c.error}"
     summary.add_row("trials", states + (f"  cancel {c.cancel}" if c.cancel else "") + f"  (total {c.total})")
     if st.max_evals is not None:
-        summary.add_row("progress", f"{c.finished} of {st.max_evals} finished")
+        errors = f" ({c.error} error(s) not counted)" if c.error else ""
+        summary.add_row("progress", f"{c.done} of {st.max_evals} done{errors}")
     if st.best is None:
         summary.add_row("best loss", "no ok trial yet")
     else:
@@ -202,12 +204,17 @@ def _prior_table(samples: dict[str, list[float]], infos: dict[str, plots.ParamIn
 @dataclass
 class Session:
     """What each monitoring command gets besides its own options: the console to print
-    on, and the database, opened on first use from the shared connection options."""
+    on, and the database, opened on first use from the shared connection options
+    (``--mongo``, else ``$HPO_MONGO_URL``, else the local data in ``--local-dir``: see
+    :func:`coordinator.local_server.database_url`; a server started for the command is
+    stopped through ``on_close`` when it ends)."""
 
     console: Console
     command: str
+    on_close: Callable[[Callable[[], None]], object] | None = None
     mongo: str | None = None
     mongo_password_file: Path | None = None
+    local_dir: Path = DEFAULT_LOCAL_DIR
     connect_timeout: float = DEFAULT_TIMEOUT_S
     _store: Store | None = field(default=None, repr=False)
 
@@ -215,7 +222,8 @@ class Session:
     def view(self) -> ReadOnlyView:
         """The store's read-only view (connects the first time)."""
         if self._store is None:
-            url = require_url(self.mongo, f"hpo-coord {self.command}")
+            assert self.on_close is not None, "a command without the connection options has no database"
+            url = database_url(self.mongo, self.local_dir, f"hpo-coord {self.command}", self.on_close)
             self._store = Store.open(url, self.mongo_password_file, timeout_s=self.connect_timeout)
         return self._store.view
 
@@ -229,9 +237,11 @@ def _keyword(name: str, annotation: Any, default: Any) -> inspect.Parameter:
 
 
 _LOG_LEVEL = _keyword("log_level", LogLevel, "warning")
+_CONTEXT = _keyword("ctx", typer.Context, None)
 _CONNECTION = (
     _keyword("mongo", MongoOption, None),
     _keyword("mongo_password_file", PasswordFileOption, None),
+    _keyword("local_dir", LocalDirOption, DEFAULT_LOCAL_DIR),
     _keyword("connect_timeout", ConnectTimeoutOption, DEFAULT_TIMEOUT_S),
 )
 """The connection options every monitoring command but ``space`` shares, declared once."""
@@ -243,14 +253,17 @@ def _command(function: Callable[..., None], console: Console, *, database: bool 
     ``--log-level``), which set up logging and the :class:`Session`; user errors end
     it with one line and exit code 2."""
     own = list(inspect.signature(function, eval_str=True).parameters.values())[1:]
-    shared = (*_CONNECTION, _LOG_LEVEL) if database else (_LOG_LEVEL,)
+    shared = (_CONTEXT, *_CONNECTION, _LOG_LEVEL) if database else (_LOG_LEVEL,)
     name = function.__name__
 
     @functools.wraps(function)
     def command(**options: Any) -> None:
         setup_logging(options.pop("log_level"))
-        connection = {parameter.name: options.pop(parameter.name) for parameter in shared[:-1]}
-        session = Session(console, name, **connection)
+        session = Session(console, name)
+        if database:
+            ctx = options.pop("ctx")
+            connection = {parameter.name: options.pop(parameter.name) for parameter in _CONNECTION}
+            session = Session(console, name, ctx.call_on_close, **connection)
         with user_errors():
             function(session, **options)
 
