@@ -15,7 +15,7 @@ from jobstore import schema as s
 from jobstore.schema import State
 from jobstore.store import Store
 from jobstore.trials import MongoTrials
-from objectives.base import Experiment, NullReporter, Reporter
+from objectives.base import Experiment, NullReporter, Reporter, Setting
 from objectives.registry import register
 
 RETRAINED: list[tuple[dict[str, Any], dict[str, Any], Path]] = []
@@ -33,6 +33,7 @@ def _retrain(params: Mapping[str, Any], settings: Mapping[str, Any], out: Path) 
 EXPERIMENT = register(Experiment(
     name="retrainable", space={"x": hp.uniform("x", -5, 5)}, objective=_objective, max_evals=4,
     description="a quadratic that can be retrained (tests only)", retrain=_retrain,
+    settings=(Setting("epochs", int, default=1, help="epochs of training", minimum=1),),
 ))
 
 
