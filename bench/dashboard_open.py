@@ -52,6 +52,7 @@ from bench.monitor_scale import (  # noqa: E402 - after the path set-up above
 )
 from coordinator.dashboard.data import DashboardData  # noqa: E402
 from jobstore import schema as s  # noqa: E402
+from jobstore.view import ReadOnlyView  # noqa: E402
 from objectives.base import Experiment  # noqa: E402
 from objectives.registry import register  # noqa: E402
 
@@ -63,12 +64,12 @@ TARGET_S = 2.0
 
 def cold(db: Database, call: Callable[[DashboardData], Any]) -> Callable[[], Any]:
     """``call`` on a fresh DashboardData (nothing cached)."""
-    return lambda: call(DashboardData(db))
+    return lambda: call(DashboardData(ReadOnlyView(db)))
 
 
 def measure(db: Database, n: int, repeat: int) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
     """(what, seconds) of the page's opening requests, and of its live updates."""
-    DashboardData(db).figures(RUN)  # untimed warm-up after seeding
+    DashboardData(ReadOnlyView(db)).figures(RUN)  # untimed warm-up after seeding
     opening = [
         ("summary: `/api/runs/RUN` (counts, best, throughput, ETA, workers)", best_of(repeat, cold(db, lambda d: d.summary(RUN)))),
         ("chart data: `/api/runs/RUN/figures` (every trial's point, top-10 curves)", best_of(repeat, cold(db, lambda d: d.figures(RUN)))),
@@ -76,7 +77,7 @@ def measure(db: Database, n: int, repeat: int) -> tuple[list[tuple[str, float]],
         ("error trials, latest 20: `/api/runs/RUN/errors`", best_of(repeat, cold(db, lambda d: d.errors(RUN)))),
         ("importance: `/api/runs/RUN/importance` (random forest)", best_of(repeat, cold(db, lambda d: d.importance(RUN)))),
     ]
-    warm = DashboardData(db)
+    warm = DashboardData(ReadOnlyView(db))
     warm.figures(RUN)
 
     def one_trial_written() -> Any:

@@ -17,6 +17,7 @@ from coordinator.dashboard.data import DashboardData
 from coordinator.dashboard.live import ChangeFeed
 from coordinator.local_server import DEFAULT_LOCAL_DIR, LocalDirOption, database_url
 from jobstore.connection import DEFAULT_TIMEOUT_S
+from jobstore.store import Store
 from cli_support.console import (
     ConnectTimeoutOption,
     LogLevelHelp,
@@ -25,7 +26,6 @@ from cli_support.console import (
     PasswordFileOption,
     fail,
     not_empty,
-    open_database,
     register_objectives,
     setup_logging,
     user_errors,
@@ -85,14 +85,15 @@ def register(app: typer.Typer, console: Console) -> None:
         with user_errors():
             register_objectives(objective)
             url = database_url(mongo, local_dir, "hpo-coord dashboard", ctx.call_on_close)
-            target, db = open_database(url, mongo_password_file, connect_timeout)
+            store = Store.open(url, mongo_password_file, timeout_s=connect_timeout)
             if run is not None:
-                monitor.require_run(db, run, target.jobs_collection)
-        data = DashboardData(db, target.jobs_collection, timedelta(seconds=stale_after))
-        feed = ChangeFeed(db, target.jobs_collection, use_stream=not polling)
+                monitor.require_run(store.view, run)
+        data = DashboardData(store.view, timedelta(seconds=stale_after))
+        # the change stream is a read too; the view has no watch of its own
+        feed = ChangeFeed(store.db, store.jobs_collection, use_stream=not polling)
         web = create_app(data, feed, run=run, token=secret)
         shown = f"[{host}]" if ":" in host else host
-        console.print(f"dashboard of {target.display} at [bold]http://{shown}:{port}/[/]"
+        console.print(f"dashboard of {store.server} at [bold]http://{shown}:{port}/[/]"
                       + (" (append ?token=TOKEN once)" if secret else ""), highlight=False)
         # open pages hold event streams: without a limit, Ctrl-C would wait for their tabs to close
         uvicorn.run(web, host=host, port=port, log_level=log_level, access_log=log_level == "debug",

@@ -29,14 +29,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
-from pymongo.database import Database
 
 from coordinator import monitor, plots
 from coordinator.monitor import TrialPoint, iso
 from jobstore import schema as s
-from jobstore.connection import mask, server_time
+from jobstore.connection import mask
 from user_errors import UserError
 from jobstore.schema import State
+from jobstore.view import ReadOnlyView
 
 MAX_PAGE = 200
 """Most trials one page of the trial table or the error list holds."""
@@ -84,17 +84,15 @@ def _seconds(delta: timedelta | None) -> float | None:
 
 
 class DashboardData:
-    """The dashboard's read-only view of one database.
+    """The dashboard's reads, through the store's read-only view (retried reads of
+    the jobs, runs and workers, nothing that writes).
 
     Thread-safe: the web server calls it from its worker threads.  ``stale_after`` is
     how long a running job or worker may go without a heartbeat before it is flagged.
     """
 
-    def __init__(self, db: Database, jobs_collection: str = s.JOBS,
-                 stale_after: timedelta = monitor.STALE_AFTER) -> None:
-        self.db = db
-        self.jobs = db[jobs_collection]
-        self.jobs_collection = jobs_collection
+    def __init__(self, view: ReadOnlyView, stale_after: timedelta = monitor.STALE_AFTER) -> None:
+        self.view = view
         self.stale_after = stale_after
         self._points: dict[str, _Points] = {}
         self._points_lock = threading.Lock()
@@ -105,15 +103,15 @@ class DashboardData:
 
     def require_run(self, run: str) -> str:
         """``run`` if the database has it (see :func:`coordinator.monitor.require_run`)."""
-        return monitor.require_run(self.db, run, self.jobs_collection)
+        return monitor.require_run(self.view, run)
 
     def runs(self) -> list[dict[str, Any]]:
         """Every run: name, experiment, algorithm, counts by state, best loss,
         max_evals (progress is done trials against it, as ``hpo-coord status`` counts),
         throughput and ETA."""
         result = []
-        for overview in monitor.list_runs(self.db, self.jobs_collection):
-            rate = monitor.throughput(self.jobs, overview.run)
+        for overview in monitor.list_runs(self.view):
+            rate = monitor.throughput(self.view, overview.run)
             eta = monitor.eta(overview.max_evals, overview.counts, rate)
             result.append({
                 "run": overview.run, "experiment": overview.experiment, "algo": overview.algo,
@@ -127,7 +125,7 @@ class DashboardData:
         """What ``hpo-coord status`` shows of ``run``: counts, progress, best trial with
         its parameters, throughput, ETA, stale jobs and the workers (stale ones have
         state ``lost``)."""
-        st = monitor.run_status(self.db, self.require_run(run), self.jobs_collection, self.stale_after)
+        st = monitor.run_status(self.view, self.require_run(run), self.stale_after)
         best = None if st.best is None else {
             "tid": st.best.tid, "loss": st.best.loss, "params": st.best.params,
             "finished_at": iso(st.best.finished_at)}
@@ -146,9 +144,9 @@ class DashboardData:
         """The part of :meth:`summary` that changes with time alone: the stale running
         trials of ``run`` and the workers (small indexed reads, for the pages' ticks)."""
         name = self.require_run(run)
-        now = server_time(self.db)
-        return {"now": iso(now), **_liveness(now, monitor.stale_jobs(self.jobs, name, now, self.stale_after),
-                                             monitor.workers(self.db, now, self.stale_after))}
+        now = self.view.server_time()
+        return {"now": iso(now), **_liveness(now, monitor.stale_jobs(self.view, name, now, self.stale_after),
+                                             monitor.workers(self.view, now, self.stale_after))}
 
     # -- figures ------------------------------------------------------------------------
 
@@ -158,9 +156,9 @@ class DashboardData:
         with self._points_lock:
             cache = self._points.setdefault(run, _Points())
         with cache.lock:
-            started = server_time(self.db)
+            started = self.view.server_time()
             since = None if cache.read_at is None else cache.read_at - REREAD_MARGIN
-            for point in monitor.trial_points(self.jobs, run, since):
+            for point in monitor.trial_points(self.view, run, since):
                 cache.by_tid[point.tid] = point
             cache.read_at = started
             return [cache.by_tid[tid] for tid in sorted(cache.by_tid)]
@@ -177,7 +175,7 @@ class DashboardData:
         name), ``curves`` (metrics per step of the :data:`TOP_CURVES` best trials).
         A chart that cannot be drawn is None, with the reason in ``skipped``."""
         name = self.require_run(run)
-        experiment = (self.db[s.RUNS].find_one({s.ID: name}, {s.RUN_EXPERIMENT: 1}) or {}).get(s.RUN_EXPERIMENT)
+        experiment = (self.view.runs.find_one({s.ID: name}, {s.RUN_EXPERIMENT: 1}) or {}).get(s.RUN_EXPERIMENT)
         infos = self._space(experiment if isinstance(experiment, str) else None)
         points = self.points(name)
         ok = plots.ok_points(points)
@@ -213,7 +211,7 @@ class DashboardData:
                 "options": list(info.options), "values": [p.vals.get(label) for p in ok]}
 
     def _curves(self, run: str, points: list[TrialPoint]) -> dict[str, Any] | None:
-        curves = monitor.learning_curves(self.jobs, run, plots.top_trials(points, TOP_CURVES))
+        curves = monitor.learning_curves(self.view, run, plots.top_trials(points, TOP_CURVES))
         metric = plots.pick_metric(curves)
         if metric is None:
             return None
@@ -288,9 +286,9 @@ class DashboardData:
             order = {"_unsorted": ASCENDING, key: direction, s.TID: ASCENDING}
         pipeline += [{"$sort": order}, {"$skip": offset}, {"$limit": limit},
                      {"$project": monitor.TRIAL_ROW_PROJECTION}]
-        rows = [monitor.trial_row(job, tid) for job in self.jobs.aggregate(pipeline)
+        rows = [monitor.trial_row(job, tid) for job in self.view.jobs.aggregate(pipeline)
                 if (tid := s.as_int(job.get(s.TID))) is not None]
-        return {"total": self.jobs.count_documents(match), "offset": offset, "limit": limit,
+        return {"total": self.view.jobs.count(match), "offset": offset, "limit": limit,
                 "sort": sort, "descending": descending, "rows": rows}
 
     def errors(self, run: str, offset: int = 0, limit: int = 20) -> dict[str, Any]:
@@ -300,7 +298,7 @@ class DashboardData:
         if offset < 0 or not 1 <= limit <= MAX_PAGE:
             raise BadQuery(f"offset must be >= 0 and limit between 1 and {MAX_PAGE}")
         match = {s.EXP_KEY: name, s.STATE: State.ERROR}
-        found = self.jobs.aggregate([{"$match": match}, {"$sort": {s.TID: DESCENDING}}, {"$skip": offset},
+        found = self.view.jobs.aggregate([{"$match": match}, {"$sort": {s.TID: DESCENDING}}, {"$skip": offset},
                                      {"$limit": limit},
                                      {"$project": {s.TID: 1, s.OWNER: 1, s.FINISHED_AT: 1, s.ERROR: 1}}])
         rows = []
@@ -309,7 +307,7 @@ class DashboardData:
             if tid is not None:
                 rows.append({"tid": tid, "worker": monitor.text(job.get(s.OWNER)),
                              "finished_at": iso(s.as_date(job.get(s.FINISHED_AT))), **_error(job)})
-        return {"total": self.jobs.count_documents(match), "offset": offset, "limit": limit, "rows": rows}
+        return {"total": self.view.jobs.count(match), "offset": offset, "limit": limit, "rows": rows}
 
     def trial(self, run: str, tid: int) -> dict[str, Any]:
         """One trial: state, result, parameters, metrics per step, timeline (queued,
@@ -320,7 +318,7 @@ class DashboardData:
             UnknownTrial: the run has no trial ``tid``.
         """
         name = self.require_run(run)
-        job = self.jobs.find_one({s.EXP_KEY: name, s.TID: tid}, {s.SPEC: 0, s.LEASE_TOKEN: 0})
+        job = self.view.jobs.find_one({s.EXP_KEY: name, s.TID: tid}, {s.SPEC: 0, s.LEASE_TOKEN: 0})
         if job is None:
             raise UnknownTrial(f"run {name!r} has no trial {tid}")
         result = job.get(s.RESULT) if isinstance(job.get(s.RESULT), Mapping) else {}

@@ -33,6 +33,7 @@ from pymongo.errors import OperationFailure, PyMongoError
 
 from coordinator import monitor
 from jobstore import schema as s
+from jobstore.view import ReadOnlyView
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class ChangeFeed:
                  use_stream: bool = True) -> None:
         self._db = db
         self._jobs = jobs_collection
+        self._view = ReadOnlyView(db, jobs_collection)
         self._poll_interval_s = poll_interval_s
         self._use_stream = use_stream
         self._versions: defaultdict[str, int] = defaultdict(int)
@@ -149,11 +151,11 @@ class ChangeFeed:
 
     def _latest(self, key: str) -> Any:
         if key == ANY_RUN_KEY:
-            return tuple((run, self._latest(run)) for run in monitor.known_runs(self._db, self._jobs))
+            return tuple((run, self._latest(run)) for run in monitor.known_runs(self._view))
         if key == WORKERS_KEY:
-            doc = self._db[s.WORKERS].find_one({}, {s.WORKER_LAST_SEEN: 1}, sort=[(s.WORKER_LAST_SEEN, DESCENDING)])
+            doc = self._view.workers.find_one({}, {s.WORKER_LAST_SEEN: 1}, sort=[(s.WORKER_LAST_SEEN, DESCENDING)])
             return None if doc is None else s.as_date(doc.get(s.WORKER_LAST_SEEN))
-        doc = self._db[self._jobs].find_one({s.EXP_KEY: key}, {s.UPDATED_AT: 1},
+        doc = self._view.jobs.find_one({s.EXP_KEY: key}, {s.UPDATED_AT: 1},
                                             sort=[(s.UPDATED_AT, DESCENDING)])
         return None if doc is None else s.as_date(doc.get(s.UPDATED_AT))
 

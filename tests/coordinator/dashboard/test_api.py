@@ -23,6 +23,7 @@ from coordinator.dashboard import data as dashboard_data
 from coordinator.dashboard.data import MAX_PAGE, TOP_CURVES, DashboardData
 from coordinator.dashboard.live import ANY_RUN_KEY, POLLING, STREAM, WORKERS_KEY, ChangeFeed
 from jobstore import schema as s
+from jobstore.view import ReadOnlyView
 from jobstore.queue import JobQueue
 from jobstore.workers import WorkerRegistry
 from tests.support.dashboard import DEAD_WORKER, LIVE_WORKER, RUN, SECRET, Seeded, finish_next, seed
@@ -44,7 +45,7 @@ def seeded(mongo_server_url: str) -> Iterator[tuple[Database, Seeded]]:
 @pytest.fixture(scope="module")
 def client(seeded: tuple[Database, Seeded]) -> Iterator[TestClient]:
     db, _ = seeded
-    with TestClient(create_app(DashboardData(db), ChangeFeed(db))) as test_client:
+    with TestClient(create_app(DashboardData(ReadOnlyView(db)), ChangeFeed(db))) as test_client:
         yield test_client
 
 
@@ -149,7 +150,7 @@ def test_trial_table_sorts_filters_and_pages(client: TestClient, seeded: tuple[D
 
 def test_importance_is_refitted_at_most_every_interval(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     seed(db, done=12, errors=0, new=2)
-    data = DashboardData(db)
+    data = DashboardData(ReadOnlyView(db))
     assert data.importance(RUN)["ok"] == 12
     finish_next(db)
     assert data.importance(RUN)["ok"] == 12, "refitted before IMPORTANCE_EVERY_S"
@@ -208,14 +209,14 @@ def test_pages_and_local_plotly(client: TestClient, seeded: tuple[Database, Seed
 
 def test_fixed_run_opens_at_root(seeded: tuple[Database, Seeded]) -> None:
     db, _ = seeded
-    with TestClient(create_app(DashboardData(db), ChangeFeed(db, use_stream=False), run=RUN)) as c:
+    with TestClient(create_app(DashboardData(ReadOnlyView(db)), ChangeFeed(db, use_stream=False), run=RUN)) as c:
         response = c.get("/", follow_redirects=False)
         assert response.status_code == 307 and response.headers["location"] == f"/runs/{RUN}"
 
 
 def test_token_is_required_everywhere(seeded: tuple[Database, Seeded]) -> None:
     db, _ = seeded
-    app = create_app(DashboardData(db), ChangeFeed(db, use_stream=False), token="tok-123")
+    app = create_app(DashboardData(ReadOnlyView(db)), ChangeFeed(db, use_stream=False), token="tok-123")
     with TestClient(app) as c:
         for url in ("/", f"/runs/{RUN}", "/api/runs", "/static/plotly.min.js", "/api/events"):
             assert c.get(url).status_code == 401, url

@@ -27,6 +27,7 @@ from coordinator.dashboard.app import create_app
 from coordinator.dashboard.data import DashboardData
 from coordinator.dashboard.live import ChangeFeed
 from jobstore import schema as s
+from jobstore.view import ReadOnlyView
 from jobstore.connection import server_time
 from jobstore.embedded import free_port
 from tests.support.dashboard import DEAD_WORKER, LIVE_WORKER, RUN, SECRET, Seeded, finish_next, seed
@@ -59,7 +60,7 @@ def seeded(mongo_server_url: str) -> Iterator[tuple[Database, Seeded]]:
 def base_url(seeded: tuple[Database, Seeded]) -> Iterator[str]:
     db, _ = seeded
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(DashboardData(db), ChangeFeed(db)), host="127.0.0.1",
+    server = uvicorn.Server(uvicorn.Config(create_app(DashboardData(ReadOnlyView(db)), ChangeFeed(db)), host="127.0.0.1",
                                            port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
