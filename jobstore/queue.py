@@ -66,6 +66,7 @@ from pymongo.errors import PyMongoError
 
 from jobstore import schema as s
 from jobstore.connection import server_time
+from jobstore.curves import CurveStore
 from jobstore.retry import describe, is_transient
 from jobstore.schema import Expr, State, stamped
 
@@ -80,7 +81,8 @@ _MAX_SPREAD = 8
 _WINDOW = 64
 
 # What a job looks like again when it goes back to the queue (the metrics of the
-# unfinished attempt are dropped: the next attempt starts a fresh curve).
+# unfinished attempt are dropped, and so are its pruning scores in ``curves``: the
+# next attempt starts a fresh curve).
 _BACK_TO_NEW: dict[str, Any] = {
     s.STATE: State.NEW,
     s.OWNER: None,
@@ -143,14 +145,16 @@ class JobQueue:
     def __init__(self, db: Database, collection: str = s.JOBS) -> None:
         self.db = db
         self.jobs: MongoCollection = db[collection]
+        self.curves = CurveStore(db, collection)
         self._low_tid: dict[str, int] = {}
         self._spread: dict[str, int] = {}
         self._attempt: _Attempt | None = None
         self._skipped: dict[Any, str] = {}
 
     def ensure_indexes(self) -> None:
-        """Create the indexes the queue relies on (idempotent)."""
+        """Create the indexes the queue and pruning rely on (idempotent)."""
         self.jobs.create_indexes(s.JOB_INDEXES)
+        self.curves.ensure_indexes()
 
     # -- claim --------------------------------------------------------------------------
 
@@ -256,6 +260,10 @@ class JobQueue:
     def _held(self, claim: Claim) -> dict[str, Any]:
         return {s.ID: claim.id, s.LEASE_TOKEN: claim.token, s.STATE: State.RUNNING}
 
+    def holds(self, claim: Claim) -> bool:
+        """Whether ``claim`` still holds its job (running, with its token)."""
+        return self.jobs.find_one(self._held(claim), {s.ID: 1}) is not None
+
     def heartbeat(self, claim: Claim, lease_s: float = DEFAULT_LEASE_S) -> bool:
         """Extend the lease; False if this claim no longer holds the job."""
         update = stamped({s.REFRESH_TIME: Expr.now()}, lease_ms=int(lease_s * 1000))
@@ -299,12 +307,14 @@ class JobQueue:
             fields[s.STARTED_AT] = Expr({"$subtract": ["$$NOW", int(elapsed_s * 1000)]})
         if error is not None:
             fields[s.ERROR] = s.bson_safe(error)
-        if self.jobs.update_one(self._held(claim), stamped(fields)).matched_count == 1:
-            return True
-        mine = self.jobs.find_one(
-            {s.ID: claim.id, s.LEASE_TOKEN: claim.token, s.STATE: state}, {s.ID: 1}
-        )
-        if mine is not None:
+        written = self.jobs.update_one(self._held(claim), stamped(fields)).matched_count == 1
+        if not written:
+            written = self.jobs.find_one(
+                {s.ID: claim.id, s.LEASE_TOKEN: claim.token, s.STATE: state}, {s.ID: 1}
+            ) is not None
+        if written:
+            if state == State.DONE and result.get("status") == "ok" and not result.get("pruned"):
+                self.curves.complete(claim.exp_key, claim.job.get(s.TID), claim.token)
             return True
         log.warning(
             "result of run %r trial %d refused: this worker's lease was lost and the job "
@@ -319,7 +329,10 @@ class JobQueue:
         The job becomes new again and this claim does not count as an attempt.
         """
         update = stamped({**_BACK_TO_NEW, s.ATTEMPTS: Expr.add(s.ATTEMPTS, -1)})
-        return self.jobs.update_one(self._held(claim), update).matched_count == 1
+        if self.jobs.update_one(self._held(claim), update).matched_count != 1:
+            return False
+        self.curves.forget(claim.exp_key, claim.job.get(s.TID))
+        return True
 
     # -- lost and malformed jobs ----------------------------------------------------------
 
@@ -387,6 +400,7 @@ class JobQueue:
                 outcome.failed.append(key)
                 log.error("run %r trial %d failed: %s", key[0], key[1], message)
         elif self.jobs.update_one(condition, stamped(_BACK_TO_NEW)).modified_count:
+            self.curves.forget(job.get(s.EXP_KEY), job[s.TID])
             outcome.requeued.append(key)
             log.warning(
                 "run %r trial %d: worker %s stopped heartbeating; job requeued "

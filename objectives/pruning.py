@@ -170,8 +170,11 @@ class Population(Protocol):
     def at_rung(self, bracket: int, rung: int) -> "Scores":
         """Scores recorded at ``rung`` of ``bracket``."""
 
+    def record_step(self, step: int, score: float) -> None:
+        """Record this trial's ``score`` at ``step`` (median runs; NaN is not recorded)."""
+
     def record_rung(self, bracket: int, rung: int, score: float) -> None:
-        """Record this trial's ``score`` at ``rung`` of ``bracket``."""
+        """Record this trial's ``score`` at ``rung`` of ``bracket`` (never NaN)."""
 
 
 class Scores(Protocol):
@@ -207,6 +210,8 @@ class Pruner:
         if not math.isnan(score):
             self._nan_only = False
             self._best = min(self._best, score)
+        if cfg.kind == "median":
+            self._population.record_step(step, score)
         if cfg.kind == "none" or step >= cfg.max_resource:
             return False
         if cfg.kind == "median":
@@ -311,6 +316,10 @@ class _TrialView:
 
     def at_rung(self, bracket: int, rung: int) -> ScoreList:
         return ScoreList(self._population.rungs.get((bracket, rung), []))
+
+    def record_step(self, step: int, score: float) -> None:
+        if not math.isnan(score):
+            self._population.report(self._tid, step, score)
 
     def record_rung(self, bracket: int, rung: int, score: float) -> None:
         self._population.rungs.setdefault((bracket, rung), []).append(score)
