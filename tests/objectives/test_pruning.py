@@ -170,7 +170,6 @@ def _decisions_both_ways(cfg: PrunerSettings, curves: list[list[float]], workers
         trial, pruner, done = running[tid]
         step, value = done + 1, curves[tid][done]
         trial.report(value, step)
-        population.report(tid, step, cfg.score(value))
         their, our = trial.should_prune(), pruner.should_prune(step, value)
         theirs.append((tid, step, their))
         ours.append((tid, step, our))
