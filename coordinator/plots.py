@@ -201,16 +201,20 @@ def _ok(points: Sequence[TrialPoint]) -> list[TrialPoint]:
 
 
 def loss_figure(points: Sequence[TrialPoint], run: str) -> Figure:
-    """Loss per trial (ok trials) with the best-so-far line; error trials as red marks
-    along the top."""
+    """Loss per trial (ok trials; pruned ones as grey crosses, at the loss they reported
+    where they stopped) with the best-so-far line; error trials as red marks along the top."""
     ok = _ok(points)
     if not ok:
         raise Skipped("no trial has finished with status ok yet")
     tids = np.array([p.tid for p in ok])
     losses = np.array([p.loss for p in ok], dtype=float)
+    pruned = np.array([p.pruned_step is not None for p in ok])
     figure = Figure(figsize=(9, 5), layout="constrained")
     ax = figure.subplots()
-    ax.scatter(tids, losses, s=14, alpha=0.7, label="trial loss")
+    ax.scatter(tids[~pruned], losses[~pruned], s=14, alpha=0.7, label="trial loss")
+    if pruned.any():
+        ax.scatter(tids[pruned], losses[pruned], s=18, marker="x", color="tab:gray", alpha=0.8,
+                   label=f"pruned ({int(pruned.sum())}): loss where it stopped")
     ax.step(tids, np.minimum.accumulate(losses), where="post", color="tab:red", label="best so far")
     errors = [p.tid for p in points if p.state == 3]
     if errors:
@@ -363,9 +367,12 @@ def pick_metric(curves: Mapping[int, Sequence[Mapping[str, Any]]]) -> str | None
 
 
 def learning_curves_figure(curves: Mapping[int, Sequence[Mapping[str, Any]]],
-                           losses: Mapping[int, float], run: str) -> Figure:
+                           losses: Mapping[int, float], run: str,
+                           pruned: Mapping[int, int] | None = None) -> Figure:
     """One line per trial of ``curves`` (tid -> metrics entries) for the metric
-    :func:`pick_metric` chooses, labelled with the trial's loss."""
+    :func:`pick_metric` chooses, labelled with the trial's loss; trials in ``pruned``
+    (tid -> the step where a pruner stopped them) are dashed and end in a cross."""
+    pruned = pruned or {}
     metric = pick_metric(curves)
     if metric is None:
         raise Skipped("the top trials reported no metrics")
@@ -375,8 +382,12 @@ def learning_curves_figure(curves: Mapping[int, Sequence[Mapping[str, Any]]],
         entries = [e for e in curves[tid] if isinstance(e.get(metric), (int, float))]
         if entries:
             steps = [e.get("step", i + 1) for i, e in enumerate(entries)]
-            ax.plot(steps, [e[metric] for e in entries], marker="o", markersize=3,
-                    label=f"trial {tid} (loss {losses.get(tid, math.nan):.4g})")
+            note = f", pruned at step {pruned[tid]}" if tid in pruned else ""
+            line, = ax.plot(steps, [e[metric] for e in entries], marker="o", markersize=3,
+                            linestyle="--" if tid in pruned else "-",
+                            label=f"trial {tid} (loss {losses.get(tid, math.nan):.4g}{note})")
+            if tid in pruned:
+                ax.plot(steps[-1], entries[-1][metric], "x", color=line.get_color(), markersize=10)
     ax.set_xlabel("step")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(metric)
@@ -437,7 +448,8 @@ def plot_run(points: Sequence[TrialPoint], curves: Mapping[int, Sequence[Mapping
         ("histograms.png", lambda: histogram_figure(
             values, infos, len(points), f"run {run}: values tried ({len(points)} trials)")),
         ("parallel_coordinates.png", lambda: parallel_figure(points, infos, run)),
-        ("learning_curves.png", lambda: learning_curves_figure(curves, losses, run)),
+        ("learning_curves.png", lambda: learning_curves_figure(
+            curves, losses, run, {p.tid: p.pruned_step for p in points if p.pruned_step is not None})),
         ("importance.png", lambda: importance_figure(points, run)),
     ]
     outcomes = []

@@ -167,6 +167,8 @@ JOB_INDEXES = [
     IndexModel([(EXP_KEY, ASCENDING), (STATE, ASCENDING), (LOSS, ASCENDING)], name="run_state_loss"),
     # throughput and "last finished" for monitoring, without fetching documents
     IndexModel([(EXP_KEY, ASCENDING), (FINISHED_AT, ASCENDING)], name="run_finished"),
+    # a run's pruned trials (status, plain queries)
+    IndexModel([(EXP_KEY, ASCENDING), (PRUNED, ASCENDING)], name="run_pruned"),
 ]
 
 # -- curve fields (collection ``curves``) ---------------------------------------------
