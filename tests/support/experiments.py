@@ -17,7 +17,7 @@ from typing import Any
 import pymongo
 from hyperopt import hp
 
-from objectives.base import Experiment, Reporter, TrialInterrupted
+from objectives.base import Experiment, Reporter, TrialInterrupted, TrialPruned
 from objectives.pruning import PruningMetric
 
 _client: pymongo.MongoClient | None = None
@@ -123,11 +123,15 @@ slow_loading = _SlowLoading(
 
 
 def _curve(x: float, reporter: Reporter) -> Any:
-    """Reports ``loss = x + 1 / step`` for ``epochs`` steps, ``step_s`` seconds apart."""
+    """Reports ``loss = x + 1 / step`` (under the name of the setting ``metric``, default
+    ``loss``) for ``epochs`` steps, ``step_s`` seconds apart; with the setting
+    ``raise_pruned`` it raises :class:`TrialPruned` itself after the first step."""
     epochs = int(reporter.settings.get("epochs", 9))
     for step in range(1, epochs + 1):
         time.sleep(float(reporter.settings.get("step_s", 0)))
-        reporter.report(step, loss=x + 1 / step)
+        reporter.report(step, **{reporter.settings.get("metric", "loss"): x + 1 / step})
+        if reporter.settings.get("raise_pruned"):
+            raise TrialPruned("pruned by the objective itself")
         if reporter.should_stop():
             raise TrialInterrupted("asked to stop")
     return x + 1 / epochs

@@ -101,3 +101,24 @@ def test_a_trial_requeued_after_its_worker_died_keeps_only_its_new_history(
     # the dead attempt's scores went when its job was requeued; the new attempt's rungs are there
     assert db[s.CURVES].count_documents({s.CURVE_TOKEN: first_token}) == 0
     assert sorted(d[s.CURVE_RUNG] for d in db[s.CURVES].find({s.CURVE_EXP_KEY: "r"})) == [0, 1]
+
+
+def test_what_pruning_cannot_judge_is_not_pruned(db: Database, db_url: str, tmp_path: Path) -> None:
+    median = PrunerSettings("median", "loss", "minimize", max_resource=9, startup_trials=0).to_document()
+    enqueue(db, "bad", 1, experiment="curve", settings={s.RUN_PRUNER: {**median, "kind": "sometimes"}})
+    enqueue(db, "self", 1, experiment="curve", settings={"raise_pruned": True, s.RUN_PRUNER: median})
+    enqueue(db, "unreported", 2, experiment="curve", settings={"metric": "val_loss", s.RUN_PRUNER: median})
+    log = tmp_path / "w.log"
+    worker = start_worker(db_url, "--idle-exit", "1", *CURVE, *FAST, log=log)
+    assert worker.wait(120) == 0
+    text = log.read_text()
+    # a pruner setting no worker can apply: the run is refused, its job left for a fixed run
+    assert jobs(db, "bad")[0][s.STATE] == State.NEW
+    assert "refusing run 'bad'" in text and "kind 'sometimes' is not one of" in text
+    # TrialPruned from the objective, with no pruner decision behind it, is an error
+    raised = jobs(db, "self")[0]
+    assert raised[s.STATE] == State.ERROR and raised[s.ERROR]["type"] == "objectives.base.TrialPruned"
+    # reports without the metric are not judged: the trials complete, with one warning each
+    for job in jobs(db, "unreported"):
+        assert job[s.STATE] == State.DONE and "pruned" not in job[s.RESULT] and len(job[s.METRICS]) == 9
+    assert text.count("has no number 'loss' (the run's pruning metric") == 2
