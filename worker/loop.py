@@ -45,6 +45,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import numbers
 import os
 import signal
 import socket
@@ -196,21 +197,21 @@ class JobReporter:
         assert self._pruner is not None and self._curves is not None
         metric = self._pruner.settings.metric
         value = metrics.get(metric)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or isinstance(step, bool) \
-                or not isinstance(step, int):
+        at = s.as_int(step)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or at is None:
             if not self._unreported_warned:
                 self._unreported_warned = True
                 log.warning("%s: report(step=%r) has no number %r (the run's pruning metric; it "
                             "has %s), so pruning cannot judge it there", _label(self._claim), step,
                             metric, sorted(metrics))
             return
-        prune = retrying(lambda: self._pruner.should_prune(step, float(value)),  # type: ignore[union-attr]
+        prune = retrying(lambda: self._pruner.should_prune(at, float(value)),  # type: ignore[union-attr]
                          f"deciding whether to prune {_label(self._claim)}")
         if self._curves.lost:
             self.lease_lost()
         elif prune:
-            self.pruned = PrunedAt(step, float(value), metrics.get("loss"))
-            raise TrialPruned(f"pruned at step {step}: {metric}={value:.6g} ({self._pruner.settings.kind})")
+            self.pruned = PrunedAt(at, float(value), metrics.get("loss"))
+            raise TrialPruned(f"pruned at step {at}: {metric}={float(value):.6g} ({self._pruner.settings.kind})")
 
     def should_stop(self) -> bool:
         return self._stop.is_set() or self._lost.is_set() or self._time_up.is_set()

@@ -10,8 +10,8 @@ from coordinator.start import PrunerChoice, StartOptions, run_settings
 from jobstore import schema as s
 from jobstore.errors import UserError
 from objectives.digits import digits
-from objectives.registry import get_experiment
 from objectives.pruning import PrunerSettings
+from objectives.registry import get_experiment
 
 
 def options(pruner: PrunerChoice | None, **settings: object) -> StartOptions:
