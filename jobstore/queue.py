@@ -287,8 +287,12 @@ class JobQueue:
         result: Mapping[str, Any],
         error: Mapping[str, Any] | None = None,
         elapsed_s: float | None = None,
+        scored: bool = False,
     ) -> bool:
         """Write the final state and result; False if the write was refused (lease lost).
+
+        ``scored``: the attempt recorded pruning scores (a run with a pruner); a
+        completed result (done, ok, not pruned) then marks them complete, for the median.
 
         ``elapsed_s``, the objective's running time, dates ``started_at`` back from the
         server's clock at the write (a duration, so worker clocks still do not matter).
@@ -313,7 +317,7 @@ class JobQueue:
                 {s.ID: claim.id, s.LEASE_TOKEN: claim.token, s.STATE: state}, {s.ID: 1}
             ) is not None
         if written:
-            if state == State.DONE and result.get("status") == "ok" and not result.get("pruned"):
+            if scored and state == State.DONE and result.get("status") == "ok" and not result.get("pruned"):
                 self.curves.complete(claim.exp_key, claim.job.get(s.TID), claim.token)
             return True
         log.warning(

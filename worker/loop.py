@@ -223,6 +223,11 @@ class JobReporter:
         self._time_up.set()
 
     @property
+    def scored(self) -> bool:
+        """True when the run prunes, so this attempt records scores in ``curves``."""
+        return self._curves is not None
+
+    @property
     def lost(self) -> bool:
         """True once the job's lease was found taken (by a heartbeat or a report)."""
         return self._lost.is_set()
@@ -481,7 +486,7 @@ class Worker:
                             label, clip(exception_text(interrupted), LOG_LIMIT))
                 outcome = from_exception(interrupted)
             assert outcome is not None
-            self._write(claim, outcome, elapsed_s=elapsed_s)
+            self._write(claim, outcome, elapsed_s=elapsed_s, scored=reporter.scored)
 
     def _time_up(self, reporter: JobReporter, label: str, limit: float | None) -> None:
         log.warning("%s ran past its time limit of %g s; asking it to stop (it has %.0f s before "
@@ -512,14 +517,15 @@ class Worker:
         os._exit(EXIT_TRIAL_HUNG)
 
     def _write(self, claim: Claim, outcome: Outcome, elapsed_s: float | None = None,
-               give_up_after: float = DEFAULT_GIVE_UP_S) -> None:
+               give_up_after: float = DEFAULT_GIVE_UP_S, scored: bool = False) -> None:
         """Store ``outcome``; a result the database refuses (a document over its size
-        limit, ...) is replaced by an ``unstorable result`` error."""
+        limit, ...) is replaced by an ``unstorable result`` error.  ``scored``: the
+        attempt recorded pruning scores (see :meth:`JobQueue.finish`)."""
         label = _label(claim)
 
         def finish(final: Outcome) -> bool:
             return retrying(
-                lambda: self.queue.finish(claim, final.state, final.result, final.error, elapsed_s),
+                lambda: self.queue.finish(claim, final.state, final.result, final.error, elapsed_s, scored),
                 f"writing the result of {label}", give_up_after=give_up_after,
             )
 

@@ -94,8 +94,9 @@ def test_finishing_marks_completed_trials_only(db: Database) -> None:
     assert done is not None and cut is not None
     for claim in (done, cut):
         queue.curves.attempt("r", claim.tid, claim.token, holds=lambda c=claim: queue.holds(c)).record_step(1, 0.5)
-    assert queue.finish(done, State.DONE, {"status": "ok", "loss": 0.1})
-    assert queue.finish(cut, State.DONE, {"status": "ok", "loss": 0.5, "pruned": True, "pruned_step": 1})
+    assert queue.finish(done, State.DONE, {"status": "ok", "loss": 0.1}, scored=True)
+    assert queue.finish(cut, State.DONE, {"status": "ok", "loss": 0.5, "pruned": True, "pruned_step": 1},
+                        scored=True)
     complete = {d[s.CURVE_TID]: d[s.CURVE_COMPLETE] for d in db[s.CURVES].find()}
     assert complete == {done.tid: True, cut.tid: False}
     attempt = queue.curves.attempt("r", 9, "x", holds=lambda: True)
