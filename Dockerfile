@@ -41,7 +41,9 @@ RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))
     && rm /tmp/requirements.txt /tmp/constraints.txt
 
 # Then the code (.dockerignore admits only the packages below and pyproject.toml).
+COPY user_errors ./user_errors
 COPY jobstore ./jobstore
+COPY cli_support ./cli_support
 COPY coordinator ./coordinator
 COPY worker ./worker
 COPY objectives ./objectives

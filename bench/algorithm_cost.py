@@ -8,7 +8,10 @@ for both algorithms (``bench/coordinator_cost.py`` measures it), so this times o
 algorithm's call, on in-memory ``hyperopt.Trials``.
 
 For the joint TPE it also times the first call on a history, which rebuilds the sampler's
-state from every trial (what a resumed run, a new coordinator process, pays once).
+state from every trial (what a resumed run, a new coordinator process, pays once), and,
+in as many further calls run under cProfile, the share of its time spent in Optuna's
+Parzen estimators (building them, sampling candidates, scoring them): the part that grows
+with the history and that Optuna's own sampler spends too.
 
     python bench/algorithm_cost.py              # 1,000 and 10,000 trials
     python bench/algorithm_cost.py --quick      # smoke test: 50 and 200 trials
@@ -17,6 +20,8 @@ state from every trial (what a resumed run, a new coordinator process, pays once
 from __future__ import annotations
 
 import argparse
+import cProfile
+import pstats
 import statistics
 import sys
 import time
@@ -25,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 from hyperopt import Trials, base, hp, rand, tpe
+from optuna.samplers._tpe import parzen_estimator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -72,18 +78,25 @@ def history(n: int, seed: int = 0, space: str = "flat") -> tuple[Trials, base.Do
 
 
 def measure(name: str, level: int, iterations: int, space: str = "flat") -> dict:
-    """Median time of one suggestion (and, for the joint TPE, of the first call)."""
+    """Median time of one suggestion (and, for the joint TPE, of the first call and the
+    share of profiled calls spent in Optuna's Parzen estimators)."""
     trials, domain = history(level, space=space)
     algo = tpe.suggest if name == "tpe" else partial(joint_tpe.suggest)
     pending = [d for d in trials._dynamic_trials if d["state"] == base.JOB_STATE_NEW]
     times = []
     first = None
-    for i in range(iterations + 1):
+    profile = cProfile.Profile()
+    for i in range(iterations * (1 if name == "tpe" else 2) + 1):
         ids = trials.new_trial_ids(1)
+        profiled = i > iterations
+        if profiled:
+            profile.enable()
         started = time.perf_counter()
         docs = algo(ids, domain, trials, 10_001 + i)
         elapsed = time.perf_counter() - started
-        if i == 0:
+        if profiled:
+            profile.disable()
+        elif i == 0:
             first = elapsed
         else:
             times.append(elapsed)
@@ -95,7 +108,20 @@ def measure(name: str, level: int, iterations: int, space: str = "flat") -> dict
         pending.append(trials._dynamic_trials[-1])
         trials.refresh()
     return {"algo": name, "level": level, "first_s": first, "median_s": statistics.median(times),
-            "p90_s": sorted(times)[int(0.9 * (len(times) - 1))], "iterations": iterations}
+            "p90_s": sorted(times)[int(0.9 * (len(times) - 1))], "iterations": iterations,
+            "estimators": None if name == "tpe" else _estimator_share(pstats.Stats(profile))}
+
+
+def _estimator_share(stats: pstats.Stats) -> float:
+    """Of the profiled ``joint_tpe.suggest`` calls' time, the share inside Optuna's
+    ``_ParzenEstimator`` (construction, ``sample``, ``log_pdf``; they do not call each other)."""
+    inside = total = 0.0
+    for (path, _, function), (_, _, _, cumulative, _) in stats.stats.items():  # type: ignore[attr-defined]
+        if path == parzen_estimator.__file__ and function in ("__init__", "sample", "log_pdf"):
+            inside += cumulative
+        elif path == joint_tpe.__file__ and function == "suggest":
+            total += cumulative
+    return inside / total
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,9 +152,11 @@ def main(argv: list[str] | None = None) -> int:
                 name, f"{level:,}", r["iterations"], c.ms(r["median_s"]), c.ms(r["p90_s"]),
                 c.mark(f"{ratio:.2f}x", ratio <= TARGET_RATIO) if name != "tpe" else "1x",
                 c.ms(r["first_s"]) if name != "tpe" else "",
+                f"{r['estimators']:.0%}" if name != "tpe" else "",
             ])
     headers = ["algorithm", "finished trials", "suggestions timed", "per suggestion, median (ms)",
-               "p90 (ms)", "vs hyperopt tpe", "first call: state rebuilt from all trials (ms)"]
+               "p90 (ms)", "vs hyperopt tpe", "first call: state rebuilt from all trials (ms)",
+               "in Optuna's Parzen estimators (profiled)"]
     described = ("`bench/coordinator_cost.py`'s (uniform, loguniform, 3-way choice; no conditional parameters)"
                  if args.space == "flat" else "conditional (`--space nested`): uniform x and a choice between "
                  "{loguniform lr} and {quniform n, uniform w}")
@@ -137,8 +165,11 @@ def main(argv: list[str] | None = None) -> int:
         f"holding the finished trials and {PENDING} pending ones; between suggestions the oldest pending trial "
         "finishes and the new one is inserted, as in `hpo-coord`'s loop with 4 workers. Only the algorithm's "
         "call is timed (the database side is the same for both; see the coordinator cost section).",
-        "- `joint-tpe` keeps its sampler state between calls (each finished trial told once); its first call "
-        "on a history rebuilds that state from all trials, which a resumed run pays once.",
+        "- `joint-tpe` keeps its sampler state between calls (each finished trial told once, and read once by "
+        "its sampler); its first call on a history rebuilds that state from all trials, which a resumed run "
+        "pays once. Last column: the share of its time spent in Optuna's Parzen estimators (building them, "
+        "sampling and scoring candidates), from as many further suggestions run under cProfile (which slows "
+        "Python code more than numpy's, so the share is if anything understated).",
         f"- Target (issue 15): `joint-tpe` per suggestion at most {TARGET_RATIO:g}x hyperopt's `tpe.suggest` at "
         "1,000 and 10,000 finished trials.",
         start.finished(),

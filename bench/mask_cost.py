@@ -3,7 +3,7 @@
 ``jobstore.connection.mask`` runs on every log record and every printed error; an
 objective's exception message can be megabytes long.  Times ``mask`` on 2 MB inputs,
 including the worst case known, and one log record of 2 MB through the CLIs' log handler
-(``jobstore.console.setup_logging``), and appends a table to docs/benchmarks.md.
+(``cli_support.console.setup_logging``), and appends a table to docs/benchmarks.md.
 
     python bench/mask_cost.py
     python bench/mask_cost.py --quick   # smoke test: one run each
@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import _common as c
-from jobstore import console
+from cli_support import console
 from jobstore.connection import mask
 
 SIZE = 2 * 1024 * 1024

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 import pymongo
-from hyperopt import Trials, base, hp, pyll, space_eval
+from hyperopt import Trials, base, hp, pyll
 from pymongo.database import Database
 
 from coordinator import monitor, monitor_cli
@@ -112,7 +112,7 @@ def hyperopt_docs(n: int, seed: int) -> list[dict[str, Any]]:
 def finish(doc: dict[str, Any], rng: np.random.Generator, start: datetime.datetime) -> dict[str, Any]:
     """``doc`` as a worker leaves it: claimed, evaluated with metrics, finished."""
     tid = doc[s.TID]
-    params = s.bson_safe(space_eval(SPACE, s.point_from_vals(doc[s.MISC]["vals"])))
+    params = s.bson_safe(s.params_from_vals(SPACE, doc[s.MISC]["vals"]))
     book = start + datetime.timedelta(seconds=tid * TRIAL_S / WORKERS)
     started = book + datetime.timedelta(seconds=float(rng.uniform(1, 3)))
     finished = started + datetime.timedelta(seconds=float(rng.uniform(0.8, 1.2) * TRIAL_S))

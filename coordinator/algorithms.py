@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from jobstore.errors import UserError
+from user_errors import UserError
 
 
 def _atpe() -> Callable[..., Any]:

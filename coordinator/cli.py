@@ -1,4 +1,4 @@
-"""``hpo-coord``: start or resume a run, and look at runs."""
+"""hpo-coord: start or resume a run, and look at runs."""
 
 from __future__ import annotations
 
@@ -10,10 +10,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from coordinator.algorithms import ALGORITHMS, DEFAULT_ALGORITHM
-from coordinator.start import PrunerChoice, StartOptions, best_configuration, resume_hint, start_run
-from jobstore.connection import DEFAULT_TIMEOUT_S, url_from_environment
-from jobstore.console import (
+from cli_support.console import (
     MONGO_HELP,
     ConnectTimeoutOption,
     LogLevelHelp,
@@ -26,15 +23,20 @@ from jobstore.console import (
     register_objectives,
     require_url,
     setup_logging,
+    typer_app,
     user_errors,
 )
+from coordinator.algorithms import ALGORITHMS, DEFAULT_ALGORITHM
+from coordinator.display import number_text, whole_floats_as_ints
+from coordinator.start import PrunerChoice, StartOptions, best_configuration, resume_hint, start_run
+from jobstore.connection import DEFAULT_TIMEOUT_S, url_from_environment
 from jobstore.embedded import EmbeddedServer, free_port
 from jobstore.queue import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS
 from jobstore.trials import DEFAULT_POLL_INTERVAL_S
 from objectives.pruning import DIRECTIONS, KINDS
 from objectives.registry import get_experiment
 
-app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
+app = typer_app(__doc__, no_args_is_help=True)
 console = Console()
 
 EMBEDDED_PORT = 27018
@@ -66,7 +68,7 @@ def _embedded_port() -> int:
 
 @app.command()
 def start(
-    exp: Annotated[str, typer.Option(help="Experiment name (see `hpo-coord experiments`).",
+    exp: Annotated[str, typer.Option(help="Experiment name (hpo-coord experiments lists them).",
                                      callback=not_empty("--exp"))],
     run: Annotated[Optional[str], typer.Option(
         help="Run name (hyperopt's exp_key). Default: the experiment name. Starting an "
@@ -185,11 +187,11 @@ def start(
         return
     extras = {k: v for k, v in summary.best["result"].items() if k not in ("status", "loss") and
               isinstance(v, (int, float)) and not isinstance(v, bool)}
-    details = "".join(f", {k} {v:.4g}" for k, v in extras.items())
+    details = "".join(f", {k} {number_text(v)}" for k, v in extras.items())
     worst = f"; worst successful loss {summary.worst_loss:.6g}" if summary.worst_loss is not None else ""
     console.print(f"best loss {summary.best['loss']:.6g} (trial {summary.best['tid']}{details}){worst}")
     console.print("best params:")
-    console.print_json(json.dumps(summary.best["params"], default=str))
+    console.print_json(json.dumps(whole_floats_as_ints(summary.best["params"]), default=str))
 
 
 @app.command()

@@ -27,7 +27,9 @@ How it works (the contract):
   trial, which the constant liar treats as a bad result, so parallel workers are not sent
   to the same place.
 - Incremental: the sampler's study is kept between calls (one per ``Trials`` object, for as
-  long as that object lives); each finished trial is told once.  A new process (a resumed
+  long as that object lives); each finished trial is told once, and the sampler reads it
+  once (``_CachedTPESampler``: Optuna's own re-reads the whole history on each proposal;
+  this one proposes exactly the same points).  A new process (a resumed
   run) rebuilds the study from the trials it finds, including trials proposed by other
   algorithms on the same space; documents whose values do not fit the space are skipped
   with a warning.  A done trial with status ``ok`` and a finite loss is a complete
@@ -72,11 +74,11 @@ qnormal, qlognormal     as normal / lognormal, value rounded to q         yes [5
    (probability 2e-12) are shown to the model at that bound.  For the q-variants the model
    is told u of the rounded value, on live and resumed trials alike.
 
-Cost (docs/benchmarks.md, ``bench/algorithm_cost.py``): per suggestion about hyperopt TPE's
-on spaces without conditional parameters (0.6-2x at 1,000-10,000 trials); with conditional
-parameters several times more (2.6x at 1,000, 12x at 10,000), as Optuna's group
-decomposition and per-group estimators re-read the whole history on each proposal.  The
-first call in a process (a resumed run) tells the sampler every trial: about 2 s at 10,000.
+Cost (docs/benchmarks.md, ``bench/algorithm_cost.py``): per suggestion at most hyperopt
+TPE's at 1,000 and 10,000 trials, with or without conditional parameters; what grows with
+the history is Optuna's Parzen estimators (numpy over every observation) and one pass over
+the hyperopt documents.  The first call in a process (a resumed run) tells the sampler
+every trial: 1-6 s at 10,000 on a shared 2-core machine.
 
 Distributions whose bounds depend on other hyperparameters, and stochastic nodes other
 than the ones above, are refused with :class:`UnsupportedSpace` naming the parameter.
@@ -84,6 +86,7 @@ than the ones above, are refused with :class:`UnsupportedSpace` naming the param
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 import math
@@ -98,10 +101,21 @@ import numpy as np
 import optuna
 from hyperopt import base, pyll, rand
 from hyperopt.pyll import stochastic
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.samplers import TPESampler
+from optuna.samplers._tpe.sampler import default_gamma
+from optuna.search_space.group_decomposed import (
+    _GroupDecomposedSearchSpace,
+    _SearchSpaceGroup,
+)
 from optuna.storages import InMemoryStorage
-from optuna.study import StudyDirection
-from optuna.trial import TrialState, create_trial
+from optuna.study import Study, StudyDirection
+from optuna.trial import FrozenTrial, TrialState, create_trial
 from scipy.special import ndtr, ndtri
 
 log = logging.getLogger(__name__)
@@ -332,13 +346,209 @@ def _always_active(expr: pyll.Apply) -> set[str]:
     return labels
 
 
+# -- Optuna's TPE with its history read once ---------------------------------------------
+
+class _History:
+    """The trials of one study, each complete one read once, as arrays.
+
+    Guarantees: after :meth:`refresh` with the study's trials, ``trials`` holds every
+    complete trial in the order first seen (those first seen by one refresh in trial
+    order), :meth:`arrays` / :meth:`column` hold their numbers, values and each
+    parameter's internal value (NaN where a trial lacks the parameter), row i for
+    ``trials[i]``, and :meth:`unfinished` the trials not yet finished.  A refresh reads
+    only the trials new since the last one and those then unfinished.  Every trial must
+    give a parameter the same distribution (``ValueError`` otherwise, with nothing
+    recorded): the internal values are computed with it once.
+    """
+
+    def __init__(self) -> None:
+        self.trials: list[FrozenTrial] = []
+        self._scanned = 0
+        self._unfinished: list[FrozenTrial] = []
+        self._distributions: dict[str, BaseDistribution] = {}
+        # rows [0, len(trials)) hold the trials; the arrays double when full
+        self._numbers = np.zeros(64, dtype=np.int64)
+        self._values = np.zeros(64)
+        self._columns: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.trials)
+
+    def unfinished(self) -> list[FrozenTrial]:
+        """The trials running or waiting at the last refresh, in trial order."""
+        return self._unfinished
+
+    def refresh(self, trials: Sequence[FrozenTrial]) -> None:
+        """Catch up with ``trials``, all of the study's trials in trial order (``trials[i]``
+        has number i, as ``Study._get_trials`` gives them).
+
+        Raises:
+            ValueError: a trial is pruned, or gives a parameter another distribution.
+        """
+        fresh = [trials[t.number] for t in self._unfinished]
+        fresh.extend(trials[self._scanned:])
+        self._scanned = len(trials)
+        self._unfinished = []
+        for trial in fresh:
+            if trial.state == TrialState.COMPLETE:
+                self._record(trial)
+            elif trial.state == TrialState.PRUNED:
+                raise ValueError(f"trial {trial.number} is pruned; this sampler takes complete, running "
+                                 "and failed trials only")
+            elif not trial.state.is_finished():
+                self._unfinished.append(trial)
+
+    def _record(self, trial: FrozenTrial) -> None:
+        for name, distribution in trial.distributions.items():
+            known = self._distributions.get(name, distribution)
+            if known != distribution:
+                raise ValueError(f"trial {trial.number} gives {name!r} the distribution {distribution}, "
+                                 f"earlier trials {known}")
+        row = len(self.trials)
+        if row == len(self._numbers):
+            self._numbers = np.concatenate([self._numbers, np.zeros(row, dtype=np.int64)])
+            self._values = np.concatenate([self._values, np.zeros(row)])
+            for name, column in self._columns.items():
+                self._columns[name] = np.concatenate([column, np.full(row, math.nan)])
+        for name, distribution in trial.distributions.items():
+            self._distributions.setdefault(name, distribution)
+            if name not in self._columns:
+                self._columns[name] = np.full(len(self._numbers), math.nan)
+            self._columns[name][row] = distribution.to_internal_repr(trial.params[name])
+        self._numbers[row] = trial.number
+        self._values[row] = trial.value
+        self.trials.append(trial)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The trials' numbers and values."""
+        return self._numbers[:len(self.trials)], self._values[:len(self.trials)]
+
+    def column(self, name: str, distribution: BaseDistribution) -> np.ndarray:
+        """Internal values of ``name`` (NaN where absent; all NaN for a parameter never seen).
+
+        Raises:
+            ValueError: the trials gave ``name`` another distribution.
+        """
+        known = self._distributions.get(name, distribution)
+        if known != distribution:
+            raise ValueError(f"{name!r} is sampled from {distribution}, the trials used {known}")
+        if name not in self._columns:
+            return np.full(len(self.trials), math.nan)
+        return self._columns[name][:len(self.trials)]
+
+
+class _IncrementalGroups(_GroupDecomposedSearchSpace):
+    """Optuna's group decomposition, told each complete trial once.
+
+    Optuna's ``calculate`` adds every complete trial's distributions on every call; adding
+    a trial already added is a no-op (the groups only ever split, so its parameters stay a
+    union of groups, in the same order), so adding only the trials completed since the
+    last call, in trial order (as :class:`_History` records them), gives the same groups in
+    the same order.
+    """
+
+    def __init__(self, history: _History) -> None:
+        super().__init__(include_pruned=True)
+        self._history = history
+        self._added = 0
+
+    def calculate(self, study: Study, use_cache: bool = False) -> _SearchSpaceGroup:
+        self._history.refresh(study._get_trials(deepcopy=False))
+        for trial in self._history.trials[self._added:]:
+            self._search_space.add_distributions(trial.distributions)
+        self._added = len(self._history)
+        return copy.deepcopy(self._search_space)
+
+
+class _CachedTPESampler(TPESampler):
+    """``TPESampler(multivariate=True, group=group, constant_liar=True)`` proposing exactly
+    what it proposes, without re-reading every trial on each proposal.
+
+    Optuna's sampler, per proposal, re-adds every complete trial to its group decomposition
+    and, per group, splits all trials by loss and converts each one's parameters: Python
+    work over the whole history, several times per proposal.  Here each complete trial is
+    read once into a :class:`_History`; a proposal reads the running trials (the pending
+    few) through Optuna's own code and selects the rest from arrays, then builds Optuna's
+    own Parzen estimators from the same observations in the same order and draws with the
+    same random state.  Contract: one single-objective study to minimize, whose trials are
+    complete (finite values), running or failed, without constraints, asked from one thread
+    at a time (the studies :class:`_State` builds; Optuna's sampler reads a per-ask snapshot
+    of the trials where this one reads them afresh, the same unless another thread changes
+    them mid-ask); ``tests/coordinator/test_joint_tpe_sampler.py`` checks the proposals
+    against ``TPESampler`` one by one.
+    """
+
+    def __init__(self, *, group: bool, seed: int, n_startup_trials: int, n_ei_candidates: int) -> None:
+        super().__init__(multivariate=True, group=group, constant_liar=True, seed=seed,
+                         n_startup_trials=n_startup_trials, n_ei_candidates=n_ei_candidates)
+        self._history = _History()
+        self._study: tuple[int, int] | None = None
+        if group:
+            self._group_decomposed_search_space = _IncrementalGroups(self._history)
+
+    def _refresh(self, study: Study) -> _History:
+        key = (id(study._storage), study._study_id)
+        if self._study is not None and self._study != key or study._is_multi_objective() \
+                or study.direction != StudyDirection.MINIMIZE:
+            raise ValueError("this sampler serves one single-objective study to minimize")
+        self._study = key
+        self._history.refresh(study._get_trials(deepcopy=False))
+        return self._history
+
+    def _sample_relative(self, study: Study, trial: FrozenTrial,
+                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        if search_space == {}:
+            return {}
+        if len(self._refresh(study)) < self._n_startup_trials:
+            return {}
+        return self._sample(study, trial, search_space)
+
+    def _sample(self, study: Study, trial: FrozenTrial,
+                search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        history = self._refresh(study)
+        running = [t for t in history.unfinished() if t.state == TrialState.RUNNING and t.number != trial.number]
+        if self._gamma is None:
+            self._gamma = default_gamma
+        # Optuna's split: the gamma(n) best complete trials (ties in trial order) below,
+        # the other complete and all running trials above; each side in trial order
+        numbers, values = history.arrays()
+        below = np.zeros(len(numbers), dtype=bool)
+        below[np.lexsort((numbers, values))[:min(self._gamma(len(numbers)), len(numbers))]] = True
+        columns = [history.column(name, distribution) for name, distribution in search_space.items()]
+        has_all = np.ones(len(numbers), dtype=bool)
+        for column in columns:
+            has_all &= ~np.isnan(column)
+        lied: list[tuple[int, list[float]]] = []
+        for other in running:
+            params = self._get_params(other, study)
+            if search_space.keys() <= params.keys():
+                lied.append((other.number, [d.to_internal_repr(params[n]) for n, d in search_space.items()]))
+        mpe_below = self._parzen_estimator_cls(
+            _observations(search_space, numbers, columns, has_all & below, []), search_space,
+            self._parzen_estimator_parameters)
+        mpe_above = self._parzen_estimator_cls(
+            _observations(search_space, numbers, columns, has_all & ~below, lied), search_space,
+            self._parzen_estimator_parameters)
+        samples_below = mpe_below.sample(self._rng.rng, self._n_ei_candidates)
+        acq_func_vals = self._compute_acquisition_func(samples_below, mpe_below, mpe_above)
+        ret = TPESampler._compare(samples_below, acq_func_vals)
+        for param_name, dist in search_space.items():
+            ret[param_name] = dist.to_external_repr(ret[param_name])
+        return ret
+
+
+def _observations(search_space: Mapping[str, BaseDistribution], numbers: np.ndarray, columns: Sequence[np.ndarray],
+                  rows: np.ndarray, extra: Sequence[tuple[int, list[float]]]) -> dict[str, np.ndarray]:
+    """The observations Optuna's ``_get_internal_repr`` gives for the trials in ``rows`` of
+    the history plus ``extra`` (number, internal values), in trial order (as floats: its
+    estimator casts categorical indices to int itself)."""
+    index = np.flatnonzero(rows)
+    order = np.argsort(np.concatenate([numbers[index], np.array([n for n, _ in extra], dtype=np.int64)]))
+    return {name: np.concatenate([columns[i][index], np.array([v[i] for _, v in extra], dtype=float)])[order]
+            for i, name in enumerate(search_space)}
+
+
 # -- the sampler's state for one Trials object ------------------------------------------
-
-@dataclass
-class _Tracked:
-    trial_id: int
-    finished: bool
-
 
 @dataclass
 class _State:
@@ -351,7 +561,10 @@ class _State:
     study: optuna.Study = field(init=False)
     storage: InMemoryStorage = field(init=False)
     study_id: int = field(init=False)
-    tracked: dict[int, _Tracked] = field(default_factory=dict)
+    tracked: dict[int, int] = field(default_factory=dict)
+    """hyperopt tid -> the sampler's trial id (-1: left out of the model)."""
+    finished: set[int] = field(default_factory=set)
+    """The tracked tids told as finished (or left out)."""
     complete: int = 0
     warned: set[int] = field(default_factory=set)
     points: set[tuple] = field(default_factory=set)
@@ -360,9 +573,9 @@ class _State:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             # group decomposition only where parameters are conditional: without them it
-            # gives the same single group, and Optuna recomputes it from every trial per ask
-            sampler = optuna.samplers.TPESampler(
-                multivariate=True, group=self.plan.conditional, constant_liar=True, seed=self.seed,
+            # gives the same single group
+            sampler = _CachedTPESampler(
+                group=self.plan.conditional, seed=self.seed,
                 n_startup_trials=self.n_startup_trials, n_ei_candidates=self.n_ei_candidates,
             )
         self.storage = InMemoryStorage()
@@ -385,42 +598,42 @@ class _State:
         a failure.  Returns False, telling nothing more, when a finished trial the sampler
         was told about is gone (trials were deleted): the state must then be rebuilt.
         """
-        seen: set[int] = set()
-        for doc in docs:
-            tid = doc.get("tid")
-            if not isinstance(tid, int):
+        tids = [doc.get("tid") for doc in docs]
+        seen = {tid for tid in tids if isinstance(tid, int)}
+        if not self.finished <= seen:
+            return False
+        for doc, tid in zip(docs, tids):
+            if not isinstance(tid, int) or tid in self.finished:
                 continue
-            seen.add(tid)
-            tracked = self.tracked.get(tid)
-            if tracked is not None and tracked.finished:
-                continue
+            trial_id = self.tracked.get(tid)
             state = doc.get("state")
-            if tracked is None and state in (base.JOB_STATE_NEW, base.JOB_STATE_RUNNING, base.JOB_STATE_DONE):
+            if trial_id is None and state in (base.JOB_STATE_NEW, base.JOB_STATE_RUNNING, base.JOB_STATE_DONE):
                 self._remember(doc)
             if state in (base.JOB_STATE_NEW, base.JOB_STATE_RUNNING):
-                if tracked is None:
+                if trial_id is None:
                     self._add(tid, doc, TrialState.RUNNING, None)
             elif state == base.JOB_STATE_DONE or state in (base.JOB_STATE_ERROR, base.JOB_STATE_CANCEL):
                 loss = _ok_loss(doc) if state == base.JOB_STATE_DONE else None
                 final = TrialState.COMPLETE if loss is not None else TrialState.FAIL
-                if tracked is None:
+                if trial_id is None:
                     if final == TrialState.COMPLETE:
                         self._add(tid, doc, final, loss)
                     else:
-                        self.tracked[tid] = _Tracked(-1, True)
+                        self._leave_out(tid)
                 else:
-                    self._finish(tracked, final, loss)
-        gone = [tid for tid in self.tracked if tid not in seen]
-        if any(self.tracked[tid].finished for tid in gone):
-            return False
-        for tid in gone:
-            self._finish(self.tracked.pop(tid), TrialState.FAIL, None)
+                    self._finish(tid, final, loss)
+        for tid in self.tracked.keys() - self.finished - seen:
+            self.storage.set_trial_state_values(self.tracked.pop(tid), TrialState.FAIL)
         return True
 
-    def _finish(self, tracked: _Tracked, state: TrialState, loss: float | None) -> None:
-        self.storage.set_trial_state_values(tracked.trial_id, state, None if loss is None else [loss])
-        tracked.finished = True
+    def _finish(self, tid: int, state: TrialState, loss: float | None) -> None:
+        self.storage.set_trial_state_values(self.tracked[tid], state, None if loss is None else [loss])
+        self.finished.add(tid)
         self.complete += state == TrialState.COMPLETE
+
+    def _leave_out(self, tid: int) -> None:
+        self.tracked[tid] = -1
+        self.finished.add(tid)
 
     def _add(self, tid: int, doc: Mapping[str, Any], state: TrialState, loss: float | None) -> None:
         try:
@@ -429,14 +642,16 @@ class _State:
             if tid not in self.warned:
                 self.warned.add(tid)
                 log.warning("joint TPE: trial %s is left out of the model: %s", tid, exc)
-            self.tracked[tid] = _Tracked(-1, True)
+            self._leave_out(tid)
             return
         frozen = create_trial(
             state=state, value=loss, params=params,
             distributions={label: self.plan.params[label].model for label in params},
         )
         trial_id = self.storage.create_new_trial(self.study_id, template_trial=frozen)
-        self.tracked[tid] = _Tracked(trial_id, state.is_finished())
+        self.tracked[tid] = trial_id
+        if state.is_finished():
+            self.finished.add(tid)
         self.complete += state == TrialState.COMPLETE
 
     def _remember(self, doc: Mapping[str, Any]) -> None:
@@ -494,7 +709,7 @@ class _State:
         for rejected_id in rejected:
             self.storage.set_trial_state_values(rejected_id, TrialState.FAIL)
         self.points.add(key)
-        self.tracked[tid] = _Tracked(trial_id, False)
+        self.tracked[tid] = trial_id
         return values
 
 

@@ -12,7 +12,7 @@ import time
 from collections import deque
 from types import TracebackType
 
-from jobstore.console import EXIT_TRIAL_HUNG, EXIT_USER_ERROR
+from cli_support.console import EXIT_TRIAL_HUNG, EXIT_USER_ERROR
 
 log = logging.getLogger(__name__)
 

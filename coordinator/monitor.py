@@ -42,8 +42,8 @@ from pymongo.database import Database
 
 from jobstore import schema as s
 from jobstore.connection import server_time
-from jobstore.errors import UserError
 from jobstore.schema import State
+from user_errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -27,10 +27,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from coordinator import monitor, plots
-from jobstore import schema as s
-from jobstore.connection import DEFAULT_TIMEOUT_S, MongoTarget
-from jobstore.console import (
+from cli_support.console import (
     ConnectTimeoutOption,
     LogLevelHelp,
     MongoOption,
@@ -43,9 +40,13 @@ from jobstore.console import (
     setup_logging,
     user_errors,
 )
-from jobstore.errors import UserError
+from coordinator import monitor, plots
+from coordinator.display import whole_floats_as_ints
+from jobstore import schema as s
+from jobstore.connection import DEFAULT_TIMEOUT_S, MongoTarget
 from jobstore.retry import retrying
-from objectives.registry import UnknownExperiment, get_experiment
+from objectives.registry import get_experiment
+from user_errors import UnknownExperiment, UserError
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def render_status(st: monitor.RunStatus) -> Group:
         summary.add_row("best loss", "no ok trial yet")
     else:
         summary.add_row("best loss", f"{st.best.loss:.6g} (trial {st.best.tid})")
-        summary.add_row("best params", _compact_json(st.best.params))
+        summary.add_row("best params", _compact_json(whole_floats_as_ints(st.best.params)))
     rate = st.throughput
     if rate.per_hour is None or rate.window_start is None or rate.last_finish is None:
         summary.add_row("throughput", "not enough finished trials yet")
@@ -273,7 +274,7 @@ def register(app: typer.Typer, console: Console) -> None:
             found = monitor.best_trial(db[target.jobs_collection], name)
             if found is None:
                 raise UserError(f"run {name!r} has no trial with status ok yet")
-        typer.echo(json.dumps(found.params, indent=2, sort_keys=True))
+        typer.echo(json.dumps(whole_floats_as_ints(found.params), indent=2, sort_keys=True))
 
     @app.command()
     def trials(
@@ -334,7 +335,7 @@ def register(app: typer.Typer, console: Console) -> None:
 
     @app.command()
     def space(
-        exp: Annotated[str, typer.Option(help="Experiment name (see `hpo-coord experiments`).",
+        exp: Annotated[str, typer.Option(help="Experiment name (hpo-coord experiments lists them).",
                                          callback=not_empty("--exp"))],
         out: Annotated[Path, typer.Option(help="Directory for prior.png (created).")],
         samples: Annotated[int, typer.Option(min=1, help="Points to draw from the prior.")] = 1000,

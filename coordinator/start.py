@@ -21,7 +21,6 @@ from typing import Any
 
 import hyperopt
 import numpy as np
-from hyperopt import space_eval
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 from rich.console import Console
@@ -32,7 +31,6 @@ from coordinator.local_workers import LocalWorkers
 from coordinator.progress import rich_progress
 from jobstore import schema as s
 from jobstore.connection import MongoTarget, mask
-from jobstore.errors import UserError
 from jobstore.queue import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS
 from jobstore.retry import describe
 from jobstore.runs import RunStore
@@ -46,6 +44,7 @@ from objectives.pruning import (
     BadPrunerSettings,
     PrunerSettings,
 )
+from user_errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +158,7 @@ def start_run(
             the run resumable.
         jobstore.retry.DatabaseOutage: the database stayed away longer than
             ``options.outage_timeout`` (None, the default: the coordinator waits).
-        jobstore.errors.UserError: run mismatch, busy run, bad algorithm.
+        user_errors.UserError: run mismatch, busy run, bad algorithm.
     """
     with StopOnSignals() as stop:
         return _start_run(db, target, experiment, options, console, worker_url, stop)
@@ -289,12 +288,12 @@ def summarize(trials: MongoTrials, run: str, experiment: Experiment) -> RunSumma
     done = trials.count_by_state_unsynced(hyperopt.JOB_STATE_DONE)
     if best is None:
         return RunSummary(run, done, None)
-    point = s.point_from_vals(best[s.MISC]["vals"])
     worst = max(loss for loss in trials.losses() if s.is_finite_number(loss))
     return RunSummary(
         run, done,
         {"tid": best[s.TID], "loss": best[s.RESULT]["loss"],
-         "params": s.bson_safe(space_eval(experiment.space, point)), "result": best[s.RESULT]},
+         "params": s.bson_safe(s.params_from_vals(experiment.space, best[s.MISC]["vals"])),
+         "result": best[s.RESULT]},
         worst_loss=worst,
     )
 
@@ -327,7 +326,7 @@ def best_configuration(db: Database, run: str) -> BestConfiguration:
     if best is None:
         raise UserError(f"run {run!r} has no successful trial yet")
     experiment = get_experiment(doc[s.RUN_EXPERIMENT])
-    params = space_eval(experiment.space, s.point_from_vals(best[s.MISC]["vals"]))
+    params = s.params_from_vals(experiment.space, best[s.MISC]["vals"])
     return BestConfiguration(experiment.name, best[s.TID], best[s.RESULT]["loss"], params,
                              dict(doc.get(s.RUN_SETTINGS) or {}))
 

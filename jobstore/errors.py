@@ -1,12 +1,8 @@
-"""Errors that mean "the user asked for something that cannot be done".
-
-The CLIs print these as one clear message and exit with code 2, without a traceback.
-Anything else is a bug and keeps its traceback.
+"""The store's errors that a user can fix: subclasses of :class:`user_errors.UserError`,
+which the CLIs print as one clear message with exit code 2, without a traceback.
 """
 
-
-class UserError(Exception):
-    """Base class: the message says what was wrong and what to do."""
+from user_errors import UserError
 
 
 class BadUrl(UserError):

@@ -3,7 +3,8 @@
 Workers see every GPU of their host (``docker compose up --scale worker=N`` with
 ``count: all``, or several ``hpo-worker`` processes on one bare-metal host); each one
 leases GPUs by UUID in the ``gpu_leases`` collection and then pins itself to them with
-``CUDA_VISIBLE_DEVICES``.  One document per GPU::
+``CUDA_VISIBLE_DEVICES``.  Finding the host's GPUs and pinning are the worker's
+(:mod:`worker.gpus`); this module holds the leases only.  One document per GPU::
 
     {_id: "GPU-<uuid>", index: 0, name: "NVIDIA H200", memory_mib: 143771,
      holder: "<worker id>" | None, host: "<hostname>" | None, token: "<hex>" | None,
@@ -21,9 +22,8 @@ can neither extend nor free the new holder's lease.
 
 Typical use by a worker (see :class:`GpuLease` for the contracts)::
 
-    lease = GpuLease(db, worker_id, count=gpus_per_worker)
-    gpus = wait_for_gpus(lease, stop=shutdown_event)      # None: asked to stop
-    os.environ.update(visible_devices_env(gpus))          # before CUDA initializes
+    lease = GpuLease(db, worker_id, gpus=discover_gpus(), count=gpus_per_worker)
+    leased = wait_for_gpus(lease, stop=shutdown_event)    # None: asked to stop
     ...                                                   # heartbeat: lease.renew()
     lease.release()
 """
@@ -31,11 +31,8 @@ Typical use by a worker (see :class:`GpuLease` for the contracts)::
 from __future__ import annotations
 
 import logging
-import os
 import random
-import shutil
 import socket
-import subprocess
 import threading
 import time
 import uuid
@@ -54,16 +51,8 @@ log = logging.getLogger(__name__)
 LEASES = "gpu_leases"
 """Name of the lease collection."""
 
-FAKE_GPUS_ENV = "HPO_FAKE_GPUS"
-"""Comma-separated simulated GPU UUIDs (tests, dry runs); set but empty means no GPU."""
-
 DEFAULT_TTL = 30.0
 """Seconds a lease lasts without renewal; renew at least every ``ttl / 3`` seconds."""
-
-NVIDIA_SMI_ARGS = (
-    "--query-gpu=index,uuid,name,memory.total",
-    "--format=csv,noheader,nounits",
-)
 
 _FREE = datetime(1970, 1, 1)
 """``expires`` of a GPU nobody holds."""
@@ -75,7 +64,7 @@ class NoFreeGpu(RuntimeError):
 
 @dataclass(frozen=True)
 class Gpu:
-    """One physical GPU of this host."""
+    """One physical GPU of this host, as the worker found it (:mod:`worker.gpus`)."""
 
     index: int
     """nvidia-smi's index (PCI bus order); informational only, leases use the UUID."""
@@ -85,78 +74,8 @@ class Gpu:
     memory_mib: int | None
 
 
-def parse_nvidia_smi(text: str) -> list[Gpu]:
-    """GPUs from the output of ``nvidia-smi`` with :data:`NVIDIA_SMI_ARGS`.
-
-    Each line is ``index, uuid, name, memory``; a memory of ``[N/A]`` becomes None.
-    """
-    gpus = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        fields = [field.strip() for field in line.split(",")]
-        if len(fields) < 4:
-            raise ValueError(f"unexpected nvidia-smi line: {line!r}")
-        memory = fields[-1]
-        gpus.append(
-            Gpu(
-                index=int(fields[0]),
-                uuid=fields[1],
-                name=", ".join(fields[2:-1]),
-                memory_mib=int(memory) if memory.isdigit() else None,
-            )
-        )
-    return gpus
-
-
-def discover_gpus(environ: Mapping[str, str] | None = None) -> list[Gpu]:
-    """The GPUs of this host, in nvidia-smi's index order.
-
-    ``HPO_FAKE_GPUS`` (e.g. ``"GPU-aaa,GPU-bbb"``), when set, replaces discovery with
-    that simulated list.  Otherwise ``nvidia-smi`` is asked; a host without it, or
-    where it fails (no driver, container started without GPU access), has no GPU and
-    a warning says why.
-    """
-    environ = os.environ if environ is None else environ
-    fake = environ.get(FAKE_GPUS_ENV)
-    if fake is not None:
-        uuids = [part.strip() for part in fake.split(",") if part.strip()]
-        if len(set(uuids)) != len(uuids):
-            raise ValueError(f"{FAKE_GPUS_ENV} lists a GPU twice: {fake!r}")
-        return [Gpu(i, uuid, name="simulated", memory_mib=None) for i, uuid in enumerate(uuids)]
-    program = shutil.which("nvidia-smi")
-    if program is None:
-        log.warning("nvidia-smi not found: no GPU on this host")
-        return []
-    try:
-        done = subprocess.run(
-            [program, *NVIDIA_SMI_ARGS], capture_output=True, text=True, timeout=60, check=True
-        )
-    except subprocess.CalledProcessError as exc:
-        log.warning(
-            "nvidia-smi failed with exit code %s (%s): no usable GPU on this host",
-            exc.returncode, (exc.stderr or exc.stdout or "").strip(),
-        )
-        return []
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        log.warning("nvidia-smi could not be run (%s): no usable GPU on this host", exc)
-        return []
-    return parse_nvidia_smi(done.stdout)
-
-
 def _uuids(gpus: Sequence[Gpu]) -> list[str]:
     return [gpu.uuid for gpu in gpus]
-
-
-def visible_devices_env(leased: Sequence[Gpu]) -> dict[str, str]:
-    """Environment variables that pin a process to the ``leased`` GPUs.
-
-    Apply them with ``os.environ.update(...)`` before anything initializes CUDA (the
-    first ``torch.cuda`` call, or creating a CUDA tensor); CUDA reads them once per
-    process, so a process cannot move to other GPUs afterwards.  Inside the process the
-    leased GPUs are then ``cuda:0`` … ``cuda:N-1``.  An empty ``leased`` hides every GPU.
-    """
-    return {"CUDA_VISIBLE_DEVICES": ",".join(_uuids(leased))}
 
 
 def ensure_indexes(db: Database) -> None:
@@ -178,8 +97,7 @@ def held_leases(db: Database) -> list[dict[str, Any]]:
 class GpuLease:
     """The GPUs one worker process holds: acquire, renew from the heartbeat, release.
 
-    ``count`` GPUs are leased all-or-nothing from ``gpus`` (default: :func:`discover_gpus`),
-    which must all be on this host.  ``count=0``, or a host without GPUs, is CPU mode:
+    ``count`` GPUs are leased all-or-nothing from ``gpus``, which must all be on this host.  ``count=0``, or a host without GPUs, is CPU mode:
     :meth:`acquire` returns an empty tuple (with a warning when GPUs were wanted),
     :meth:`renew` returns True and :meth:`release` does nothing.
 
@@ -198,12 +116,12 @@ class GpuLease:
         db: Database,
         worker_id: str,
         *,
+        gpus: Sequence[Gpu],
         count: int = 1,
-        gpus: Sequence[Gpu] | None = None,
         host: str | None = None,
         ttl: float = DEFAULT_TTL,
     ) -> None:
-        self.gpus: tuple[Gpu, ...] = tuple(discover_gpus() if gpus is None else gpus)
+        self.gpus: tuple[Gpu, ...] = tuple(gpus)
         if count < 0:
             raise ValueError(f"cannot lease {count} GPUs")
         if ttl <= 0:

@@ -33,7 +33,11 @@ log = logging.getLogger(__name__)
 
 
 class Heartbeat:
-    """Calls ``beat()`` every ``interval`` seconds between ``__enter__`` and ``__exit__``."""
+    """Calls ``beat()`` every ``interval`` seconds between ``__enter__`` and ``__exit__``.
+
+    ``name`` says whose lease it is in the log; ``thread`` names the thread (in the
+    fatal message if it dies), by default ``"<name> heartbeat"``.
+    """
 
     def __init__(
         self,
@@ -42,6 +46,7 @@ class Heartbeat:
         *,
         name: str,
         on_lost: Callable[[], None] | None = None,
+        thread: str | None = None,
     ) -> None:
         if interval <= 0:
             raise ValueError(f"heartbeat interval must be positive, not {interval}")
@@ -49,15 +54,16 @@ class Heartbeat:
         self._interval = interval
         self._name = name
         self._on_lost = on_lost
+        self._label = thread or f"{name} heartbeat"
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{name}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self._label, daemon=True)
         self.lost = False
 
     def _run(self) -> None:
         try:
             self._loop()
         except BaseException as exc:  # noqa: BLE001 - a heartbeat must never die silently
-            die(f"{self._name} heartbeat", exc)
+            die(self._label, exc)
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):

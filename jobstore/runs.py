@@ -31,8 +31,9 @@ from pymongo.errors import DuplicateKeyError
 
 from jobstore import schema as s
 from jobstore.connection import server_time
-from jobstore.errors import CoordinatorBusy, RunMismatch, UserError
+from jobstore.errors import CoordinatorBusy, RunMismatch
 from jobstore.schema import Expr, literal
+from user_errors import UserError
 
 
 class MalformedRun(UserError):

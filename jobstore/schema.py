@@ -67,6 +67,7 @@ from enum import IntEnum
 from typing import Any
 
 import numpy as np
+from hyperopt.fmin import space_eval
 from pymongo import ASCENDING, IndexModel
 
 JOBS = "jobs"
@@ -278,6 +279,22 @@ def bson_safe(value: Any) -> Any:
 def point_from_vals(vals: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
     """hyperopt's ``misc.vals`` (``{label: [value] or []}``) as ``{label: value}``."""
     return {label: bson_safe(v[0]) for label, v in vals.items() if len(v)}
+
+
+def params_from_vals(space: Any, vals: Mapping[str, Sequence[Any]]) -> Any:
+    """What the objective receives for hyperopt's ``misc.vals`` in ``space``: the one
+    decoder of a trial's point (``hyperopt.space_eval``), for the worker, the store's
+    ``params`` field and the coordinator's summaries alike.
+
+    Values are as the space makes them (a ``quniform`` gives floats, a ``choice`` its
+    option, tuples stay tuples); apply :func:`bson_safe` to store or print them.  No
+    check that ``vals`` fit ``space`` (the worker checks before it calls this).
+
+    Raises:
+        Exception: whatever ``space_eval`` raises for ``vals`` that are not a point of
+            ``space`` (typically KeyError, IndexError, TypeError or ValueError).
+    """
+    return space_eval(space, point_from_vals(vals))
 
 
 def is_finite_number(value: Any) -> bool:

@@ -516,14 +516,14 @@ class MongoTrials(base.Trials):
                 ) from None
 
     def _params(self, doc: Mapping[str, Any]) -> Any:
-        point = s.point_from_vals(doc[s.MISC]["vals"])
+        vals = doc[s.MISC]["vals"]
         if self.space is None:
-            return point
+            return s.point_from_vals(vals)
         try:
-            return s.bson_safe(space_eval(self.space, point))
+            return s.bson_safe(s.params_from_vals(self.space, vals))
         except Exception as exc:  # noqa: BLE001 - params are a convenience copy
             log.warning("could not evaluate params of trial %s: %s", doc[s.TID], exc)
-            return point
+            return s.point_from_vals(vals)
 
     def delete_all(self, cond: Mapping[str, Any] | None = None) -> None:
         """Delete the run's jobs (those matching ``cond`` too) and its attachments.

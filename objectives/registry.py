@@ -26,6 +26,7 @@ import sys
 from importlib.metadata import entry_points
 
 from objectives.base import Experiment
+from user_errors import BadObjectiveReference, UnknownExperiment
 
 ENTRY_POINT_GROUP = "hpo_queue.experiments"
 
@@ -40,14 +41,6 @@ BUILTIN: dict[str, str] = {
 
 _registered: dict[str, Experiment] = {}
 _loaded: dict[str, Experiment] = {}
-
-
-class UnknownExperiment(LookupError):
-    """No experiment of that name; the message lists the known ones."""
-
-
-class BadObjectiveReference(ValueError):
-    """A ``package.module:attribute`` reference that does not name an Experiment."""
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,4 +1,4 @@
-"""``hpo-worker``: evaluate jobs from the queue until stopped."""
+"""hpo-worker: evaluate jobs from the queue until stopped."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from jobstore.connection import DEFAULT_TIMEOUT_S
-from jobstore.console import (
+from cli_support.console import (
     ConnectTimeoutOption,
     LogLevelHelp,
     MongoOption,
@@ -19,11 +18,13 @@ from jobstore.console import (
     register_objectives,
     require_url,
     setup_logging,
+    typer_app,
     user_errors,
 )
+from jobstore.connection import DEFAULT_TIMEOUT_S
 from worker.loop import DEFAULT_POLL_MAX_S, DEFAULT_POLL_MIN_S, Worker, WorkerConfig
 
-app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=False)
+app = typer_app(__doc__, no_args_is_help=False)
 
 
 @app.command()

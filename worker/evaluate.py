@@ -22,7 +22,6 @@ from typing import Any
 import bson
 import numpy as np
 from hyperopt import base
-from hyperopt.fmin import space_eval
 from hyperopt.pyll import as_apply, toposort
 
 from jobstore import schema as s
@@ -323,7 +322,7 @@ def params_for(space: Any, vals: Mapping[str, list[Any]]) -> Any:
         if not low <= float(value) <= high:
             raise PointOutsideSpace(f"{label}={value!r} is outside [{low}, {high}]")
     try:
-        return space_eval(space, point)
+        return s.params_from_vals(space, vals)
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
         raise PointOutsideSpace(f"the values do not form a point of the space: {exc!r}") from None
 

@@ -61,9 +61,9 @@ from hyperopt import base
 from pymongo.database import Database
 from pymongo.errors import OperationFailure, PyMongoError, WriteError
 
+from cli_support.console import EXIT_TRIAL_HUNG, EXIT_USER_ERROR
 from jobstore import schema as s
-from jobstore.console import EXIT_TRIAL_HUNG, EXIT_USER_ERROR
-from jobstore.gpu_lease import GpuLease, visible_devices_env, wait_for_gpus
+from jobstore.gpu_lease import GpuLease, wait_for_gpus
 from jobstore.heartbeat import Heartbeat
 from jobstore.queue import DEFAULT_LEASE_S, Claim, JobQueue
 from jobstore.requeuer import Requeuer
@@ -72,7 +72,8 @@ from jobstore.workers import WorkerRegistry
 from jobstore.curves import AttemptCurves
 from objectives.base import Experiment, TrialInterrupted, TrialPruned
 from objectives.pruning import BadPrunerSettings, Pruner, PrunerSettings
-from objectives.registry import BadObjectiveReference, UnknownExperiment, get_experiment
+from objectives.registry import get_experiment
+from user_errors import BadObjectiveReference, UnknownExperiment
 from worker.evaluate import (
     LOG_LIMIT,
     MALFORMED,
@@ -94,6 +95,7 @@ from worker.evaluate import (
     timed_out,
     unstorable,
 )
+from worker.gpus import discover_gpus, visible_devices_env
 from worker.timeout import TrialTimer
 
 log = logging.getLogger(__name__)
@@ -328,11 +330,13 @@ class Worker:
         """Work until stopped, out of jobs (``idle_exit``) or ``max_jobs``; the exit code.
 
         First the worker leases ``gpus`` GPUs of its host (waiting while none is free)
-        and pins itself to them; a host without GPUs, or ``gpus=0``, runs on the CPU.
+        and pins itself to them; a host without GPUs, or ``gpus=0``, runs on the CPU.  With
+        ``gpus=0`` the host's GPUs are not even looked for, so nothing is logged about them.
         """
         cfg = self.config
         retrying(self.queue.ensure_indexes, "creating indexes")
-        gpu_lease = GpuLease(self.db, self.worker_id, count=cfg.gpus, ttl=cfg.lease)
+        gpus = discover_gpus() if cfg.gpus else ()
+        gpu_lease = GpuLease(self.db, self.worker_id, gpus=gpus, count=cfg.gpus, ttl=cfg.lease)
         self._gpu_lease = gpu_lease
         leased = wait_for_gpus(gpu_lease, stop=self._stop)
         if leased is None:

@@ -24,10 +24,10 @@ from pymongo.database import Database
 from coordinator import joint_tpe
 from coordinator.algorithms import ALGORITHMS, suggest_function
 from jobstore import schema as s
-from jobstore.errors import UserError
 from jobstore.queue import JobQueue
 from jobstore.schema import State
 from jobstore.trials import MongoTrials
+from user_errors import UserError
 
 STARTUP = 5
 
@@ -205,7 +205,7 @@ def _finish(doc: dict[str, Any], loss: float | None) -> None:
 
 def _by_tid(state: Any) -> dict[int, Any]:
     trials = {t._trial_id: t for t in state.storage.get_all_trials(state.study_id)}
-    return {tid: trials[tracked.trial_id] for tid, tracked in state.tracked.items() if tracked.trial_id >= 0}
+    return {tid: trials[trial_id] for tid, trial_id in state.tracked.items() if trial_id >= 0}
 
 
 def test_pending_trials_are_shown_as_running_and_told_once_they_finish() -> None:
@@ -308,6 +308,8 @@ def test_trials_from_other_algorithms_are_used_and_malformed_documents_skipped(
     assert len(out) == 1 and -3 <= out[0]["misc"]["vals"]["x"][0] <= 3
     state = joint_tpe._states[trials]
     assert state.complete == 4  # 9 done, 4 malformed, 1 with a NaN loss
+    assert state.sync([*trials.trials, {"tid": ["unhashable"]}, {"tid": "7"}, {}])  # documents without a tid
+    assert state.complete == 4
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 4  # once per trial, not once per call
     assert any("outside [-3.0, 3.0]" in w for w in warnings)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from pymongo.database import Database
 
+from cli_support.console import EXIT_TRIAL_HUNG
 from coordinator.local_workers import MAX_RESTARTS, LocalWorkers
 from jobstore import schema as s
-from jobstore.console import EXIT_TRIAL_HUNG
 from jobstore.schema import State
 from tests.support.processes import RECORDING, run_cli, start_coordinator, stop, wait_for
 

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from coordinator.cli import app
 from coordinator.start import PrunerChoice, StartOptions, run_settings
 from jobstore import schema as s
-from jobstore.errors import UserError
+from user_errors import UserError
 from objectives.digits import digits
 from objectives.pruning import PrunerSettings
 from objectives.registry import get_experiment

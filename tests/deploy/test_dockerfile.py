@@ -152,8 +152,8 @@ def test_dockerignore_keeps_secrets_and_clutter_out(repo_root) -> None:
     for path in (".env", ".git/config", ".venv/bin/python", "tests/conftest.py", "data/x",
                  "jobstore/__pycache__/x.pyc", "docker-compose.yml"):
         assert dockerignored(patterns, path), f"{path} would be sent to the build"
-    for path in ("pyproject.toml", "jobstore/gpu_lease.py", "worker/cli.py",
-                 "coordinator/cli.py", "objectives/registry.py"):
+    for path in ("pyproject.toml", "user_errors/__init__.py", "jobstore/gpu_lease.py",
+                 "cli_support/console.py", "worker/cli.py", "coordinator/cli.py", "objectives/registry.py"):
         assert not dockerignored(patterns, path), f"{path} is needed by the image"
 
 

@@ -9,19 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pymongo
 import pytest
 
-from jobstore.gpu_lease import (
-    LEASES,
-    Gpu,
-    GpuLease,
-    NoFreeGpu,
-    discover_gpus,
-    held_leases,
-    parse_nvidia_smi,
-    visible_devices_env,
-    wait_for_gpus,
-)
+from jobstore.gpu_lease import LEASES, Gpu, GpuLease, NoFreeGpu, held_leases, wait_for_gpus
 
-FOUR = tuple(discover_gpus({"HPO_FAKE_GPUS": "GPU-aaa,GPU-bbb,GPU-ccc,GPU-ddd"}))
+FOUR = tuple(Gpu(i, f"GPU-{letter * 3}", "simulated", None) for i, letter in enumerate("abcd"))
 TWO = FOUR[:2]
 
 
@@ -30,30 +20,6 @@ def lease(
 ) -> GpuLease:
     """A lease on host-1 over simulated ``gpus``."""
     return GpuLease(db, worker, gpus=gpus, host="host-1", **kwargs)
-
-
-def test_fake_gpus_from_env() -> None:
-    assert [g.uuid for g in FOUR] == ["GPU-aaa", "GPU-bbb", "GPU-ccc", "GPU-ddd"]
-    assert [g.index for g in FOUR] == [0, 1, 2, 3]
-    assert discover_gpus({"HPO_FAKE_GPUS": ""}) == []
-    with pytest.raises(ValueError, match="twice"):
-        discover_gpus({"HPO_FAKE_GPUS": "GPU-a,GPU-a"})
-
-
-def test_parse_nvidia_smi() -> None:
-    text = (
-        "0, GPU-5d3b1a2e-1111-2222-3333-444455556666, NVIDIA H200, 143771\n"
-        "1, GPU-77777777-1111-2222-3333-444455556666, NVIDIA A100-SXM4-80GB, [N/A]\n"
-    )
-    assert parse_nvidia_smi(text) == [
-        Gpu(0, "GPU-5d3b1a2e-1111-2222-3333-444455556666", "NVIDIA H200", 143771),
-        Gpu(1, "GPU-77777777-1111-2222-3333-444455556666", "NVIDIA A100-SXM4-80GB", None),
-    ]
-
-
-def test_visible_devices_env() -> None:
-    assert visible_devices_env(TWO) == {"CUDA_VISIBLE_DEVICES": "GPU-aaa,GPU-bbb"}
-    assert visible_devices_env(()) == {"CUDA_VISIBLE_DEVICES": ""}
 
 
 def test_workers_get_distinct_gpus_and_the_rest_wait(db) -> None:
@@ -160,7 +126,7 @@ def test_two_gpus_per_worker_is_all_or_nothing(db) -> None:
     assert single.acquire() == (FOUR[1],)
     pair = lease(db, "pair", gpus=FOUR[:3], count=2)
     assert pair.acquire() == (FOUR[0], FOUR[2])
-    assert visible_devices_env(pair.leased) == {"CUDA_VISIBLE_DEVICES": "GPU-aaa,GPU-ccc"}
+    assert [gpu.uuid for gpu in pair.leased] == ["GPU-aaa", "GPU-ccc"]  # pinned: tests/worker/test_gpus.py
     pair.release()
     single.release()
     # One GPU free out of the three: a two-GPU worker gets nothing and holds nothing.

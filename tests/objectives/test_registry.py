@@ -9,14 +9,8 @@ from pathlib import Path
 import pytest
 
 from objectives.base import Experiment, NullReporter
-from objectives.registry import (
-    BadObjectiveReference,
-    _entry_points,
-    UnknownExperiment,
-    get_experiment,
-    known_names,
-    load_reference,
-)
+from objectives.registry import _entry_points, get_experiment, known_names, load_reference
+from user_errors import BadObjectiveReference, UnknownExperiment
 
 
 def test_builtins_are_found_lazily() -> None:

@@ -144,3 +144,17 @@ curve = Experiment(
     description="learning curves x + 1/step, for pruning (tests only)",
     pruning=PruningMetric("loss"),
 )
+
+
+def _whole_numbers_objective(params: dict[str, Any], reporter: Reporter) -> dict[str, Any]:
+    channels = params["channels"]
+    return {"status": "ok", "loss": abs(channels - 16) / 10 + 0.25, "n_params": int(channels) * 764 + 16,
+            "channels_type": type(channels).__name__}
+
+
+whole_numbers = Experiment(
+    name="whole-numbers",
+    space={"channels": hp.quniform("channels", 8, 32, 8)},
+    objective=_whole_numbers_objective,
+    description="a quniform (floats holding whole numbers) and an integer result field (tests only)",
+)

@@ -8,6 +8,7 @@ from pathlib import Path
 from pymongo.database import Database
 
 from jobstore import schema as s
+from tests.support.gpus import fake_nvidia_smi
 from tests.support.processes import FAST, start_worker, stop, wait_for
 
 GPUS = {"HPO_FAKE_GPUS": "GPU-aaaa,GPU-bbbb"}
@@ -33,3 +34,34 @@ def test_cpu_host_runs_with_a_warning(db: Database, db_url: str, tmp_path: Path)
     assert worker.wait(60) == 0
     assert db.workers.find_one()[s.WORKER_DEVICE] == "cpu"
     assert "runs on the CPU" in " ".join((tmp_path / "w.log").read_text().split())
+
+
+def _gpu_warnings(log: Path) -> list[str]:
+    return [line for line in log.read_text().splitlines()
+            if "WARNING" in line and ("GPU" in line or "nvidia-smi" in line)]
+
+
+def test_a_worker_asked_for_no_gpu_says_nothing_about_gpus(db: Database, db_url: str, tmp_path: Path) -> None:
+    """``--gpus-per-worker 0`` does not look for GPUs at all: the stand-in nvidia-smi on
+    the PATH (which fails, and records that it ran) is never run, and no GPU warning is
+    logged."""
+    ran = tmp_path / "nvidia-smi-ran"
+    bin_dir = tmp_path / "bin"
+    fake_nvidia_smi(bin_dir, f"touch {ran}; exit 9")
+    log = tmp_path / "w.log"
+    worker = start_worker(db_url, "--gpus-per-worker", "0", "--idle-exit", "0.5", log=log,
+                          env={"PATH": str(bin_dir)})
+    assert worker.wait(60) == 0
+    assert db.workers.find_one()[s.WORKER_DEVICE] == "cpu"
+    assert not ran.exists()
+    assert _gpu_warnings(log) == []
+
+
+def test_a_cpu_host_warns_once(db: Database, db_url: str, tmp_path: Path) -> None:
+    """The default (one GPU per worker) on a host without nvidia-smi: one warning."""
+    log = tmp_path / "w.log"
+    worker = start_worker(db_url, "--idle-exit", "0.5", log=log, env={"PATH": str(tmp_path)})
+    assert worker.wait(60) == 0
+    assert db.workers.find_one()[s.WORKER_DEVICE] == "cpu"
+    warnings = _gpu_warnings(log)
+    assert len(warnings) == 1 and "runs on the CPU" in warnings[0], warnings

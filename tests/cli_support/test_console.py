@@ -7,7 +7,8 @@ import logging
 import pytest
 from rich.highlighter import NullHighlighter
 
-from jobstore.console import MAX_LOG_CHARS, fail, setup_logging
+from cli_support.console import MAX_LOG_CHARS, fail, setup_logging, user_errors
+from objectives.registry import get_experiment, load_reference
 
 
 @pytest.fixture
@@ -45,3 +46,15 @@ def test_fail_prints_brackets_literally(capsys: pytest.CaptureFixture[str]) -> N
     assert caught.value.code == 2
     err = capsys.readouterr().err
     assert "bad value [/x] for mongodb://u:***@h [bold]" in " ".join(err.split())
+
+
+@pytest.mark.parametrize("mistake", [lambda: get_experiment("nope"), lambda: load_reference("no-colon")],
+                         ids=["unknown experiment", "bad objective reference"])
+def test_the_registrys_errors_are_user_errors(mistake, capsys: pytest.CaptureFixture[str]) -> None:
+    """The experiments' errors come from the neutral ``user_errors`` module, so one
+    ``except UserError`` prints them without a traceback."""
+    with pytest.raises(SystemExit) as caught, user_errors():
+        mistake()
+    assert caught.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith("error:") and ("unknown experiment 'nope'" in err or "'no-colon'" in err)

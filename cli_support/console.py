@@ -19,8 +19,8 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from jobstore.connection import MongoTarget, connect, mask, parse_url, url_from_environment
-from jobstore.errors import UserError
-from objectives.registry import BadObjectiveReference, UnknownExperiment, load_reference, register
+from objectives.registry import load_reference, register
+from user_errors import UserError
 
 EXIT_USER_ERROR = 2
 MAX_LOG_CHARS = 10_000
@@ -36,6 +36,15 @@ OBJECTIVE_HELP = (
     "Register an experiment from your own code, as package.module:attribute "
     "(an objectives.base.Experiment). Repeatable."
 )
+
+def typer_app(help: str, *, no_args_is_help: bool) -> typer.Typer:
+    """A Typer application as both programs make them: no shell-completion options, and
+    ``--help`` as plain text.  Help texts are therefore written plain, without RST or
+    Markdown markup (typer's rich help panels would also show every flag, ``--help``
+    included, as taking a ``<bool>`` value, which flags refuse)."""
+    return typer.Typer(add_completion=False, help=help, no_args_is_help=no_args_is_help, rich_markup_mode=None,
+                       context_settings={"max_content_width": HELP_WIDTH})
+
 
 def not_empty(name: str) -> Callable[[str | None], str | None]:
     """A Typer callback rejecting an empty string for option ``name``."""
@@ -54,6 +63,8 @@ PasswordFileOption = Annotated[Optional[Path], typer.Option(help=PASSWORD_FILE_H
 ObjectiveOption = Annotated[Optional[list[str]], typer.Option(help=OBJECTIVE_HELP)]
 ConnectTimeoutOption = Annotated[float, typer.Option(min=0.1, help="Seconds to wait for the database at start.")]
 LogLevelHelp = "debug, info, warning or error."
+HELP_WIDTH = 120
+"""``--help`` uses the terminal's width up to this many columns."""
 
 stderr = Console(stderr=True)
 
@@ -117,7 +128,7 @@ def user_errors() -> Iterator[None]:
     """Turn the errors a user can fix into a one-line message and exit code 2."""
     try:
         yield
-    except (UserError, UnknownExperiment, BadObjectiveReference) as exc:
+    except UserError as exc:
         fail(str(exc))
 
 
