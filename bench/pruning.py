@@ -50,6 +50,8 @@ def one_run(server: c.Server, tmp: Path, pruner: str, seed: int, args: argparse.
                server.database_url(db_name), "--run", run, "--max-evals", str(args.evals), "--algo", "tpe",
                "--seed", str(seed), "--local-workers", str(args.workers), "--pruner", pruner,
                "--set", f"epochs={args.epochs}", "--log-level", "warning"]
+    if pruner != "none" and args.min_resource is not None:
+        command += ["--min-resource", str(args.min_resource)]
     log = tmp / f"{run}.log"
     started = time.monotonic()
     with open(log, "ab") as out:
@@ -86,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--evals", type=int, default=60)
     parser.add_argument("--epochs", type=int, default=15, help="each trial's budget (the run setting epochs)")
     parser.add_argument("--workers", type=int, default=2, help="hpo-coord --local-workers")
+    parser.add_argument("--min-resource", type=int, default=None,
+                        help="hpo-coord --min-resource for the pruned runs (default: hpo-coord's, 1)")
     parser.add_argument("--budget-s", type=float, default=None, help="start no new seed after this many seconds")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds one run may take")
     parser.add_argument("--out", type=Path, default=c.DEFAULT_REPORT)
@@ -139,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     lines = c.header_lines(script="pruning.py", server=label, start=start, extra=extra)
     body = "\n".join(lines) + "\n\n" + c.table(headers, rows) + "\n"
     title = (f"Pruning with real training: digits, TPE, {args.evals} evaluations of {args.epochs} epochs, "
-             f"{args.workers} local workers, {seeds_run} seeds" + (" (quick smoke run)" if args.quick else ""))
+             f"{args.workers} local workers, {seeds_run} seeds"
+             + (f", first rung at step {args.min_resource}" if args.min_resource is not None else "")
+             + (" (quick smoke run)" if args.quick else ""))
     c.append_report(args.out, title, body)
     print(body)
     print(f"on cifar100 with a GPU: {cifar100_command(args)}")
