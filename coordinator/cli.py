@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -21,26 +20,35 @@ from cli_support.console import (
     not_empty,
     open_database,
     register_objectives,
-    require_url,
     setup_logging,
     typer_app,
     user_errors,
 )
 from coordinator.algorithms import ALGORITHMS, DEFAULT_ALGORITHM
 from coordinator.display import number_text, whole_floats_as_ints
-from coordinator.start import PrunerChoice, StartOptions, best_configuration, resume_hint, start_run
+from coordinator.local_server import DATABASE as LOCAL_DATABASE
+from coordinator.local_server import DEFAULT_LOCAL_DIR, DEFAULT_PORT, LocalDirOption, database_url, serve_for_start
+from coordinator.start import (
+    TRIAL_TIMEOUT_SETTING,
+    PrunerChoice,
+    StartOptions,
+    best_configuration,
+    resume_hint,
+    start_run,
+    worker_command,
+)
 from jobstore.connection import DEFAULT_TIMEOUT_S, url_from_environment
-from jobstore.embedded import EmbeddedServer, free_port
 from jobstore.queue import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS
 from jobstore.trials import DEFAULT_POLL_INTERVAL_S
+from objectives.base import BadSetting, Experiment, Setting
 from objectives.pruning import DIRECTIONS, KINDS
 from objectives.registry import get_experiment
 
 app = typer_app(__doc__, no_args_is_help=True)
 console = Console()
 
-EMBEDDED_PORT = 27018
 EXIT_INTERRUPTED = 130
+EXIT_NO_TRIAL_SUCCEEDED = 3
 
 
 def parse_settings(pairs: list[str] | None) -> dict[str, Any]:
@@ -57,13 +65,13 @@ def parse_settings(pairs: list[str] | None) -> dict[str, Any]:
     return settings
 
 
-def _embedded_port() -> int:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", EMBEDDED_PORT))
-        except OSError:
-            return free_port()
-    return EMBEDDED_PORT
+def checked_settings(experiment: Experiment, pairs: list[str] | None) -> dict[str, Any]:
+    """``--set`` pairs parsed and checked against the experiment's declared settings
+    (and ``trial_timeout``, which every run takes); a refusal is a one-line error."""
+    try:
+        return experiment.check_settings(parse_settings(pairs), also=(TRIAL_TIMEOUT_SETTING,))
+    except BadSetting as exc:
+        fail(f"--set: {exc}")
 
 
 @app.command()
@@ -106,7 +114,10 @@ def start(
         min=0, help="Stop with an error naming the server when the database stays unreachable "
         "this many seconds. Default: wait for it however long, saying so in the log.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Run setting KEY=VALUE passed "
-                                                      "to the objective (e.g. epochs=10). Repeatable.")] = None,
+                                                      "to the objective (e.g. epochs=10), checked against "
+                                                      "the experiment's declared settings before anything "
+                                                      "is queued (hpo-coord experiments lists them). "
+                                                      "Repeatable.")] = None,
     pruner: Annotated[Optional[str], typer.Option(
         help=f"Stop hopeless trials early: one of {', '.join(KINDS)} (median: worse than the median of "
         "completed trials at the same step; asha: asynchronous successive halving; hyperband: ASHA "
@@ -133,13 +144,18 @@ def start(
         min=0, help="median: no decision before this many trials completed. Default: 5.",
         rich_help_panel="Pruning")] = None,
     objective: ObjectiveOption = None,
-    local_dir: Annotated[Path, typer.Option(help="Where the local server keeps its data.")] = Path(".hpo"),
+    local_dir: LocalDirOption = DEFAULT_LOCAL_DIR,
+    local_port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the local server (local mode).")] = DEFAULT_PORT,
     connect_timeout: ConnectTimeoutOption = DEFAULT_TIMEOUT_S,
     log_level: Annotated[str, typer.Option(help=LogLevelHelp)] = "warning",
 ) -> None:
-    """Start a run, or resume it if it exists, and drive it to --max-evals trials."""
+    """Start a run, or resume it if it exists, and drive it to --max-evals trials.
+
+    Exit codes: 0 the run is done and a trial succeeded; 2 bad input or a refused start
+    (nothing was changed); 3 the run is done but no trial succeeded; 130 stopped by
+    Ctrl-C or SIGTERM (resumable); 1 an unexpected error (a bug, with its traceback).
+    """
     setup_logging(log_level)
-    settings = parse_settings(set_)
     if pruner is not None and pruner not in KINDS:
         fail(f"--pruner must be one of {', '.join(KINDS)}, not {pruner!r}")
     if pruner_direction is not None and pruner_direction not in DIRECTIONS:
@@ -154,29 +170,34 @@ def start(
     with user_errors():
         register_objectives(objective)
         experiment = get_experiment(exp)
+        settings = checked_settings(experiment, set_)
         url = url_from_environment(mongo)
+        run_name = run or experiment.name
+        worker_args = [arg for ref in objective or [] for arg in ("--objective", ref)]
         server = None
+        resume_args = list(worker_args)
         if url is None:
-            server = EmbeddedServer(local_dir / "db", port=_embedded_port(), log_file=local_dir / "server.log")
-            server.start()
-            url = f"{server.url}/hpo"
+            resume_args += [] if local_dir == DEFAULT_LOCAL_DIR else ["--local-dir", str(local_dir)]
+            resume_args += [] if local_port == DEFAULT_PORT else ["--local-port", str(local_port)]
+            server = serve_for_start(local_dir, local_port)
+            url = f"{server.url}/{LOCAL_DATABASE}"
             console.print(f"local MongoDB-protocol server (SecantusDB) at [bold]{url}[/], data in {local_dir / 'db'}")
-            console.print(f"more workers can attach with: hpo-worker --mongo {url}")
+            console.print(f"more workers can attach with: {worker_command(url, run_name, worker_args)}",
+                          highlight=False, soft_wrap=True)
         try:
             target, db = open_database(url, mongo_password_file, connect_timeout)
-            run_name = run or experiment.name
             options = StartOptions(
                 run=run_name, max_evals=max_evals or experiment.max_evals, algo=algo,
                 queue=queue or max(4, local_workers), seed=seed, local_workers=local_workers, poll_interval=poll_interval,
                 max_attempts=max_attempts, lease=lease, trial_timeout=trial_timeout,
                 outage_timeout=outage_timeout, settings=settings, pruner=choice,
-                worker_args=[arg for ref in objective or [] for arg in ("--objective", ref)],
+                worker_args=worker_args,
             )
             try:
                 summary = start_run(db, target, experiment, options, console, url)
             except KeyboardInterrupt:
                 console.print(f"\nstopped; run [bold]{run_name}[/] is resumable with:\n  "
-                              f"{resume_hint(experiment.name, run_name, None if server else url)}")
+                              f"{resume_hint(experiment.name, run_name, None if server else url, resume_args)}")
                 raise typer.Exit(EXIT_INTERRUPTED) from None
         finally:
             if server is not None:
@@ -184,7 +205,7 @@ def start(
     console.print(f"run [bold]{summary.run}[/]: {summary.done} trial(s) done")
     if summary.best is None:
         console.print("no trial succeeded")
-        return
+        raise typer.Exit(EXIT_NO_TRIAL_SUCCEEDED)
     extras = {k: v for k, v in summary.best["result"].items() if k not in ("status", "loss") and
               isinstance(v, (int, float)) and not isinstance(v, bool)}
     details = "".join(f", {k} {number_text(v)}" for k, v in extras.items())
@@ -196,6 +217,7 @@ def start(
 
 @app.command()
 def retrain(
+    ctx: typer.Context,
     run: Annotated[str, typer.Option(help="The run whose best configuration to retrain.",
                                      callback=not_empty("--run"))],
     mongo: MongoOption = None,
@@ -205,19 +227,22 @@ def retrain(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a run setting "
                                                       "KEY=VALUE (e.g. epochs=30). Repeatable.")] = None,
     objective: ObjectiveOption = None,
+    local_dir: LocalDirOption = DEFAULT_LOCAL_DIR,
     connect_timeout: ConnectTimeoutOption = DEFAULT_TIMEOUT_S,
     log_level: Annotated[str, typer.Option(help=LogLevelHelp)] = "info",
 ) -> None:
     """Train the best configuration of a run on the full training set and save it."""
     setup_logging(log_level)
-    overrides = parse_settings(set_)
     with user_errors():
         register_objectives(objective)
-        _, db = open_database(require_url(mongo, "hpo-coord retrain"), mongo_password_file, connect_timeout)
+        _, db = open_database(database_url(mongo, local_dir, "hpo-coord retrain", ctx.call_on_close),
+                              mongo_password_file,
+                              connect_timeout)
         best = best_configuration(db, run)
         experiment = get_experiment(best.experiment)
         if experiment.retrain is None:
             fail(f"experiment {experiment.name!r} does not support retraining")
+        overrides = checked_settings(experiment, set_)
         settings = {**experiment.default_settings, **best.settings, **overrides}
         target = out or Path("retrained") / run
         console.print(f"retraining trial {best.tid} of run [bold]{run}[/] (validation loss "
@@ -228,15 +253,19 @@ def retrain(
 
 @app.command()
 def experiments() -> None:
-    """List the experiments this installation knows."""
+    """List the experiments this installation knows, with the settings each takes."""
     from objectives.registry import known_names
 
     for name in known_names():
+        settings: tuple[Setting, ...] = ()
         try:
-            description = get_experiment(name).description
+            experiment = get_experiment(name)
+            description, settings = experiment.description, experiment.settings
         except Exception as exc:  # noqa: BLE001 - listing must not fail on one broken entry
             description = f"(cannot load: {exc})"
         console.print(f"[bold]{name}[/]  {description}", highlight=False)
+        for setting in settings:
+            console.print(f"    --set {setting.describe()}", highlight=False, markup=False)
 
 
 def main() -> None:

@@ -103,10 +103,6 @@ class StateCounts:
     def total(self) -> int:
         return self.new + self.running + self.done + self.error + self.cancel
 
-    @property
-    def finished(self) -> int:
-        return self.done + self.error
-
 
 def count_states(jobs: Collection, run: str) -> StateCounts:
     """The run's jobs counted by state, in one aggregation that reads only index keys."""
@@ -237,16 +233,18 @@ def throughput(jobs: Collection, run: str, window: timedelta = THROUGHPUT_WINDOW
 
 
 def eta(max_evals: int | None, counts: StateCounts, rate: Throughput) -> timedelta | None:
-    """Time until ``max_evals`` trials have finished, at the current throughput.
+    """Time until ``max_evals`` trials are done, at the current throughput.
 
-    hyperopt's fmin queues ``max_evals`` trials, error trials included, so the run ends
-    when ``max_evals`` have finished (a resumed run also replaces the errors of earlier
-    sessions, and then takes a little longer).  Zero once that many have finished;
-    None without ``max_evals`` or a throughput.
+    Progress counts done trials (the objective returned, ``ok`` or ``fail``), as
+    hyperopt's fmin does when a run starts or resumes: it queues trials until the done,
+    new and running ones make ``max_evals``.  Error trials do not count: a session
+    whose trials errored ends short of ``max_evals``, and a resume queues replacements.
+    Zero once ``max_evals`` are done; None without ``max_evals`` or a throughput.  The
+    throughput counts errors too, so with errors the estimate runs a little short.
     """
     if max_evals is None:
         return None
-    remaining = max_evals - counts.finished
+    remaining = max_evals - counts.done
     if remaining <= 0:
         return timedelta(0)
     if not rate.per_hour:

@@ -1,8 +1,9 @@
 """Monitoring commands of ``hpo-coord``: status, runs, best, trials, plot, space.
 
 All but ``space`` read the database named by ``--mongo`` (default ``$HPO_MONGO_URL``;
-password from ``--mongo-password-file`` or the environment, never printed) and never
-change a job, run or worker document.  ``--run`` may be left out when the database
+password from ``--mongo-password-file`` or the environment, never printed), else the
+local data in ``--local-dir`` (see :mod:`coordinator.local_server`), and never change a
+job, run or worker document.  ``--run`` may be left out when the database
 holds exactly one run; an unknown run is a one-line error listing the runs (exit 2).
 Queries live in :mod:`coordinator.monitor`, figures in :mod:`coordinator.plots`;
 docs/monitoring.md documents the commands.
@@ -36,12 +37,12 @@ from cli_support.console import (
     not_empty,
     open_database,
     register_objectives,
-    require_url,
     setup_logging,
     user_errors,
 )
 from coordinator import monitor, plots
 from coordinator.display import whole_floats_as_ints
+from coordinator.local_server import DEFAULT_LOCAL_DIR, LocalDirOption, database_url
 from jobstore import schema as s
 from jobstore.connection import DEFAULT_TIMEOUT_S, MongoTarget
 from jobstore.retry import retrying
@@ -60,9 +61,10 @@ class TrialFormat(str, Enum):
     json = "json"
 
 
-def _connect(mongo: str | None, password_file: Path | None, timeout: float,
-             command: str) -> tuple[MongoTarget, Database]:
-    return open_database(require_url(mongo, f"hpo-coord {command}"), password_file, timeout)
+def _connect(ctx: typer.Context, mongo: str | None, password_file: Path | None, timeout: float,
+             command: str, local_dir: Path) -> tuple[MongoTarget, Database]:
+    url = database_url(mongo, local_dir, f"hpo-coord {command}", ctx.call_on_close)
+    return open_database(url, password_file, timeout)
 
 
 def _output_dir(path: Path) -> Path:
@@ -98,7 +100,8 @@ def render_status(st: monitor.RunStatus) -> Group:
     states = f"new {c.new}  running {c.running}  done {c.done}  error {c.error}"
     summary.add_row("trials", states + (f"  cancel {c.cancel}" if c.cancel else "") + f"  (total {c.total})")
     if st.max_evals is not None:
-        summary.add_row("progress", f"{c.finished} of {st.max_evals} finished")
+        errors = f" ({c.error} error(s) not counted)" if c.error else ""
+        summary.add_row("progress", f"{c.done} of {st.max_evals} done{errors}")
     if st.best is None:
         summary.add_row("best loss", "no ok trial yet")
     else:
@@ -211,6 +214,7 @@ def register(app: typer.Typer, console: Console) -> None:
 
     @app.command()
     def status(
+        ctx: typer.Context,
         run: Run = None,
         watch: Annotated[bool, typer.Option("--watch", help="Redraw until Ctrl-C.")] = False,
         interval: Annotated[float, typer.Option(min=0.5, help="Seconds between redraws with --watch.")] = 5.0,
@@ -219,13 +223,14 @@ def register(app: typer.Typer, console: Console) -> None:
             "and call workers not seen for as long lost.")] = monitor.STALE_AFTER.total_seconds(),
         mongo: MongoOption = None,
         mongo_password_file: PasswordFileOption = None,
+        local_dir: LocalDirOption = DEFAULT_LOCAL_DIR,
         connect_timeout: ConnectTimeoutOption = DEFAULT_TIMEOUT_S,
         log_level: LogLevel = "warning",
     ) -> None:
         """A run's progress: counts by state, best trial, throughput, ETA, workers, stale jobs."""
         setup_logging(log_level)
         with user_errors():
-            target, db = _connect(mongo, mongo_password_file, connect_timeout, "status")
+            target, db = _connect(ctx, mongo, mongo_password_file, connect_timeout, "status", local_dir)
             name = monitor.require_run(db, run, target.jobs_collection)
 
             def current() -> Group:
@@ -247,29 +252,33 @@ def register(app: typer.Typer, console: Console) -> None:
 
     @app.command()
     def runs(
+        ctx: typer.Context,
         mongo: MongoOption = None,
         mongo_password_file: PasswordFileOption = None,
+        local_dir: LocalDirOption = DEFAULT_LOCAL_DIR,
         connect_timeout: ConnectTimeoutOption = DEFAULT_TIMEOUT_S,
         log_level: LogLevel = "warning",
     ) -> None:
         """Every run in the database with its trial counts and best loss."""
         setup_logging(log_level)
         with user_errors():
-            target, db = _connect(mongo, mongo_password_file, connect_timeout, "runs")
+            target, db = _connect(ctx, mongo, mongo_password_file, connect_timeout, "runs", local_dir)
             console.print(render_runs(monitor.list_runs(db, target.jobs_collection)))
 
     @app.command()
     def best(
+        ctx: typer.Context,
         run: Run = None,
         mongo: MongoOption = None,
         mongo_password_file: PasswordFileOption = None,
+        local_dir: LocalDirOption = DEFAULT_LOCAL_DIR,
         connect_timeout: ConnectTimeoutOption = DEFAULT_TIMEOUT_S,
         log_level: LogLevel = "warning",
     ) -> None:
         """Print the best trial's params as JSON (stdout), ready to reuse."""
         setup_logging(log_level)
         with user_errors():
-            target, db = _connect(mongo, mongo_password_file, connect_timeout, "best")
+            target, db = _connect(ctx, mongo, mongo_password_file, connect_timeout, "best", local_dir)
             name = monitor.require_run(db, run, target.jobs_collection)
             found = monitor.best_trial(db[target.jobs_collection], name)
             if found is None:
@@ -278,11 +287,13 @@ def register(app: typer.Typer, console: Console) -> None:
 
     @app.command()
     def trials(
+        ctx: typer.Context,
         run: Run = None,
         format_: Annotated[TrialFormat, typer.Option("--format", help="csv or json.")] = TrialFormat.csv,
         out: Annotated[Optional[Path], typer.Option(help="Write to this file instead of stdout.")] = None,
         mongo: MongoOption = None,
         mongo_password_file: PasswordFileOption = None,
+        local_dir: LocalDirOption = DEFAULT_LOCAL_DIR,
         connect_timeout: ConnectTimeoutOption = DEFAULT_TIMEOUT_S,
         log_level: LogLevel = "warning",
     ) -> None:
@@ -291,7 +302,7 @@ def register(app: typer.Typer, console: Console) -> None:
         with user_errors():
             if out is not None:
                 _output_file(out)
-            target, db = _connect(mongo, mongo_password_file, connect_timeout, "trials")
+            target, db = _connect(ctx, mongo, mongo_password_file, connect_timeout, "trials", local_dir)
             name = monitor.require_run(db, run, target.jobs_collection)
             rows = monitor.trial_rows(db[target.jobs_collection], name)
         text = trials_text(rows, format_)
@@ -304,12 +315,14 @@ def register(app: typer.Typer, console: Console) -> None:
 
     @app.command()
     def plot(
+        ctx: typer.Context,
         out: Annotated[Path, typer.Option(help="Directory for the PNG files (created).")],
         run: Run = None,
         top: Annotated[int, typer.Option(min=1, help="Learning curves of this many best trials.")] = 5,
         objective: ObjectiveOption = None,
         mongo: MongoOption = None,
         mongo_password_file: PasswordFileOption = None,
+        local_dir: LocalDirOption = DEFAULT_LOCAL_DIR,
         connect_timeout: ConnectTimeoutOption = DEFAULT_TIMEOUT_S,
         log_level: LogLevel = "warning",
     ) -> None:
@@ -319,7 +332,7 @@ def register(app: typer.Typer, console: Console) -> None:
         with user_errors():
             _output_dir(out)
             register_objectives(objective)
-            target, db = _connect(mongo, mongo_password_file, connect_timeout, "plot")
+            target, db = _connect(ctx, mongo, mongo_password_file, connect_timeout, "plot", local_dir)
             name = monitor.require_run(db, run, target.jobs_collection)
             jobs = db[target.jobs_collection]
             points = monitor.trial_points(jobs, name)

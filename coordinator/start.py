@@ -2,7 +2,8 @@
 
 The sequence: resolve the experiment; check or create the run document (same
 experiment and fingerprint on resume); take the run's coordinator lease (a second
-coordinator refuses while this one lives); start the keeper thread (lease renewal,
+coordinator refuses while this one lives); only then write the run's settings,
+``max_evals`` and algorithm, so a refused start changes nothing; start the keeper thread (lease renewal,
 requeue of lost jobs) and any local workers; then call ``hyperopt.fmin`` with a
 :class:`~jobstore.trials.MongoTrials` bound to the experiment.  fmin counts the run's
 existing new, running and done trials towards ``max_evals``, so a resumed run never
@@ -12,9 +13,11 @@ exceeds it, and trial ids come from the run's counter, so none is reused.
 from __future__ import annotations
 
 import logging
+import shlex
 import signal
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType, TracebackType
 from typing import Any
@@ -30,12 +33,12 @@ from coordinator.keeper import RunKeeper
 from coordinator.local_workers import LocalWorkers
 from coordinator.progress import rich_progress
 from jobstore import schema as s
-from jobstore.connection import MongoTarget, mask
+from jobstore.connection import PASSWORD_ENV, MongoTarget, mask
 from jobstore.queue import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS
 from jobstore.retry import describe
 from jobstore.runs import RunStore
 from jobstore.trials import DEFAULT_POLL_INTERVAL_S, MongoTrials
-from objectives.base import Experiment
+from objectives.base import Experiment, Setting
 from objectives.pruning import (
     DEFAULT_MIN_RESOURCE,
     DEFAULT_REDUCTION_FACTOR,
@@ -143,6 +146,60 @@ class StopOnSignals:
             signal.signal(signum, previous)
 
 
+TRIAL_TIMEOUT_SETTING = Setting(s.RUN_TRIAL_TIMEOUT, float, help="time limit of one trial in seconds, 0: none "
+                                "(also --trial-timeout)", minimum=0)
+"""The run setting every experiment takes besides its own (see :func:`run_settings`)."""
+
+WAITING_FOR_WORKERS_S = 10.0
+"""Seconds after fmin starts without any worker taking a trial of the run before the
+coordinator says that it waits for workers, and how to start one."""
+
+_JOB_TAKEN_STATES = (hyperopt.JOB_STATE_RUNNING, hyperopt.JOB_STATE_DONE, hyperopt.JOB_STATE_ERROR)
+
+
+class WorkerWait:
+    """Prints one line when no worker took a trial of the run within ``delay`` seconds
+    (used without ``--local-workers``).
+
+    Checked at each of fmin's polls; once ``delay`` has passed it counts the run's
+    running and finished trials once, and prints the line (with the ``hpo-worker``
+    command) if that count has not grown since fmin started.
+    """
+
+    def __init__(self, console: Console, trials: MongoTrials, command: str,
+                 delay: float = WAITING_FOR_WORKERS_S) -> None:
+        self._console = console
+        self._trials = trials
+        self._command = command
+        self._baseline = trials.count_by_state_unsynced(_JOB_TAKEN_STATES)
+        self._due = time.monotonic() + delay
+        self._settled = False
+
+    def check(self) -> None:
+        if self._settled or time.monotonic() < self._due:
+            return
+        self._settled = True
+        if self._trials.count_by_state_unsynced(_JOB_TAKEN_STATES) > self._baseline:
+            return
+        self._console.print(f"waiting for workers: none has taken a trial yet; start one with: "
+                            f"{self._command}", highlight=False, soft_wrap=True)
+
+
+def worker_command(url: str, run: str, worker_args: list[str]) -> str:
+    """The ``hpo-worker`` command that works on ``run``: its URL without a password (a
+    password belongs in a file or the environment, never on a command line)."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, tail = rest.partition("/")
+    userinfo, at, hosts = authority.rpartition("@")
+    user = userinfo.partition(":")[0]
+    shown = mask(f"{scheme}{sep}{user}{at}{hosts}{slash}{tail}")
+    command = shlex.join(["hpo-worker", "--mongo", shown, "--run", run, *worker_args])
+    if not at:
+        return command
+    return (f"{command}  (with the password in ${PASSWORD_ENV} or a file given with "
+            "--mongo-password-file)")
+
+
 def start_run(
     db: Database,
     target: MongoTarget,
@@ -174,16 +231,19 @@ def _start_run(db: Database, target: MongoTarget, experiment: Experiment, option
         max_attempts=options.max_attempts, poll_interval=options.poll_interval,
         jobs_collection=target.jobs_collection, outage_timeout=options.outage_timeout,
     )
-    runs.ensure(
-        options.run, experiment=experiment.name, fingerprint=experiment.fingerprint(),
-        settings=run_settings(experiment, options, runs.get(options.run)),
-        max_evals=options.max_evals, algo=algo_name,
-    )
+    # Check (or create) the run and take its lease before changing it: a refused start
+    # (another experiment or code version, a live coordinator) leaves the run as it was.
+    runs.ensure(options.run, experiment=experiment.name, fingerprint=experiment.fingerprint())
     token = runs.acquire_coordinator(options.run, options.lease)
     rstate = np.random.default_rng(options.seed)
     workers = LocalWorkers(options.local_workers, worker_url, options.run,
                            extra_args=options.worker_args) if options.local_workers else None
     try:
+        runs.ensure(
+            options.run, experiment=experiment.name, fingerprint=experiment.fingerprint(),
+            settings=run_settings(experiment, options, runs.get(options.run)),
+            max_evals=options.max_evals, algo=algo_name,
+        )
         with RunKeeper(runs, trials.queue, options.run, token, lease_s=options.lease):
             trials.refresh()
             already = trials.count_by_state_unsynced(hyperopt.JOB_STATE_DONE)
@@ -194,11 +254,20 @@ def _start_run(db: Database, target: MongoTarget, experiment: Experiment, option
                 workers.start()
             try:
                 stop.check()
+                # local workers say for themselves when they cannot start
+                waiting = None if workers is not None else WorkerWait(
+                    console, trials, worker_command(worker_url, options.run, options.worker_args))
+
+                def early_stop(trials: Any, *args: Any) -> tuple[bool, tuple[Any, ...]]:
+                    if waiting is not None:
+                        waiting.check()
+                    return stop.early_stop(trials, *args)
+
                 hyperopt.fmin(
                     experiment.objective, experiment.space, algo=algo, max_evals=options.max_evals,
                     trials=trials, rstate=rstate, max_queue_len=options.queue,
                     show_progressbar=rich_progress(console, options.run), verbose=True,
-                    return_argmin=False, early_stop_fn=stop.early_stop,
+                    return_argmin=False, early_stop_fn=early_stop,
                 )
             finally:
                 if workers is not None:
@@ -331,7 +400,9 @@ def best_configuration(db: Database, run: str) -> BestConfiguration:
                              dict(doc.get(s.RUN_SETTINGS) or {}))
 
 
-def resume_hint(experiment: str, run: str, url: str | None) -> str:
-    """The command that resumes this run."""
+def resume_hint(experiment: str, run: str, url: str | None, extra_args: Sequence[str] = ()) -> str:
+    """The command that resumes this run: ``url`` (None in local mode) with its password
+    masked, and ``extra_args`` (``--objective``, a local mode's ``--local-dir``)."""
     mongo = f" --mongo '{mask(url)}'" if url else ""
-    return f"hpo-coord start --exp {experiment} --run {run}{mongo}"
+    extra = f" {shlex.join(extra_args)}" if extra_args else ""
+    return f"hpo-coord start --exp {experiment} --run {run}{mongo}{extra}"

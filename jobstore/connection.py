@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -32,16 +33,18 @@ from urllib.parse import quote, unquote
 
 import pymongo
 from pymongo.database import Database
-from pymongo.errors import ConfigurationError, InvalidURI, PyMongoError
+from pymongo.errors import ConfigurationError, InvalidURI, OperationFailure, PyMongoError
 from pymongo.uri_parser import parse_uri, parse_userinfo, split_hosts, split_options
 
-from jobstore.errors import BadUrl, DatabaseUnreachable
+from jobstore.errors import AuthenticationFailed, BadUrl, DatabaseUnreachable
 
 DEFAULT_DATABASE = "hpo"
 DEFAULT_TIMEOUT_S = 5.0
 URL_ENV = "HPO_MONGO_URL"
 PASSWORD_ENV = "HPO_MONGO_PASSWORD"
 PASSWORD_FILE_ENV = "HPO_MONGO_PASSWORD_FILE"
+AUTHENTICATION_FAILED = 18
+"""The server's error code for a wrong user or password."""
 DURABLE_WRITES: dict[str, object] = {"w": "majority", "journal": True}
 """The write concern :func:`connect` uses unless the URL sets these options itself."""
 
@@ -221,7 +224,9 @@ def connect(target: MongoTarget, timeout_s: float = DEFAULT_TIMEOUT_S) -> Databa
 
     Raises:
         BadUrl: pymongo rejected the URL or its options.
-        DatabaseUnreachable: no answer within ``timeout_s`` seconds.
+        AuthenticationFailed: the server refused the user or password.
+        DatabaseUnreachable: no answer within ``timeout_s`` seconds, or at once when
+            every host refuses the connection (nothing listens there).
     """
     durable = {k: v for k, v in DURABLE_WRITES.items() if k.lower() not in target.url_options}
     try:
@@ -234,16 +239,60 @@ def connect(target: MongoTarget, timeout_s: float = DEFAULT_TIMEOUT_S) -> Databa
         )
     except (InvalidURI, ConfigurationError, ValueError, TypeError, OSError) as exc:
         raise BadUrl(f"invalid MongoDB URL {target.display}: {mask(str(exc))}") from None
+    if _refused_everywhere(target, timeout_s):
+        client.close()
+        raise DatabaseUnreachable(
+            f"cannot reach MongoDB at {target.display}: connection refused (nothing listens "
+            "there); check that the server runs and the host and port are right"
+        )
     try:
         client.admin.command("ping")
     except PyMongoError as exc:
         client.close()
-        reason = mask(str(exc)).split(", Timeout:")[0]
+        if isinstance(exc, OperationFailure) and exc.code == AUTHENTICATION_FAILED:
+            raise _authentication_failed(target) from None
+        reason = mask(str(exc)).split(", Timeout:")[0].split(", full error:")[0]
         raise DatabaseUnreachable(
             f"cannot reach MongoDB at {target.display} within {timeout_s:.0f} s ({reason}); "
             "check that the server runs and the URL, user and password are right"
         ) from None
     return client[target.database]
+
+
+def _authentication_failed(target: MongoTarget) -> AuthenticationFailed:
+    """The error for a user or password the server refused: who, where, and what to check."""
+    scheme, _, rest = target.client_url.partition("://")
+    authority, _, query = rest.partition("?")
+    userinfo, _, hosts = authority.rstrip("/").rpartition("@")
+    user = unquote(userinfo.partition(":")[0])
+    source = (split_options(query).get("authsource") if query else None) or "admin"
+    where = f"{scheme}://{hosts}/{target.database}"
+    return AuthenticationFailed(
+        f"authentication failed for user {user} on {where}: check the password (--mongo-password-file, "
+        f"${PASSWORD_ENV}, ${PASSWORD_FILE_ENV} or the URL) and that the user exists in database "
+        f"{source!r} (the URL's authSource option; default admin)"
+    )
+
+
+def _refused_everywhere(target: MongoTarget, timeout_s: float) -> bool:
+    """True when every host of a ``mongodb://`` URL refuses a TCP connection: nothing
+    listens, so there is no point waiting.  pymongo itself retries a refused connection
+    until its server-selection timeout, the whole ``timeout_s``.  Hosts that do not
+    answer at all, unix sockets and ``mongodb+srv://`` URLs (hosts from DNS) are left to
+    pymongo."""
+    if not target.client_url.startswith("mongodb://"):
+        return False
+    for host, port in parse_uri(target.client_url)["nodelist"]:
+        if host.endswith(".sock"):
+            return False
+        try:
+            with socket.create_connection((host, port), timeout=min(timeout_s, 1.0)):
+                return False
+        except ConnectionRefusedError:
+            continue
+        except OSError:  # a timeout, an unknown host: pymongo reports it
+            return False
+    return True
 
 
 def server_time(db: Database) -> datetime:

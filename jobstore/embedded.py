@@ -11,6 +11,7 @@ store acknowledged survives a crash of the server.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -19,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -41,6 +43,70 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def port_is_free(port: int) -> bool:
+    """Whether the server could listen on ``127.0.0.1:port`` now.
+
+    Probed as the server binds, with ``SO_REUSEADDR``: a port whose last connections
+    linger in TIME_WAIT is free, one that a process listens on is not.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class ServerRecord:
+    """What a running :class:`EmbeddedServer` writes to its ``record`` file."""
+
+    port: int
+    pid: int
+    """The server process."""
+    owner: int
+    """The process that started the server and stops it when it ends."""
+
+    @property
+    def url(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}"
+
+    @property
+    def owner_alive(self) -> bool:
+        return _alive(self.owner)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def recorded_server(record: Path, timeout: float = 2.0) -> ServerRecord | None:
+    """The server that ``record`` names, if that file is readable and the server
+    answers a ping within ``timeout`` seconds; None otherwise (no file, a malformed one,
+    a server that has gone)."""
+    try:
+        data = json.loads(record.read_text())
+        found = ServerRecord(port=int(data["port"]), pid=int(data["pid"]), owner=int(data["owner"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    client: pymongo.MongoClient = pymongo.MongoClient(found.url, serverSelectionTimeoutMS=int(timeout * 1000),
+                                                      directConnection=True)
+    try:
+        client.admin.command("ping")
+    except PyMongoError:
+        return None
+    finally:
+        client.close()
+    return found
+
+
 def _program() -> str:
     beside_python = Path(sys.executable).with_name(SERVER_PROGRAM)
     if beside_python.exists():
@@ -59,15 +125,21 @@ class EmbeddedServer:
 
     Data under ``storage`` survives :meth:`stop` and :meth:`start`, so a run can be
     resumed and a test can restart the server mid-run.  With ``sync_on_commit`` (the
-    default) every acknowledged write also survives ``kill -9`` of the server.
+    default) every acknowledged write also survives ``kill -9`` of the server.  With
+    ``auth`` it requires SCRAM authentication (users are created while it runs without).
+    With ``record``, a running server is described in that JSON file (a
+    :class:`ServerRecord`, see :func:`recorded_server`), written once it answers and
+    removed when it stops, so other processes can find it.
     """
 
     def __init__(self, storage: Path, port: int | None = None, log_file: Path | None = None,
-                 *, sync_on_commit: bool = True):
+                 *, sync_on_commit: bool = True, auth: bool = False, record: Path | None = None):
         self.storage = Path(storage)
         self.port = port or free_port()
         self.log_file = log_file or self.storage.parent / f"{self.storage.name}.log"
         self.sync_on_commit = sync_on_commit
+        self.auth = auth
+        self.record = record
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -84,6 +156,7 @@ class EmbeddedServer:
             "--storage-path", str(self.storage),
             "--log-level", "WARNING",
             *(["--sync-on-commit"] if self.sync_on_commit else []),
+            *(["--auth"] if self.auth else []),
         ]
         with open(self.log_file, "ab") as out:
             self._process = subprocess.Popen(
@@ -100,6 +173,9 @@ class EmbeddedServer:
                     )
                 try:
                     client.admin.command("ping")
+                    if self.record is not None:
+                        self.record.write_text(json.dumps(
+                            {"port": self.port, "pid": self._process.pid, "owner": os.getpid()}))
                     return
                 except PyMongoError:
                     if time.monotonic() > deadline:
@@ -122,7 +198,11 @@ class EmbeddedServer:
     def stop(self, timeout: float = 20.0) -> None:
         """Stop the server (SIGTERM, then SIGKILL after ``timeout``)."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
+        if process is None:
+            return
+        if self.record is not None:
+            self.record.unlink(missing_ok=True)
+        if process.poll() is not None:
             return
         os.killpg(process.pid, signal.SIGTERM)
         try:

@@ -13,6 +13,10 @@ class DatabaseUnreachable(UserError):
     """No server answered at the URL within the timeout."""
 
 
+class AuthenticationFailed(UserError):
+    """The server refused the user or password of the URL."""
+
+
 class RunMismatch(UserError):
     """An existing run was created for another experiment or another space."""
 

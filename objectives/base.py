@@ -9,7 +9,8 @@ objective, and defaults for the coordinator.  The worker calls::
 trial).  ``reporter`` is a :class:`Reporter`: the objective calls
 ``reporter.report(epoch, **metrics)`` for intermediate metrics (they are stored on the
 job document as they arrive), reads run settings such as an epoch budget from
-``reporter.settings``, and should end early, by raising :class:`TrialInterrupted`, once
+``reporter.settings`` (the experiment declares them, :class:`Setting`, and the
+coordinator checks ``--set`` against them), and should end early, by raising :class:`TrialInterrupted`, once
 ``reporter.should_stop()`` is true: the worker is shutting down (the job is then
 returned to the queue, not failed), the worker lost the job's lease (the trial is
 dropped; the job's next holder owns it), or the trial ran past its time limit (it is
@@ -42,12 +43,14 @@ with a fresh process.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from objectives.pruning import PruningMetric
+from user_errors import UserError
 
 
 class Reporter(Protocol):
@@ -90,6 +93,91 @@ class TrialInterrupted(Exception):
     """
 
 
+class BadSetting(UserError, ValueError):
+    """A run setting (``--set KEY=VALUE``) that the experiment does not declare, or a
+    value its declaration refuses; the message says what is allowed."""
+
+
+_SETTING_TYPES: dict[type, str] = {int: "an integer", float: "a number", bool: "true or false",
+                                   str: "a string", dict: "a JSON object", list: "a JSON list"}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A run setting an experiment declares (``hpo-coord start --set NAME=VALUE``).
+
+    ``hpo-coord start`` checks every ``--set`` against the declarations before anything
+    is queued: an undeclared name, a value of another type, outside ``[minimum,
+    maximum]`` or not among ``choices`` is refused with a message saying what is
+    allowed.  A setting with a ``default`` (not None) is stored in every run that does
+    not set it, so the objective always finds it in ``reporter.settings``; one without
+    is left out, and the objective (or the worker's machine) decides.
+    """
+
+    name: str
+    type: type
+    """``int``, ``float``, ``bool``, ``str``, ``dict`` or ``list``."""
+    default: Any = None
+    help: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[Any, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.type not in _SETTING_TYPES:
+            raise TypeError(f"setting {self.name!r}: type must be one of "
+                            f"{', '.join(t.__name__ for t in _SETTING_TYPES)}, not {self.type!r}")
+
+    def parse(self, value: Any) -> Any:
+        """``value`` (as ``--set`` decoded it: JSON if it parses, else the text) as this
+        setting's type.
+
+        Raises:
+            BadSetting: a value of another type, out of range or not among the choices.
+        """
+        converted = self._converted(value)
+        if converted is None:
+            raise BadSetting(f"setting {self.name!r} must be {_SETTING_TYPES[self.type]}, not {value!r}")
+        if self.minimum is not None and converted < self.minimum or (
+                self.maximum is not None and converted > self.maximum):
+            raise BadSetting(f"setting {self.name!r} must be {self._range()}, not {converted!r}")
+        if self.choices is not None and converted not in self.choices:
+            raise BadSetting(f"setting {self.name!r} must be one of "
+                             f"{', '.join(map(repr, self.choices))}, not {converted!r}")
+        return converted
+
+    def _converted(self, value: Any) -> Any:
+        if self.type is bool:
+            return value if isinstance(value, bool) else None
+        if isinstance(value, bool):
+            return str(value).lower() if self.type is str else None
+        if self.type is int:
+            return value if isinstance(value, int) else None
+        if self.type is float:
+            return float(value) if isinstance(value, (int, float)) else None
+        if self.type is str:
+            return value if isinstance(value, str) else (
+                json.dumps(value) if isinstance(value, (int, float)) else None)
+        return value if isinstance(value, self.type) else None
+
+    def _range(self) -> str:
+        if self.minimum is not None and self.maximum is not None:
+            return f"between {self.minimum:g} and {self.maximum:g}"
+        if self.minimum is not None:
+            return f"at least {self.minimum:g}"
+        return f"at most {self.maximum:g}"
+
+    def describe(self) -> str:
+        """``name`` with its type, range or choices, default and help, on one line."""
+        kind = self.type.__name__
+        if self.choices is not None:
+            kind = "|".join(map(str, self.choices))
+        elif self.minimum is not None or self.maximum is not None:
+            kind += f", {self._range()}"
+        default = f", default {self.default!r}" if self.default is not None else ""
+        return f"{self.name} ({kind}{default})" + (f": {self.help}" if self.help else "")
+
+
 @dataclass(frozen=True)
 class Experiment:
     """A named, registered experiment.
@@ -108,7 +196,9 @@ class Experiment:
     coordinator's default (``joint-tpe``)."""
     version: str = "1"
     description: str = ""
-    default_settings: Mapping[str, Any] = field(default_factory=dict)
+    settings: tuple[Setting, ...] = ()
+    """The run settings the objective reads (see :class:`Setting`); ``--set`` accepts
+    these names only (and ``trial_timeout``, which every run has)."""
     pruning: PruningMetric | None = None
     """The reported metric a pruner compares, and its direction (the default of
     ``hpo-coord start --pruner-metric``); None: runs of this experiment must name one."""
@@ -119,6 +209,29 @@ class Experiment:
     """Optional: ``retrain(params, settings, out_dir)`` trains a final model on all the
     training data (``hpo-coord retrain``), saves it under ``out_dir`` and returns a
     summary such as test accuracy."""
+
+    @property
+    def default_settings(self) -> dict[str, Any]:
+        """The declared settings that have a default, with it: what a run stores for a
+        setting that ``--set`` does not give."""
+        return {s.name: s.default for s in self.settings if s.default is not None}
+
+    def check_settings(self, given: Mapping[str, Any], *, also: tuple[Setting, ...] = ()) -> dict[str, Any]:
+        """``given`` with each value parsed by its declaration (:meth:`Setting.parse`);
+        ``also`` declares settings every experiment takes.
+
+        Raises:
+            BadSetting: an undeclared name (the message lists the declared ones) or a
+                refused value.
+        """
+        declared = {s.name: s for s in (*self.settings, *also)}
+        checked = {}
+        for name, value in given.items():
+            if name not in declared:
+                known = "; ".join(s.describe() for s in declared.values())
+                raise BadSetting(f"experiment {self.name!r} has no setting {name!r}; its settings: {known}")
+            checked[name] = declared[name].parse(value)
+        return checked
 
     def fingerprint(self) -> str:
         """A stable hash of the space's structure, the name and the version.

@@ -29,7 +29,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import nn
 
-from objectives.base import Experiment, Reporter, TrialInterrupted
+from objectives.base import Experiment, Reporter, Setting, TrialInterrupted
 from objectives.pruning import PruningMetric
 
 logger = logging.getLogger(__name__)
@@ -191,6 +191,6 @@ digits = Experiment(
         "A small CNN on scikit-learn's 8x8 digits; loss = validation error after "
         f"`epochs` epochs (default {DEFAULT_EPOCHS})."
     ),
-    default_settings={"epochs": DEFAULT_EPOCHS},
+    settings=(Setting("epochs", int, DEFAULT_EPOCHS, "training epochs of each trial", minimum=1),),
     pruning=PruningMetric("loss", "minimize"),
 )

@@ -36,7 +36,7 @@ from typing import Any
 
 from hyperopt import hp
 
-from objectives.base import Experiment, Reporter
+from objectives.base import Experiment, Reporter, Setting
 
 OPERATIONS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 """The five candidate operations of an edge, in NAS-Bench-201's order."""
@@ -190,5 +190,11 @@ nasbench201 = Experiment(
         "NAS-Bench-201 CIFAR-100 table lookup: six hp.choice edges, loss = 100 - test accuracy "
         "(optimum 73.51). Needs --set table=PATH (or HPO_NASBENCH_TABLE); --set column=NAME "
         "picks another accuracy column (default cifar100_test_acc)."
+    ),
+    settings=(
+        Setting(TABLE_SETTING, str, help=f"the NAS-Bench-201 CSV table (default: ${TABLE_ENV})"),
+        Setting(COLUMN_SETTING, str, help=f"the accuracy column (default {ACCURACY_COLUMN})"),
+        Setting("simulated_seconds", float, help="sleep about this long per evaluation (default 0)",
+                minimum=0),
     ),
 )

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from objectives.base import Experiment
 from objectives.cifar100.objective import objective, retrain
-from objectives.cifar100.settings import DEFAULT_SETTINGS
+from objectives.cifar100.settings import SETTINGS
 from objectives.cifar100.space import space
 from objectives.pruning import PruningMetric
 
@@ -31,7 +31,7 @@ cifar100 = Experiment(
         "and second dense layer, coarse-label head, optimizer, regularization) trained on "
         "CIFAR-100; loss = validation error after `epochs` epochs."
     ),
-    default_settings=DEFAULT_SETTINGS,
+    settings=SETTINGS,
     pruning=PruningMetric("loss", "minimize"),
     retrain=retrain,
 )

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from objectives.base import Setting
 from objectives.cifar100.dataset import resolve_data_dir
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -29,17 +30,24 @@ def _as_bool(key: str, value: Any) -> bool:
     raise ValueError(f"setting {key!r} must be a boolean (true/false), not {value!r}")
 
 
-DEFAULT_SETTINGS: dict[str, Any] = {
-    "epochs": 15,
-    "val_size": 5000,
-    "split_seed": 0,
-    "seed": 0,
-    "compile": False,
-}
-"""The experiment's default run settings.  ``data_dir``, ``download`` and ``device`` are
-left out on purpose: they describe a worker's machine, not the run, so each worker
-resolves them itself (defaults: ``$HPO_DATA_DIR`` or ``~/.cache/hpo-queue/data``,
-``true``, ``"auto"``)."""
+SETTINGS: tuple[Setting, ...] = (
+    Setting("epochs", int, 15, "training epochs (the budget); the learning-rate schedule spans them",
+            minimum=1),
+    Setting("val_size", int, 5000, "training images held out for validation", minimum=1, maximum=49_999),
+    Setting("split_seed", int, 0, "seed of the validation split"),
+    Setting("seed", int, 0, "seed of weight initialisation, batch order and augmentation"),
+    Setting("compile", bool, False, "wrap the model in torch.compile"),
+    Setting("data_dir", str, help="directory holding cifar-100-python/ (default: each worker's "
+            "$HPO_DATA_DIR or ~/.cache/hpo-queue/data)"),
+    Setting("download", bool, help="download CIFAR-100 when missing (default: true)"),
+    Setting("device", str, help="auto (CUDA when available, else CPU) or a torch device (default: auto)"),
+)
+"""The experiment's run settings.  ``data_dir``, ``download`` and ``device`` have no
+default on purpose: they describe a worker's machine, not the run, so unless a run sets
+them each worker resolves them itself (defaults: ``$HPO_DATA_DIR`` or
+``~/.cache/hpo-queue/data``, ``true``, ``"auto"``)."""
+
+DEFAULT_SETTINGS: dict[str, Any] = {s.name: s.default for s in SETTINGS if s.default is not None}
 
 _MACHINE_DEFAULTS: dict[str, Any] = {"download": True, "device": "auto"}
 

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 
 import pytest
+from pymongo.database import Database
 from typer.testing import CliRunner
 
 from coordinator.cli import app as coordinator_app
@@ -114,6 +115,25 @@ def test_bad_coordinator_options(args: list[str], message: str, db_url: str) -> 
 )
 def test_bad_worker_options(args: list[str], message: str, db_url: str) -> None:
     assert_user_error(invoke("worker", "--mongo", db_url, *args), message)
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("foo=1", "experiment 'digits' has no setting 'foo'; its settings: epochs (int, at least 1, default 10): "
+                  "training epochs of each trial; trial_timeout (float, at least 0)"),
+        ("epochs=abc", "setting 'epochs' must be an integer, not 'abc'"),
+        ("epochs=2.5", "setting 'epochs' must be an integer, not 2.5"),
+        ("epochs=0", "setting 'epochs' must be at least 1, not 0"),
+        ("epochs=-3", "setting 'epochs' must be at least 1, not -3"),
+        ("trial_timeout=-1", "setting 'trial_timeout' must be at least 0, not -1.0"),
+    ],
+)
+def test_run_settings_are_checked_before_anything_is_written(setting: str, message: str, db_url: str,
+                                                             db: Database) -> None:
+    assert_user_error(invoke("coordinator", "start", "--exp", "digits", "--mongo", db_url, "--set", setting),
+                      f"--set: {message}")
+    assert db.list_collection_names() == []
 
 
 def test_missing_database_option() -> None:

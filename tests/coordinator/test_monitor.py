@@ -237,7 +237,7 @@ def test_run_status_values(seeded: tuple[str, Database]) -> None:
     assert rate.per_hour == pytest.approx((len(finished) - 1) / hours)
     assert status.eta is not None
     assert status.eta.total_seconds() == pytest.approx(
-        (MAX_EVALS - c.done - c.error) / rate.per_hour * 3600, rel=1e-6)
+        (MAX_EVALS - c.done) / rate.per_hour * 3600, rel=1e-6)
     assert status.max_evals == MAX_EVALS and status.experiment == EXPERIMENT.name
     stale_tid = db[s.JOBS].find_one({s.EXP_KEY: RUN, s.OWNER: "node-d:104", s.STATE: State.RUNNING})[s.TID]
     assert [j.tid for j in status.stale] == [stale_tid]
@@ -280,7 +280,7 @@ def test_status_command(seeded: tuple[str, Database], cli: typer.Typer) -> None:
     assert json.dumps(best[s.PARAMS], sort_keys=True) in out
     assert re.search(row("throughput", r"[\d.]+ trials/h"), out)
     assert re.search(row("ETA", r"\d+m?\d*s"), out)
-    assert f"{states['done'] + states['error']} of {MAX_EVALS} finished" in out
+    assert f"{states['done']} of {MAX_EVALS} done ({states['error']} error(s) not counted)" in out
     stale = db[s.JOBS].find_one({s.EXP_KEY: RUN, s.OWNER: "node-d:104", s.STATE: State.RUNNING})
     assert re.search(row(str(stale[s.TID]), "node-d:104", r"5m\d\ds ago", r"lease expired 5m\d\ds ago; "
                          r"no heartbeat for 5m\d\ds"), out)
@@ -615,6 +615,25 @@ def test_malformed_documents_are_left_out_or_read_as_missing_never_a_traceback(
     result = invoke(cli, "trials", "--run", "r", "--mongo", db_url, "--format", "csv")
     assert "left out 2 malformed job document(s)" in result.stderr
     assert "tid is missing" in result.stderr and "tid is 'abc', not an integer" in result.stderr
+
+
+def test_progress_counts_done_trials_so_a_resume_that_replaced_errors_is_not_over_100_percent(
+    db: Database, db_url: str, cli: typer.Typer
+) -> None:
+    # max_evals 2: the first session's two trials errored, the resume's two are done
+    JobQueue(db).ensure_indexes()
+    db[s.RUNS].insert_one({s.ID: "r", s.RUN_EXPERIMENT: EXPERIMENT.name, s.RUN_MAX_EVALS: 2})
+    now = server_time(db)
+    db[s.JOBS].insert_many([
+        {s.EXP_KEY: "r", s.TID: tid, s.STATE: state, s.FINISHED_AT: now - timedelta(minutes=4 - tid),
+         s.RESULT: {"status": "ok", "loss": 1.0} if state == State.DONE else {"status": "new"}}
+        for tid, state in enumerate([State.ERROR, State.ERROR, State.DONE, State.DONE])])
+    status = monitor.run_status(db, "r")
+    assert status.eta == timedelta(0)
+    result = invoke(cli, "status", "--run", "r", "--mongo", db_url)
+    assert result.exit_code == 0, result.output
+    assert re.search(row("progress", re.escape("2 of 2 done (2 error(s) not counted)")), result.stdout)
+    assert re.search(row("ETA", "complete"), result.stdout)
 
 
 # -- pruning (issue 18) --------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -40,17 +41,24 @@ def test_two_workers_find_the_quadratic_minimum_and_no_job_runs_twice(db: Databa
     assert f"{best[s.PARAMS]}" in result.stdout.replace("\n", "")
 
 
-def test_a_second_coordinator_is_refused_while_the_first_lives(db: Database, db_url: str, tmp_path: Path) -> None:
+def test_a_second_coordinator_is_refused_while_the_first_lives_and_changes_nothing(
+    db: Database, db_url: str, tmp_path: Path
+) -> None:
     first = start_coordinator(db_url, "--exp", "recording", "--objective", RECORDING, "--run", "r",
-                              "--max-evals", "5", log=tmp_path / "first.log")
+                              "--max-evals", "5", "--algo", "tpe", log=tmp_path / "first.log")
     try:
-        wait_for(lambda: (db.runs.find_one({s.ID: "r"}) or {}).get(s.RUN_COORDINATOR) is not None,
-                 what="the first coordinator to hold the run")
+        wait_for(lambda: (db.runs.find_one({s.ID: "r"}) or {}).get(s.RUN_MAX_EVALS) == 5,
+                 what="the first coordinator to hold and configure the run")
+        before = {k: v for k, v in db.runs.find_one({s.ID: "r"}).items() if k != s.RUN_COORDINATOR}
         second = run_cli("coordinator", "start", "--exp", "recording", "--objective", RECORDING,
-                         "--mongo", db_url, "--run", "r", url=db_url)
+                         "--mongo", db_url, "--run", "r", "--max-evals", "50", "--algo", "rand",
+                         "--set", "mode=slow", url=db_url)
         assert second.returncode == 2
         assert "is already being coordinated by" in second.stderr
         assert "Traceback" not in second.stderr
+        after = {k: v for k, v in db.runs.find_one({s.ID: "r"}).items() if k != s.RUN_COORDINATOR}
+        for field in (s.RUN_MAX_EVALS, s.RUN_ALGO, s.RUN_SETTINGS):
+            assert after[field] == before[field], field
     finally:
         stop(first)
 
@@ -183,6 +191,57 @@ def test_the_resume_hint_masks_the_password_whatever_the_url_looks_like() -> Non
                 "mongodb+srv://u:s3cret@cluster.example.net/hpo"):
         hint = resume_hint("recording", "r", url)
         assert "s3c" not in hint and "***@" in hint and hint.startswith("hpo-coord start --exp recording --run r --mongo")
+
+
+def test_the_resume_hint_of_a_local_run_names_its_objective_and_directory() -> None:
+    from coordinator.start import resume_hint
+
+    assert resume_hint("mine", "r", None, ["--objective", "pkg.mod:mine", "--local-dir", "my data"]) == (
+        "hpo-coord start --exp mine --run r --objective pkg.mod:mine --local-dir 'my data'")
+
+
+def test_a_coordinator_without_workers_says_so_and_the_command_it_prints_works(
+    db: Database, db_url: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "c.log"
+    coordinator = start_coordinator(db_url, "--exp", "recording", "--objective", RECORDING, "--run", "w",
+                                    "--max-evals", "3", log=log)
+    try:
+        wait_for(lambda: "waiting for workers" in log.read_text(), timeout=120,
+                 what="the coordinator to say it waits for workers")
+        line = next(line for line in log.read_text().splitlines() if "waiting for workers" in line)
+        command = shlex.split(line.split("start one with: ")[1])
+        assert command == ["hpo-worker", "--mongo", db_url, "--run", "w", "--objective", RECORDING]
+        worker = subprocess.Popen([sys.executable, "-m", "worker", *command[1:], "--idle-exit", "5"],
+                                  cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), "HPO_TEST_DB_URL": db_url},
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            assert coordinator.wait(120) == 0, log.read_text()
+        finally:
+            stop(worker)
+    finally:
+        stop(coordinator)
+    assert db.jobs.count_documents({s.EXP_KEY: "w", s.STATE: State.DONE}) == 3
+    assert log.read_text().count("waiting for workers") == 1
+
+
+def test_a_run_where_no_trial_succeeded_exits_with_code_3(db: Database, db_url: str) -> None:
+    result = run_cli("coordinator", "start", "--exp", "recording", "--objective", RECORDING, "--mongo", db_url,
+                     "--run", "f", "--max-evals", "2", "--local-workers", "1", "--set", "mode=fail",
+                     url=db_url, timeout=300)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "no trial succeeded" in result.stdout
+    assert db.jobs.count_documents({s.EXP_KEY: "f", s.STATE: State.DONE}) == 2
+
+
+def test_the_worker_command_keeps_the_password_off_the_command_line() -> None:
+    from coordinator.start import worker_command
+
+    assert worker_command("mongodb://alice:s3cret@h1:1,h2:2/db?replicaSet=rs0", "r", []) == (
+        "hpo-worker --mongo 'mongodb://alice@h1:1,h2:2/db?replicaSet=rs0' --run r  "
+        "(with the password in $HPO_MONGO_PASSWORD or a file given with --mongo-password-file)")
+    assert worker_command("mongodb://h:1/db", "my run", ["--objective", "m:e"]) == (
+        "hpo-worker --mongo mongodb://h:1/db --run 'my run' --objective m:e")
 
 
 # -- one SIGTERM always stops the coordinator (issue 12, defect 11) ---------------------------

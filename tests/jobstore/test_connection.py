@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pymongo
 import pytest
 
 from jobstore.connection import MASK_PATTERNS, connect, mask, parse_url, url_spans
-from jobstore.embedded import free_port
-from jobstore.errors import BadUrl, DatabaseUnreachable
+from jobstore.embedded import EmbeddedServer, free_port
+from jobstore.errors import AuthenticationFailed, BadUrl, DatabaseUnreachable
 
 
 def test_mongodb_url_with_database_and_options() -> None:
@@ -73,14 +74,47 @@ def test_mask_hides_passwords() -> None:
         "failed: mongodb://bob:***@host:1/db and mongo://x:***@z/db/jobs")
 
 
-def test_unreachable_server_fails_fast_with_a_masked_message() -> None:
+def test_refused_connection_fails_at_once_with_a_masked_message() -> None:
     target = parse_url(f"mongodb://bob:hunter2@127.0.0.1:{free_port()}/db")
     started = time.monotonic()
     with pytest.raises(DatabaseUnreachable) as caught:
-        connect(target, timeout_s=1.0)
-    assert time.monotonic() - started < 10
+        connect(target, timeout_s=60)
+    # pymongo alone waits out the whole timeout on a refused connection
+    assert time.monotonic() - started < 30
     assert "hunter2" not in str(caught.value)
     assert "cannot reach MongoDB at mongodb://bob:***@127.0.0.1" in str(caught.value)
+    assert "connection refused (nothing listens there)" in str(caught.value)
+
+
+@pytest.fixture
+def auth_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
+    """A server requiring authentication, with user alice (password "right") in admin."""
+    port = free_port()
+    with EmbeddedServer(tmp_path / "auth-db", port=port, sync_on_commit=False) as open_server:
+        client: pymongo.MongoClient = pymongo.MongoClient(open_server.url)
+        client.admin.command("createUser", "alice", pwd="right", roles=["root"])
+        client.close()
+    with EmbeddedServer(tmp_path / "auth-db", port=port, sync_on_commit=False, auth=True) as server:
+        yield server
+
+
+def test_a_wrong_password_is_named_as_such(auth_server: EmbeddedServer, tmp_path: Path) -> None:
+    host = auth_server.url.removeprefix("mongodb://")
+    db = connect(parse_url(f"mongodb://alice:right@{host}/hpo"))
+    assert db.name == "hpo"
+    db.client.close()
+    secret = tmp_path / "password"
+    secret.write_text("wrong-one\n")
+    for url, password_file in ((f"mongodb://alice:wrong-one@{host}/hpo", None),
+                               (f"mongodb://alice@{host}/hpo", secret)):
+        with pytest.raises(AuthenticationFailed) as caught:
+            connect(parse_url(url, password_file), timeout_s=30)
+        message = str(caught.value)
+        assert message.startswith(f"authentication failed for user alice on mongodb://{host}/hpo: ")
+        assert "in database 'admin'" in message
+        assert "wrong-one" not in message and "full error" not in message
+    with pytest.raises(AuthenticationFailed, match="in database 'hpo'"):
+        connect(parse_url(f"mongodb://alice:right@{host}/hpo?authSource=hpo"), timeout_s=30)
 
 
 def test_tls_options_pass_through_to_pymongo(tmp_path: Path) -> None:

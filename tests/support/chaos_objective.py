@@ -36,7 +36,7 @@ from typing import Any
 from hyperopt import hp
 
 from jobstore.queue import JobQueue
-from objectives.base import Experiment, Reporter, TrialInterrupted
+from objectives.base import Experiment, Reporter, Setting, TrialInterrupted
 
 RECORDS_ENV = "HPO_CHAOS_RECORDS"
 HUGE_INT = 2**64
@@ -96,6 +96,8 @@ chaos = Experiment(
     objective=_objective,
     max_evals=40,
     description="quadratic with a short sleep that records evaluations and acknowledged results (tests only)",
+    settings=(Setting("sleep", float, help="the evaluation's length", minimum=0),
+              Setting("poison", dict, help="ordinals of the evaluations whose results are unstorable")),
 )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import pymongo
 from hyperopt import hp
 
-from objectives.base import Experiment, Reporter, TrialInterrupted, TrialPruned
+from objectives.base import Experiment, Reporter, Setting, TrialInterrupted, TrialPruned
 from objectives.pruning import PruningMetric
 
 _client: pymongo.MongoClient | None = None
@@ -88,12 +88,23 @@ def _objective(x: float, reporter: Reporter) -> Any:
     return x**2 - x + 1
 
 
+SETTINGS = (
+    Setting("mode", str, help="how the evaluation misbehaves", choices=(
+        "quadratic", "slow", "swallow", "hang", "bigint", "huge", "dollar", "nulkey", "longmsg", "exit",
+        "unprintable", "raise", "nan", "text", "noloss", "fail")),
+    Setting("only_first", bool, help="misbehave in the first evaluation of the mode only"),
+    Setting("seconds", float, help="length of slow and swallow", minimum=0),
+    Setting("cooperative", bool, help="slow stops when asked to"),
+    Setting("length", int, help="length of longmsg's message", minimum=0),
+)
+
 recording = Experiment(
     name="recording",
     space=hp.uniform("x", -5, 5),
     objective=_objective,
     max_evals=20,
     description="quadratic that records each evaluation (tests only)",
+    settings=SETTINGS,
 )
 
 recording_v2 = Experiment(
@@ -102,6 +113,7 @@ recording_v2 = Experiment(
     objective=_objective,
     version="2",
     description="the same with another version: a worker running other code",
+    settings=SETTINGS,
 )
 
 
@@ -119,6 +131,7 @@ slow_loading = _SlowLoading(
     space=hp.uniform("x", -5, 5),
     objective=_objective,
     description="the recording quadratic, slow to load (tests only)",
+    settings=SETTINGS,
 )
 
 

@@ -27,7 +27,7 @@ from hyperopt import hp
 from jobstore.queue import JobQueue
 from jobstore.runs import RunStore
 from jobstore.workers import WorkerRegistry
-from objectives.base import Experiment, Reporter, TrialInterrupted
+from objectives.base import Experiment, Reporter, Setting, TrialInterrupted
 
 FAULT_ENV = "HPO_TEST_FAULT"
 WHEN_ENV = "HPO_TEST_FAULT_WHEN"
@@ -48,6 +48,7 @@ sleeper = Experiment(
     objective=_sleep,
     max_evals=1,
     description="sleeps without reporting (tests only)",
+    settings=(Setting("seconds", float, help="how long", minimum=0),),
 )
 
 
