@@ -49,10 +49,8 @@ from coordinator import monitor, monitor_cli
 from jobstore import schema as s
 from jobstore.connection import server_time
 from jobstore.embedded import EmbeddedServer
-from jobstore.queue import JobQueue
-from jobstore.runs import RunStore
 from jobstore.schema import State
-from jobstore.workers import WorkerRegistry
+from jobstore.store import Store
 
 log = logging.getLogger("bench.monitor_scale")
 
@@ -148,8 +146,9 @@ def finish(doc: dict[str, Any], rng: np.random.Generator, start: datetime.dateti
 
 def seed_run(db: Database, n: int, seed: int = 0) -> None:
     """Insert a finished run of ``n`` trials (see the module docstring)."""
-    JobQueue(db).ensure_indexes()
-    runs = RunStore(db)
+    store = Store(db)
+    store.queue.ensure_indexes()
+    runs = store.runs
     runs.ensure(RUN, experiment=EXPERIMENT, fingerprint="bench", settings={"epochs": EPOCHS},
                 max_evals=n, algo="tpe")
     runs.allocate_tids(RUN, n)
@@ -159,7 +158,7 @@ def seed_run(db: Database, n: int, seed: int = 0) -> None:
     docs = hyperopt_docs(n, seed)
     for first in range(0, n, BATCH):
         db[s.JOBS].insert_many([finish(doc, rng, start) for doc in docs[first:first + BATCH]])
-    registry = WorkerRegistry(db)
+    registry = store.workers
     registry.ensure_indexes()
     for k in range(WORKERS):
         worker_id = f"gpu-node-{k}:{4000 + k}"
@@ -179,21 +178,21 @@ def best_of(repeat: int, operation: Callable[[], Any]) -> float:
 
 def measure(db: Database, repeat: int) -> list[tuple[str, float]]:
     """(what, seconds) for each timed operation."""
-    jobs = db[s.JOBS]
-    now = server_time(db)
-    rows = monitor.trial_rows(jobs, RUN)  # also the untimed warm-up after seeding
-    monitor.run_status(db, RUN)
+    view = Store(db).view
+    now = view.server_time()
+    rows = monitor.trial_rows(view, RUN)  # also the untimed warm-up after seeding
+    monitor.run_status(view, RUN)
     return [
-        ("`status`: `run_status` (all of the below)", best_of(repeat, lambda: monitor.run_status(db, RUN))),
-        ("  counts by state (`$group` on `{exp_key, state}`)", best_of(repeat, lambda: monitor.count_states(jobs, RUN))),
-        ("  best trial (`find_one` in loss order)", best_of(repeat, lambda: monitor.best_trial(jobs, RUN))),
-        ("  throughput (`finished_at` index)", best_of(repeat, lambda: monitor.throughput(jobs, RUN))),
-        ("  stale running jobs", best_of(repeat, lambda: monitor.stale_jobs(jobs, RUN, now))),
-        ("  workers", best_of(repeat, lambda: monitor.workers(db, now))),
-        ("`trials`: `trial_rows` (projected find)", best_of(repeat, lambda: monitor.trial_rows(jobs, RUN))),
+        ("`status`: `run_status` (all of the below)", best_of(repeat, lambda: monitor.run_status(view, RUN))),
+        ("  counts by state (`$group` on `{exp_key, state}`)", best_of(repeat, lambda: monitor.count_states(view, RUN))),
+        ("  best trial (`find_one` in loss order)", best_of(repeat, lambda: monitor.best_trial(view, RUN))),
+        ("  throughput (`finished_at` index)", best_of(repeat, lambda: monitor.throughput(view, RUN))),
+        ("  stale running jobs", best_of(repeat, lambda: monitor.stale_jobs(view, RUN, now))),
+        ("  workers", best_of(repeat, lambda: monitor.workers(view, now))),
+        ("`trials`: `trial_rows` (projected find)", best_of(repeat, lambda: monitor.trial_rows(view, RUN))),
         ("`trials`: rows to CSV text", best_of(repeat, lambda: monitor_cli.trials_text(rows, monitor_cli.TrialFormat.csv))),
         ("`trials`: rows to JSON text", best_of(repeat, lambda: monitor_cli.trials_text(rows, monitor_cli.TrialFormat.json))),
-        ("`runs`: `list_runs`", best_of(repeat, lambda: monitor.list_runs(db))),
+        ("`runs`: `list_runs`", best_of(repeat, lambda: monitor.list_runs(view))),
     ]
 
 

@@ -11,14 +11,12 @@ from pathlib import Path
 from typing import Annotated, NoReturn, Optional
 
 import typer
-
-from pymongo.database import Database
 from rich.console import Console
 from rich.highlighter import NullHighlighter
 from rich.logging import RichHandler
 from rich.markup import escape
 
-from jobstore.connection import MongoTarget, connect, mask, parse_url, url_from_environment
+from jobstore.connection import mask, url_from_environment
 from objectives.registry import load_reference, register
 from user_errors import UserError
 
@@ -142,11 +140,6 @@ def require_url(url: str | None, what: str) -> str:
     if resolved is None:
         fail(f"{what} needs a database: pass --mongo URL or set $HPO_MONGO_URL")
     return resolved
-
-
-def open_database(url: str, password_file: Path | None, timeout_s: float) -> tuple[MongoTarget, Database]:
-    target = parse_url(url, password_file)
-    return target, connect(target, timeout_s)
 
 
 def echo(message: str) -> None:

@@ -18,7 +18,6 @@ from cli_support.console import (
     PasswordFileOption,
     fail,
     not_empty,
-    open_database,
     register_objectives,
     setup_logging,
     typer_app,
@@ -39,7 +38,8 @@ from coordinator.start import (
 )
 from jobstore.connection import DEFAULT_TIMEOUT_S, url_from_environment
 from jobstore.queue import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS
-from jobstore.trials import DEFAULT_POLL_INTERVAL_S
+from jobstore.store import Store
+from jobstore.trials import DEFAULT_POLL_INTERVAL_S, OUTAGE_TIMEOUT_HINT
 from objectives.base import BadSetting, Experiment, Setting
 from objectives.pruning import DIRECTIONS, KINDS
 from objectives.registry import get_experiment
@@ -185,7 +185,8 @@ def start(
             console.print(f"more workers can attach with: {worker_command(url, run_name, worker_args)}",
                           highlight=False, soft_wrap=True)
         try:
-            target, db = open_database(url, mongo_password_file, connect_timeout)
+            store = Store.open(url, mongo_password_file, timeout_s=connect_timeout,
+                               outage_limit=outage_timeout, longer=OUTAGE_TIMEOUT_HINT)
             options = StartOptions(
                 run=run_name, max_evals=max_evals or experiment.max_evals, algo=algo,
                 queue=queue or max(4, local_workers), seed=seed, local_workers=local_workers, poll_interval=poll_interval,
@@ -194,7 +195,7 @@ def start(
                 worker_args=worker_args,
             )
             try:
-                summary = start_run(db, target, experiment, options, console, url)
+                summary = start_run(store, experiment, options, console)
             except KeyboardInterrupt:
                 console.print(f"\nstopped; run [bold]{run_name}[/] is resumable with:\n  "
                               f"{resume_hint(experiment.name, run_name, None if server else url, resume_args)}")
@@ -235,10 +236,8 @@ def retrain(
     setup_logging(log_level)
     with user_errors():
         register_objectives(objective)
-        _, db = open_database(database_url(mongo, local_dir, "hpo-coord retrain", ctx.call_on_close),
-                              mongo_password_file,
-                              connect_timeout)
-        best = best_configuration(db, run)
+        url = database_url(mongo, local_dir, "hpo-coord retrain", ctx.call_on_close)
+        best = best_configuration(Store.open(url, mongo_password_file, timeout_s=connect_timeout), run)
         experiment = get_experiment(best.experiment)
         if experiment.retrain is None:
             fail(f"experiment {experiment.name!r} does not support retraining")

@@ -22,25 +22,23 @@ import logging
 import time
 
 from jobstore.heartbeat import Heartbeat
-from jobstore.queue import JobQueue
 from jobstore.requeuer import Requeuer
-from jobstore.runs import RunStore
+from jobstore.store import Store
 
 log = logging.getLogger(__name__)
 
 
 class RunKeeper(Heartbeat):
-    """Every ``tick`` s: ticks a requeuer (which looks for lost jobs at most every
-    ``tick`` s), and renews ``token``'s lease on ``exp_key`` once ``lease_s / 3`` s have
-    passed since the last successful renewal."""
+    """Every ``tick`` s: ticks a requeuer of ``store``'s queue (which looks for lost jobs
+    at most every ``tick`` s), and renews ``token``'s lease on ``exp_key`` once
+    ``lease_s / 3`` s have passed since the last successful renewal."""
 
-    def __init__(self, runs: RunStore, queue: JobQueue, exp_key: str, token: str, *,
-                 lease_s: float, tick: float = 1.0) -> None:
-        self._runs = runs
+    def __init__(self, store: Store, exp_key: str, token: str, *, lease_s: float, tick: float = 1.0) -> None:
+        self._runs = store.runs
         self._exp_key = exp_key
         self._token = token
         self._lease_s = lease_s
-        self._requeuer = Requeuer(queue, interval=tick, grace=lease_s)
+        self._requeuer = Requeuer(store.queue, interval=tick, grace=lease_s)
         self._last_renewal = time.monotonic()
         super().__init__(self._keep, tick, name=f"coordinator lease of run {exp_key!r}",
                          thread="coordinator keeper", on_lost=self._taken_over)

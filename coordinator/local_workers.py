@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from types import TracebackType
 
 from cli_support.console import EXIT_TRIAL_HUNG, EXIT_USER_ERROR
@@ -25,7 +26,11 @@ CHECK_INTERVAL_S = 0.5
 class LocalWorkers:
     """K ``hpo-worker`` child processes working on one run.
 
-    Each gets ``OMP_NUM_THREADS`` = cores / K so K workers share the CPU instead of
+    Each opens the coordinator's store from ``environment``
+    (:meth:`jobstore.store.Store.child_environment`: the URL and, when the password came
+    from a file, that file; a password from the environment is inherited), added to
+    this process's environment, so credentials never appear on a command line.  Each
+    gets ``OMP_NUM_THREADS`` = cores / K so K workers share the CPU instead of
     fighting over it.  A watcher thread restarts a worker that exits on its own, with a
     log line: after a crash, a kill, or exit code 76 (a trial ignored its time limit;
     such exits do not count as crashes).  A slot whose worker crashed
@@ -36,10 +41,10 @@ class LocalWorkers:
     seconds.
     """
 
-    def __init__(self, count: int, url: str, run: str, *, extra_args: list[str], grace: float = 10.0,
-                 check_interval: float = CHECK_INTERVAL_S) -> None:
+    def __init__(self, count: int, environment: Mapping[str, str], run: str, *, extra_args: list[str],
+                 grace: float = 10.0, check_interval: float = CHECK_INTERVAL_S) -> None:
         self.count = count
-        self.url = url
+        self.environment = dict(environment)
         self.run = run
         self.extra_args = extra_args
         self.grace = grace
@@ -52,7 +57,7 @@ class LocalWorkers:
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         threads = max(1, (os.cpu_count() or 1) // max(1, self.count))
-        env = {**os.environ, "HPO_MONGO_URL": self.url, "OMP_NUM_THREADS": str(threads),
+        env = {**os.environ, **self.environment, "OMP_NUM_THREADS": str(threads),
                "MKL_NUM_THREADS": str(threads)}
         command = [sys.executable, "-m", "worker", "--run", self.run, "--grace", str(self.grace),
                    "--log-level", "warning",

@@ -1,14 +1,15 @@
 """The read-only queries behind ``hpo-coord``'s monitoring commands.
 
-Every function takes a pymongo ``Database`` (with the jobs collection's name) or the
-jobs ``Collection``, and returns plain dataclasses or dicts; nothing here prints or
-plots.  Contracts:
+Every function reads through the store's read-only view
+(:class:`jobstore.view.ReadOnlyView`, ``store.view``: its reads wait out an outage
+under the store's retry policy) and returns plain dataclasses or dicts; nothing here
+prints or plots.  Contracts:
 
-* **Nothing here writes.**  The indexes it relies on (``jobstore.schema.JOB_INDEXES``)
-  are created by the coordinator and the workers.
+* **Nothing here writes**: the view has no writing method.  The indexes it relies on
+  (``jobstore.schema.JOB_INDEXES``) are created by the coordinator and the workers.
 * **Counting never loads documents.**  Counts by state are one ``$match`` + ``$group``
   on ``{exp_key, state}`` (covered by the ``run_state_tid`` index on MongoDB); the best
-  trial is one ``find_one`` in ``run_state_loss`` order; throughput reads only
+  trial is the view's one ``find_one`` in ``run_state_loss`` order; throughput reads only
   ``finished_at`` through ``run_finished``; stale jobs and workers are small indexed
   reads.  On MongoDB 7/8 the cost of :func:`run_status` therefore grows with the index
   entries of a run, not with its documents' size.  (SecantusDB, the embedded server,
@@ -29,7 +30,6 @@ plots.  Contracts:
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -37,12 +37,10 @@ from typing import Any
 
 from hyperopt import base
 from pymongo import ASCENDING, DESCENDING
-from pymongo.collection import Collection
-from pymongo.database import Database
 
 from jobstore import schema as s
-from jobstore.connection import server_time
 from jobstore.schema import State
+from jobstore.view import ReadOnlyView
 from user_errors import UserError
 
 log = logging.getLogger(__name__)
@@ -62,13 +60,13 @@ class UnknownRun(UserError):
 # -- runs ---------------------------------------------------------------------------
 
 
-def known_runs(db: Database, jobs_collection: str = s.JOBS) -> list[str]:
+def known_runs(view: ReadOnlyView) -> list[str]:
     """Every run name: those with a run document and those that only have jobs."""
-    names = set(db[s.RUNS].distinct(s.ID)) | set(db[jobs_collection].distinct(s.EXP_KEY))
+    names = set(view.runs.distinct(s.ID)) | set(view.jobs.distinct(s.EXP_KEY))
     return sorted(str(name) for name in names if name is not None)
 
 
-def require_run(db: Database, run: str | None, jobs_collection: str = s.JOBS) -> str:
+def require_run(view: ReadOnlyView, run: str | None) -> str:
     """``run`` if it exists; without ``run``, the only run in the database.
 
     Raises:
@@ -76,11 +74,11 @@ def require_run(db: Database, run: str | None, jobs_collection: str = s.JOBS) ->
             exactly one run; the message lists the runs.
     """
     if run is not None and (
-        db[s.RUNS].find_one({s.ID: run}, {s.ID: 1}) is not None
-        or db[jobs_collection].find_one({s.EXP_KEY: run}, {s.ID: 1}) is not None
+        view.runs.find_one({s.ID: run}, {s.ID: 1}) is not None
+        or view.jobs.find_one({s.EXP_KEY: run}, {s.ID: 1}) is not None
     ):
         return run
-    names = known_runs(db, jobs_collection)
+    names = known_runs(view)
     if run is None and len(names) == 1:
         return names[0]
     listing = ", ".join(names) if names else "none yet"
@@ -104,14 +102,14 @@ class StateCounts:
         return self.new + self.running + self.done + self.error + self.cancel
 
 
-def count_states(jobs: Collection, run: str) -> StateCounts:
+def count_states(view: ReadOnlyView, run: str) -> StateCounts:
     """The run's jobs counted by state, in one aggregation that reads only index keys."""
     counts = StateCounts()
     pipeline = [
         {"$match": {s.EXP_KEY: run}},
         {"$group": {s.ID: "$" + s.STATE, "n": {"$sum": 1}}},
     ]
-    for row in jobs.aggregate(pipeline):
+    for row in view.jobs.aggregate(pipeline):
         try:
             name = State(row[s.ID]).name.lower()
         except ValueError:
@@ -178,16 +176,10 @@ def trial_params(job: Mapping[str, Any]) -> Any:
     return s.point_from_vals(_vals(job))
 
 
-def best_trial(jobs: Collection, run: str) -> BestTrial | None:
-    """The done trial with status ok and the lowest finite loss, or None."""
-    job = jobs.find_one(
-        {s.EXP_KEY: run, s.STATE: State.DONE, s.STATUS: base.STATUS_OK,
-         s.LOSS: {"$gte": -math.inf, "$lt": math.inf}, s.TID: {"$type": "number"}},
-        {s.TID: 1, s.LOSS: 1, s.PARAMS: 1, s.VALS: 1, s.FINISHED_AT: 1},
-        sort=[(s.LOSS, ASCENDING)],
-        # run_state_loss; named because SecantusDB's planner would otherwise pick another
-        hint=[(s.EXP_KEY, ASCENDING), (s.STATE, ASCENDING), (s.LOSS, ASCENDING)],
-    )
+def best_trial(view: ReadOnlyView, run: str) -> BestTrial | None:
+    """The done trial with status ok and the lowest finite loss
+    (:meth:`jobstore.view.ReadOnlyView.best_trial`), or None."""
+    job = view.best_trial(run)
     left_out: list[str] = []
     tid = None if job is None else _tid(job, left_out)
     _warn_left_out("the best trial", run, left_out)
@@ -208,7 +200,7 @@ class Throughput:
     last_finish: datetime | None
 
 
-def throughput(jobs: Collection, run: str, window: timedelta = THROUGHPUT_WINDOW) -> Throughput:
+def throughput(view: ReadOnlyView, run: str, window: timedelta = THROUGHPUT_WINDOW) -> Throughput:
     """Trials finished per hour between the earliest and the latest finish of the
     ``window`` that ends at the latest finish: ``(n - 1) / span`` for ``n`` finishes.
 
@@ -218,12 +210,12 @@ def throughput(jobs: Collection, run: str, window: timedelta = THROUGHPUT_WINDOW
     the latest finish and the finishes of the window.  ``per_hour`` is None until two
     trials have finished at different times.
     """
-    latest = jobs.find_one({s.EXP_KEY: run, s.FINISHED_AT: {"$type": "date"}},
+    latest = view.jobs.find_one({s.EXP_KEY: run, s.FINISHED_AT: {"$type": "date"}},
                            {s.ID: 0, s.FINISHED_AT: 1}, sort=[(s.FINISHED_AT, DESCENDING)])
     if latest is None:
         return Throughput(None, 0, None, None)
     last = latest[s.FINISHED_AT]
-    finishes = [job[s.FINISHED_AT] for job in jobs.find(
+    finishes = [job[s.FINISHED_AT] for job in view.jobs.find(
         {s.EXP_KEY: run, s.FINISHED_AT: {"$gt": last - window, "$lte": last}},
         {s.ID: 0, s.FINISHED_AT: 1})]
     start = min(finishes)
@@ -263,7 +255,7 @@ class StaleJob:
     reasons: list[str]
 
 
-def stale_jobs(jobs: Collection, run: str, now: datetime,
+def stale_jobs(view: ReadOnlyView, run: str, now: datetime,
                stale_after: timedelta = STALE_AFTER) -> list[StaleJob]:
     """Running jobs whose lease expired (server time ``now``) or whose last heartbeat is
     older than ``stale_after``, by tid.
@@ -273,7 +265,7 @@ def stale_jobs(jobs: Collection, run: str, now: datetime,
     read every job of the run.
     """
     heartbeat_due = now - stale_after
-    running = jobs.find(
+    running = view.jobs.find(
         {s.EXP_KEY: run, s.STATE: State.RUNNING},
         {s.TID: 1, s.OWNER: 1, s.REFRESH_TIME: 1, s.LEASE_EXPIRES: 1},
         sort=[(s.TID, ASCENDING)],
@@ -313,10 +305,10 @@ class WorkerInfo:
     trials_done: int
 
 
-def workers(db: Database, now: datetime, stale_after: timedelta = STALE_AFTER,
+def workers(view: ReadOnlyView, now: datetime, stale_after: timedelta = STALE_AFTER,
             horizon: timedelta = WORKER_HORIZON) -> list[WorkerInfo]:
     """Workers seen within ``horizon`` of ``now``, most recently seen first."""
-    found = db[s.WORKERS].find(
+    found = view.workers.find(
         {s.WORKER_LAST_SEEN: {"$gte": now - horizon}},
         {s.WORKER_HOST: 1, s.WORKER_DEVICE: 1, s.WORKER_STATUS: 1, s.WORKER_CURRENT: 1,
          s.WORKER_LAST_SEEN: 1, s.WORKER_DONE: 1},
@@ -350,7 +342,7 @@ class PruningStatus:
     stopped at, summed; None when the settings have no usable ``max_resource``."""
 
 
-def pruning_status(jobs: Collection, run: str, settings: Any) -> PruningStatus | None:
+def pruning_status(view: ReadOnlyView, run: str, settings: Any) -> PruningStatus | None:
     """The run's :class:`PruningStatus`; None when it has no pruner.  One aggregation
     over the run's pruned trials only (index ``run_pruned``)."""
     if not isinstance(settings, Mapping) or settings.get("kind") in (None, "none"):
@@ -361,7 +353,7 @@ def pruning_status(jobs: Collection, run: str, settings: Any) -> PruningStatus |
         {"$group": {s.ID: None, "n": {"$sum": 1},
                     "steps": {"$sum": {"$cond": [{"$isNumber": step}, step, 0]}}}},
     ]
-    row = next(iter(jobs.aggregate(pipeline)), {"n": 0, "steps": 0})
+    row = next(iter(view.jobs.aggregate(pipeline)), {"n": 0, "steps": 0})
     budget = s.as_int(settings.get("max_resource"))
     saved = None if budget is None else int(row["n"] * budget - row["steps"])
     return PruningStatus(dict(settings), int(row["n"]), saved)
@@ -384,21 +376,19 @@ class RunStatus:
     pruning: PruningStatus | None = None
 
 
-def run_status(db: Database, run: str, jobs_collection: str = s.JOBS,
-               stale_after: timedelta = STALE_AFTER) -> RunStatus:
+def run_status(view: ReadOnlyView, run: str, stale_after: timedelta = STALE_AFTER) -> RunStatus:
     """The status of ``run`` (which must exist; see :func:`require_run`)."""
-    jobs = db[jobs_collection]
-    doc = db[s.RUNS].find_one({s.ID: run}, {s.RUN_EXPERIMENT: 1, s.RUN_MAX_EVALS: 1, s.RUN_SETTINGS: 1}) or {}
-    now = server_time(db)
-    counts = count_states(jobs, run)
-    rate = throughput(jobs, run)
+    doc = view.runs.find_one({s.ID: run}, {s.RUN_EXPERIMENT: 1, s.RUN_MAX_EVALS: 1, s.RUN_SETTINGS: 1}) or {}
+    now = view.server_time()
+    counts = count_states(view, run)
+    rate = throughput(view, run)
     max_evals = s.as_int(doc.get(s.RUN_MAX_EVALS))
     return RunStatus(
         run=run, experiment=_text(doc.get(s.RUN_EXPERIMENT)), max_evals=max_evals, now=now,
-        counts=counts, best=best_trial(jobs, run), throughput=rate,
-        eta=eta(max_evals, counts, rate), stale=stale_jobs(jobs, run, now, stale_after),
-        workers=workers(db, now, stale_after),
-        pruning=pruning_status(jobs, run, _mapping(doc.get(s.RUN_SETTINGS)).get(s.RUN_PRUNER)),
+        counts=counts, best=best_trial(view, run), throughput=rate,
+        eta=eta(max_evals, counts, rate), stale=stale_jobs(view, run, now, stale_after),
+        workers=workers(view, now, stale_after),
+        pruning=pruning_status(view, run, _mapping(doc.get(s.RUN_SETTINGS)).get(s.RUN_PRUNER)),
     )
 
 
@@ -414,21 +404,19 @@ class RunOverview:
     best_loss: float | None
 
 
-def list_runs(db: Database, jobs_collection: str = s.JOBS) -> list[RunOverview]:
+def list_runs(view: ReadOnlyView) -> list[RunOverview]:
     """Every run with its counts by state and best loss, by name."""
-    jobs = db[jobs_collection]
     docs = {
         doc[s.ID]: doc
-        for doc in db[s.RUNS].find(
-            {}, {s.RUN_EXPERIMENT: 1, s.RUN_CREATED_AT: 1, s.RUN_MAX_EVALS: 1})
+        for doc in view.runs.find({}, {s.RUN_EXPERIMENT: 1, s.RUN_CREATED_AT: 1, s.RUN_MAX_EVALS: 1})
     }
     overview = []
-    for run in known_runs(db, jobs_collection):
+    for run in known_runs(view):
         doc = docs.get(run, {})
-        best = best_trial(jobs, run)
+        best = best_trial(view, run)
         overview.append(RunOverview(
             run=run, experiment=_text(doc.get(s.RUN_EXPERIMENT)), created_at=s.as_date(doc.get(s.RUN_CREATED_AT)),
-            max_evals=s.as_int(doc.get(s.RUN_MAX_EVALS)), counts=count_states(jobs, run),
+            max_evals=s.as_int(doc.get(s.RUN_MAX_EVALS)), counts=count_states(view, run),
             best_loss=None if best is None else best.loss,
         ))
     return overview
@@ -470,7 +458,7 @@ def _state_name(value: Any) -> str:
         return str(value)
 
 
-def trial_rows(jobs: Collection, run: str) -> list[dict[str, Any]]:
+def trial_rows(view: ReadOnlyView, run: str) -> list[dict[str, Any]]:
     """One flat row per trial of ``run``, by tid: :data:`TRIAL_COLUMNS`, then the
     point's values as ``params.<path>`` (dicts flattened with dots).
 
@@ -485,7 +473,7 @@ def trial_rows(jobs: Collection, run: str) -> list[dict[str, Any]]:
     }
     rows = []
     left_out: list[str] = []
-    for job in jobs.find({s.EXP_KEY: run}, projection, sort=[(s.TID, ASCENDING)]):
+    for job in view.jobs.find({s.EXP_KEY: run}, projection, sort=[(s.TID, ASCENDING)]):
         tid = _tid(job, left_out)
         if tid is None:
             continue
@@ -540,11 +528,11 @@ class TrialPoint:
     """The step where a pruner stopped the trial (``result.pruned_step``); None if it was not pruned."""
 
 
-def trial_points(jobs: Collection, run: str) -> list[TrialPoint]:
+def trial_points(view: ReadOnlyView, run: str) -> list[TrialPoint]:
     """Every trial of ``run`` as a :class:`TrialPoint`, by tid."""
     points = []
     left_out: list[str] = []
-    found = jobs.find({s.EXP_KEY: run}, {s.TID: 1, s.STATE: 1, s.RESULT: 1, s.VALS: 1},
+    found = view.jobs.find({s.EXP_KEY: run}, {s.TID: 1, s.STATE: 1, s.RESULT: 1, s.VALS: 1},
                       sort=[(s.TID, ASCENDING)])
     for job in found:
         tid = _tid(job, left_out)
@@ -563,10 +551,10 @@ def trial_points(jobs: Collection, run: str) -> list[TrialPoint]:
     return points
 
 
-def learning_curves(jobs: Collection, run: str, tids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
+def learning_curves(view: ReadOnlyView, run: str, tids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
     """The ``metrics`` list of each trial in ``tids`` that has one (entries that are not
     documents left out)."""
-    found = jobs.find({s.EXP_KEY: run, s.TID: {"$in": list(tids)}}, {s.TID: 1, s.METRICS: 1})
+    found = view.jobs.find({s.EXP_KEY: run, s.TID: {"$in": list(tids)}}, {s.TID: 1, s.METRICS: 1})
     curves = {}
     for job in found:
         tid = s.as_int(job.get(s.TID))

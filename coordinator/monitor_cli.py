@@ -5,17 +5,23 @@ password from ``--mongo-password-file`` or the environment, never printed), else
 local data in ``--local-dir`` (see :mod:`coordinator.local_server`), and never change a
 job, run or worker document.  ``--run`` may be left out when the database
 holds exactly one run; an unknown run is a one-line error listing the runs (exit 2).
-Queries live in :mod:`coordinator.monitor`, figures in :mod:`coordinator.plots`;
-docs/monitoring.md documents the commands.
+Each command is a plain function taking a :class:`Session` (the console, and the
+store's read-only view opened from the connection options all commands share,
+declared once) and its own options.  Queries live in :mod:`coordinator.monitor`,
+figures in :mod:`coordinator.plots`; docs/monitoring.md documents the commands.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
+import inspect
 import io
 import json
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import Enum
 from pathlib import Path
@@ -23,7 +29,6 @@ from typing import Annotated, Any, Optional
 
 import numpy as np
 import typer
-from pymongo.database import Database
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -35,7 +40,6 @@ from cli_support.console import (
     ObjectiveOption,
     PasswordFileOption,
     not_empty,
-    open_database,
     register_objectives,
     setup_logging,
     user_errors,
@@ -44,8 +48,9 @@ from coordinator import monitor, plots
 from coordinator.display import whole_floats_as_ints
 from coordinator.local_server import DEFAULT_LOCAL_DIR, LocalDirOption, database_url
 from jobstore import schema as s
-from jobstore.connection import DEFAULT_TIMEOUT_S, MongoTarget
-from jobstore.retry import retrying
+from jobstore.connection import DEFAULT_TIMEOUT_S
+from jobstore.store import Store
+from jobstore.view import ReadOnlyView
 from objectives.registry import get_experiment
 from user_errors import UnknownExperiment, UserError
 
@@ -59,12 +64,6 @@ Run = Annotated[Optional[str], typer.Option(
 class TrialFormat(str, Enum):
     csv = "csv"
     json = "json"
-
-
-def _connect(ctx: typer.Context, mongo: str | None, password_file: Path | None, timeout: float,
-             command: str, local_dir: Path) -> tuple[MongoTarget, Database]:
-    url = database_url(mongo, local_dir, f"hpo-coord {command}", ctx.call_on_close)
-    return open_database(url, password_file, timeout)
 
 
 def _output_dir(path: Path) -> Path:
@@ -178,8 +177,8 @@ def trials_text(rows: list[dict[str, Any]], fmt: TrialFormat) -> str:
     return out.getvalue()
 
 
-def _space_infos(db: Database, run: str) -> dict[str, plots.ParamInfo]:
-    name = (db[s.RUNS].find_one({s.ID: run}, {s.RUN_EXPERIMENT: 1}) or {}).get(s.RUN_EXPERIMENT)
+def _space_infos(view: ReadOnlyView, run: str) -> dict[str, plots.ParamInfo]:
+    name = (view.runs.find_one({s.ID: run}, {s.RUN_EXPERIMENT: 1}) or {}).get(s.RUN_EXPERIMENT)
     if name is None:
         return {}
     try:
@@ -209,162 +208,184 @@ def _prior_table(samples: dict[str, list[float]], infos: dict[str, plots.ParamIn
     return table
 
 
+@dataclass
+class Session:
+    """What each monitoring command gets besides its own options: the console to print
+    on, and the database, opened on first use from the shared connection options
+    (``--mongo``, else ``$HPO_MONGO_URL``, else the local data in ``--local-dir``: see
+    :func:`coordinator.local_server.database_url`; a server started for the command is
+    stopped through ``on_close`` when it ends)."""
+
+    console: Console
+    command: str
+    on_close: Callable[[Callable[[], None]], object] | None = None
+    mongo: str | None = None
+    mongo_password_file: Path | None = None
+    local_dir: Path = DEFAULT_LOCAL_DIR
+    connect_timeout: float = DEFAULT_TIMEOUT_S
+    _store: Store | None = field(default=None, repr=False)
+
+    @property
+    def view(self) -> ReadOnlyView:
+        """The store's read-only view (connects the first time)."""
+        if self._store is None:
+            assert self.on_close is not None, "a command without the connection options has no database"
+            url = database_url(self.mongo, self.local_dir, f"hpo-coord {self.command}", self.on_close)
+            self._store = Store.open(url, self.mongo_password_file, timeout_s=self.connect_timeout)
+        return self._store.view
+
+    def run(self, run: str | None) -> str:
+        """``run`` if it exists, else the only run (see :func:`coordinator.monitor.require_run`)."""
+        return monitor.require_run(self.view, run)
+
+
+def _keyword(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+
+
+_LOG_LEVEL = _keyword("log_level", LogLevel, "warning")
+_CONTEXT = _keyword("ctx", typer.Context, None)
+_CONNECTION = (
+    _keyword("mongo", MongoOption, None),
+    _keyword("mongo_password_file", PasswordFileOption, None),
+    _keyword("local_dir", LocalDirOption, DEFAULT_LOCAL_DIR),
+    _keyword("connect_timeout", ConnectTimeoutOption, DEFAULT_TIMEOUT_S),
+)
+"""The connection options every monitoring command but ``space`` shares, declared once."""
+
+
+def _command(function: Callable[..., None], console: Console, *, database: bool = True) -> Callable[..., None]:
+    """``function(session, **own_options)`` as a Typer command: its own options, then the
+    shared ones (the connection options when it reads the ``database``, and
+    ``--log-level``), which set up logging and the :class:`Session`; user errors end
+    it with one line and exit code 2."""
+    own = list(inspect.signature(function, eval_str=True).parameters.values())[1:]
+    shared = (_CONTEXT, *_CONNECTION, _LOG_LEVEL) if database else (_LOG_LEVEL,)
+    name = function.__name__
+
+    @functools.wraps(function)
+    def command(**options: Any) -> None:
+        setup_logging(options.pop("log_level"))
+        session = Session(console, name)
+        if database:
+            ctx = options.pop("ctx")
+            connection = {parameter.name: options.pop(parameter.name) for parameter in _CONNECTION}
+            session = Session(console, name, ctx.call_on_close, **connection)
+        with user_errors():
+            function(session, **options)
+
+    command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + list(shared))
+    return command
+
+
+def status(
+    session: Session,
+    run: Run = None,
+    watch: Annotated[bool, typer.Option("--watch", help="Redraw until Ctrl-C.")] = False,
+    interval: Annotated[float, typer.Option(min=0.5, help="Seconds between redraws with --watch.")] = 5.0,
+    stale_after: Annotated[float, typer.Option(
+        min=1, help="Flag running jobs without a heartbeat for this many seconds, "
+        "and call workers not seen for as long lost.")] = monitor.STALE_AFTER.total_seconds(),
+) -> None:
+    """A run's progress: counts by state, best trial, throughput, ETA, workers, stale jobs."""
+    name = session.run(run)
+
+    def current() -> Group:
+        return render_status(monitor.run_status(session.view, name, timedelta(seconds=stale_after)))
+
+    if not watch:
+        session.console.print(current())
+        return
+    with Live(current(), console=session.console, auto_refresh=False) as live:
+        try:
+            while True:
+                time.sleep(interval)
+                live.update(current(), refresh=True)
+        except KeyboardInterrupt:
+            pass
+
+
+def runs(session: Session) -> None:
+    """Every run in the database with its trial counts and best loss."""
+    session.console.print(render_runs(monitor.list_runs(session.view)))
+
+
+def best(session: Session, run: Run = None) -> None:
+    """Print the best trial's params as JSON (stdout), ready to reuse."""
+    name = session.run(run)
+    found = monitor.best_trial(session.view, name)
+    if found is None:
+        raise UserError(f"run {name!r} has no trial with status ok yet")
+    typer.echo(json.dumps(whole_floats_as_ints(found.params), indent=2, sort_keys=True))
+
+
+def trials(
+    session: Session,
+    run: Run = None,
+    format_: Annotated[TrialFormat, typer.Option("--format", help="csv or json.")] = TrialFormat.csv,
+    out: Annotated[Optional[Path], typer.Option(help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """Export one row per trial: tid, state, loss, status, durations, attempts, worker, params."""
+    if out is not None:
+        _output_file(out)
+    name = session.run(run)
+    rows = monitor.trial_rows(session.view, name)
+    text = trials_text(rows, format_)
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    session.console.print(f"wrote {len(rows)} trial(s) of run {name} to {out}", highlight=False)
+
+
+def plot(
+    session: Session,
+    out: Annotated[Path, typer.Option(help="Directory for the PNG files (created).")],
+    run: Run = None,
+    top: Annotated[int, typer.Option(min=1, help="Learning curves of this many best trials.")] = 5,
+    objective: ObjectiveOption = None,
+) -> None:
+    """Write a run's figures: loss per trial, scatter matrix, histograms, parallel
+    coordinates, learning curves, importance."""
+    _output_dir(out)
+    register_objectives(objective)
+    name = session.run(run)
+    points = monitor.trial_points(session.view, name)
+    best_tids = [p.tid for p in sorted((p for p in points if p.loss is not None), key=lambda p: p.loss)[:top]]
+    curves = monitor.learning_curves(session.view, name, best_tids)
+    outcomes = plots.plot_run(points, curves, _space_infos(session.view, name), out, name)
+    for outcome in outcomes:
+        if outcome.path is not None:
+            session.console.print(f"wrote {outcome.path}", highlight=False)
+        else:
+            session.console.print(f"skipped {outcome.name}: {outcome.skipped}", highlight=False)
+
+
+def space(
+    session: Session,
+    exp: Annotated[str, typer.Option(help="Experiment name (hpo-coord experiments lists them).",
+                                     callback=not_empty("--exp"))],
+    out: Annotated[Path, typer.Option(help="Directory for prior.png (created).")],
+    samples: Annotated[int, typer.Option(min=1, help="Points to draw from the prior.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    objective: ObjectiveOption = None,
+) -> None:
+    """Draw points from an experiment's prior and plot each hyperparameter's
+    distribution (no database needed)."""
+    _output_dir(out)
+    register_objectives(objective)
+    experiment = get_experiment(exp)
+    drawn = plots.sample_prior(experiment.space, samples, seed)
+    infos = plots.describe_space(experiment.space)
+    session.console.print(_prior_table(drawn, infos, samples))
+    path = plots.plot_prior(drawn, infos, samples, out / "prior.png", experiment.name)
+    session.console.print(f"wrote {path}", highlight=False)
+
+
 def register(app: typer.Typer, console: Console) -> None:
     """Add the monitoring commands to ``app``; tables are printed on ``console``."""
-
-    @app.command()
-    def status(
-        ctx: typer.Context,
-        run: Run = None,
-        watch: Annotated[bool, typer.Option("--watch", help="Redraw until Ctrl-C.")] = False,
-        interval: Annotated[float, typer.Option(min=0.5, help="Seconds between redraws with --watch.")] = 5.0,
-        stale_after: Annotated[float, typer.Option(
-            min=1, help="Flag running jobs without a heartbeat for this many seconds, "
-            "and call workers not seen for as long lost.")] = monitor.STALE_AFTER.total_seconds(),
-        mongo: MongoOption = None,
-        mongo_password_file: PasswordFileOption = None,
-        local_dir: LocalDirOption = DEFAULT_LOCAL_DIR,
-        connect_timeout: ConnectTimeoutOption = DEFAULT_TIMEOUT_S,
-        log_level: LogLevel = "warning",
-    ) -> None:
-        """A run's progress: counts by state, best trial, throughput, ETA, workers, stale jobs."""
-        setup_logging(log_level)
-        with user_errors():
-            target, db = _connect(ctx, mongo, mongo_password_file, connect_timeout, "status", local_dir)
-            name = monitor.require_run(db, run, target.jobs_collection)
-
-            def current() -> Group:
-                return render_status(retrying(
-                    lambda: monitor.run_status(db, name, target.jobs_collection,
-                                               timedelta(seconds=stale_after)),
-                    f"reading the status of run {name!r}"))
-
-            if not watch:
-                console.print(current())
-                return
-            with Live(current(), console=console, auto_refresh=False) as live:
-                try:
-                    while True:
-                        time.sleep(interval)
-                        live.update(current(), refresh=True)
-                except KeyboardInterrupt:
-                    pass
-
-    @app.command()
-    def runs(
-        ctx: typer.Context,
-        mongo: MongoOption = None,
-        mongo_password_file: PasswordFileOption = None,
-        local_dir: LocalDirOption = DEFAULT_LOCAL_DIR,
-        connect_timeout: ConnectTimeoutOption = DEFAULT_TIMEOUT_S,
-        log_level: LogLevel = "warning",
-    ) -> None:
-        """Every run in the database with its trial counts and best loss."""
-        setup_logging(log_level)
-        with user_errors():
-            target, db = _connect(ctx, mongo, mongo_password_file, connect_timeout, "runs", local_dir)
-            console.print(render_runs(monitor.list_runs(db, target.jobs_collection)))
-
-    @app.command()
-    def best(
-        ctx: typer.Context,
-        run: Run = None,
-        mongo: MongoOption = None,
-        mongo_password_file: PasswordFileOption = None,
-        local_dir: LocalDirOption = DEFAULT_LOCAL_DIR,
-        connect_timeout: ConnectTimeoutOption = DEFAULT_TIMEOUT_S,
-        log_level: LogLevel = "warning",
-    ) -> None:
-        """Print the best trial's params as JSON (stdout), ready to reuse."""
-        setup_logging(log_level)
-        with user_errors():
-            target, db = _connect(ctx, mongo, mongo_password_file, connect_timeout, "best", local_dir)
-            name = monitor.require_run(db, run, target.jobs_collection)
-            found = monitor.best_trial(db[target.jobs_collection], name)
-            if found is None:
-                raise UserError(f"run {name!r} has no trial with status ok yet")
-        typer.echo(json.dumps(whole_floats_as_ints(found.params), indent=2, sort_keys=True))
-
-    @app.command()
-    def trials(
-        ctx: typer.Context,
-        run: Run = None,
-        format_: Annotated[TrialFormat, typer.Option("--format", help="csv or json.")] = TrialFormat.csv,
-        out: Annotated[Optional[Path], typer.Option(help="Write to this file instead of stdout.")] = None,
-        mongo: MongoOption = None,
-        mongo_password_file: PasswordFileOption = None,
-        local_dir: LocalDirOption = DEFAULT_LOCAL_DIR,
-        connect_timeout: ConnectTimeoutOption = DEFAULT_TIMEOUT_S,
-        log_level: LogLevel = "warning",
-    ) -> None:
-        """Export one row per trial: tid, state, loss, status, durations, attempts, worker, params."""
-        setup_logging(log_level)
-        with user_errors():
-            if out is not None:
-                _output_file(out)
-            target, db = _connect(ctx, mongo, mongo_password_file, connect_timeout, "trials", local_dir)
-            name = monitor.require_run(db, run, target.jobs_collection)
-            rows = monitor.trial_rows(db[target.jobs_collection], name)
-        text = trials_text(rows, format_)
-        if out is None:
-            typer.echo(text, nl=False)
-            return
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
-        console.print(f"wrote {len(rows)} trial(s) of run {name} to {out}", highlight=False)
-
-    @app.command()
-    def plot(
-        ctx: typer.Context,
-        out: Annotated[Path, typer.Option(help="Directory for the PNG files (created).")],
-        run: Run = None,
-        top: Annotated[int, typer.Option(min=1, help="Learning curves of this many best trials.")] = 5,
-        objective: ObjectiveOption = None,
-        mongo: MongoOption = None,
-        mongo_password_file: PasswordFileOption = None,
-        local_dir: LocalDirOption = DEFAULT_LOCAL_DIR,
-        connect_timeout: ConnectTimeoutOption = DEFAULT_TIMEOUT_S,
-        log_level: LogLevel = "warning",
-    ) -> None:
-        """Write a run's figures: loss per trial, scatter matrix, histograms, parallel
-        coordinates, learning curves, importance."""
-        setup_logging(log_level)
-        with user_errors():
-            _output_dir(out)
-            register_objectives(objective)
-            target, db = _connect(ctx, mongo, mongo_password_file, connect_timeout, "plot", local_dir)
-            name = monitor.require_run(db, run, target.jobs_collection)
-            jobs = db[target.jobs_collection]
-            points = monitor.trial_points(jobs, name)
-            best_tids = [p.tid for p in sorted((p for p in points if p.loss is not None),
-                                               key=lambda p: p.loss)[:top]]
-            curves = monitor.learning_curves(jobs, name, best_tids)
-            outcomes = plots.plot_run(points, curves, _space_infos(db, name), out, name)
-        for outcome in outcomes:
-            if outcome.path is not None:
-                console.print(f"wrote {outcome.path}", highlight=False)
-            else:
-                console.print(f"skipped {outcome.name}: {outcome.skipped}", highlight=False)
-
-    @app.command()
-    def space(
-        exp: Annotated[str, typer.Option(help="Experiment name (hpo-coord experiments lists them).",
-                                         callback=not_empty("--exp"))],
-        out: Annotated[Path, typer.Option(help="Directory for prior.png (created).")],
-        samples: Annotated[int, typer.Option(min=1, help="Points to draw from the prior.")] = 1000,
-        seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-        objective: ObjectiveOption = None,
-        log_level: LogLevel = "warning",
-    ) -> None:
-        """Draw points from an experiment's prior and plot each hyperparameter's
-        distribution (no database needed)."""
-        setup_logging(log_level)
-        with user_errors():
-            _output_dir(out)
-            register_objectives(objective)
-            experiment = get_experiment(exp)
-        drawn = plots.sample_prior(experiment.space, samples, seed)
-        infos = plots.describe_space(experiment.space)
-        console.print(_prior_table(drawn, infos, samples))
-        path = plots.plot_prior(drawn, infos, samples, out / "prior.png", experiment.name)
-        console.print(f"wrote {path}", highlight=False)
+    for function in (status, runs, best, trials, plot):
+        app.command()(_command(function, console))
+    app.command()(_command(space, console, database=False))

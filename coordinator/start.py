@@ -24,7 +24,6 @@ from typing import Any
 
 import hyperopt
 import numpy as np
-from pymongo.database import Database
 from pymongo.errors import PyMongoError
 from rich.console import Console
 
@@ -33,10 +32,11 @@ from coordinator.keeper import RunKeeper
 from coordinator.local_workers import LocalWorkers
 from coordinator.progress import rich_progress
 from jobstore import schema as s
-from jobstore.connection import PASSWORD_ENV, MongoTarget, mask
+from jobstore.connection import PASSWORD_ENV, mask
 from jobstore.queue import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS
 from jobstore.retry import describe
 from jobstore.runs import RunStore
+from jobstore.store import Store
 from jobstore.trials import DEFAULT_POLL_INTERVAL_S, MongoTrials
 from objectives.base import Experiment, Setting
 from objectives.pruning import (
@@ -200,15 +200,10 @@ def worker_command(url: str, run: str, worker_args: list[str]) -> str:
             "--mongo-password-file)")
 
 
-def start_run(
-    db: Database,
-    target: MongoTarget,
-    experiment: Experiment,
-    options: StartOptions,
-    console: Console,
-    worker_url: str,
-) -> RunSummary:
-    """Run fmin until ``options.max_evals`` trials are done; see the module docstring.
+def start_run(store: Store, experiment: Experiment, options: StartOptions, console: Console) -> RunSummary:
+    """Run fmin until ``options.max_evals`` trials are done, through ``store`` (local
+    workers open the same store: :meth:`jobstore.store.Store.child_environment`); see
+    the module docstring.
 
     Raises:
         KeyboardInterrupt: on SIGINT/SIGTERM (see :class:`StopOnSignals`), after leaving
@@ -218,25 +213,25 @@ def start_run(
         user_errors.UserError: run mismatch, busy run, bad algorithm.
     """
     with StopOnSignals() as stop:
-        return _start_run(db, target, experiment, options, console, worker_url, stop)
+        return _start_run(store, experiment, options, console, stop)
 
 
-def _start_run(db: Database, target: MongoTarget, experiment: Experiment, options: StartOptions,
-               console: Console, worker_url: str, stop: StopOnSignals) -> RunSummary:
-    runs = RunStore(db, target.jobs_collection)
+def _start_run(store: Store, experiment: Experiment, options: StartOptions, console: Console,
+               stop: StopOnSignals) -> RunSummary:
+    trials = MongoTrials(
+        store, exp_key=options.run, refresh=False, experiment=experiment.name,
+        max_attempts=options.max_attempts, poll_interval=options.poll_interval,
+        outage_timeout=options.outage_timeout,
+    )
+    runs = trials.runs
     algo_name = choose_algorithm(runs, options.run, options.algo, experiment)
     algo = suggest_function(algo_name)
-    trials = MongoTrials(
-        db, exp_key=options.run, refresh=False, experiment=experiment.name,
-        max_attempts=options.max_attempts, poll_interval=options.poll_interval,
-        jobs_collection=target.jobs_collection, outage_timeout=options.outage_timeout,
-    )
     # Check (or create) the run and take its lease before changing it: a refused start
     # (another experiment or code version, a live coordinator) leaves the run as it was.
     runs.ensure(options.run, experiment=experiment.name, fingerprint=experiment.fingerprint())
     token = runs.acquire_coordinator(options.run, options.lease)
     rstate = np.random.default_rng(options.seed)
-    workers = LocalWorkers(options.local_workers, worker_url, options.run,
+    workers = LocalWorkers(options.local_workers, store.child_environment(), options.run,
                            extra_args=options.worker_args) if options.local_workers else None
     try:
         runs.ensure(
@@ -244,7 +239,7 @@ def _start_run(db: Database, target: MongoTarget, experiment: Experiment, option
             settings=run_settings(experiment, options, runs.get(options.run)),
             max_evals=options.max_evals, algo=algo_name,
         )
-        with RunKeeper(runs, trials.queue, options.run, token, lease_s=options.lease):
+        with RunKeeper(trials.store, options.run, token, lease_s=options.lease):
             trials.refresh()
             already = trials.count_by_state_unsynced(hyperopt.JOB_STATE_DONE)
             if already:
@@ -256,7 +251,7 @@ def _start_run(db: Database, target: MongoTarget, experiment: Experiment, option
                 stop.check()
                 # local workers say for themselves when they cannot start
                 waiting = None if workers is not None else WorkerWait(
-                    console, trials, worker_command(worker_url, options.run, options.worker_args))
+                    console, trials, worker_command(store.url or store.server, options.run, options.worker_args))
 
                 def early_stop(trials: Any, *args: Any) -> tuple[bool, tuple[Any, ...]]:
                     if waiting is not None:
@@ -353,7 +348,7 @@ def choose_algorithm(runs: RunStore, run: str, requested: str | None, experiment
 def summarize(trials: MongoTrials, run: str, experiment: Experiment) -> RunSummary:
     """The run's done count and best trial (params as the objective saw them)."""
     trials.refresh()
-    best = trials.best_trial_or_none()
+    best = trials.store.view.best_trial(run, s.has_point)
     done = trials.count_by_state_unsynced(hyperopt.JOB_STATE_DONE)
     if best is None:
         return RunSummary(run, done, None)
@@ -378,20 +373,20 @@ class BestConfiguration:
     settings: dict[str, Any]
 
 
-def best_configuration(db: Database, run: str) -> BestConfiguration:
-    """The run's best ok trial, with its params as the objective saw them.
+def best_configuration(store: Store, run: str) -> BestConfiguration:
+    """The run's best ok trial (:meth:`jobstore.view.ReadOnlyView.best_trial`, in the
+    store's jobs collection), with its params as the objective saw them.
 
     Raises:
         UserError: unknown run, or no successful trial yet.
     """
     from objectives.registry import get_experiment
 
-    doc = RunStore(db).get(run)
+    doc = store.runs.get(run)
     if doc is None or doc.get(s.RUN_EXPERIMENT) is None:
-        known = sorted(r[s.ID] for r in db[s.RUNS].find({s.RUN_EXPERIMENT: {"$exists": True}}, {s.ID: 1}))
+        known = store.runs.started_runs()
         raise UserError(f"no run {run!r} started by hpo-coord in this database; runs: {', '.join(known) or 'none'}")
-    best = db[s.JOBS].find_one({s.EXP_KEY: run, s.STATE: hyperopt.JOB_STATE_DONE, s.STATUS: "ok"},
-                               sort=[(s.LOSS, 1)])
+    best = store.view.best_trial(run, s.has_point)
     if best is None:
         raise UserError(f"run {run!r} has no successful trial yet")
     experiment = get_experiment(doc[s.RUN_EXPERIMENT])

@@ -219,8 +219,8 @@ def connect(target: MongoTarget, timeout_s: float = DEFAULT_TIMEOUT_S) -> Databa
     """A handle on the target database, after checking that the server answers.
 
     Its writes use :data:`DURABLE_WRITES` for each option the URL does not set.
-    pymongo reconnects by itself later; callers wrap operations in
-    :func:`jobstore.retry.retrying` to ride out outages.
+    pymongo reconnects by itself later; :class:`jobstore.store.Store` runs operations
+    under its retry policy to ride out outages.
 
     Raises:
         BadUrl: pymongo rejected the URL or its options.

@@ -20,6 +20,12 @@ two workers can never both win it.  Each acquisition gets a fresh random ``token
 renewing and releasing match on it, so a worker whose lease lapsed and was taken over
 can neither extend nor free the new holder's lease.
 
+Database operations are retried under the store's :class:`jobstore.retry.RetryPolicy`
+(a claim is repeatable under its token, so a retry after a lost reply keeps the GPU),
+except :meth:`GpuLease.renew`, which the worker's heartbeat calls (it skips a beat on a
+transient error rather than block), and :meth:`GpuLease.release`, which is best effort
+on the way out (a lease not released lapses ``ttl`` seconds after its last renewal).
+
 Typical use by a worker (see :class:`GpuLease` for the contracts)::
 
     lease = GpuLease(db, worker_id, gpus=discover_gpus(), count=gpus_per_worker)
@@ -45,6 +51,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from jobstore.connection import server_time
+from jobstore.retry import RetryPolicy, database_display
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +86,7 @@ def _uuids(gpus: Sequence[Gpu]) -> list[str]:
 
 
 def ensure_indexes(db: Database) -> None:
-    """Create the lease collection's indexes (idempotent).
+    """Create the lease collection's indexes (idempotent; not retried).
 
     Claims, renewals and releases go by ``_id``; ``expires`` serves :func:`held_leases`.
     """
@@ -88,7 +95,7 @@ def ensure_indexes(db: Database) -> None:
 
 def held_leases(db: Database) -> list[dict[str, Any]]:
     """The leases in force now (documents as described in the module docstring),
-    sorted by host and GPU index; for status displays."""
+    sorted by host and GPU index; for status displays (not retried)."""
     return list(
         db[LEASES].find({"expires": {"$gt": server_time(db)}}).sort([("host", 1), ("index", 1)])
     )
@@ -102,9 +109,11 @@ class GpuLease:
     :meth:`renew` returns True and :meth:`release` does nothing.
 
     Methods are thread-safe: the heartbeat thread may call :meth:`renew` while the main
-    thread calls :meth:`acquire` or :meth:`release`.  Database errors propagate as
-    :class:`pymongo.errors.PyMongoError`; a lease that could not be released lapses by
-    itself ``ttl`` seconds after its last renewal.
+    thread calls :meth:`acquire` or :meth:`release`.  :meth:`acquire` retries under
+    ``retry`` (default: the default outage limit); other database errors
+    propagate as :class:`pymongo.errors.PyMongoError` (or
+    :class:`jobstore.retry.DatabaseOutage`); a lease that could not be released lapses
+    by itself ``ttl`` seconds after its last renewal.
 
     Raises:
         ValueError: ``ttl`` is not positive, or ``count`` is negative or larger than the
@@ -120,6 +129,7 @@ class GpuLease:
         count: int = 1,
         host: str | None = None,
         ttl: float = DEFAULT_TTL,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.gpus: tuple[Gpu, ...] = tuple(gpus)
         if count < 0:
@@ -136,6 +146,7 @@ class GpuLease:
         self.ttl = ttl
         self._leases = db[LEASES]
         self._db = db
+        self._retry = retry or RetryPolicy(server=database_display(db))
         self._lock = threading.Lock()
         self._indexed = False
         self._token: str | None = None
@@ -171,21 +182,21 @@ class GpuLease:
                     log.warning("no GPU on this host: worker %s runs on the CPU", self.worker_id)
                 return ()
             if not self._indexed:
-                ensure_indexes(self._db)
+                self._retry(lambda: ensure_indexes(self._db), "creating indexes")
                 self._indexed = True
-            now = server_time(self._db)
-            found = self._leases.find({"_id": {"$in": _uuids(self.gpus)}})
-            docs = {doc["_id"]: doc for doc in found}
+            now = self._retry(lambda: server_time(self._db), "reading the server clock")
+            docs = self._retry(lambda: {doc["_id"]: doc for doc in self._leases.find({"_id": {"$in": _uuids(self.gpus)}})},
+                               "reading the GPU leases")
             for gpu in self.gpus:
                 if gpu.uuid not in docs:
-                    self._register(gpu)
+                    self._retry(lambda g=gpu: self._register(g), "registering a GPU")
             free = [g for g in self.gpus if g.uuid not in docs or docs[g.uuid]["expires"] <= now]
             if len(free) < self.count:
                 raise NoFreeGpu(self._busy_message(docs, now, len(free)))
             token = uuid.uuid4().hex
             claimed = []
             for gpu in free:
-                if self._claim(gpu, token, now):
+                if self._retry(lambda g=gpu: self._claim(g, token, now), "leasing a GPU"):
                     claimed.append(gpu)
                     if len(claimed) == self.count:
                         self._token, self._leased = token, tuple(claimed)
@@ -205,6 +216,7 @@ class GpuLease:
         in use by someone else: stop using it, :meth:`release` what is left, and exit
         or lease again in a fresh process (CUDA cannot change GPUs within a process).
         Returns True when nothing is leased (CPU mode, before acquire, after release).
+        Not retried: a transient error reaches the caller (the heartbeat skips a beat).
         """
         with self._lock:
             if not self._leased:
@@ -242,9 +254,10 @@ class GpuLease:
             pass  # a concurrent upsert created it: the document exists, which is all we need
 
     def _claim(self, gpu: Gpu, token: str, now: datetime) -> bool:
-        """Atomically take ``gpu`` if its lease expired by ``now`` (server time)."""
+        """Atomically take ``gpu`` if its lease expired by ``now`` (server time), or is
+        held under ``token`` already (a retry after a lost reply)."""
         result = self._leases.update_one(
-            {"_id": gpu.uuid, "expires": {"$lte": now}},
+            {"_id": gpu.uuid, "$or": [{"expires": {"$lte": now}}, {"token": token}]},
             [{"$set": {
                 "holder": {"$literal": self.worker_id},
                 "host": {"$literal": self.host},
@@ -253,7 +266,7 @@ class GpuLease:
                 "expires": {"$add": ["$$NOW", int(self.ttl * 1000)]},
             }}],
         )
-        return result.modified_count == 1
+        return result.matched_count == 1
 
     def _free(self, token: str | None, gpus: Sequence[Gpu]) -> None:
         if gpus:

@@ -45,8 +45,14 @@ Contract (holds on MongoDB 7/8 and on SecantusDB):
   that write is refused, the job is skipped (left out of later queries) with one
   warning.  Such a job never makes a claim or a requeue raise.
 
-None of these methods retries on its own; callers wrap them in
-:func:`jobstore.retry.retrying`.
+**Retries live here.**  Every method runs its database operations under the queue's
+:class:`jobstore.retry.RetryPolicy` (the store's: backoff, then
+:class:`jobstore.retry.DatabaseOutage` after the outage limit), so callers make plain
+calls; claims and finishes are idempotent, so a retry after a lost reply is safe.  Two
+methods are not retried, because their callers have their own rules for an outage:
+:meth:`JobQueue.heartbeat` (a heartbeat skips a beat rather than block) and
+:meth:`JobQueue.requeue_expired` (the requeuer counts a failed tick as a break in
+contact, see :mod:`jobstore.requeuer`); their transient errors reach the caller.
 """
 
 from __future__ import annotations
@@ -62,17 +68,18 @@ from typing import Any
 
 from pymongo.collection import Collection as MongoCollection
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
+from pymongo.errors import BulkWriteError, PyMongoError
 
 from jobstore import schema as s
 from jobstore.connection import server_time
 from jobstore.curves import CurveStore
-from jobstore.retry import describe, is_transient
+from jobstore.retry import RetryPolicy, database_display, describe, is_transient
 from jobstore.schema import Expr, State, stamped
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LEASE_S = 30.0
+DUPLICATE_KEY = 11000
 DEFAULT_MAX_ATTEMPTS = 3
 LOST_WORKER = "lost worker"
 MALFORMED_JOB = "malformed job"
@@ -140,12 +147,14 @@ _QUEUE_PROJECTION = {s.EXP_KEY: 1, s.TID: 1, s.LEASE: 1, s.ATTEMPTS: 1, s.MAX_AT
 
 
 class JobQueue:
-    """Queue operations on one jobs collection."""
+    """Queue operations on one jobs collection, retried under ``retry`` (default: the
+    default outage limit, naming ``db``'s server)."""
 
-    def __init__(self, db: Database, collection: str = s.JOBS) -> None:
+    def __init__(self, db: Database, collection: str = s.JOBS, *, retry: RetryPolicy | None = None) -> None:
         self.db = db
         self.jobs: MongoCollection = db[collection]
-        self.curves = CurveStore(db, collection)
+        self.retry = retry or RetryPolicy(server=database_display(db))
+        self.curves = CurveStore(db, collection, self.retry)
         self._low_tid: dict[str, int] = {}
         self._spread: dict[str, int] = {}
         self._attempt: _Attempt | None = None
@@ -153,8 +162,38 @@ class JobQueue:
 
     def ensure_indexes(self) -> None:
         """Create the indexes the queue and pruning rely on (idempotent)."""
-        self.jobs.create_indexes(s.JOB_INDEXES)
+        self.retry(lambda: self.jobs.create_indexes(s.JOB_INDEXES), "creating indexes")
         self.curves.ensure_indexes()
+
+    # -- new jobs ----------------------------------------------------------------------
+
+    def insert_new(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Insert ``docs`` (each gets a fresh ``_id``); return those that were refused
+        because another document holds a unique key of theirs (the run's ``tid``).
+
+        A retry after a lost reply skips the documents already in: insert_many gives
+        each document its ``_id`` before the first attempt, so a retry finds its own.
+        """
+        for doc in docs:
+            doc.pop(s.ID, None)
+        return self.retry(lambda: self._insert_new(docs), "inserting trials")
+
+    def _insert_new(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        try:
+            self.jobs.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if exc.details.get("writeConcernErrors") or any(error.get("code") != DUPLICATE_KEY for error in errors):
+                raise
+            clashing = [docs[error["index"]] for error in errors]
+            present = {doc[s.ID] for doc in self.jobs.find(
+                {s.ID: {"$in": [doc[s.ID] for doc in clashing]}}, {s.ID: 1})}
+            return [doc for doc in clashing if doc[s.ID] not in present]
+        return []
+
+    def delete(self, query: Mapping[str, Any]) -> int:
+        """Delete the jobs matching ``query``; how many were deleted."""
+        return self.retry(lambda: self.jobs.delete_many(dict(query)).deleted_count, "deleting trials")
 
     # -- claim --------------------------------------------------------------------------
 
@@ -171,7 +210,13 @@ class JobQueue:
         The job is the lowest-tid new one unless this queue object has been losing
         races, when it is one of the first few (see the module doc).  If this queue's
         previous claim raised after sending its update, that claim is looked for first
-        and returned if it was applied."""
+        and returned if it was applied, so a claim retried after a lost reply keeps its
+        job instead of taking a second one."""
+        return self.retry(lambda: self._claim(owner, exp_key, exclude_runs, lease_s), "claiming a job")
+
+    def _claim(self, owner: str, exp_key: str | None, exclude_runs: Collection[str],
+               lease_s: float) -> Claim | None:
+        """One attempt of :meth:`claim`."""
         earlier = self._recover_attempt(owner)
         if earlier is not None:
             return earlier
@@ -262,10 +307,14 @@ class JobQueue:
 
     def holds(self, claim: Claim) -> bool:
         """Whether ``claim`` still holds its job (running, with its token)."""
-        return self.jobs.find_one(self._held(claim), {s.ID: 1}) is not None
+        return self.retry(lambda: self.jobs.find_one(self._held(claim), {s.ID: 1}) is not None,
+                          f"checking the lease of trial {claim.job.get(s.TID)}")
 
     def heartbeat(self, claim: Claim, lease_s: float = DEFAULT_LEASE_S) -> bool:
-        """Extend the lease; False if this claim no longer holds the job."""
+        """Extend the lease; False if this claim no longer holds the job.
+
+        Not retried: the :class:`jobstore.heartbeat.Heartbeat` calling it skips a beat on
+        a transient error instead of blocking (the error reaches it)."""
         update = stamped({s.REFRESH_TIME: Expr.now()}, lease_ms=int(lease_s * 1000))
         return self.jobs.update_one(self._held(claim), update).matched_count == 1
 
@@ -278,7 +327,8 @@ class JobQueue:
             {s.METRICS: Expr.append(s.METRICS, entry), s.REFRESH_TIME: Expr.now()},
             lease_ms=int(lease_s * 1000),
         )
-        return self.jobs.update_one(self._held(claim), update).matched_count == 1
+        return self.retry(lambda: self.jobs.update_one(self._held(claim), update).matched_count == 1,
+                          f"reporting metrics of trial {claim.job.get(s.TID)}")
 
     def finish(
         self,
@@ -311,12 +361,16 @@ class JobQueue:
             fields[s.STARTED_AT] = Expr({"$subtract": ["$$NOW", int(elapsed_s * 1000)]})
         if error is not None:
             fields[s.ERROR] = s.bson_safe(error)
-        written = self.jobs.update_one(self._held(claim), stamped(fields)).matched_count == 1
-        if not written:
-            written = self.jobs.find_one(
+        update = stamped(fields)
+
+        def write() -> bool:
+            if self.jobs.update_one(self._held(claim), update).matched_count == 1:
+                return True
+            return self.jobs.find_one(
                 {s.ID: claim.id, s.LEASE_TOKEN: claim.token, s.STATE: state}, {s.ID: 1}
             ) is not None
-        if written:
+
+        if self.retry(write, f"writing the result of trial {claim.job.get(s.TID)} of run {claim.exp_key!r}"):
             if scored and state == State.DONE and result.get("status") == "ok" and not result.get("pruned"):
                 self.curves.complete(claim.exp_key, claim.job.get(s.TID), claim.token)
             return True
@@ -333,7 +387,8 @@ class JobQueue:
         The job becomes new again and this claim does not count as an attempt.
         """
         update = stamped({**_BACK_TO_NEW, s.ATTEMPTS: Expr.add(s.ATTEMPTS, -1)})
-        if self.jobs.update_one(self._held(claim), update).matched_count != 1:
+        if not self.retry(lambda: self.jobs.update_one(self._held(claim), update).matched_count == 1,
+                          f"returning trial {claim.job.get(s.TID)} to the queue"):
             return False
         self.curves.forget(claim.exp_key, claim.job.get(s.TID))
         return True
@@ -354,6 +409,7 @@ class JobQueue:
         ``observed_s`` is how long the caller has been in contact with the database
         without a break: an expired job is lost only once that is at least its
         holder's lease (``lease.seconds``, else ``default_lease_s``); see the module doc.
+        Not retried: a transient error reaches the caller (see the module doc).
         """
         now = now or server_time(self.db)
         outcome = RequeueOutcome()

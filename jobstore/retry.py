@@ -1,13 +1,15 @@
 """Riding out database outages: the project's one retry policy.
 
-Workers, the coordinator and ``MongoTrials`` wrap each database operation in
-:func:`retrying`: while the server is unreachable it waits with exponential backoff,
-says so in the log (naming the server and how long it will keep waiting), and tries
-again, so a MongoDB restart of a minute or two costs time, not work.  Each caller picks
-its outage limit: how long one operation may keep failing before
-:class:`DatabaseOutage` is raised.  Workers give up after ``DEFAULT_GIVE_UP_S``;
-``MongoTrials`` for library use after ``jobstore.trials.DEFAULT_OUTAGE_TIMEOUT_S``;
-``hpo-coord start`` never, unless given ``--outage-timeout``.
+The store (:class:`jobstore.store.Store` and the typed stores it holds) runs each
+database operation under a :class:`RetryPolicy`, which calls :func:`retrying`: while
+the server is unreachable it waits with exponential backoff, says so in the log
+(naming the server and how long it will keep waiting), and tries again, so a MongoDB
+restart of a minute or two costs time, not work.  Callers of the store make plain
+calls.  Each program picks its outage limit when it opens the store: how long one
+operation may keep failing before :class:`DatabaseOutage` is raised.  Workers give up
+after ``DEFAULT_GIVE_UP_S``; ``MongoTrials`` for library use after
+``jobstore.trials.DEFAULT_OUTAGE_TIMEOUT_S``; ``hpo-coord start`` never, unless given
+``--outage-timeout``; the monitoring commands after ``DEFAULT_GIVE_UP_S``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from pymongo.database import Database
@@ -129,3 +132,33 @@ def retrying(
         if failures:
             log.warning("database is back: %s succeeded after %.1f s (%s)", what, time.monotonic() - started, name)
         return result
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How the store rides out outages: :func:`retrying` with one outage limit.
+
+    ``give_up_after`` is the outage limit (None: no limit), ``server`` the masked URL
+    log lines and errors name, ``longer`` how the user allows a longer outage; ``sleep``
+    waits between attempts (tests pass a no-op).  Calling the policy runs an operation
+    under it.
+    """
+
+    give_up_after: float | None = DEFAULT_GIVE_UP_S
+    server: str | None = None
+    longer: str | None = None
+    sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
+
+    def __call__(self, operation: Callable[[], T], what: str) -> T:
+        """``operation()`` retried while it fails transiently, up to the outage limit.
+
+        Raises:
+            DatabaseOutage: the outage outlasted ``give_up_after``.
+            Exception: a non-transient error of ``operation``, unchanged.
+        """
+        return retrying(operation, what, give_up_after=self.give_up_after, server=self.server,
+                        longer=self.longer, sleep=self.sleep)
+
+    def with_limit(self, give_up_after: float | None, longer: str | None = None) -> "RetryPolicy":
+        """This policy with another outage limit (and hint, when given)."""
+        return replace(self, give_up_after=give_up_after, longer=longer if longer is not None else self.longer)

@@ -281,6 +281,14 @@ def point_from_vals(vals: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
     return {label: bson_safe(v[0]) for label, v in vals.items() if len(v)}
 
 
+def has_point(job: Mapping[str, Any]) -> bool:
+    """True when ``job``'s ``misc.vals`` is hyperopt's ``{label: [] or [value]}``, so
+    :func:`point_from_vals` can read its point."""
+    misc = job.get(MISC)
+    vals = misc.get("vals") if isinstance(misc, Mapping) else None
+    return isinstance(vals, Mapping) and all(isinstance(v, list) and len(v) <= 1 for v in vals.values())
+
+
 def params_from_vals(space: Any, vals: Mapping[str, Sequence[Any]]) -> Any:
     """What the objective receives for hyperopt's ``misc.vals`` in ``space``: the one
     decoder of a trial's point (``hyperopt.space_eval``), for the worker, the store's

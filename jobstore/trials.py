@@ -29,8 +29,8 @@ with these differences, all of them deliberate:
 * A job document hyperopt could not use as a trial (no ``tid``, no ``misc``, a
   ``result`` that is not a dict, ...; see :func:`trial_problem`) is left out with one
   warning naming its ``_id``, where the original raises on every later refresh.
-* While the database is unreachable, operations wait and retry (jobstore.retry); after
-  ``outage_timeout`` seconds (default 300; ``None``: no limit) they raise
+* While the database is unreachable, operations wait and retry (the store's policy,
+  :mod:`jobstore.retry`); after ``outage_timeout`` seconds (default 300; ``None``: no limit) they raise
   :class:`jobstore.retry.DatabaseOutage`, naming the server, where the original raises
   pymongo's error after its 30 s server-selection timeout.
 
@@ -44,29 +44,25 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import gridfs
 import numpy as np
 from bson import ObjectId
 from hyperopt import base
+from hyperopt.exceptions import AllTrialsFailed
 from hyperopt.fmin import FMinIter, space_eval
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError
 
 from jobstore import schema as s
-from jobstore.connection import connect, parse_url, server_time
 from jobstore.errors import TrialIdTaken
-from jobstore.queue import DEFAULT_MAX_ATTEMPTS, JobQueue
-from jobstore.retry import database_display, retrying
-from jobstore.runs import RunStore
+from jobstore.queue import DEFAULT_MAX_ATTEMPTS
+from jobstore.retry import RetryPolicy
+from jobstore.store import Store
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 DOMAIN_ATTACHMENT = "FMinIter_Domain"
-DUPLICATE_KEY = 11000
 TID_BLOCK = 16
 DEFAULT_POLL_INTERVAL_S = 0.05
 DEFAULT_OUTAGE_TIMEOUT_S = 300.0
@@ -156,12 +152,11 @@ class GridFSAttachments:
     """``trials.attachments``: a mapping of name to bytes in GridFS, scoped to the run.
 
     Files are stored as hyperopt's MongoTrials stores them (``filename`` plus the run's
-    ``exp_key`` field on the file document), so existing tooling finds them.  Reads and
-    writes (what fmin and workers use) ride out outages through ``retry``.
+    ``exp_key`` field on the file document), so existing tooling finds them.  Every
+    operation rides out outages under ``retry``.
     """
 
-    def __init__(self, db: Database, exp_key: str | None, skip: Iterable[str] = (),
-                 retry: Callable[[Callable[[], Any], str], Any] = retrying) -> None:
+    def __init__(self, db: Database, exp_key: str | None, retry: RetryPolicy, skip: Iterable[str] = ()) -> None:
         self._fs = gridfs.GridFS(db)
         self._files = db["fs.files"]
         self._scope = {} if exp_key is None else {s.EXP_KEY: exp_key}
@@ -195,14 +190,15 @@ class GridFSAttachments:
         self._retry(replace, f"storing attachment {name!r}")
 
     def __delitem__(self, name: str) -> None:
-        found = list(self._files.find({"filename": name, **self._scope}, {"_id": 1}))
+        found = self._retry(lambda: list(self._files.find({"filename": name, **self._scope}, {"_id": 1})),
+                            f"looking up attachment {name!r}")
         if not found:
             raise KeyError(name)
         for old in found:
-            self._fs.delete(old["_id"])
+            self._retry(lambda doc=old: self._fs.delete(doc["_id"]), f"deleting attachment {name!r}")
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._files.distinct("filename", self._scope)))
+        return iter(sorted(self._retry(lambda: self._files.distinct("filename", self._scope), "listing attachments")))
 
     def keys(self) -> list[str]:
         return list(self)
@@ -211,22 +207,23 @@ class GridFSAttachments:
         return [(name, self[name]) for name in self]
 
     def delete_all(self) -> None:
-        for old in self._files.find(self._scope, {"_id": 1}):
-            self._fs.delete(old["_id"])
+        for old in self._retry(lambda: list(self._files.find(self._scope, {"_id": 1})), "listing attachments"):
+            self._retry(lambda doc=old: self._fs.delete(doc["_id"]), "deleting attachments")
 
 
 class MongoTrials(base.Trials):
     """hyperopt Trials stored as job documents in MongoDB (see the module docstring).
 
     Args:
-        arg: a URL (``mongodb://host:port/DB`` or ``mongo://host:port/DB/jobs``) or a
-            pymongo ``Database``.
+        arg: a URL (``mongodb://host:port/DB`` or ``mongo://host:port/DB/jobs``), a
+            :class:`jobstore.store.Store` (its jobs collection), or a pymongo ``Database``.
         exp_key: the run.  ``None`` means all jobs in the collection, as in hyperopt.
         refresh: load the run's trials now.
         experiment: the registered experiment the run evaluates; set by ``hpo-coord``.
         max_attempts: lost-worker claims a job survives before it becomes an error.
         poll_interval: seconds fmin sleeps between looks at the queue.
-        jobs_collection: the collection, when ``arg`` is a Database.
+        jobs_collection: the collection, when ``arg`` is a Database (a URL or a Store
+            names its own).
         outage_timeout: seconds the database may stay unreachable before an operation
             (and so ``fmin``) raises :class:`jobstore.retry.DatabaseOutage`, which names
             the server; ``None`` waits for it forever (what ``hpo-coord start`` does
@@ -237,7 +234,7 @@ class MongoTrials(base.Trials):
 
     def __init__(
         self,
-        arg: str | Database,
+        arg: str | Store | Database,
         exp_key: str | None = None,
         refresh: bool = True,
         *,
@@ -249,18 +246,19 @@ class MongoTrials(base.Trials):
     ) -> None:
         if outage_timeout is not None and not outage_timeout >= 0:
             raise ValueError(f"outage_timeout must be a number of seconds >= 0 or None, not {outage_timeout!r}")
-        if isinstance(arg, Database):
-            self.db = arg
-            self.server = database_display(arg)
+        if isinstance(arg, str):
+            store = Store.open(arg)
+        elif isinstance(arg, Store):
+            store = arg
         else:
-            target = parse_url(arg)
-            self.db = connect(target)
-            self.server = target.display
-            jobs_collection = target.jobs_collection
+            store = Store(arg, jobs_collection=jobs_collection)
         self.outage_timeout = outage_timeout
-        self._jobs_collection = jobs_collection
-        self.queue = JobQueue(self.db, jobs_collection)
-        self.runs = RunStore(self.db, jobs_collection)
+        self.store = store.with_outage_limit(outage_timeout, OUTAGE_TIMEOUT_HINT)
+        """The store this object reads and writes through, with its outage limit."""
+        self.db = self.store.db
+        self.queue = self.store.queue
+        self.runs = self.store.runs
+        self._jobs = self.store.view.jobs
         self.queue.ensure_indexes()
         self._exp_key = exp_key
         self.experiment = experiment
@@ -276,7 +274,7 @@ class MongoTrials(base.Trials):
         self._tid_pool: list[int] = []
         self._handed: list[int] = []
         skip = (DOMAIN_ATTACHMENT,) if experiment is not None else ()
-        self._attachments = GridFSAttachments(self.db, exp_key, skip, self._retry)
+        self._attachments = GridFSAttachments(self.db, exp_key, self.store.retry, skip)
         if refresh:
             self.refresh()
 
@@ -294,20 +292,14 @@ class MongoTrials(base.Trials):
 
     def view(self, exp_key: str | None = None, refresh: bool = True) -> "MongoTrials":
         return MongoTrials(
-            self.db,
+            self.store,
             exp_key=self._exp_key if exp_key is None else exp_key,
             refresh=refresh,
             experiment=self.experiment,
             max_attempts=self.max_attempts,
             poll_interval=self.poll_interval,
-            jobs_collection=self._jobs_collection,
             outage_timeout=self.outage_timeout,
         )
-
-    def _retry(self, operation: Callable[[], T], what: str) -> T:
-        """``operation`` under the store's retry policy, with this object's outage limit."""
-        return retrying(operation, what, give_up_after=self.outage_timeout, server=self.server,
-                        longer=OUTAGE_TIMEOUT_HINT)
 
     def _scope(self) -> dict[str, Any]:
         return {} if self._exp_key is None else {s.EXP_KEY: self._exp_key}
@@ -322,7 +314,7 @@ class MongoTrials(base.Trials):
         warning naming its ``_id``; it is still counted by ``count_by_state_unsynced``.
         While the database is unreachable this waits and retries, up to the outage limit.
         """
-        fetched = self._retry(self._fetch_changes, "refreshing trials")
+        fetched = self._fetch_changes()
         if not fetched and self._watermark is not None:
             return
         for doc in fetched:
@@ -332,7 +324,7 @@ class MongoTrials(base.Trials):
             if isinstance(stamp, datetime) and (self._watermark is None or stamp > self._watermark):
                 self._watermark = stamp
         if self._watermark is None:
-            self._watermark = self._retry(lambda: server_time(self.db), "reading the server clock")
+            self._watermark = self.store.server_time()
         self._present()
 
     def _check(self, doc: Mapping[str, Any]) -> None:
@@ -371,9 +363,9 @@ class MongoTrials(base.Trials):
     def _fetch_changes(self) -> list[dict[str, Any]]:
         query = self._scope()
         if self._watermark is None:
-            return list(self.queue.jobs.find(query, s.TRIAL_PROJECTION))
+            return self._jobs.find(query, s.TRIAL_PROJECTION, what="refreshing trials")
         query[s.UPDATED_AT] = {"$gte": self._watermark - REFRESH_OVERLAP}
-        stubs = self.queue.jobs.find(query, {s.ID: 1, s.VERSION: 1})
+        stubs = self._jobs.find(query, {s.ID: 1, s.VERSION: 1}, what="refreshing trials")
         changed = [
             stub[s.ID]
             for stub in stubs
@@ -381,7 +373,7 @@ class MongoTrials(base.Trials):
         ]
         if not changed:
             return []
-        return list(self.queue.jobs.find({s.ID: {"$in": changed}}, s.TRIAL_PROJECTION))
+        return self._jobs.find({s.ID: {"$in": changed}}, s.TRIAL_PROJECTION, what="refreshing trials")
 
     def count_by_state_unsynced(self, arg: int | Iterable[int]) -> int:
         """How many of the run's jobs are in state ``arg`` (or any of them), in the database now.
@@ -420,7 +412,7 @@ class MongoTrials(base.Trials):
 
     def _server_count(self, query: dict[str, Any]) -> int:
         query = {**self._scope(), **query}
-        return self._retry(lambda: self.queue.jobs.count_documents(query), "counting trials")
+        return self._jobs.count(query, what="counting trials")
 
     def _states_written_since(self, since: datetime) -> list[int]:
         """The states of the run's jobs written at or after ``since`` (the refresh index).
@@ -429,9 +421,7 @@ class MongoTrials(base.Trials):
         with the state in the query: SecantusDB plans the three-field count as a
         collection scan; MongoDB serves either from the index."""
         query = {**self._scope(), s.UPDATED_AT: {"$gte": since}}
-        return self._retry(
-            lambda: [doc.get(s.STATE) for doc in self.queue.jobs.find(query, {s.ID: 0, s.STATE: 1})],
-            "counting trials")
+        return [doc.get(s.STATE) for doc in self._jobs.find(query, {s.ID: 0, s.STATE: 1}, what="counting trials")]
 
     def new_trial_ids(self, n: int) -> list[int]:
         """``n`` trial ids, unique in the run.
@@ -450,8 +440,7 @@ class MongoTrials(base.Trials):
         """
         while len(self._tid_pool) < n:
             block = max(n - len(self._tid_pool), TID_BLOCK)
-            self._tid_pool.extend(
-                self._retry(lambda b=block: self.runs.allocate_tids(self._exp_key, b), "allocating trial ids"))
+            self._tid_pool.extend(self.runs.allocate_tids(self._exp_key, block))
         ids, self._tid_pool = self._tid_pool[:n], self._tid_pool[n:]
         self._handed = list(ids)
         self._ids.update(ids)
@@ -471,10 +460,8 @@ class MongoTrials(base.Trials):
     def _insert_trial_docs(self, docs: list[dict[str, Any]]) -> list[int]:
         if not docs:
             return []
-        now = self._retry(lambda: server_time(self.db), "reading the server clock")
+        now = self.store.server_time()
         for doc in docs:
-            # a fresh _id from insert_many, so that a retry can tell its own documents
-            doc.pop(s.ID, None)
             doc.update(
                 {
                     s.PARAMS: self._params(doc),
@@ -485,35 +472,16 @@ class MongoTrials(base.Trials):
             )
             if self.experiment is not None:
                 doc[s.EXPERIMENT] = self.experiment
-        self._retry(lambda: self._insert_new(docs), "inserting trials")
+        taken = sorted((doc[s.TID] for doc in self.queue.insert_new(docs)), key=_bson_order)
+        if taken:
+            raise TrialIdTaken(
+                f"run {self._exp_key!r} already has trials with ids {taken}; ask "
+                "new_trial_ids() for the ids of new trials instead of reusing ids it gave before"
+            )
         inserted = {doc[s.TID] for doc in docs}
         self._tid_pool = [tid for tid in self._tid_pool if tid not in inserted]
         self._recycle(inserted)
         return [doc[s.TID] for doc in docs]
-
-    def _insert_new(self, docs: list[dict[str, Any]]) -> None:
-        """Insert ``docs``; a retry after a lost reply skips the ones already in.
-
-        Raises:
-            TrialIdTaken: another trial of the run has the id of one of ``docs``.
-        """
-        try:
-            self.queue.jobs.insert_many(docs, ordered=False)
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if exc.details.get("writeConcernErrors") or any(error.get("code") != DUPLICATE_KEY for error in errors):
-                raise
-            # insert_many gave each document its _id before the first attempt, so a
-            # retry finds its own documents; a clash with any other is another trial.
-            clashing = [docs[error["index"]] for error in errors]
-            present = {doc[s.ID] for doc in self.queue.jobs.find(
-                {s.ID: {"$in": [doc[s.ID] for doc in clashing]}}, {s.ID: 1})}
-            taken = sorted((doc[s.TID] for doc in clashing if doc[s.ID] not in present), key=_bson_order)
-            if taken:
-                raise TrialIdTaken(
-                    f"run {self._exp_key!r} already has trials with ids {taken}; ask "
-                    "new_trial_ids() for the ids of new trials instead of reusing ids it gave before"
-                ) from None
 
     def _params(self, doc: Mapping[str, Any]) -> Any:
         vals = doc[s.MISC]["vals"]
@@ -530,7 +498,7 @@ class MongoTrials(base.Trials):
 
         Trial ids are not reused afterwards: the run's counter keeps counting.
         """
-        self.queue.jobs.delete_many({**(dict(cond) if cond else {}), **self._scope()})
+        self.queue.delete({**(dict(cond) if cond else {}), **self._scope()})
         self._attachments.delete_all()
         self._docs.clear()
         self._problems.clear()
@@ -564,7 +532,7 @@ class MongoTrials(base.Trials):
         from hyperopt import tpe
 
         self.space = space
-        self._retry(lambda: self.runs.ensure(self._exp_key), "creating the run")
+        self.runs.ensure(self._exp_key)
         domain = base.Domain(fn, space, pass_expr_memo_ctrl=pass_expr_memo_ctrl)
         self._use_labels(frozenset(domain.params))
         iterator = FMinIter(
@@ -588,15 +556,8 @@ class MongoTrials(base.Trials):
             if not self._trials:
                 raise ValueError("there are no trials, so there is no argmin")
             return self.argmin
-        if self.best_trial_or_none() is not None:
+        try:
             return space_eval(space, self.argmin)
-        return None
-
-    def best_trial_or_none(self) -> dict[str, Any] | None:
-        """The best ok trial, or None when no trial succeeded yet."""
-        ok = [
-            t for t in self._trials
-            if t[s.RESULT].get("status") == base.STATUS_OK and s.is_finite_number(t[s.RESULT].get("loss"))
-        ]
-        return min(ok, key=lambda t: t[s.RESULT]["loss"]) if ok else None
+        except AllTrialsFailed:
+            return None
 

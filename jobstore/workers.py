@@ -4,6 +4,10 @@ One document per worker process in ``workers`` (``_id`` is the worker id,
 ``"host:pid"``).  Workers write their own record; ``hpo-coord status`` and plain
 Mongo queries read it.  A worker whose ``last_seen`` is older than a few heartbeat
 intervals is dead, whatever its ``status`` says.
+
+Writes are retried under the store's :class:`jobstore.retry.RetryPolicy`, except
+:meth:`WorkerRegistry.beat`, the heartbeat's write (a heartbeat skips a beat on a
+transient error rather than block).
 """
 
 from __future__ import annotations
@@ -13,20 +17,24 @@ from typing import Any
 from pymongo.database import Database
 
 from jobstore import schema as s
+from jobstore.retry import RetryPolicy, database_display
 from jobstore.schema import literal
 
 
 class WorkerRegistry:
-    """The ``workers`` collection."""
+    """The ``workers`` collection (its owner), retried under ``retry`` (default: the
+    default outage limit, naming ``db``'s server)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, retry: RetryPolicy | None = None) -> None:
         self.workers = db[s.WORKERS]
+        self.retry = retry or RetryPolicy(server=database_display(db))
 
     def ensure_indexes(self) -> None:
-        self.workers.create_indexes(s.WORKER_INDEXES)
+        self.retry(lambda: self.workers.create_indexes(s.WORKER_INDEXES), "creating indexes")
 
     def register(self, worker_id: str, *, host: str, pid: int, device: str, version: str) -> None:
-        self.workers.update_one(
+        """Create or reset the worker's record: idle, nothing done, seen now."""
+        self.retry(lambda: self.workers.update_one(
             {s.ID: worker_id},
             [
                 {
@@ -44,15 +52,20 @@ class WorkerRegistry:
                 }
             ],
             upsert=True,
-        )
+        ), "registering the worker")
 
     def update(self, worker_id: str, *, status: str, current: dict[str, Any] | None = None,
                trials_done: int | None = None) -> bool:
         """Record the worker's status (``idle``, ``busy``, ``stopped``), current trial and
-        count of finished trials, and refresh ``last_seen``; False if the record is gone.
+        count of finished trials, and refresh ``last_seen``; False if the record is gone."""
+        return self.retry(lambda: self.beat(worker_id, status=status, current=current, trials_done=trials_done),
+                          "updating the worker record")
 
-        Workers call this from their heartbeat, so ``status`` and ``current`` lag the
-        truth by at most one heartbeat interval.
+    def beat(self, worker_id: str, *, status: str, current: dict[str, Any] | None = None,
+             trials_done: int | None = None) -> bool:
+        """:meth:`update` once, not retried: the heartbeat's write (a transient error
+        reaches the caller).  Workers call it from their heartbeat, so ``status`` and
+        ``current`` lag the truth by at most one heartbeat interval.
         """
         stage: dict[str, Any] = {
             s.WORKER_STATUS: literal(status),

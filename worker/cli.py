@@ -13,7 +13,6 @@ from cli_support.console import (
     ObjectiveOption,
     PasswordFileOption,
     not_empty,
-    open_database,
     package_version,
     register_objectives,
     require_url,
@@ -22,6 +21,7 @@ from cli_support.console import (
     user_errors,
 )
 from jobstore.connection import DEFAULT_TIMEOUT_S
+from jobstore.store import Store
 from worker.loop import DEFAULT_POLL_MAX_S, DEFAULT_POLL_MIN_S, Worker, WorkerConfig
 
 app = typer_app(__doc__, no_args_is_help=False)
@@ -71,13 +71,13 @@ def work(
         raise typer.BadParameter(f"--poll-max ({poll_max}) must not be below --poll-min ({poll_min})")
     with user_errors():
         register_objectives(objective)
-        target, db = open_database(require_url(mongo, "hpo-worker"), mongo_password_file, connect_timeout)
+        store = Store.open(require_url(mongo, "hpo-worker"), mongo_password_file, timeout_s=connect_timeout)
         config = WorkerConfig(
             run=run, max_jobs=max_jobs, idle_exit=idle_exit, poll_min=poll_min, poll_max=poll_max,
             heartbeat=heartbeat, lease=lease_s, grace=grace, allow_pickle=allow_pickle, gpus=gpus_per_worker,
             version=package_version(),
         )
-        worker = Worker(db, config, target.jobs_collection)
+        worker = Worker(store, config)
         worker.install_signal_handlers()
         code = worker.run()
     raise typer.Exit(code)

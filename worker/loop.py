@@ -58,7 +58,6 @@ from types import FrameType
 from typing import Any
 
 from hyperopt import base
-from pymongo.database import Database
 from pymongo.errors import OperationFailure, PyMongoError, WriteError
 
 from cli_support.console import EXIT_TRIAL_HUNG, EXIT_USER_ERROR
@@ -67,8 +66,8 @@ from jobstore.gpu_lease import GpuLease, wait_for_gpus
 from jobstore.heartbeat import Heartbeat
 from jobstore.queue import DEFAULT_LEASE_S, Claim, JobQueue
 from jobstore.requeuer import Requeuer
-from jobstore.retry import DEFAULT_GIVE_UP_S, describe, retrying
-from jobstore.workers import WorkerRegistry
+from jobstore.retry import DatabaseOutage, describe
+from jobstore.store import Store
 from jobstore.curves import AttemptCurves
 from objectives.base import Experiment, TrialInterrupted, TrialPruned
 from objectives.pruning import BadPrunerSettings, Pruner, PrunerSettings
@@ -184,12 +183,7 @@ class JobReporter:
             raise TrialInterrupted("the trial ran past its time limit")
         if self.pruned is not None:
             raise TrialPruned(f"the trial was pruned at step {self.pruned.step}")
-        tid = self._claim.job.get(s.TID)
-        kept = retrying(
-            lambda: self._queue.report(self._claim, step, metrics, self._lease_s),
-            f"reporting metrics of trial {tid}",
-        )
-        if not kept:
+        if not self._queue.report(self._claim, step, metrics, self._lease_s):
             self.lease_lost()
         elif self._pruner is not None:
             self._decide(step, metrics)
@@ -207,8 +201,7 @@ class JobReporter:
                             "has %s), so pruning cannot judge it there", _label(self._claim), step,
                             metric, sorted(metrics))
             return
-        prune = retrying(lambda: self._pruner.should_prune(at, float(value)),  # type: ignore[union-attr]
-                         f"deciding whether to prune {_label(self._claim)}")
+        prune = self._pruner.should_prune(at, float(value))  # the store retries its own operations
         if self._curves.lost:
             self.lease_lost()
         elif prune:
@@ -236,13 +229,14 @@ class JobReporter:
 
 
 class Worker:
-    """One worker process's loop over the queue."""
+    """One worker process's loop over the queue, through ``store`` (whose retry policy
+    rides out database outages; see the module doc)."""
 
-    def __init__(self, db: Database, config: WorkerConfig, jobs_collection: str = s.JOBS) -> None:
+    def __init__(self, store: Store, config: WorkerConfig) -> None:
         self.config = config
-        self.db = db
-        self.queue = JobQueue(db, jobs_collection)
-        self.registry = WorkerRegistry(db)
+        self.store = store
+        self.queue = store.queue
+        self.registry = store.workers
         self.requeuer = Requeuer(self.queue, interval=max(1.0, config.heartbeat / 2), grace=config.lease)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.refused: set[Any] = set()
@@ -310,7 +304,8 @@ class Worker:
                   "returning its job to the queue and exiting with code %d", label,
                   INTERRUPT_BACKSTOP_S, code)
         try:
-            if self.queue.release(claim):
+            # waiting longer than the lease for the database is pointless: the job lapses
+            if self.store.with_outage_limit(self.config.lease).queue.release(claim):
                 log.warning("%s returned to the queue", label)
             if self._gpu_lease is not None:
                 self._gpu_lease.release()
@@ -334,9 +329,9 @@ class Worker:
         ``gpus=0`` the host's GPUs are not even looked for, so nothing is logged about them.
         """
         cfg = self.config
-        retrying(self.queue.ensure_indexes, "creating indexes")
+        self.queue.ensure_indexes()
         gpus = discover_gpus() if cfg.gpus else ()
-        gpu_lease = GpuLease(self.db, self.worker_id, gpus=gpus, count=cfg.gpus, ttl=cfg.lease)
+        gpu_lease = self.store.gpu_lease(self.worker_id, gpus=gpus, count=cfg.gpus, ttl=cfg.lease)
         self._gpu_lease = gpu_lease
         leased = wait_for_gpus(gpu_lease, stop=self._stop)
         if leased is None:
@@ -353,9 +348,8 @@ class Worker:
 
     def _work(self, gpu_lease: GpuLease, device: str) -> int:
         cfg = self.config
-        retrying(lambda: self.registry.register(
-            self.worker_id, host=socket.gethostname(), pid=os.getpid(),
-            device=device, version=cfg.version), "registering the worker")
+        self.registry.register(self.worker_id, host=socket.gethostname(), pid=os.getpid(),
+                               device=device, version=cfg.version)
         log.info("worker %s ready (run: %s, device: %s)", self.worker_id, cfg.run or "any", device)
         idle_since = time.monotonic()
         poll = cfg.poll_min
@@ -367,18 +361,15 @@ class Worker:
             log.error("this worker's GPU lease was taken over; stopping so a fresh process can lease one")
             self._stop.set()
 
-        beat = Heartbeat(lambda: self.registry.update(self.worker_id, **self._record()) and gpu_lease.renew(),
+        beat = Heartbeat(lambda: self.registry.beat(self.worker_id, **self._record()) and gpu_lease.renew(),
                          cfg.heartbeat, name="worker record and GPU lease", on_lost=gpu_lost)
         with beat:
             while not self._stop.is_set():
                 if cfg.max_jobs is not None and self.jobs_done >= cfg.max_jobs:
                     log.info("done %d job(s) (--max-jobs); exiting", self.jobs_done)
                     break
-                claim = retrying(
-                    lambda: self.queue.claim(self.worker_id, exp_key=cfg.run,
-                                             exclude_runs=self.refused, lease_s=cfg.lease),
-                    "claiming a job",
-                )
+                claim = self.queue.claim(self.worker_id, exp_key=cfg.run, exclude_runs=self.refused,
+                                         lease_s=cfg.lease)
                 if claim is None:
                     self.requeuer.tick()
                     if cfg.idle_exit is not None and time.monotonic() - idle_since >= cfg.idle_exit:
@@ -391,7 +382,7 @@ class Worker:
                 try:
                     self._process(claim)
                 except Refused as exc:
-                    retrying(lambda held=claim: self.queue.release(held), "returning a refused job")
+                    self.queue.release(claim)
                     run = claim.job.get(s.EXP_KEY)
                     self.refused.add(run)
                     log.error("refusing run %r: %s", run, exc)
@@ -399,8 +390,7 @@ class Worker:
                         code = EXIT_REFUSED
                         break
                 idle_since = time.monotonic()
-            retrying(lambda: self.registry.update(self.worker_id, status="stopped", trials_done=self.jobs_done),
-                     "deregistering")
+            self.registry.update(self.worker_id, status="stopped", trials_done=self.jobs_done)
         return code
 
     def _record(self) -> dict[str, Any]:
@@ -424,7 +414,7 @@ class Worker:
         except Refused:
             raise
         except Exception as exc:  # noqa: BLE001 - a malformed job must not kill the worker
-            if isinstance(exc, PyMongoError):  # the database's trouble, not the job's
+            if isinstance(exc, (PyMongoError, DatabaseOutage)):  # the database's trouble, not the job's
                 raise
             outcome = _unprepared(label, exc)
             log.error("%s: %s", label, clip(outcome.error["message"] if outcome.error else "", LOG_LIMIT))
@@ -433,7 +423,7 @@ class Worker:
         if task is None:
             return
         if self._stop.is_set():  # a stop signal came while the experiment loaded
-            if retrying(lambda: self.queue.release(claim), "returning the job to the queue"):
+            if self.queue.release(claim):
                 log.warning("%s returned to the queue before it started (stop signal)", label)
             return
         reporter = JobReporter(self.queue, claim, settings, self._stop, self.config.lease, pruning)
@@ -482,7 +472,7 @@ class Worker:
                         "stopped with: %s", label, clip(exception_text(interrupted), LOG_LIMIT))
         elif interrupted is not None and self._stop.is_set():
             log.warning("%s interrupted: %s", label, clip(exception_text(interrupted), LOG_LIMIT))
-            if retrying(lambda: self.queue.release(claim), "returning the job to the queue"):
+            if self.queue.release(claim):
                 log.warning("%s returned to the queue", label)
         else:
             if interrupted is not None:  # raised although nothing asked the trial to stop
@@ -506,14 +496,15 @@ class Worker:
                   "(a running trial cannot be ended inside the process; its GPU memory is freed "
                   "with it)", label, self.config.grace, limit, EXIT_TRIAL_HUNG)
         try:
-            self._write(claim, timed_out(limit), give_up_after=self.config.lease)
+            # waiting longer than the lease for the database is pointless: the job lapses
+            self._write(claim, timed_out(limit), queue=self.store.with_outage_limit(self.config.lease).queue)
         except Exception as exc:  # noqa: BLE001 - exit regardless; the lease then lapses
             log.error("could not record the timeout of %s (%s); the job is requeued when its lease "
                       "lapses", label, describe(exc))
         try:
             if self._gpu_lease is not None:
                 self._gpu_lease.release()
-            self.registry.update(self.worker_id, status="stopped", trials_done=self.jobs_done)
+            self.registry.beat(self.worker_id, status="stopped", trials_done=self.jobs_done)
         except Exception as exc:  # noqa: BLE001
             log.warning("could not release the GPU lease (%s); it lapses in %.0f s",
                         describe(exc), self.config.lease)
@@ -521,17 +512,16 @@ class Worker:
         os._exit(EXIT_TRIAL_HUNG)
 
     def _write(self, claim: Claim, outcome: Outcome, elapsed_s: float | None = None,
-               give_up_after: float = DEFAULT_GIVE_UP_S, scored: bool = False) -> None:
-        """Store ``outcome``; a result the database refuses (a document over its size
-        limit, ...) is replaced by an ``unstorable result`` error.  ``scored``: the
-        attempt recorded pruning scores (see :meth:`JobQueue.finish`)."""
+               queue: JobQueue | None = None, scored: bool = False) -> None:
+        """Store ``outcome`` through ``queue`` (default: this worker's); a result the
+        database refuses (a document over its size limit, ...) is replaced by an
+        ``unstorable result`` error.  ``scored``: the attempt recorded pruning scores
+        (see :meth:`JobQueue.finish`)."""
         label = _label(claim)
+        queue = queue or self.queue
 
         def finish(final: Outcome) -> bool:
-            return retrying(
-                lambda: self.queue.finish(claim, final.state, final.result, final.error, elapsed_s, scored),
-                f"writing the result of {label}", give_up_after=give_up_after,
-            )
+            return queue.finish(claim, final.state, final.result, final.error, elapsed_s, scored)
 
         try:
             written = finish(outcome)
@@ -634,10 +624,8 @@ class Worker:
         if key not in self._domains:
             import cloudpickle
 
-            trials = MongoTrials(self.db, exp_key=claim.exp_key, refresh=False,
-                                 jobs_collection=self.queue.jobs.name, outage_timeout=None)
-            self._domains[key] = (cloudpickle.loads(retrying(
-                lambda: trials.attachments[str(cmd[1])], "loading the pickled Domain")), trials)
+            trials = MongoTrials(self.store, exp_key=claim.exp_key, refresh=False, outage_timeout=None)
+            self._domains[key] = (cloudpickle.loads(trials.attachments[str(cmd[1])]), trials)
         domain, trials = self._domains[key]
         spec = base.spec_from_misc(job[s.MISC])
         ctrl = base.Ctrl(trials, current_trial=job)
@@ -646,7 +634,7 @@ class Worker:
     def _run(self, exp_key: str) -> dict[str, Any]:
         cached = self._run_info.get(exp_key)
         if cached is None or time.monotonic() - cached[0] > RUN_INFO_TTL_S:
-            run = retrying(lambda: self.db[s.RUNS].find_one({s.ID: exp_key}), "reading the run") or {}
+            run = self.store.runs.get(exp_key) or {}
             cached = (time.monotonic(), run)
             self._run_info[exp_key] = cached
         return cached[1]
@@ -666,7 +654,7 @@ def _unstorable(exc: Exception) -> bool:
         return True
     if isinstance(exc, OperationFailure):
         return exc.code in _TOO_LARGE_CODES
-    return not isinstance(exc, PyMongoError)
+    return not isinstance(exc, (PyMongoError, DatabaseOutage))
 
 
 def _unprepared(label: str, exc: Exception) -> Outcome:

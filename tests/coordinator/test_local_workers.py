@@ -6,13 +6,19 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+import pymongo
+import pytest
 from pymongo.database import Database
 
 from cli_support.console import EXIT_TRIAL_HUNG
 from coordinator.local_workers import MAX_RESTARTS, LocalWorkers
 from jobstore import schema as s
+from jobstore.embedded import SERVER_PROGRAM, EmbeddedServer
 from jobstore.schema import State
 from tests.support.processes import RECORDING, run_cli, start_coordinator, stop, wait_for
 
@@ -67,7 +73,7 @@ class _Exiting(LocalWorkers):
     """Local workers whose processes exit at once with the given codes, in turn."""
 
     def __init__(self, codes: list[int]) -> None:
-        super().__init__(1, "mongodb://unused", "r", extra_args=[], check_interval=0.01)
+        super().__init__(1, {}, "r", extra_args=[], check_interval=0.01)
         self.codes = codes
         self.spawned = 0
 
@@ -99,3 +105,81 @@ def test_hung_trial_exits_do_not_count_as_crashes_and_refusals_are_not_restarted
     finally:
         workers.stop()
     assert workers.restarts == MAX_RESTARTS + 3 and workers.spawned == MAX_RESTARTS + 4
+
+
+# -- credentials reach the local workers, never on a command line -------------------------
+
+PASSWORD = "Zq9-local-secret"
+
+
+@pytest.fixture
+def auth_server(tmp_path: Path) -> Iterator[str]:
+    """A server that requires authentication, with user ``alice`` (password
+    :data:`PASSWORD`, in ``admin`` as deploy/compose creates it, readWrite on ``hpo``);
+    its URL without the password."""
+    storage = tmp_path / "auth-db"
+    with EmbeddedServer(storage) as open_server:  # provision the user while auth is off
+        client: pymongo.MongoClient = pymongo.MongoClient(open_server.url)
+        client["admin"].command("createUser", "alice", pwd=PASSWORD, roles=[{"role": "readWrite", "db": "hpo"}])
+        client.close()
+        port = open_server.port
+    program = Path(sys.executable).with_name(SERVER_PROGRAM)
+    with open(tmp_path / "auth-db.log", "ab") as log:
+        server = subprocess.Popen([str(program if program.exists() else SERVER_PROGRAM), "--host", "127.0.0.1",
+                                   "--port", str(port), "--storage-path", str(storage), "--auth"],
+                                  stdout=log, stderr=subprocess.STDOUT)
+    try:
+        probe: pymongo.MongoClient = pymongo.MongoClient(
+            f"mongodb://alice:{PASSWORD}@127.0.0.1:{port}/hpo?authSource=admin", serverSelectionTimeoutMS=500)
+        wait_for(lambda: _answers(probe), timeout=60, what="the server with authentication to start")
+        probe.close()
+        yield f"mongodb://alice@127.0.0.1:{port}/hpo?authSource=admin"
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def _answers(client: pymongo.MongoClient) -> bool:
+    try:
+        client["hpo"].command("ping")
+        return True
+    except pymongo.errors.PyMongoError:
+        return False
+
+
+def test_local_workers_use_the_password_file_of_the_coordinator(auth_server: str, tmp_path: Path) -> None:
+    """Found in issue 13: children got only $HPO_MONGO_URL, not a --mongo-password-file."""
+    secret = tmp_path / "password"
+    secret.write_text(PASSWORD + "\n")
+    log = tmp_path / "c.log"
+    coordinator = start_coordinator(auth_server, "--exp", "quadratic", "--run", "a", "--max-evals", "3",
+                                    "--local-workers", "1", "--mongo-password-file", str(secret), log=log)
+    try:
+        code = coordinator.wait(240)
+    finally:
+        stop(coordinator)
+    assert code == 0, log.read_text()[-3000:]
+    client: pymongo.MongoClient = pymongo.MongoClient(auth_server.replace("alice@", f"alice:{PASSWORD}@"))
+    try:
+        assert client["hpo"].jobs.count_documents({s.EXP_KEY: "a", s.STATE: State.DONE}) == 3
+        assert client["hpo"].workers.count_documents({}) == 1
+    finally:
+        client.close()
+    assert PASSWORD not in log.read_text()
+
+
+def test_a_local_workers_credentials_travel_in_its_environment(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    spawned: list[tuple[list[str], dict[str, str]]] = []
+
+    def popen(command: list[str], *, env: dict[str, str], **options: Any) -> Any:
+        spawned.append((command, env))
+        return SimpleNamespace(pid=1)
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    environment = {"HPO_MONGO_URL": f"mongodb://alice:{PASSWORD}@db.example/hpo",
+                   "HPO_MONGO_PASSWORD_FILE": str(tmp_path / "password")}
+    LocalWorkers(2, environment, "r", extra_args=["--objective", "pkg:exp"])._spawn()
+    [(command, env)] = spawned
+    assert not any(PASSWORD in arg or "password" in arg for arg in command), command
+    assert {key: env[key] for key in environment} == environment

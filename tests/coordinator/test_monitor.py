@@ -41,6 +41,7 @@ from jobstore import schema as s
 from jobstore.connection import server_time
 from jobstore.queue import JobQueue
 from jobstore.schema import State
+from jobstore.store import Store
 from jobstore.trials import MongoTrials
 from jobstore.workers import WorkerRegistry
 from objectives.base import Experiment, NullReporter, Reporter
@@ -107,7 +108,7 @@ def _fmin_with_workers(db: Database) -> None:
                        settings={s.RUN_PRUNER: PRUNER.to_document()}, max_evals=MAX_EVALS, algo="rand")
     workers = []
     for i in range(2):
-        worker = Worker(db, WorkerConfig(run=RUN, heartbeat=1.0, lease=5.0, poll_max=0.05))
+        worker = Worker(Store(db), WorkerConfig(run=RUN, heartbeat=1.0, lease=5.0, poll_max=0.05))
         worker.worker_id = f"node-{'ab'[i]}:{101 + i}"
         workers.append(worker)
     threads = [threading.Thread(target=w.run, daemon=True) for w in workers]
@@ -219,7 +220,7 @@ def test_seeded_run_looks_like_a_real_one(seeded: tuple[str, Database]) -> None:
 
 def test_run_status_values(seeded: tuple[str, Database]) -> None:
     _, db = seeded
-    status = monitor.run_status(db, RUN)
+    status = monitor.run_status(Store(db).view, RUN)
     states = _states(db)
     c = status.counts
     assert (c.new, c.running, c.done, c.error, c.cancel) == (
@@ -257,7 +258,7 @@ def test_run_status_values(seeded: tuple[str, Database]) -> None:
 
 def test_list_runs(seeded: tuple[str, Database]) -> None:
     _, db = seeded
-    overview = {r.run: r for r in monitor.list_runs(db)}
+    overview = {r.run: r for r in monitor.list_runs(Store(db).view)}
     assert set(overview) == {RUN, OTHER_RUN}
     assert overview[RUN].counts.total == len(_jobs(db))
     assert overview[RUN].best_loss == _best(db)[s.RESULT]["loss"]
@@ -595,16 +596,16 @@ def test_malformed_documents_are_left_out_or_read_as_missing_never_a_traceback(
     ])
     db[s.WORKERS].insert_one({s.ID: "odd:1", s.WORKER_LAST_SEEN: server_time(db), s.WORKER_DONE: "many",
                               s.WORKER_CURRENT: "t", s.WORKER_HOST: 7})
-    rows = monitor.trial_rows(db[s.JOBS], "r")
+    rows = monitor.trial_rows(Store(db).view, "r")
     assert [r["tid"] for r in rows] == [0, 1, 2, 10, 11, 12]
     odd = rows[3]
     assert (odd["state"], odd["status"], odd["attempts"], odd["book_time"], odd["error_type"]) == (
         "weird", None, None, None, None)
     assert rows[4]["params.when"] == str(db[s.JOBS].find_one({s.TID: 11})[s.PARAMS]["when"])
-    status = monitor.run_status(db, "r")
+    status = monitor.run_status(Store(db).view, "r")
     assert [j.tid for j in status.stale] == [12] and status.stale[0].reasons == ["no valid lease"]
     assert status.best is not None and status.best.tid == 11
-    assert monitor.learning_curves(db[s.JOBS], "r", [0, 10, 11]) == {0: [{"step": 1, "val_loss": 1.0}]}
+    assert monitor.learning_curves(Store(db).view, "r", [0, 10, 11]) == {0: [{"step": 1, "val_loss": 1.0}]}
     for args in (["status"], ["runs"], ["trials", "--format", "csv"], ["trials", "--format", "json"],
                  ["best"], ["plot", "--out", str(tmp_path)]):
         if args != ["runs"]:
@@ -628,7 +629,7 @@ def test_progress_counts_done_trials_so_a_resume_that_replaced_errors_is_not_ove
         {s.EXP_KEY: "r", s.TID: tid, s.STATE: state, s.FINISHED_AT: now - timedelta(minutes=4 - tid),
          s.RESULT: {"status": "ok", "loss": 1.0} if state == State.DONE else {"status": "new"}}
         for tid, state in enumerate([State.ERROR, State.ERROR, State.DONE, State.DONE])])
-    status = monitor.run_status(db, "r")
+    status = monitor.run_status(Store(db).view, "r")
     assert status.eta == timedelta(0)
     result = invoke(cli, "status", "--run", "r", "--mongo", db_url)
     assert result.exit_code == 0, result.output
@@ -644,11 +645,11 @@ def test_status_counts_pruned_trials_and_the_epochs_they_saved(seeded: tuple[str
     pruned = [j for j in _jobs(db) if j.get(s.RESULT, {}).get("pruned")]
     assert pruned, "the seeded run's median pruner pruned nothing: the test would test nothing"
     assert all(j[s.STATE] == State.DONE and len(j[s.METRICS]) == j[s.RESULT]["pruned_step"] for j in pruned)
-    status = monitor.run_status(db, RUN)
+    status = monitor.run_status(Store(db).view, RUN)
     assert status.pruning is not None and status.pruning.pruned == len(pruned)
     saved = sum(PRUNER.max_resource - j[s.RESULT]["pruned_step"] for j in pruned)
     assert status.pruning.steps_saved == saved
-    assert monitor.run_status(db, OTHER_RUN).pruning is None
+    assert monitor.run_status(Store(db).view, OTHER_RUN).pruning is None
     shown = invoke(cli, "status", "--run", RUN, "--mongo", seeded[0]).stdout
     assert re.search(row("pruning", rf"median on val_loss \(minimize\): {len(pruned)} trial\(s\) pruned, "
                          rf"{saved} epochs \(steps\) saved"), shown), shown
@@ -656,11 +657,11 @@ def test_status_counts_pruned_trials_and_the_epochs_they_saved(seeded: tuple[str
 
 def test_plots_mark_pruned_trials(seeded: tuple[str, Database], tmp_path: Path) -> None:
     _, db = seeded
-    points = monitor.trial_points(db[s.JOBS], RUN)
+    points = monitor.trial_points(Store(db).view, RUN)
     pruned = {j[s.TID]: j[s.RESULT]["pruned_step"] for j in _jobs(db) if j.get(s.RESULT, {}).get("pruned")}
     assert {p.tid: p.pruned_step for p in points if p.pruned_step is not None} == pruned
     tid = next(iter(pruned))
-    curves = monitor.learning_curves(db[s.JOBS], RUN, [tid])
+    curves = monitor.learning_curves(Store(db).view, RUN, [tid])
     figure = plots.learning_curves_figure(curves, {}, RUN, pruned)
     ax = figure.axes[0]
     assert ax.lines[0].get_linestyle() == "--" and ax.lines[1].get_marker() == "x"

@@ -11,6 +11,7 @@ from jobstore import schema as s
 from jobstore.connection import server_time
 from jobstore.curves import CurveStore
 from jobstore.queue import JobQueue
+from jobstore.retry import RetryPolicy
 from jobstore.schema import State
 from objectives.pruning import ScoreList
 from tests.support.jobs import enqueue
@@ -24,7 +25,7 @@ def _queue(db: Database, n: int = 2) -> JobQueue:
 
 
 def test_indexed_scores_answer_as_the_list_does(db: Database) -> None:
-    store = CurveStore(db)
+    store = CurveStore(db, s.JOBS, RetryPolicy())
     store.ensure_indexes()
     rng = random.Random(4)
     scores = [round(rng.uniform(0, 1), 2) for _ in range(40)]  # rounded: ties happen
@@ -44,7 +45,7 @@ def test_indexed_scores_answer_as_the_list_does(db: Database) -> None:
 
 
 def test_the_rules_questions_use_the_indexes(db: Database) -> None:
-    store = CurveStore(db)
+    store = CurveStore(db, s.JOBS, RetryPolicy())
     store.ensure_indexes()
     attempt = store.attempt("r", 1, "t", holds=lambda: True)
     for scores, index in ((attempt.at_step(3), "run_complete_step_score"),

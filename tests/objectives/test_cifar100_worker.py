@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from jobstore import schema as s
 from jobstore.schema import State
 from jobstore.trials import MongoTrials
+from jobstore.store import Store
 from objectives.cifar100 import cifar100
 from worker.loop import Worker, WorkerConfig
 
@@ -45,7 +46,7 @@ def test_one_epoch_through_a_worker_with_metrics_in_mongodb_then_retrain(
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     settings = {"epochs": 1, "val_size": 64, "data_dir": str(cifar_dir), "download": False}
     queue_one_trial(db, "c", settings)
-    worker = Worker(db, WorkerConfig(run="c", max_jobs=1, gpus=0, heartbeat=1, lease=30))
+    worker = Worker(Store(db), WorkerConfig(run="c", max_jobs=1, gpus=0, heartbeat=1, lease=30))
     assert worker.run() == 0
 
     job = db.jobs.find_one({s.EXP_KEY: "c"})

@@ -9,7 +9,7 @@ breaks one of the store's operations, in the process that imports it, so that th
 background thread calling it fails:
 
 * ``job-heartbeat``: ``JobQueue.heartbeat`` (a worker's job heartbeat thread)
-* ``worker-heartbeat``: ``WorkerRegistry.update`` (a worker's record heartbeat thread)
+* ``worker-heartbeat``: ``WorkerRegistry.beat`` (a worker's record heartbeat thread)
 * ``keeper``: ``RunStore.renew_coordinator`` (the coordinator's keeper thread)
 * ``requeuer``: ``JobQueue.requeue_expired`` (the keeper's or an idle worker's requeuer)
 
@@ -62,7 +62,7 @@ def _broken(what: str, original: Any, when: str | None) -> Any:
 
 _TARGETS = {
     "job-heartbeat": (JobQueue, "heartbeat"),
-    "worker-heartbeat": (WorkerRegistry, "update"),
+    "worker-heartbeat": (WorkerRegistry, "beat"),
     "keeper": (RunStore, "renew_coordinator"),
     "requeuer": (JobQueue, "requeue_expired"),
 }

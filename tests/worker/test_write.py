@@ -10,6 +10,7 @@ from pymongo.errors import OperationFailure, WriteError
 
 from jobstore import schema as s
 from jobstore.schema import State
+from jobstore.store import Store
 from objectives.registry import register
 from tests.support.experiments import recording
 from tests.support.jobs import enqueue
@@ -36,7 +37,7 @@ def _refusing(worker: Worker, error: Exception) -> list[Any]:
 
 def test_a_result_the_server_refuses_is_replaced_by_a_small_error(db: Database) -> None:
     enqueue(db, "r", 1, experiment="recording")
-    worker = Worker(db, WorkerConfig(run="r"))
+    worker = Worker(Store(db), WorkerConfig(run="r"))
     claim = worker.queue.claim(worker.worker_id, exp_key="r")
     assert claim is not None
     calls = _refusing(worker, WriteError("Resulting document after update is larger than 16777216", 17419))
@@ -50,7 +51,7 @@ def test_a_result_the_server_refuses_is_replaced_by_a_small_error(db: Database) 
 
 def test_a_database_failure_while_writing_is_not_blamed_on_the_result(db: Database) -> None:
     enqueue(db, "r", 1, experiment="recording")
-    worker = Worker(db, WorkerConfig(run="r"))
+    worker = Worker(Store(db), WorkerConfig(run="r"))
     claim = worker.queue.claim(worker.worker_id, exp_key="r")
     assert claim is not None
     _refusing(worker, OperationFailure("not authorized on hpo to execute command", 13))
