@@ -9,6 +9,9 @@ Accepted URLs, parsed and checked with pymongo's own URI parser:
   unchanged.  ``DB.collection`` in the path names the jobs collection, as in the drivers.
 * hyperopt's ``mongo://host:port/DB/jobs`` (the last path part is the jobs collection).
 
+A user authenticates against the URL's ``authSource`` option, else the database the
+path names, else ``admin``, as in the drivers.
+
 The scheme is case-insensitive.  User and password must be percent-encoded, as the
 drivers require (``urllib.parse.quote_plus``).  The database defaults to ``hpo``.  A
 password can also come from ``HPO_MONGO_PASSWORD`` or from a file named by
@@ -110,6 +113,10 @@ class MongoTarget:
     jobs_collection: str = "jobs"
     url_options: frozenset[str] = field(default=frozenset())
     """The (lower-cased) names of the options the URL sets."""
+    auth_source: str | None = None
+    """The database a user authenticates against when the URL names a user and a
+    database but sets no ``authSource``: that database, as the drivers do (they fall
+    back to ``admin`` only when the path names none)."""
 
     @property
     def display(self) -> str:
@@ -210,9 +217,14 @@ def parse_url(url: str, password_file: Path | None = None) -> MongoTarget:
     options = _check_with_pymongo(scheme, userinfo if at else None, hosts, database, query, shown)
     credentials = f"{userinfo}@" if at else ""
     client_url = f"{_CLIENT_SCHEME[scheme]}://{credentials}{hosts}/" + (f"?{query}" if query else "")
+    url_options = frozenset(name.lower() for name in options)
+    # A mongodb+srv:// host's DNS TXT record may set authSource; pymongo applies it
+    # only when the client is not given one, so the path default is left to pymongo there.
+    auth_source = (database if at and database and scheme != "mongodb+srv"
+                   and "authsource" not in url_options else None)
     return MongoTarget(client_url=client_url, database=database or DEFAULT_DATABASE,
                        jobs_collection=jobs or (collection if dot and collection else "jobs"),
-                       url_options=frozenset(name.lower() for name in options))
+                       url_options=url_options, auth_source=auth_source)
 
 
 def connect(target: MongoTarget, timeout_s: float = DEFAULT_TIMEOUT_S) -> Database:
@@ -236,6 +248,7 @@ def connect(target: MongoTarget, timeout_s: float = DEFAULT_TIMEOUT_S) -> Databa
             connectTimeoutMS=int(timeout_s * 1000),
             appname="hpo-queue",
             **durable,
+            **({"authSource": target.auth_source} if target.auth_source else {}),
         )
     except (InvalidURI, ConfigurationError, ValueError, TypeError, OSError) as exc:
         raise BadUrl(f"invalid MongoDB URL {target.display}: {mask(str(exc))}") from None
@@ -265,12 +278,12 @@ def _authentication_failed(target: MongoTarget) -> AuthenticationFailed:
     authority, _, query = rest.partition("?")
     userinfo, _, hosts = authority.rstrip("/").rpartition("@")
     user = unquote(userinfo.partition(":")[0])
-    source = (split_options(query).get("authsource") if query else None) or "admin"
+    source = target.auth_source or (split_options(query).get("authsource") if query else None) or "admin"
     where = f"{scheme}://{hosts}/{target.database}"
     return AuthenticationFailed(
         f"authentication failed for user {user} on {where}: check the password (--mongo-password-file, "
         f"${PASSWORD_ENV}, ${PASSWORD_FILE_ENV} or the URL) and that the user exists in database "
-        f"{source!r} (the URL's authSource option; default admin)"
+        f"{source!r} (the URL's authSource option; default: the URL's database, else admin)"
     )
 
 

@@ -88,11 +88,13 @@ def test_refused_connection_fails_at_once_with_a_masked_message() -> None:
 
 @pytest.fixture
 def auth_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
-    """A server requiring authentication, with user alice (password "right") in admin."""
+    """A server requiring authentication, with user alice (password "right") in admin
+    and user bob (password "bobs") in hpo."""
     port = free_port()
     with EmbeddedServer(tmp_path / "auth-db", port=port, sync_on_commit=False) as open_server:
         client: pymongo.MongoClient = pymongo.MongoClient(open_server.url)
         client.admin.command("createUser", "alice", pwd="right", roles=["root"])
+        client.hpo.command("createUser", "bob", pwd="bobs", roles=["readWrite"])
         client.close()
     with EmbeddedServer(tmp_path / "auth-db", port=port, sync_on_commit=False, auth=True) as server:
         yield server
@@ -100,21 +102,34 @@ def auth_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
 
 def test_a_wrong_password_is_named_as_such(auth_server: EmbeddedServer, tmp_path: Path) -> None:
     host = auth_server.url.removeprefix("mongodb://")
-    db = connect(parse_url(f"mongodb://alice:right@{host}/hpo"))
+    db = connect(parse_url(f"mongodb://alice:right@{host}/hpo?authSource=admin"))
     assert db.name == "hpo"
     db.client.close()
     secret = tmp_path / "password"
     secret.write_text("wrong-one\n")
-    for url, password_file in ((f"mongodb://alice:wrong-one@{host}/hpo", None),
-                               (f"mongodb://alice@{host}/hpo", secret)):
+    for url, password_file in ((f"mongodb://alice:wrong-one@{host}/hpo?authSource=admin", None),
+                               (f"mongodb://alice@{host}/hpo?authSource=admin", secret)):
         with pytest.raises(AuthenticationFailed) as caught:
             connect(parse_url(url, password_file), timeout_s=30)
         message = str(caught.value)
         assert message.startswith(f"authentication failed for user alice on mongodb://{host}/hpo: ")
         assert "in database 'admin'" in message
         assert "wrong-one" not in message and "full error" not in message
+
+
+def test_users_authenticate_against_the_urls_database_unless_authsource_says_otherwise(
+        auth_server: EmbeddedServer) -> None:
+    """As the MongoDB drivers do: the path's database is the default authSource, admin
+    only when the path names none."""
+    host = auth_server.url.removeprefix("mongodb://")
+    for url in (f"mongodb://bob:bobs@{host}/hpo", f"mongo://bob:bobs@{host}/hpo/jobs",
+                f"mongodb://bob:bobs@{host}/hpo.jobs", f"mongodb://alice:right@{host}",
+                f"mongodb://alice:right@{host}/hpo?authSource=admin"):
+        connect(parse_url(url), timeout_s=30).client.close()
     with pytest.raises(AuthenticationFailed, match="in database 'hpo'"):
-        connect(parse_url(f"mongodb://alice:right@{host}/hpo?authSource=hpo"), timeout_s=30)
+        connect(parse_url(f"mongodb://alice:right@{host}/hpo"), timeout_s=30)
+    with pytest.raises(AuthenticationFailed, match="in database 'admin'"):
+        connect(parse_url(f"mongodb://bob:bobs@{host}/hpo?authSource=admin"), timeout_s=30)
 
 
 def test_tls_options_pass_through_to_pymongo(tmp_path: Path) -> None:
