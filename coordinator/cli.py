@@ -29,6 +29,7 @@ from coordinator.local_server import DATABASE as LOCAL_DATABASE
 from coordinator.local_server import DEFAULT_LOCAL_DIR, DEFAULT_PORT, LocalDirOption, database_url, serve_for_start
 from coordinator.start import (
     TRIAL_TIMEOUT_SETTING,
+    PrunerChoice,
     StartOptions,
     best_configuration,
     resume_hint,
@@ -40,6 +41,7 @@ from jobstore.queue import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS
 from jobstore.store import Store
 from jobstore.trials import DEFAULT_POLL_INTERVAL_S, OUTAGE_TIMEOUT_HINT
 from objectives.base import BadSetting, Experiment, Setting
+from objectives.pruning import DIRECTIONS, KINDS
 from objectives.registry import get_experiment
 
 app = typer_app(__doc__, no_args_is_help=True)
@@ -116,6 +118,31 @@ def start(
                                                       "the experiment's declared settings before anything "
                                                       "is queued (hpo-coord experiments lists them). "
                                                       "Repeatable.")] = None,
+    pruner: Annotated[Optional[str], typer.Option(
+        help=f"Stop hopeless trials early: one of {', '.join(KINDS)} (median: worse than the median of "
+        "completed trials at the same step; asha: asynchronous successive halving; hyperband: ASHA "
+        "brackets). Decided by each worker after every report of the metric, from the run's other "
+        "trials. Stored in the run; default: a resumed run keeps its pruner, a new run has none.",
+        rich_help_panel="Pruning")] = None,
+    pruner_metric: Annotated[Optional[str], typer.Option(
+        help="The reported metric pruning compares. Default: the experiment's (digits and cifar100: loss).",
+        rich_help_panel="Pruning")] = None,
+    pruner_direction: Annotated[Optional[str], typer.Option(
+        help=f"{' or '.join(DIRECTIONS)}: whether lower or higher --pruner-metric is better. Default: the "
+        "experiment's for its metric, else minimize.", rich_help_panel="Pruning")] = None,
+    min_resource: Annotated[Optional[int], typer.Option(
+        min=1, help="asha/hyperband: the step of the first rung. Default: 1.", rich_help_panel="Pruning")] = None,
+    max_resource: Annotated[Optional[int], typer.Option(
+        min=1, help="A trial's budget in steps (no decision is taken at or past it; hyperband sizes its "
+        "brackets by it). Default: the run's epochs setting.", rich_help_panel="Pruning")] = None,
+    reduction_factor: Annotated[Optional[int], typer.Option(
+        min=2, help="asha/hyperband: rungs are this factor apart and keep the best 1/factor. Default: 3.",
+        rich_help_panel="Pruning")] = None,
+    warmup_steps: Annotated[Optional[int], typer.Option(
+        min=0, help="median: no decision before this step. Default: 0.", rich_help_panel="Pruning")] = None,
+    startup_trials: Annotated[Optional[int], typer.Option(
+        min=0, help="median: no decision before this many trials completed. Default: 5.",
+        rich_help_panel="Pruning")] = None,
     objective: ObjectiveOption = None,
     local_dir: LocalDirOption = DEFAULT_LOCAL_DIR,
     local_port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the local server (local mode).")] = DEFAULT_PORT,
@@ -129,6 +156,17 @@ def start(
     Ctrl-C or SIGTERM (resumable); 1 an unexpected error (a bug, with its traceback).
     """
     setup_logging(log_level)
+    if pruner is not None and pruner not in KINDS:
+        fail(f"--pruner must be one of {', '.join(KINDS)}, not {pruner!r}")
+    if pruner_direction is not None and pruner_direction not in DIRECTIONS:
+        fail(f"--pruner-direction must be one of {', '.join(DIRECTIONS)}, not {pruner_direction!r}")
+    tuning = (pruner_metric, pruner_direction, min_resource, max_resource, reduction_factor, warmup_steps,
+              startup_trials)
+    if pruner is None and any(option is not None for option in tuning):
+        fail("the pruning options (--pruner-metric, --min-resource, ...) need --pruner")
+    choice = None if pruner is None else PrunerChoice(
+        pruner, pruner_metric, pruner_direction, min_resource, max_resource, reduction_factor, warmup_steps,
+        startup_trials)
     with user_errors():
         register_objectives(objective)
         experiment = get_experiment(exp)
@@ -153,7 +191,8 @@ def start(
                 run=run_name, max_evals=max_evals or experiment.max_evals, algo=algo,
                 queue=queue or max(4, local_workers), seed=seed, local_workers=local_workers, poll_interval=poll_interval,
                 max_attempts=max_attempts, lease=lease, trial_timeout=trial_timeout,
-                outage_timeout=outage_timeout, settings=settings, worker_args=worker_args,
+                outage_timeout=outage_timeout, settings=settings, pruner=choice,
+                worker_args=worker_args,
             )
             try:
                 summary = start_run(store, experiment, options, console)

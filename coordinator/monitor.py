@@ -331,6 +331,36 @@ def workers(view: ReadOnlyView, now: datetime, stale_after: timedelta = STALE_AF
 
 
 @dataclass
+class PruningStatus:
+    """The run's pruner and what it saved."""
+
+    settings: dict[str, Any]
+    """The run document's ``settings.pruner`` (see ``objectives.pruning.PrunerSettings``)."""
+    pruned: int
+    """Trials a pruner stopped."""
+    steps_saved: int | None
+    """Steps (epochs) the pruned trials did not train: ``max_resource`` less the step each
+    stopped at, summed; None when the settings have no usable ``max_resource``."""
+
+
+def pruning_status(view: ReadOnlyView, run: str, settings: Any) -> PruningStatus | None:
+    """The run's :class:`PruningStatus`; None when it has no pruner.  One aggregation
+    over the run's pruned trials only (index ``run_pruned``)."""
+    if not isinstance(settings, Mapping) or settings.get("kind") in (None, "none"):
+        return None
+    step = "$" + s.PRUNED_STEP
+    pipeline = [
+        {"$match": {s.EXP_KEY: run, s.PRUNED: True}},
+        {"$group": {s.ID: None, "n": {"$sum": 1},
+                    "steps": {"$sum": {"$cond": [{"$isNumber": step}, step, 0]}}}},
+    ]
+    row = next(iter(view.jobs.aggregate(pipeline)), {"n": 0, "steps": 0})
+    budget = s.as_int(settings.get("max_resource"))
+    saved = None if budget is None else int(row["n"] * budget - row["steps"])
+    return PruningStatus(dict(settings), int(row["n"]), saved)
+
+
+@dataclass
 class RunStatus:
     """Everything ``hpo-coord status`` shows about one run."""
 
@@ -345,11 +375,13 @@ class RunStatus:
     eta: timedelta | None
     stale: list[StaleJob]
     workers: list[WorkerInfo]
+    pruning: PruningStatus | None = None
 
 
 def run_status(view: ReadOnlyView, run: str, stale_after: timedelta = STALE_AFTER) -> RunStatus:
     """The status of ``run`` (which must exist; see :func:`require_run`)."""
-    doc = view.runs.find_one({s.ID: run}, {s.RUN_EXPERIMENT: 1, s.RUN_MAX_EVALS: 1, s.RUN_ALGO: 1}) or {}
+    doc = view.runs.find_one({s.ID: run}, {s.RUN_EXPERIMENT: 1, s.RUN_MAX_EVALS: 1, s.RUN_ALGO: 1,
+                                           s.RUN_SETTINGS: 1}) or {}
     now = view.server_time()
     counts = count_states(view, run)
     rate = throughput(view, run)
@@ -359,6 +391,7 @@ def run_status(view: ReadOnlyView, run: str, stale_after: timedelta = STALE_AFTE
         counts=counts, best=best_trial(view, run), throughput=rate,
         eta=eta(max_evals, counts, rate), stale=stale_jobs(view, run, now, stale_after),
         workers=workers(view, now, stale_after),
+        pruning=pruning_status(view, run, _mapping(doc.get(s.RUN_SETTINGS)).get(s.RUN_PRUNER)),
     )
 
 
@@ -503,6 +536,8 @@ class TrialPoint:
     """The loss of a done, ok trial (finite), else None."""
     vals: dict[str, float] = field(default_factory=dict)
     """hyperopt's ``misc.vals`` of the active labels (``hp.choice``: the option index)."""
+    pruned_step: int | None = None
+    """The step where a pruner stopped the trial (``result.pruned_step``); None if it was not pruned."""
 
 
 def trial_points(view: ReadOnlyView, run: str, since: datetime | None = None) -> list[TrialPoint]:
@@ -524,8 +559,9 @@ def trial_points(view: ReadOnlyView, run: str, since: datetime | None = None) ->
         ok = state == State.DONE and result.get("status") == base.STATUS_OK
         vals = {label: float(value) for label, value in s.point_from_vals(_vals(job)).items()
                 if s.is_finite_number(value)}
+        pruned_step = s.as_int(result.get("pruned_step")) if result.get("pruned") is True else None
         points.append(TrialPoint(tid, -1 if state is None else state,
-                                 float(loss) if ok and s.is_finite_number(loss) else None, vals))
+                                 float(loss) if ok and s.is_finite_number(loss) else None, vals, pruned_step))
     _warn_left_out("trial points", run, left_out)
     return points
 

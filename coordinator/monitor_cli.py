@@ -116,6 +116,13 @@ def render_status(st: monitor.RunStatus) -> Group:
         summary.add_row("last finish", f"{monitor.ago(st.now, rate.last_finish)} ago")
     if st.eta is not None:
         summary.add_row("ETA", "complete" if st.eta == timedelta(0) else monitor.duration(st.eta))
+    if st.pruning is not None:
+        p = st.pruning.settings
+        saved = "" if st.pruning.steps_saved is None else f", {st.pruning.steps_saved} epochs (steps) saved"
+        summary.add_row("pruning", f"{p.get('kind')} on {p.get('metric')} ({p.get('direction')}): "
+                        f"{st.pruning.pruned} trial(s) pruned{saved}")
+        summary.add_row("pruner settings", _compact_json({k: v for k, v in p.items()
+                                                          if k not in ("kind", "metric", "direction")}))
     summary.add_row("stale running jobs", str(len(st.stale)))
     parts: list[Any] = [summary]
     if st.stale:

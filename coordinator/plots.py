@@ -218,11 +218,13 @@ def _ok(points: Sequence[TrialPoint]) -> list[TrialPoint]:
 
 @dataclass
 class LossSeries:
-    """Loss per trial: the ok trials' tids and losses with the best loss so far, and the
-    tids of the error trials."""
+    """Loss per trial: the ok trials' tids and losses (``pruned``: whether a pruner
+    stopped the trial, its loss then the one it reported where it stopped) with the
+    best loss so far, and the tids of the error trials."""
 
     tids: list[int]
     losses: list[float]
+    pruned: list[bool]
     best_so_far: list[float]
     error_tids: list[int]
 
@@ -237,19 +239,23 @@ def loss_series(points: Sequence[TrialPoint]) -> LossSeries:
     if not ok:
         raise Skipped("no trial has finished with status ok yet")
     losses = np.array([p.loss for p in ok], dtype=float)
-    return LossSeries([p.tid for p in ok], losses.tolist(), np.minimum.accumulate(losses).tolist(),
-                      [p.tid for p in points if p.state == 3])
+    return LossSeries([p.tid for p in ok], losses.tolist(), [p.pruned_step is not None for p in ok],
+                      np.minimum.accumulate(losses).tolist(), [p.tid for p in points if p.state == 3])
 
 
 def loss_figure(points: Sequence[TrialPoint], run: str) -> Figure:
-    """Loss per trial (ok trials) with the best-so-far line; error trials as red marks
-    along the top."""
+    """Loss per trial (ok trials; pruned ones as grey crosses, at the loss they reported
+    where they stopped) with the best-so-far line; error trials as red marks along the top."""
     series = loss_series(points)
     tids = np.array(series.tids)
     losses = np.array(series.losses, dtype=float)
+    pruned = np.array(series.pruned, dtype=bool)
     figure = Figure(figsize=(9, 5), layout="constrained")
     ax = figure.subplots()
-    ax.scatter(tids, losses, s=14, alpha=0.7, label="trial loss")
+    ax.scatter(tids[~pruned], losses[~pruned], s=14, alpha=0.7, label="trial loss")
+    if pruned.any():
+        ax.scatter(tids[pruned], losses[pruned], s=18, marker="x", color="tab:gray", alpha=0.8,
+                   label=f"pruned ({int(pruned.sum())}): loss where it stopped")
     ax.step(tids, series.best_so_far, where="post", color="tab:red", label="best so far")
     errors = series.error_tids
     if errors:
@@ -424,9 +430,12 @@ def pick_metric(curves: Mapping[int, Sequence[Mapping[str, Any]]]) -> str | None
 
 
 def learning_curves_figure(curves: Mapping[int, Sequence[Mapping[str, Any]]],
-                           losses: Mapping[int, float], run: str) -> Figure:
+                           losses: Mapping[int, float], run: str,
+                           pruned: Mapping[int, int] | None = None) -> Figure:
     """One line per trial of ``curves`` (tid -> metrics entries) for the metric
-    :func:`pick_metric` chooses, labelled with the trial's loss."""
+    :func:`pick_metric` chooses, labelled with the trial's loss; trials in ``pruned``
+    (tid -> the step where a pruner stopped them) are dashed and end in a cross."""
+    pruned = pruned or {}
     metric = pick_metric(curves)
     if metric is None:
         raise Skipped("the top trials reported no metrics")
@@ -436,8 +445,12 @@ def learning_curves_figure(curves: Mapping[int, Sequence[Mapping[str, Any]]],
         entries = [e for e in curves[tid] if isinstance(e.get(metric), (int, float))]
         if entries:
             steps = [e.get("step", i + 1) for i, e in enumerate(entries)]
-            ax.plot(steps, [e[metric] for e in entries], marker="o", markersize=3,
-                    label=f"trial {tid} (loss {losses.get(tid, math.nan):.4g})")
+            note = f", pruned at step {pruned[tid]}" if tid in pruned else ""
+            line, = ax.plot(steps, [e[metric] for e in entries], marker="o", markersize=3,
+                            linestyle="--" if tid in pruned else "-",
+                            label=f"trial {tid} (loss {losses.get(tid, math.nan):.4g}{note})")
+            if tid in pruned:
+                ax.plot(steps[-1], entries[-1][metric], "x", color=line.get_color(), markersize=10)
     ax.set_xlabel("step")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(metric)
@@ -510,7 +523,8 @@ def plot_run(points: Sequence[TrialPoint], curves: Mapping[int, Sequence[Mapping
         ("histograms.png", lambda: histogram_figure(
             values, infos, len(points), f"run {run}: values tried ({len(points)} trials)")),
         ("parallel_coordinates.png", lambda: parallel_figure(points, infos, run)),
-        ("learning_curves.png", lambda: learning_curves_figure(curves, losses, run)),
+        ("learning_curves.png", lambda: learning_curves_figure(
+            curves, losses, run, {p.tid: p.pruned_step for p in points if p.pruned_step is not None})),
         ("importance.png", lambda: importance_figure(points, run)),
     ]
     outcomes = []

@@ -39,9 +39,31 @@ from jobstore.runs import RunStore
 from jobstore.store import Store
 from jobstore.trials import DEFAULT_POLL_INTERVAL_S, MongoTrials
 from objectives.base import Experiment, Setting
+from objectives.pruning import (
+    DEFAULT_MIN_RESOURCE,
+    DEFAULT_REDUCTION_FACTOR,
+    DEFAULT_STARTUP_TRIALS,
+    DEFAULT_WARMUP_STEPS,
+    BadPrunerSettings,
+    PrunerSettings,
+)
 from user_errors import UserError
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class PrunerChoice:
+    """What ``hpo-coord start``'s pruner options set; None: the default."""
+
+    kind: str
+    metric: str | None = None
+    direction: str | None = None
+    min_resource: int | None = None
+    max_resource: int | None = None
+    reduction_factor: int | None = None
+    warmup_steps: int | None = None
+    startup_trials: int | None = None
 
 
 @dataclass
@@ -63,6 +85,8 @@ class StartOptions:
     outage_timeout: float | None = None
     settings: Mapping[str, Any] = field(default_factory=dict)
     worker_args: list[str] = field(default_factory=list)
+    pruner: PrunerChoice | None = None
+    """None: a resumed run keeps its pruner; a new run has none."""
 
 
 @dataclass
@@ -253,11 +277,15 @@ def _start_run(store: Store, experiment: Experiment, options: StartOptions, cons
 
 
 def run_settings(experiment: Experiment, options: StartOptions, run: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The settings a (re)started run stores: the experiment's defaults, ``--set``, and
-    the trial time limit (``--trial-timeout``; else the one the run already has, so a
+    """The settings a (re)started run stores: the experiment's defaults, ``--set``, the
+    pruner (``--pruner``; else the one the run already has), and the trial time limit (``--trial-timeout``; else the one the run already has, so a
     resume keeps it; else the experiment's default)."""
     settings = {**experiment.default_settings, **options.settings}
     stored = (run or {}).get(s.RUN_SETTINGS)
+    if options.pruner is not None:
+        settings[s.RUN_PRUNER] = pruner_settings(experiment, options.pruner, settings)
+    elif isinstance(stored, Mapping) and s.RUN_PRUNER in stored:
+        settings[s.RUN_PRUNER] = stored[s.RUN_PRUNER]
     if options.trial_timeout is not None:
         settings[s.RUN_TRIAL_TIMEOUT] = options.trial_timeout
     elif s.RUN_TRIAL_TIMEOUT not in settings:  # not given with --set either
@@ -266,6 +294,42 @@ def run_settings(experiment: Experiment, options: StartOptions, run: Mapping[str
         elif experiment.trial_timeout is not None:
             settings[s.RUN_TRIAL_TIMEOUT] = experiment.trial_timeout
     return settings
+
+
+def pruner_settings(experiment: Experiment, choice: PrunerChoice, settings: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The run document's pruner for ``choice`` (None for ``--pruner none``).
+
+    The metric and direction default to what the experiment declares
+    (:attr:`Experiment.pruning`), the maximum resource to the run's ``epochs`` setting.
+
+    Raises:
+        UserError: no metric or no maximum resource to default to, or settings that
+            cannot work (the message names the option to change).
+    """
+    if choice.kind == "none":
+        return None
+    declared = experiment.pruning
+    metric = choice.metric or (declared.name if declared else None)
+    if metric is None:
+        raise UserError(f"experiment {experiment.name!r} declares no pruning metric; name the reported "
+                        "metric to compare with --pruner-metric (and --pruner-direction)")
+    direction = choice.direction or (declared.direction if declared and declared.name == metric else "minimize")
+    epochs = settings.get("epochs")
+    max_resource = choice.max_resource or (epochs if s.as_int(epochs) is not None else None)
+    if max_resource is None:
+        raise UserError("--pruner needs the trial's budget in steps: pass --max-resource (the last step "
+                        f"a trial reports), or set epochs (--set epochs=N); the run's epochs is {epochs!r}")
+    try:
+        pruner = PrunerSettings(
+            kind=choice.kind, metric=metric, direction=direction, max_resource=int(max_resource),
+            min_resource=choice.min_resource or DEFAULT_MIN_RESOURCE,
+            reduction_factor=choice.reduction_factor or DEFAULT_REDUCTION_FACTOR,
+            warmup_steps=choice.warmup_steps if choice.warmup_steps is not None else DEFAULT_WARMUP_STEPS,
+            startup_trials=choice.startup_trials if choice.startup_trials is not None else DEFAULT_STARTUP_TRIALS,
+        )
+    except BadPrunerSettings as exc:
+        raise UserError(f"{exc}; change the --pruner options (hpo-coord start --help)") from None
+    return pruner.to_document()
 
 
 def choose_algorithm(runs: RunStore, run: str, requested: str | None, experiment: Experiment) -> str:

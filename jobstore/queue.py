@@ -72,6 +72,7 @@ from pymongo.errors import BulkWriteError, PyMongoError
 
 from jobstore import schema as s
 from jobstore.connection import server_time
+from jobstore.curves import CurveStore
 from jobstore.retry import RetryPolicy, database_display, describe, is_transient
 from jobstore.schema import Expr, State, stamped
 
@@ -87,7 +88,8 @@ _MAX_SPREAD = 8
 _WINDOW = 64
 
 # What a job looks like again when it goes back to the queue (the metrics of the
-# unfinished attempt are dropped: the next attempt starts a fresh curve).
+# unfinished attempt are dropped, and so are its pruning scores in ``curves``: the
+# next attempt starts a fresh curve).
 _BACK_TO_NEW: dict[str, Any] = {
     s.STATE: State.NEW,
     s.OWNER: None,
@@ -152,14 +154,16 @@ class JobQueue:
         self.db = db
         self.jobs: MongoCollection = db[collection]
         self.retry = retry or RetryPolicy(server=database_display(db))
+        self.curves = CurveStore(db, collection, self.retry)
         self._low_tid: dict[str, int] = {}
         self._spread: dict[str, int] = {}
         self._attempt: _Attempt | None = None
         self._skipped: dict[Any, str] = {}
 
     def ensure_indexes(self) -> None:
-        """Create the indexes the queue relies on (idempotent)."""
+        """Create the indexes the queue and pruning rely on (idempotent)."""
         self.retry(lambda: self.jobs.create_indexes(s.JOB_INDEXES), "creating indexes")
+        self.curves.ensure_indexes()
 
     # -- new jobs ----------------------------------------------------------------------
 
@@ -301,6 +305,11 @@ class JobQueue:
     def _held(self, claim: Claim) -> dict[str, Any]:
         return {s.ID: claim.id, s.LEASE_TOKEN: claim.token, s.STATE: State.RUNNING}
 
+    def holds(self, claim: Claim) -> bool:
+        """Whether ``claim`` still holds its job (running, with its token)."""
+        return self.retry(lambda: self.jobs.find_one(self._held(claim), {s.ID: 1}) is not None,
+                          f"checking the lease of trial {claim.job.get(s.TID)}")
+
     def heartbeat(self, claim: Claim, lease_s: float = DEFAULT_LEASE_S) -> bool:
         """Extend the lease; False if this claim no longer holds the job.
 
@@ -328,8 +337,12 @@ class JobQueue:
         result: Mapping[str, Any],
         error: Mapping[str, Any] | None = None,
         elapsed_s: float | None = None,
+        scored: bool = False,
     ) -> bool:
         """Write the final state and result; False if the write was refused (lease lost).
+
+        ``scored``: the attempt recorded pruning scores (a run with a pruner); a
+        completed result (done, ok, not pruned) then marks them complete, for the median.
 
         ``elapsed_s``, the objective's running time, dates ``started_at`` back from the
         server's clock at the write (a duration, so worker clocks still do not matter).
@@ -358,6 +371,8 @@ class JobQueue:
             ) is not None
 
         if self.retry(write, f"writing the result of trial {claim.job.get(s.TID)} of run {claim.exp_key!r}"):
+            if scored and state == State.DONE and result.get("status") == "ok" and not result.get("pruned"):
+                self.curves.complete(claim.exp_key, claim.job.get(s.TID), claim.token)
             return True
         log.warning(
             "result of run %r trial %d refused: this worker's lease was lost and the job "
@@ -372,8 +387,11 @@ class JobQueue:
         The job becomes new again and this claim does not count as an attempt.
         """
         update = stamped({**_BACK_TO_NEW, s.ATTEMPTS: Expr.add(s.ATTEMPTS, -1)})
-        return self.retry(lambda: self.jobs.update_one(self._held(claim), update).matched_count == 1,
-                          f"returning trial {claim.job.get(s.TID)} to the queue")
+        if not self.retry(lambda: self.jobs.update_one(self._held(claim), update).matched_count == 1,
+                          f"returning trial {claim.job.get(s.TID)} to the queue"):
+            return False
+        self.curves.forget(claim.exp_key, claim.job.get(s.TID))
+        return True
 
     # -- lost and malformed jobs ----------------------------------------------------------
 
@@ -442,6 +460,7 @@ class JobQueue:
                 outcome.failed.append(key)
                 log.error("run %r trial %d failed: %s", key[0], key[1], message)
         elif self.jobs.update_one(condition, stamped(_BACK_TO_NEW)).modified_count:
+            self.curves.forget(job.get(s.EXP_KEY), job[s.TID])
             outcome.requeued.append(key)
             log.warning(
                 "run %r trial %d: worker %s stopped heartbeating; job requeued "

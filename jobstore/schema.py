@@ -28,6 +28,8 @@ field               meaning
                     length the holder renews (what a requeuer waits for after an outage)
 ``metrics``         per-step metrics reported by the objective, in order
 ``error``           ``{"type", "message", "traceback", "reason"}`` when state is error
+``result.pruned``   true when a pruner stopped the trial early (``hpo-coord start --pruner``);
+                    ``result.pruned_step`` is the step it reached
 ``started_at``      when the objective started (the result's write time minus the
                     objective's running time); ``finished_at`` when the result was written
 ==================  ====================================================================
@@ -36,6 +38,12 @@ field               meaning
 settings, the next trial id, and the coordinator lease.
 
 ``workers`` — one document per worker process, for monitoring.
+
+``curves`` — the scores pruning compares (runs with a pruner only): one document per
+reported step (median) or reached rung (asha, hyperband) of a trial attempt, holding
+the run's pruning metric as a *score* (lower is better: a maximized metric negated).
+Written only while the attempt holds the job's lease; removed when the job goes back
+to the queue, so a requeued trial starts its history again.
 
 Guarantees the store keeps, whatever module writes:
 
@@ -65,6 +73,7 @@ from pymongo import ASCENDING, IndexModel
 JOBS = "jobs"
 RUNS = "runs"
 WORKERS = "workers"
+CURVES = "curves"
 
 
 class State(IntEnum):
@@ -90,6 +99,8 @@ SPEC = "spec"
 RESULT = "result"
 LOSS = "result.loss"
 STATUS = "result.status"
+PRUNED = "result.pruned"
+PRUNED_STEP = "result.pruned_step"
 MISC = "misc"
 VALS = "misc.vals"
 OWNER = "owner"
@@ -116,6 +127,9 @@ RUN_FINGERPRINT = "fingerprint"
 RUN_SETTINGS = "settings"
 RUN_TRIAL_TIMEOUT = "trial_timeout"
 """Key in a run's ``settings``: each trial's time limit in seconds (absent, null or 0: none)."""
+RUN_PRUNER = "pruner"
+"""Key in a run's ``settings``: the pruner (``objectives.pruning.PrunerSettings`` as a
+document); absent or null: no pruning."""
 RUN_NEXT_TID = "next_tid"
 RUN_CREATED_AT = "created_at"
 RUN_MAX_EVALS = "max_evals"
@@ -154,6 +168,32 @@ JOB_INDEXES = [
     IndexModel([(EXP_KEY, ASCENDING), (STATE, ASCENDING), (LOSS, ASCENDING)], name="run_state_loss"),
     # throughput and "last finished" for monitoring, without fetching documents
     IndexModel([(EXP_KEY, ASCENDING), (FINISHED_AT, ASCENDING)], name="run_finished"),
+    # a run's pruned trials (status, plain queries)
+    IndexModel([(EXP_KEY, ASCENDING), (PRUNED, ASCENDING)], name="run_pruned"),
+]
+
+# -- curve fields (collection ``curves``) ---------------------------------------------
+CURVE_EXP_KEY = "exp_key"
+CURVE_TID = "tid"
+CURVE_TOKEN = "token"
+"""The lease token of the attempt that recorded the score."""
+CURVE_STEP = "step"
+CURVE_RUNG = "rung"
+"""The rung (0, 1, ...) for asha and hyperband; null for a median step score."""
+CURVE_BRACKET = "bracket"
+CURVE_SCORE = "score"
+CURVE_COMPLETE = "complete"
+"""True once the trial finished without being pruned (median compares with those only)."""
+
+CURVE_INDEXES = [
+    # the median's population: completed trials' scores at one step
+    IndexModel([(CURVE_EXP_KEY, ASCENDING), (CURVE_COMPLETE, ASCENDING), (CURVE_STEP, ASCENDING),
+                (CURVE_SCORE, ASCENDING)], name="run_complete_step_score"),
+    # ASHA's: every score recorded at one rung of one bracket
+    IndexModel([(CURVE_EXP_KEY, ASCENDING), (CURVE_BRACKET, ASCENDING), (CURVE_RUNG, ASCENDING),
+                (CURVE_SCORE, ASCENDING)], name="run_bracket_rung_score"),
+    # one trial's scores (marking them complete, removing them on requeue)
+    IndexModel([(CURVE_EXP_KEY, ASCENDING), (CURVE_TID, ASCENDING)], name="run_tid"),
 ]
 
 WORKER_INDEXES = [IndexModel([(WORKER_LAST_SEEN, ASCENDING)], name="last_seen")]

@@ -22,6 +22,14 @@ least ``status`` and, when the status is ``"ok"``, a finite ``loss``.  Raising a
 exception marks the trial as an error (the optimizer learns that this point failed);
 it is never retried blindly.
 
+**Pruning.**  In a run with a pruner (``hpo-coord start --pruner median|asha|hyperband``)
+the worker decides after every ``report`` whether the trial is hopeless (see
+:mod:`objectives.pruning`); if so ``report`` raises :class:`TrialPruned`, which the
+objective need not catch: the trial ends as done with ``pruned: true``.  An experiment
+declares the metric pruning compares (:attr:`Experiment.pruning`); an objective that also
+reports ``loss`` (the loss it would return if it stopped at that step) gives its pruned
+trials that loss, otherwise they are recorded as failed (``reason: "pruned"``).
+
 **Time limit.**  A run may give each trial a time limit in seconds (``hpo-coord start
 --trial-timeout``, stored as the run setting ``trial_timeout``; otherwise
 :attr:`Experiment.trial_timeout`).  Past it the worker asks the trial to stop as above
@@ -41,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from objectives.pruning import PruningMetric
 from user_errors import UserError
 
 
@@ -60,6 +69,17 @@ class Reporter(Protocol):
 
 
 Objective = Callable[[Any, Reporter], "float | Mapping[str, Any]"]
+
+
+class TrialPruned(Exception):
+    """Raised by ``reporter.report`` when the run's pruner stops the trial early.
+
+    The objective need not catch it (cleanup in ``finally`` blocks runs as usual).  It is
+    a final outcome, not an interruption: the trial is recorded as done, with
+    ``pruned: true``, and is not evaluated again.  Raised by the objective itself, when
+    the pruner decided nothing, it is an ordinary exception (an error).  Once a trial is
+    pruned, every later ``report`` raises it again.
+    """
 
 
 class TrialInterrupted(Exception):
@@ -179,6 +199,9 @@ class Experiment:
     settings: tuple[Setting, ...] = ()
     """The run settings the objective reads (see :class:`Setting`); ``--set`` accepts
     these names only (and ``trial_timeout``, which every run has)."""
+    pruning: PruningMetric | None = None
+    """The reported metric a pruner compares, and its direction (the default of
+    ``hpo-coord start --pruner-metric``); None: runs of this experiment must name one."""
     trial_timeout: float | None = None
     """Default time limit of one trial in seconds (None: no limit); a run's
     ``hpo-coord start --trial-timeout`` overrides it.  See the module docstring."""

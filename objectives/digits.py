@@ -6,10 +6,11 @@ scikit-learn.  The 1,797 images are split once, stratified and with a fixed seed
 (``1 - validation accuracy``) after ``settings["epochs"]`` epochs (default
 :data:`DEFAULT_EPOCHS`).  One trial takes a few seconds on one CPU thread.
 
-The objective reports ``train_loss``, ``val_loss``, ``val_accuracy``, ``lr`` and
-``epoch_time`` every epoch, raises :class:`~objectives.base.TrialInterrupted` when the
-worker asks it to stop, and returns a failed result with ``reason: "diverged"`` when
-the training loss stops being finite.
+The objective reports ``loss`` (the validation error so far: what it would return if
+it stopped there), ``train_loss``, ``val_loss``, ``val_accuracy``, ``lr`` and
+``epoch_time`` every epoch (pruning compares ``loss``), raises
+:class:`~objectives.base.TrialInterrupted` when the worker asks it to stop, and returns
+a failed result with ``reason: "diverged"`` when the training loss stops being finite.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 from objectives.base import Experiment, Reporter, Setting, TrialInterrupted
+from objectives.pruning import PruningMetric
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +164,7 @@ def _train(params: Mapping[str, Any], reporter: Reporter) -> dict[str, Any]:
         train_time += epoch_time
         reporter.report(
             epoch,
+            loss=1.0 - val_accuracy,
             train_loss=train_loss,
             val_loss=val_loss,
             val_accuracy=val_accuracy,
@@ -189,4 +192,5 @@ digits = Experiment(
         f"`epochs` epochs (default {DEFAULT_EPOCHS})."
     ),
     settings=(Setting("epochs", int, DEFAULT_EPOCHS, "training epochs of each trial", minimum=1),),
+    pruning=PruningMetric("loss", "minimize"),
 )

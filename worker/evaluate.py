@@ -126,6 +126,24 @@ def timed_out(limit_s: float) -> Outcome:
                    "trial_timeout, hpo-coord start --trial-timeout) and was ended", "TrialTimeout")
 
 
+PRUNED = "pruned"
+
+
+def pruned(step: int, value: float, loss: Any) -> Outcome:
+    """The outcome of a trial a pruner stopped at ``step``, where the run's pruning
+    metric was ``value``.
+
+    Done, with ``pruned: true``, ``pruned_step`` and ``pruned_value``.  Its loss is ``loss``, the loss the
+    objective reported at that step (what it would return if it stopped there; see
+    docs/objectives.md for why a pruned trial carries it); without a finite one the
+    trial is a failure (``reason: "pruned"``), which hyperopt's samplers leave out.
+    """
+    result: dict[str, Any] = {"pruned": True, "pruned_step": step, "pruned_value": value}
+    if _loss_problem(loss) is None:
+        return Outcome(State.DONE, s.bson_safe({"status": base.STATUS_OK, "loss": float(loss), **result}))
+    return Outcome(State.DONE, s.bson_safe({"status": base.STATUS_FAIL, "reason": PRUNED, **result}))
+
+
 def unstorable(problem: str) -> Outcome:
     """The outcome of a trial whose result MongoDB cannot hold."""
     return failure(UNSTORABLE, f"result cannot be stored: {problem}", "UnstorableResult")

@@ -45,6 +45,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import numbers
 import os
 import signal
 import socket
@@ -67,7 +68,9 @@ from jobstore.queue import DEFAULT_LEASE_S, Claim, JobQueue
 from jobstore.requeuer import Requeuer
 from jobstore.retry import DatabaseOutage, describe
 from jobstore.store import Store
-from objectives.base import Experiment, TrialInterrupted
+from jobstore.curves import AttemptCurves
+from objectives.base import Experiment, TrialInterrupted, TrialPruned
+from objectives.pruning import BadPrunerSettings, Pruner, PrunerSettings
 from objectives.registry import get_experiment
 from user_errors import BadObjectiveReference, UnknownExperiment
 from worker.evaluate import (
@@ -87,6 +90,7 @@ from worker.evaluate import (
     job_experiment,
     job_vals,
     params_for,
+    pruned,
     timed_out,
     unstorable,
 )
@@ -138,11 +142,26 @@ def _label(claim: Claim) -> str:
     return f"trial {tid if isinstance(tid, int) else repr(tid)[:40]} of run {claim.job.get(s.EXP_KEY)!r:.80}"
 
 
+@dataclass(frozen=True)
+class PrunedAt:
+    """Where the run's pruner stopped a trial: the step, the metric's value there, and
+    the loss the objective reported at that step (None if it reported none)."""
+
+    step: int
+    value: float
+    loss: Any
+
+
 class JobReporter:
-    """The :class:`objectives.base.Reporter` a worker hands to the objective."""
+    """The :class:`objectives.base.Reporter` a worker hands to the objective.
+
+    With ``pruning`` (the run's :class:`PrunerSettings`), every kept report of the
+    pruning metric is followed by the pruner's decision; a prune raises
+    :class:`TrialPruned` (then and at every later report) and sets :attr:`pruned`.
+    """
 
     def __init__(self, queue: JobQueue, claim: Claim, settings: Mapping[str, Any],
-                 stop: threading.Event, lease_s: float) -> None:
+                 stop: threading.Event, lease_s: float, pruning: PrunerSettings | None = None) -> None:
         self.settings = dict(settings)
         self._queue = queue
         self._claim = claim
@@ -150,12 +169,44 @@ class JobReporter:
         self._lease_s = lease_s
         self._lost = threading.Event()
         self._time_up = threading.Event()
+        self._curves: AttemptCurves | None = None
+        self._pruner: Pruner | None = None
+        if pruning is not None and pruning.kind != "none":
+            self._curves = queue.curves.attempt(claim.exp_key, claim.tid, claim.token,
+                                                holds=lambda: queue.holds(claim))
+            self._pruner = Pruner(pruning, self._curves, claim.exp_key, claim.tid)
+        self._unreported_warned = False
+        self.pruned: PrunedAt | None = None
 
     def report(self, step: int, **metrics: float) -> None:
         if self._time_up.is_set():
             raise TrialInterrupted("the trial ran past its time limit")
+        if self.pruned is not None:
+            raise TrialPruned(f"the trial was pruned at step {self.pruned.step}")
         if not self._queue.report(self._claim, step, metrics, self._lease_s):
             self.lease_lost()
+        elif self._pruner is not None:
+            self._decide(step, metrics)
+
+    def _decide(self, step: int, metrics: Mapping[str, Any]) -> None:
+        """Ask the pruner about this report; raise :class:`TrialPruned` if it prunes."""
+        assert self._pruner is not None and self._curves is not None
+        metric = self._pruner.settings.metric
+        value = metrics.get(metric)
+        at = s.as_int(step)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or at is None:
+            if not self._unreported_warned:
+                self._unreported_warned = True
+                log.warning("%s: report(step=%r) has no number %r (the run's pruning metric; it "
+                            "has %s), so pruning cannot judge it there", _label(self._claim), step,
+                            metric, sorted(metrics))
+            return
+        prune = self._pruner.should_prune(at, float(value))  # the store retries its own operations
+        if self._curves.lost:
+            self.lease_lost()
+        elif prune:
+            self.pruned = PrunedAt(at, float(value), metrics.get("loss"))
+            raise TrialPruned(f"pruned at step {at}: {metric}={float(value):.6g} ({self._pruner.settings.kind})")
 
     def should_stop(self) -> bool:
         return self._stop.is_set() or self._lost.is_set() or self._time_up.is_set()
@@ -165,6 +216,11 @@ class JobReporter:
 
     def time_up(self) -> None:
         self._time_up.set()
+
+    @property
+    def scored(self) -> bool:
+        """True when the run prunes, so this attempt records scores in ``curves``."""
+        return self._curves is not None
 
     @property
     def lost(self) -> bool:
@@ -354,7 +410,7 @@ class Worker:
             # loaded host): keep the lease meanwhile.
             with Heartbeat(lambda: self.queue.heartbeat(claim, self.config.lease),
                            self.config.heartbeat, name=f"{label} (loading)"):
-                task, settings, limit = self._prepare(claim)
+                task, settings, limit, pruning = self._prepare(claim)
         except Refused:
             raise
         except Exception as exc:  # noqa: BLE001 - a malformed job must not kill the worker
@@ -370,7 +426,7 @@ class Worker:
             if self.queue.release(claim):
                 log.warning("%s returned to the queue before it started (stop signal)", label)
             return
-        reporter = JobReporter(self.queue, claim, settings, self._stop, self.config.lease)
+        reporter = JobReporter(self.queue, claim, settings, self._stop, self.config.lease, pruning)
         beat = Heartbeat(
             lambda: self.queue.heartbeat(claim, self.config.lease),
             self.config.heartbeat,
@@ -390,6 +446,13 @@ class Worker:
                 value = task(reporter)
             except TrialInterrupted as exc:
                 interrupted = exc
+            except TrialPruned as exc:
+                if reporter.pruned is None:  # raised by the objective: nothing pruned it
+                    log.warning("%s raised TrialPruned although the run's pruner did not prune it", label)
+                    outcome = from_exception(exc)
+                else:
+                    log.info("%s %s", label, exc)
+                    outcome = pruned(reporter.pruned.step, reporter.pruned.value, reporter.pruned.loss)
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - the objective's failure is data
                 log.warning("%s raised %s: %s", label, exception_name(exc), clip(exception_text(exc), LOG_LIMIT))
                 outcome = from_exception(exc)
@@ -417,7 +480,7 @@ class Worker:
                             label, clip(exception_text(interrupted), LOG_LIMIT))
                 outcome = from_exception(interrupted)
             assert outcome is not None
-            self._write(claim, outcome, elapsed_s=elapsed_s)
+            self._write(claim, outcome, elapsed_s=elapsed_s, scored=reporter.scored)
 
     def _time_up(self, reporter: JobReporter, label: str, limit: float | None) -> None:
         log.warning("%s ran past its time limit of %g s; asking it to stop (it has %.0f s before "
@@ -449,15 +512,16 @@ class Worker:
         os._exit(EXIT_TRIAL_HUNG)
 
     def _write(self, claim: Claim, outcome: Outcome, elapsed_s: float | None = None,
-               queue: JobQueue | None = None) -> None:
+               queue: JobQueue | None = None, scored: bool = False) -> None:
         """Store ``outcome`` through ``queue`` (default: this worker's); a result the
         database refuses (a document over its size limit, ...) is replaced by an
-        ``unstorable result`` error."""
+        ``unstorable result`` error.  ``scored``: the attempt recorded pruning scores
+        (see :meth:`JobQueue.finish`)."""
         label = _label(claim)
         queue = queue or self.queue
 
         def finish(final: Outcome) -> bool:
-            return queue.finish(claim, final.state, final.result, final.error, elapsed_s)
+            return queue.finish(claim, final.state, final.result, final.error, elapsed_s, scored)
 
         try:
             written = finish(outcome)
@@ -476,9 +540,11 @@ class Worker:
 
     # -- what to run ----------------------------------------------------------------
 
-    def _prepare(self, claim: Claim) -> tuple[Callable[[JobReporter], Any] | None, Mapping[str, Any], float | None]:
-        """The objective call for ``claim``, its settings and its time limit; the call is
-        None if the job was already finished as an error here.
+    def _prepare(self, claim: Claim) -> tuple[Callable[[JobReporter], Any] | None, Mapping[str, Any],
+                                              float | None, PrunerSettings | None]:
+        """The objective call for ``claim``, its settings, its time limit and the run's
+        pruner (None: none); the call is None if the job was already finished as an
+        error here.
 
         Raises:
             Refused: this worker must not evaluate the run's jobs.
@@ -487,7 +553,7 @@ class Worker:
         job = claim.job
         name = job_experiment(job)
         if name is None:
-            return self._prepare_pickled(claim), {}, None
+            return self._prepare_pickled(claim), {}, None, None
         try:
             experiment = get_experiment(name)
         except UnknownExperiment as exc:
@@ -512,10 +578,17 @@ class Worker:
                 f"the run document's settings are of type {type(run_settings).__name__}, not a "
                 "document; start the run again with hpo-coord start (its --set options) to rewrite them"
             )
+        pruning = None
+        if run_settings.get(s.RUN_PRUNER) is not None:
+            try:
+                pruning = PrunerSettings.from_document(run_settings[s.RUN_PRUNER])
+            except BadPrunerSettings as exc:
+                raise Refused(f"run {exp_key!r} has unusable {exc}; start the run again with "
+                              "hpo-coord start --pruner ... to rewrite them") from None
         params = params_for(experiment.space, job_vals(job))
         settings = {**experiment.default_settings, **run_settings}
         limit = self._time_limit(exp_key, experiment, run_settings)
-        return (lambda reporter: experiment.objective(params, reporter)), settings, limit
+        return (lambda reporter: experiment.objective(params, reporter)), settings, limit, pruning
 
     def _time_limit(self, exp_key: str, experiment: Experiment, run_settings: Mapping[str, Any]) -> float | None:
         """The run's ``trial_timeout`` setting, else the experiment's; None (or 0): no limit.

@@ -19,6 +19,7 @@ from objectives.base import Experiment
 from objectives.cifar100.objective import objective, retrain
 from objectives.cifar100.settings import SETTINGS
 from objectives.cifar100.space import space
+from objectives.pruning import PruningMetric
 
 cifar100 = Experiment(
     name="cifar100",
@@ -31,6 +32,7 @@ cifar100 = Experiment(
         "CIFAR-100; loss = validation error after `epochs` epochs."
     ),
     settings=SETTINGS,
+    pruning=PruningMetric("loss", "minimize"),
     retrain=retrain,
 )
 

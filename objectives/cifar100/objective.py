@@ -86,6 +86,7 @@ def _train_and_validate(
         val_loss, val_accuracy = trainer.evaluate(eval_batches(val_data, EVAL_BATCH_SIZE))
         reporter.report(
             epoch,
+            loss=1.0 - val_accuracy,
             train_loss=stats.train_loss,
             val_loss=val_loss,
             val_accuracy=val_accuracy,
@@ -123,7 +124,7 @@ def _released_on_exit() -> Iterator[None]:
 def objective(params: Mapping[str, Any], reporter: Reporter) -> dict[str, Any]:
     """Train ``params`` for ``settings["epochs"]`` epochs; loss = validation error.
 
-    Reports ``train_loss``, ``val_loss``, ``val_accuracy``, ``lr``, ``epoch_time`` and
+    Reports ``loss`` (the validation error so far), ``train_loss``, ``val_loss``, ``val_accuracy``, ``lr``, ``epoch_time`` and
     ``images_per_s`` every epoch.  Returns an ``ok`` result with ``loss``,
     ``val_accuracy``, ``test_accuracy``, ``n_params``, ``train_time`` (seconds of
     training, evaluation excluded), ``epochs``, ``device`` and ``peak_memory`` (bytes,

@@ -149,3 +149,30 @@ def test_digits_quality_quick(tmp_path: Path) -> None:
     rows = [line.split("|") for line in text.splitlines() if line.startswith("| ")][1:]
     assert [(r[1].strip(), r[2].strip()) for r in rows] == [("tpe", "1/1"), ("joint-tpe", "1/1")]
     assert all(0 < float(r[3].split("±")[0]) <= 100 for r in rows)
+
+
+def test_pruning_quick(tmp_path: Path) -> None:
+    report = tmp_path / "benchmarks.md"
+    run_script("pruning.py", "--pruners", "none,asha", report=report)
+    text = report.read_text()
+    assert "## Pruning with real training: digits, TPE, 6 evaluations of 3 epochs, 2 local workers, 1 seeds" in text
+    rows = {r[1].strip(): r for r in (line.split("|") for line in text.splitlines() if line.startswith("| "))}
+    assert set(rows) == {"pruner", "none", "asha"}
+    assert rows["none"][3].strip().startswith("18 ")  # 6 trials x 3 epochs, none pruned
+    assert int(rows["asha"][3].split("±")[0]) < 18 and float(rows["asha"][4]) > 0
+    assert "hpo-coord start --exp cifar100" in text
+
+
+def test_pruned_loss_quick(tmp_path: Path) -> None:
+    report = tmp_path / "benchmarks.md"
+    run_script("pruned_loss.py", report=report)
+    rows = [line.split("|") for line in report.read_text().splitlines() if line.startswith("| ")][1:]
+    assert [r[1].strip() for r in rows] == ["last", "fail", "worst"]
+
+
+def test_pruning_cost_quick(tmp_path: Path) -> None:
+    report = tmp_path / "benchmarks.md"
+    run_script("pruning_cost.py", report=report)
+    rows = [line.split("|") for line in report.read_text().splitlines() if line.startswith("| ")][1:]
+    assert [(r[1].strip(), r[2].strip()) for r in rows] == [
+        ("median", "50"), ("median", "200"), ("asha", "50"), ("asha", "200")]

@@ -36,7 +36,7 @@ from pymongo.database import Database
 from rich.console import Console
 from typer.testing import CliRunner
 
-from coordinator import monitor, monitor_cli
+from coordinator import monitor, monitor_cli, plots
 from jobstore import schema as s
 from jobstore.connection import server_time
 from jobstore.queue import JobQueue
@@ -45,12 +45,14 @@ from jobstore.store import Store
 from jobstore.trials import MongoTrials
 from jobstore.workers import WorkerRegistry
 from objectives.base import Experiment, NullReporter, Reporter
+from objectives.pruning import PrunerSettings
 from objectives.registry import register
 from worker.loop import Worker, WorkerConfig
 
 RUN = "demo"
 OTHER_RUN = "other"
 FMIN_EVALS = 16
+PRUNER = PrunerSettings("median", "val_loss", "minimize", max_resource=3, startup_trials=2)
 MAX_EVALS = 40
 """The run document's max_evals: the run is still under way when the tests look."""
 DEAD_FOR = timedelta(minutes=5)
@@ -65,7 +67,8 @@ def _objective(params: dict[str, Any], reporter: Reporter) -> Any:
     else:
         loss = 0.5 + (1.0 + np.sin(model["freq"])) * model["phase"]
     for epoch in (1, 2, 3):
-        reporter.report(epoch, val_loss=loss * (1 + 1 / epoch), val_accuracy=epoch / (3 * (1 + loss)))
+        reporter.report(epoch, loss=loss * (1 + 1 / epoch), val_loss=loss * (1 + 1 / epoch),
+                        val_accuracy=epoch / (3 * (1 + loss)))
     return loss
 
 
@@ -102,7 +105,7 @@ def _backdate(db: Database, query: dict[str, Any], collection: str, fields: list
 def _fmin_with_workers(db: Database) -> None:
     trials = MongoTrials(db, exp_key=RUN, refresh=False, experiment=EXPERIMENT.name, poll_interval=0.02)
     trials.runs.ensure(RUN, experiment=EXPERIMENT.name, fingerprint=EXPERIMENT.fingerprint(),
-                       settings={}, max_evals=MAX_EVALS, algo="rand")
+                       settings={s.RUN_PRUNER: PRUNER.to_document()}, max_evals=MAX_EVALS, algo="rand")
     workers = []
     for i in range(2):
         worker = Worker(Store(db), WorkerConfig(run=RUN, heartbeat=1.0, lease=5.0, poll_max=0.05))
@@ -522,6 +525,10 @@ def _expected(db: Database) -> dict[str, Any]:
         "Errors grouped by type": sorted(
             [(kind, len(tids), sorted(tids)) for kind, tids in errors.items()], key=lambda e: (-e[1], e[0])),
         "The learning curve of a trial": ok[0][s.METRICS],
+        "Pruned trials and where they stopped": [
+            {"tid": j[s.TID], "step": j[s.RESULT]["pruned_step"], "value": j[s.RESULT]["pruned_value"],
+             **({"loss": j[s.RESULT]["loss"]} if "loss" in j[s.RESULT] else {})}
+            for j in jobs if j.get(s.RESULT, {}).get("pruned")],
         "Trials finished in the last hour": [{"trials": len(finished)}],
         "Workers and how long ago they were seen": ["node-a:101", "node-b:102", "node-c:103", "node-d:104"],
     }
@@ -628,3 +635,34 @@ def test_progress_counts_done_trials_so_a_resume_that_replaced_errors_is_not_ove
     assert result.exit_code == 0, result.output
     assert re.search(row("progress", re.escape("2 of 2 done (2 error(s) not counted)")), result.stdout)
     assert re.search(row("ETA", "complete"), result.stdout)
+
+
+# -- pruning (issue 18) --------------------------------------------------------------------
+
+def test_status_counts_pruned_trials_and_the_epochs_they_saved(seeded: tuple[str, Database],
+                                                              cli: typer.Typer) -> None:
+    _, db = seeded
+    pruned = [j for j in _jobs(db) if j.get(s.RESULT, {}).get("pruned")]
+    assert pruned, "the seeded run's median pruner pruned nothing: the test would test nothing"
+    assert all(j[s.STATE] == State.DONE and len(j[s.METRICS]) == j[s.RESULT]["pruned_step"] for j in pruned)
+    status = monitor.run_status(Store(db).view, RUN)
+    assert status.pruning is not None and status.pruning.pruned == len(pruned)
+    saved = sum(PRUNER.max_resource - j[s.RESULT]["pruned_step"] for j in pruned)
+    assert status.pruning.steps_saved == saved
+    assert monitor.run_status(Store(db).view, OTHER_RUN).pruning is None
+    shown = invoke(cli, "status", "--run", RUN, "--mongo", seeded[0]).stdout
+    assert re.search(row("pruning", rf"median on val_loss \(minimize\): {len(pruned)} trial\(s\) pruned, "
+                         rf"{saved} epochs \(steps\) saved"), shown), shown
+
+
+def test_plots_mark_pruned_trials(seeded: tuple[str, Database], tmp_path: Path) -> None:
+    _, db = seeded
+    points = monitor.trial_points(Store(db).view, RUN)
+    pruned = {j[s.TID]: j[s.RESULT]["pruned_step"] for j in _jobs(db) if j.get(s.RESULT, {}).get("pruned")}
+    assert {p.tid: p.pruned_step for p in points if p.pruned_step is not None} == pruned
+    tid = next(iter(pruned))
+    curves = monitor.learning_curves(Store(db).view, RUN, [tid])
+    figure = plots.learning_curves_figure(curves, {}, RUN, pruned)
+    ax = figure.axes[0]
+    assert ax.lines[0].get_linestyle() == "--" and ax.lines[1].get_marker() == "x"
+    assert f"pruned at step {pruned[tid]}" in ax.get_legend().get_texts()[0].get_text()

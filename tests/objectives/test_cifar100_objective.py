@@ -32,7 +32,7 @@ SMALL_POINT: dict[str, Any] = {
 }
 """A small network with every optional part switched on, so one CPU epoch is quick."""
 
-EPOCH_METRICS = {"train_loss", "val_loss", "val_accuracy", "lr", "epoch_time", "images_per_s"}
+EPOCH_METRICS = {"loss", "train_loss", "val_loss", "val_accuracy", "lr", "epoch_time", "images_per_s"}
 RESULT_FIELDS = {
     "status",
     "loss",

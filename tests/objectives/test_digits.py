@@ -50,6 +50,10 @@ def test_short_trial_learns_and_reports_every_epoch() -> None:
     assert [m["step"] for m in reporter.metrics] == [1, 2, 3, 4]
     for metrics in reporter.metrics:
         assert {"train_loss", "val_loss", "val_accuracy", "lr", "epoch_time"} <= metrics.keys()
+        # the pruning metric digits declares: the loss it would return if it stopped here
+        assert metrics[digits.pruning.name] == pytest.approx(1 - metrics["val_accuracy"])
+    assert digits.pruning.direction == "minimize"
+    assert reporter.metrics[-1]["loss"] == result["loss"]
     assert reporter.metrics[-1]["train_loss"] < reporter.metrics[0]["train_loss"]
 
 

@@ -2,7 +2,7 @@
 
 ``recording`` is the tutorial's quadratic; every evaluation is also recorded in the
 ``evaluations`` collection of the worker's database, so tests can check that no point
-was evaluated twice.  The run setting ``mode`` makes it misbehave on purpose; with the
+was evaluated twice.  ``curve`` reports a learning curve per step, for pruning.  The run setting ``mode`` makes it misbehave on purpose; with the
 setting ``only_first`` only the first evaluation of that mode misbehaves (the others
 return the quadratic), so one worker can meet a poison trial and then ordinary ones.
 """
@@ -17,7 +17,8 @@ from typing import Any
 import pymongo
 from hyperopt import hp
 
-from objectives.base import Experiment, Reporter, Setting, TrialInterrupted
+from objectives.base import Experiment, Reporter, Setting, TrialInterrupted, TrialPruned
+from objectives.pruning import PruningMetric
 
 _client: pymongo.MongoClient | None = None
 
@@ -131,6 +132,30 @@ slow_loading = _SlowLoading(
     objective=_objective,
     description="the recording quadratic, slow to load (tests only)",
     settings=SETTINGS,
+)
+
+
+def _curve(x: float, reporter: Reporter) -> Any:
+    """Reports ``loss = x + 1 / step`` (under the name of the setting ``metric``, default
+    ``loss``) for ``epochs`` steps, ``step_s`` seconds apart; with the setting
+    ``raise_pruned`` it raises :class:`TrialPruned` itself after the first step."""
+    epochs = int(reporter.settings.get("epochs", 9))
+    for step in range(1, epochs + 1):
+        time.sleep(float(reporter.settings.get("step_s", 0)))
+        reporter.report(step, **{reporter.settings.get("metric", "loss"): x + 1 / step})
+        if reporter.settings.get("raise_pruned"):
+            raise TrialPruned("pruned by the objective itself")
+        if reporter.should_stop():
+            raise TrialInterrupted("asked to stop")
+    return x + 1 / epochs
+
+
+curve = Experiment(
+    name="curve",
+    space=hp.uniform("x", 0, 1),
+    objective=_curve,
+    description="learning curves x + 1/step, for pruning (tests only)",
+    pruning=PruningMetric("loss"),
 )
 
 

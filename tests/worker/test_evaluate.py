@@ -18,6 +18,7 @@ from worker.evaluate import (
     job_command,
     job_experiment,
     job_vals,
+    pruned,
 )
 from worker.timeout import TrialTimer
 
@@ -99,3 +100,14 @@ def test_the_trial_timer_fires_once_and_not_after_the_trial_ended() -> None:
     with TrialTimer(None, 0, name="t", on_expired=quiet.set, on_hung=lambda: None) as timer:
         pass
     assert not timer.expired
+
+
+def test_a_pruned_trial_carries_the_loss_it_reported_else_it_is_a_failure() -> None:
+    kept = pruned(3, 0.4, 0.4)
+    assert kept.state == State.DONE
+    assert kept.result == {"status": "ok", "loss": 0.4, "pruned": True, "pruned_step": 3, "pruned_value": 0.4}
+    for loss in (None, float("nan"), "0.4"):
+        failed = pruned(3, 0.9, loss)
+        assert failed.state == State.DONE and failed.error is None
+        assert failed.result == {"status": "fail", "reason": "pruned", "pruned": True, "pruned_step": 3,
+                                 "pruned_value": 0.9}

@@ -1,0 +1,156 @@
+"""Pruning with real training: none, median, asha and hyperband on ``digits`` with TPE.
+
+For each seed and pruner, one ``hpo-coord start --exp digits --algo tpe --pruner P
+--local-workers K --max-evals N --seed S --set epochs=E`` run on one server.  The report
+gives, per pruner, the epochs trained in a run (every reported epoch of every trial,
+pruned ones included), the wall time of a run, and the best validation accuracy of the
+trials that trained their whole budget (mean ± standard error over seeds).  Issue 18's
+target: ASHA trains at most a third of the epochs of no pruning, and its best accuracy
+is within one standard error of no pruning's.
+
+Seeds run whole (every pruner of a seed before the next seed); with ``--budget-s`` no
+new seed starts once that many seconds have passed, and the report says how many ran.
+
+    python bench/pruning.py                # 4 pruners x 5 seeds, 60 evaluations of 15 epochs, 2 workers
+    python bench/pruning.py --quick        # smoke test: 1 seed, 6 evaluations of 3 epochs
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import _common as c
+
+PRUNERS = ("none", "median", "asha", "hyperband")
+
+
+@dataclass
+class RunResult:
+    """One run's figures."""
+
+    epochs: int
+    pruned: int
+    best_accuracy: float | None
+    wall_s: float
+    note: str
+
+
+def one_run(server: c.Server, tmp: Path, pruner: str, seed: int, args: argparse.Namespace) -> RunResult:
+    db_name = f"bench_prune_{uuid.uuid4().hex[:8]}"
+    run = f"digits-{pruner}-s{seed}"
+    command = [sys.executable, "-m", "coordinator", "start", "--exp", "digits", "--mongo",
+               server.database_url(db_name), "--run", run, "--max-evals", str(args.evals), "--algo", "tpe",
+               "--seed", str(seed), "--local-workers", str(args.workers), "--pruner", pruner,
+               "--set", f"epochs={args.epochs}", "--log-level", "warning"]
+    if pruner != "none" and args.min_resource is not None:
+        command += ["--min-resource", str(args.min_resource)]
+    log = tmp / f"{run}.log"
+    started = time.monotonic()
+    with open(log, "ab") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=c.our_env(), cwd=tmp,
+                                   start_new_session=True)
+        try:
+            code: int | None = process.wait(args.timeout)
+        except subprocess.TimeoutExpired:
+            c.stop_processes([process])
+            code = None
+    wall = time.monotonic() - started
+    with server.client() as client:
+        jobs = list(client[db_name].jobs.find({"exp_key": run}, {"metrics.step": 1, "result": 1, "state": 1}))
+    server.drop(db_name)
+    epochs = sum(len(job.get("metrics") or []) for job in jobs)
+    results = [job.get("result") or {} for job in jobs if job.get("state") == 2]
+    pruned = sum(1 for result in results if result.get("pruned"))
+    accuracies = [r["val_accuracy"] for r in results if isinstance(r.get("val_accuracy"), (int, float))]
+    note = "" if code == 0 else (f"hpo-coord exited {code}; see {log}" if code is not None else "timed out")
+    return RunResult(epochs, pruned, max(accuracies) if accuracies else None, wall, note)
+
+
+def cifar100_command(args: argparse.Namespace) -> str:
+    """The same comparison's run on ``cifar100`` with one GPU worker (for the report)."""
+    return ("hpo-coord start --exp cifar100 --mongo mongodb://HOST/hpo --run cifar100-asha --algo tpe "
+            f"--pruner asha --max-evals {args.evals} --set epochs=15 --local-workers 1 --seed 0   "
+            "# and --pruner none|median|hyperband for the other rows")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pruners", default=",".join(PRUNERS), help="comma-separated hpo-coord --pruner values")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--evals", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=15, help="each trial's budget (the run setting epochs)")
+    parser.add_argument("--workers", type=int, default=2, help="hpo-coord --local-workers")
+    parser.add_argument("--min-resource", type=int, default=None,
+                        help="hpo-coord --min-resource for the pruned runs (default: hpo-coord's, 1)")
+    parser.add_argument("--budget-s", type=float, default=None, help="start no new seed after this many seconds")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds one run may take")
+    parser.add_argument("--out", type=Path, default=c.DEFAULT_REPORT)
+    parser.add_argument("--workdir", type=Path, default=None, help="keep the logs and the server here")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 1 seed, 6 evaluations of 3 epochs")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds, args.evals, args.epochs, args.workers = 1, 6, 3, 2
+    pruners = [p for p in args.pruners.split(",") if p]
+    start = c.Start()
+    began = time.monotonic()
+    runs: dict[str, list[RunResult]] = {p: [] for p in pruners}
+    seeds_run = 0
+    with c.workdir(args.workdir) as tmp, c.bench_server(tmp) as server:
+        for seed in range(args.seeds):
+            if args.budget_s is not None and seed and time.monotonic() - began > args.budget_s:
+                break
+            for pruner in pruners:
+                print(f"seed {seed} pruner {pruner} (load {c.load()})", flush=True)
+                result = one_run(server, tmp, pruner, seed, args)
+                print(f"  {result}", flush=True)
+                runs[pruner].append(result)
+            seeds_run += 1
+        label = server.label
+    rows = []
+    for pruner, results in runs.items():
+        epochs = c.mean_se([r.epochs for r in results])
+        bests = [r.best_accuracy for r in results if r.best_accuracy is not None]
+        best = c.mean_se(bests) if bests else None
+        notes = "; ".join(f"seed {seed}: {r.note}" for seed, r in enumerate(results) if r.note)
+        rows.append([pruner, f"{len(results)}", f"{epochs[0]:.0f} ± {epochs[1]:.0f}",
+                     f"{sum(r.pruned for r in results) / len(results):.1f}",
+                     f"{100 * best[0]:.2f} ± {100 * best[1]:.2f}" if best else "-",
+                     f"{sum(r.wall_s for r in results) / len(results):.0f} s", notes])
+    extra = []
+    if "none" in runs and "asha" in runs and not args.quick:
+        full, asha = c.mean_se([r.epochs for r in runs["none"]]), c.mean_se([r.epochs for r in runs["asha"]])
+        extra.append("- Target (issue 18): ASHA trains at most a third of the epochs of no pruning: " + c.mark(
+            f"{asha[0]:.0f} vs {full[0]:.0f} ({asha[0] / full[0]:.2f}x)", asha[0] <= full[0] / 3))
+        acc_none = c.mean_se([r.best_accuracy for r in runs["none"] if r.best_accuracy is not None])
+        acc_asha = c.mean_se([r.best_accuracy for r in runs["asha"] if r.best_accuracy is not None])
+        extra.append("- Target (issue 18): ASHA's best accuracy within one standard error of no pruning's: " + c.mark(
+            f"{100 * acc_asha[0]:.2f} vs {100 * acc_none[0]:.2f} ± {100 * acc_none[1]:.2f}",
+            acc_asha[0] >= acc_none[0] - acc_none[1]))
+    if seeds_run < args.seeds:
+        extra.append(f"- Only {seeds_run} of {args.seeds} seeds ran: --budget-s {args.budget_s:.0f} was reached.")
+    extra.append(f"- The same comparison on cifar100 with a GPU: `{cifar100_command(args)}`")
+    extra.append(start.finished())
+    headers = ["pruner", "runs", "epochs trained per run (mean ± s.e.)", "pruned trials per run",
+               "best val. accuracy % (mean ± s.e.)", "wall per run", "notes"]
+    lines = c.header_lines(script="pruning.py", server=label, start=start, extra=extra)
+    body = "\n".join(lines) + "\n\n" + c.table(headers, rows) + "\n"
+    title = (f"Pruning with real training: digits, TPE, {args.evals} evaluations of {args.epochs} epochs, "
+             f"{args.workers} local workers, {seeds_run} seeds"
+             + (f", first rung at step {args.min_resource}" if args.min_resource is not None else "")
+             + (" (quick smoke run)" if args.quick else ""))
+    c.append_report(args.out, title, body)
+    print(body)
+    print(f"on cifar100 with a GPU: {cifar100_command(args)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

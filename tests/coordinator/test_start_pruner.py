@@ -1,0 +1,56 @@
+"""``hpo-coord start --pruner``: the settings a run stores, defaults, resume, bad input."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from coordinator.cli import app
+from coordinator.start import PrunerChoice, StartOptions, run_settings
+from jobstore import schema as s
+from user_errors import UserError
+from objectives.digits import digits
+from objectives.pruning import PrunerSettings
+from objectives.registry import get_experiment
+
+
+def options(pruner: PrunerChoice | None, **settings: object) -> StartOptions:
+    return StartOptions(run="r", max_evals=10, algo=None, settings=settings, pruner=pruner)
+
+
+def test_defaults_come_from_the_experiment_and_the_epochs_setting() -> None:
+    stored = run_settings(digits, options(PrunerChoice("asha"), epochs=15), None)[s.RUN_PRUNER]
+    assert PrunerSettings.from_document(stored) == PrunerSettings(
+        "asha", "loss", "minimize", max_resource=15, min_resource=1, reduction_factor=3)
+    stored = run_settings(digits, options(PrunerChoice("median", metric="val_accuracy", direction="maximize",
+                                                       max_resource=12, warmup_steps=2, startup_trials=3)), None)
+    assert stored[s.RUN_PRUNER] == PrunerSettings("median", "val_accuracy", "maximize", max_resource=12,
+                                                  warmup_steps=2, startup_trials=3).to_document()
+
+
+def test_a_resumed_run_keeps_its_pruner_unless_told_otherwise() -> None:
+    first = run_settings(digits, options(PrunerChoice("hyperband")), None)
+    run = {s.RUN_SETTINGS: first}
+    assert run_settings(digits, options(None), run)[s.RUN_PRUNER] == first[s.RUN_PRUNER]
+    assert run_settings(digits, options(PrunerChoice("none")), run)[s.RUN_PRUNER] is None
+
+
+def test_an_experiment_without_a_declared_metric_needs_one() -> None:
+    quadratic = get_experiment("quadratic")
+    with pytest.raises(UserError, match="declares no pruning metric; name the reported metric"):
+        run_settings(quadratic, options(PrunerChoice("median"), epochs=5), None)
+    with pytest.raises(UserError, match="pass --max-resource"):
+        run_settings(quadratic, options(PrunerChoice("median", metric="val_loss")), None)
+    with pytest.raises(UserError, match=r"min_resource \(20\) is above max_resource \(15\)"):
+        run_settings(digits, options(PrunerChoice("asha", min_resource=20), epochs=15), None)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--pruner", "sometimes"], "--pruner must be one of none, median, asha, hyperband, not 'sometimes'"),
+    (["--pruner", "asha", "--pruner-direction", "up"], "--pruner-direction must be one of minimize, maximize"),
+    (["--min-resource", "2"], "the pruning options (--pruner-metric, --min-resource, ...) need --pruner"),
+])
+def test_bad_pruner_options_say_what_to_do(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(app, ["start", "--exp", "digits", "--mongo", "mongodb://127.0.0.1:1/x", *args])
+    assert result.exit_code != 0
+    assert message in " ".join(result.output.split()), result.output
