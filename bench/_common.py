@@ -363,6 +363,25 @@ def stop_processes(processes: Sequence[subprocess.Popen], grace: float = 15.0) -
             process.wait()
 
 
+def run_logged(command: Sequence[str], log: Path, cwd: Path, timeout: float) -> tuple[float, str]:
+    """Run ``command`` (this project's environment, a session of its own) with its output
+    appended to ``log``; stop it after ``timeout`` seconds.  Returns the wall seconds and a
+    note for the report: empty when it exited 0, else its exit code and ``log``, or that it
+    timed out."""
+    started = time.monotonic()
+    with open(log, "ab") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=our_env(), cwd=cwd,
+                                   start_new_session=True)
+        try:
+            code: int | None = process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            stop_processes([process])
+            code = None
+    wall = time.monotonic() - started
+    note = "" if code == 0 else (f"hpo-coord exited {code}; see {log}" if code is not None else "timed out")
+    return wall, note
+
+
 def cpu_seconds(pid: int | None) -> float:
     """CPU seconds (user + system) process ``pid`` has used, all its threads and the children
     it has waited for included; NaN if unknown."""

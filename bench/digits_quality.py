@@ -12,9 +12,7 @@ and the mean wall time of a run.  Issue 15's target: ``joint-tpe`` not worse tha
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -32,21 +30,11 @@ def one_run(server: c.Server, tmp: Path, algo: str, seed: int, args: argparse.Na
                "--seed", str(seed), "--local-workers", str(args.workers), "--log-level", "warning",
                *[arg for setting in args.set for arg in ("--set", setting)]]
     log = tmp / f"{run}.log"
-    started = time.monotonic()
-    with open(log, "ab") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=c.our_env(), cwd=tmp,
-                                   start_new_session=True)
-        try:
-            code: int | None = process.wait(args.timeout)
-        except subprocess.TimeoutExpired:
-            c.stop_processes([process])
-            code = None
-    wall = time.monotonic() - started
+    wall, note = c.run_logged(command, log, tmp, args.timeout)
     with server.client() as client:
         accuracies = [d["result"].get("val_accuracy") for d in client[db_name].jobs.find({"exp_key": run, "state": 2})]
     server.drop(db_name)
     accuracies = [a for a in accuracies if isinstance(a, (int, float))]
-    note = "" if code == 0 else (f"hpo-coord exited {code}; see {log}" if code is not None else "timed out")
     return (max(accuracies) if accuracies else None), wall, note
 
 

@@ -18,7 +18,6 @@ new seed starts once that many seconds have passed, and the report says how many
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 import uuid
@@ -53,16 +52,7 @@ def one_run(server: c.Server, tmp: Path, pruner: str, seed: int, args: argparse.
     if pruner != "none" and args.min_resource is not None:
         command += ["--min-resource", str(args.min_resource)]
     log = tmp / f"{run}.log"
-    started = time.monotonic()
-    with open(log, "ab") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=c.our_env(), cwd=tmp,
-                                   start_new_session=True)
-        try:
-            code: int | None = process.wait(args.timeout)
-        except subprocess.TimeoutExpired:
-            c.stop_processes([process])
-            code = None
-    wall = time.monotonic() - started
+    wall, note = c.run_logged(command, log, tmp, args.timeout)
     with server.client() as client:
         jobs = list(client[db_name].jobs.find({"exp_key": run}, {"metrics.step": 1, "result": 1, "state": 1}))
     server.drop(db_name)
@@ -70,7 +60,6 @@ def one_run(server: c.Server, tmp: Path, pruner: str, seed: int, args: argparse.
     results = [job.get("result") or {} for job in jobs if job.get("state") == 2]
     pruned = sum(1 for result in results if result.get("pruned"))
     accuracies = [r["val_accuracy"] for r in results if isinstance(r.get("val_accuracy"), (int, float))]
-    note = "" if code == 0 else (f"hpo-coord exited {code}; see {log}" if code is not None else "timed out")
     return RunResult(epochs, pruned, max(accuracies) if accuracies else None, wall, note)
 
 
