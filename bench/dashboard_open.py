@@ -20,14 +20,12 @@ The server is a SecantusDB started here unless ``HPO_BENCH_MONGO_URL`` names ano
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import logging
 import os
 import platform
 import shlex
 import sys
-import time
 from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
@@ -38,17 +36,15 @@ from pymongo.database import Database
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.monitor_scale import (  # noqa: E402 - after the path set-up above
-    BENCHMARKS_MD,
     EXPERIMENT,
     RUN,
     SECANTUS_NOTE,
     SPACE,
-    URL_ENV,
     append_section,
     best_of,
-    database,
     machine,
-    seed_run,
+    parse_args,
+    seeded_database,
 )
 from coordinator.dashboard.data import DashboardData  # noqa: E402
 from jobstore import schema as s  # noqa: E402
@@ -131,29 +127,13 @@ def render_section(n: int, server: str, seed_s: float, opening: list[tuple[str, 
     return "\n".join(lines) + "\n"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trials", type=int, default=10_000, help="Trials in the seeded run.")
-    parser.add_argument("--quick", action="store_true", help="500 trials, one repeat: a smoke test.")
-    parser.add_argument("--repeat", type=int, default=3, help="Time each operation this many times.")
-    parser.add_argument("--output", type=Path, default=BENCHMARKS_MD, help="Markdown file to append to.")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.trials, args.repeat = 500, 1
-    return args
-
-
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args = parse_args(argv)
+    args = parse_args(argv, __doc__)
     register(Experiment(name=EXPERIMENT, space=SPACE, objective=lambda params, reporter: 0.0,
                         description="the space of bench/monitor_scale.py (names the choices' options)"))
     command = shlex.join(["python", "bench/dashboard_open.py", *(sys.argv[1:] if argv is None else argv)])
-    with database(os.environ.get(URL_ENV)) as (db, server):
-        log.info("seeding %d trials on %s", args.trials, server)
-        started = time.perf_counter()
-        seed_run(db, args.trials)
-        seed_s = time.perf_counter() - started
+    with seeded_database(args.trials) as (db, server, seed_s):
         opening, updates = measure(db, args.trials, args.repeat)
     for what, seconds in opening + updates:
         log.info("%-75s %8.3f s", what, seconds)

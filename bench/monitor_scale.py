@@ -218,6 +218,17 @@ def database(url: str | None) -> Iterator[tuple[Database, str]]:
                 server.stop()
 
 
+@contextmanager
+def seeded_database(trials: int) -> Iterator[tuple[Database, str, float]]:
+    """A fresh database (see :func:`database`; on ``$HPO_BENCH_MONGO_URL`` if set) holding
+    :func:`seed_run`'s run of ``trials`` trials; the server's name; the seconds seeding took."""
+    with database(os.environ.get(URL_ENV)) as (db, server):
+        log.info("seeding %d trials on %s", trials, server)
+        started = time.perf_counter()
+        seed_run(db, trials)
+        yield db, server, time.perf_counter() - started
+
+
 def machine() -> str:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return (f"{platform.machine()} {platform.processor() or platform.system()}, {os.cpu_count()} CPUs, "
@@ -255,8 +266,10 @@ def append_section(path: Path, section: str) -> None:
     path.write_text(text.rstrip("\n") + "\n\n" + section)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(argv: list[str] | None = None, doc: str | None = None) -> argparse.Namespace:
+    """The options of this script and of ``bench/dashboard_open.py`` (``doc``: the calling
+    script's docstring, whose first paragraph is the description; default this one's)."""
+    parser = argparse.ArgumentParser(description=(doc or __doc__).split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=10_000, help="Trials in the seeded run.")
     parser.add_argument("--quick", action="store_true", help="500 trials, one repeat: a smoke test.")
     parser.add_argument("--repeat", type=int, default=3, help="Time each operation this many times.")
@@ -271,11 +284,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
     command = shlex.join(["python", "bench/monitor_scale.py", *(sys.argv[1:] if argv is None else argv)])
-    with database(os.environ.get(URL_ENV)) as (db, server):
-        log.info("seeding %d trials on %s", args.trials, server)
-        started = time.perf_counter()
-        seed_run(db, args.trials)
-        seed_s = time.perf_counter() - started
+    with seeded_database(args.trials) as (db, server, seed_s):
         timings = measure(db, args.repeat)
     for what, seconds in timings:
         log.info("%-55s %8.3f s", what, seconds)
