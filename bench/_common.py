@@ -433,6 +433,20 @@ def header_lines(*, script: str, server: str | None, start: Start, extra: Sequen
     return lines
 
 
+def section(*, script: str, server: str | None, start: Start, extra: Sequence[str],
+            headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A report section's body: the header lines (see :func:`header_lines`), then the table."""
+    lines = header_lines(script=script, server=server, start=start, extra=extra)
+    return "\n".join(lines) + "\n\n" + table(headers, rows) + "\n"
+
+
+def publish(path: Path, title: str, body: str, *, quick: bool) -> None:
+    """Append ``body`` to the report under ``title`` (marked a quick smoke run when ``quick``)
+    and print it."""
+    append_report(path, title + (" (quick smoke run)" if quick else ""), body)
+    print(body)
+
+
 def append_report(path: Path, title: str, body: str) -> None:
     """Append a section to the report, creating it with the intro when missing."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -174,12 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         "1,000 and 10,000 finished trials.",
         start.finished(),
     ]
-    lines = c.header_lines(script="algorithm_cost.py", server=None, start=start, extra=extra)
-    body = "\n".join(lines) + "\n\n" + c.table(headers, rows) + "\n"
-    title = (f"Algorithm cost: joint TPE vs hyperopt TPE per suggestion, {args.space} space"
-             + (" (quick smoke run)" if args.quick else ""))
-    c.append_report(args.out, title, body)
-    print(body)
+    body = c.section(script="algorithm_cost.py", server=None, start=start, extra=extra,
+                     headers=headers, rows=rows)
+    title = f"Algorithm cost: joint TPE vs hyperopt TPE per suggestion, {args.space} space"
+    c.publish(args.out, title, body, quick=args.quick)
     return 0
 
 

@@ -158,8 +158,8 @@ def report(ours: list[dict], stock: list[dict], args: argparse.Namespace, server
         start.finished(),
     ]
     extra += [f"- Note: {n}" for n in notes]
-    lines = c.header_lines(script="coordinator_cost.py", server=server.label, start=start, extra=extra)
-    return "\n".join(lines) + "\n\n" + c.table(headers, rows) + "\n"
+    return c.section(script="coordinator_cost.py", server=server.label, start=start, extra=extra,
+                     headers=headers, rows=rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,9 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             if note:
                 notes.append(note)
         body = report(ours, stock, args, server, env, notes, start)
-    title = "Coordinator cost vs history size" + (" (quick smoke run)" if args.quick else "")
-    c.append_report(args.out, title, body)
-    print(body)
+    title = "Coordinator cost vs history size"
+    c.publish(args.out, title, body, quick=args.quick)
     return 0 if len(ours) == len(levels) else 1
 
 

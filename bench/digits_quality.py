@@ -82,12 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         extra = []
     extra.append(start.finished())
     headers = ["algorithm", "runs", "best val. accuracy % (mean ± s.e.)", "worst run's best %", "wall per run", "notes"]
-    lines = c.header_lines(script="digits_quality.py", server=label, start=start, extra=extra)
-    body = "\n".join(lines) + "\n\n" + c.table(headers, rows) + "\n"
+    body = c.section(script="digits_quality.py", server=label, start=start, extra=extra,
+                     headers=headers, rows=rows)
     title = (f"Digits with real training: {args.evals} evaluations, {args.workers} local workers, "
-             f"{args.seeds} seeds" + (" (quick smoke run)" if args.quick else ""))
-    c.append_report(args.out, title, body)
-    print(body)
+             f"{args.seeds} seeds")
+    c.publish(args.out, title, body, quick=args.quick)
     return 0
 
 

@@ -283,8 +283,8 @@ def report(results: list[Result], args: argparse.Namespace, server: c.Server, st
     ]
     if stock_note:
         extra.append(f"- Note: {stock_note}")
-    lines = c.header_lines(script="dispatch.py", server=server.label, start=start, extra=extra)
-    return "\n".join(lines) + "\n\n" + c.table(headers, rows) + "\n"
+    return c.section(script="dispatch.py", server=server.label, start=start, extra=extra,
+                     headers=headers, rows=rows)
 
 
 FAST_WRITES = "?w=1&journal=false"
@@ -382,9 +382,8 @@ def write_concern_cost(args: argparse.Namespace, counts: list[int]) -> int:
             + c.table(["server", "server log", "client write concern", "writes", "median (ms)", "p95 (ms)"],
                       latency_rows)
             + "\n\nDispatch (end to end):\n\n" + c.table(headers, rows) + "\n")
-    title = "Dispatch: cost of durable writes" + (" (quick smoke run)" if args.quick else "")
-    c.append_report(args.out, title, body)
-    print(body)
+    title = "Dispatch: cost of durable writes"
+    c.publish(args.out, title, body, quick=args.quick)
     return 0 if ok else 1
 
 
@@ -470,9 +469,8 @@ def main(argv: list[str] | None = None) -> int:
                       flush=True)
                 results.append(r)
         body = report(results, args, server, stock, stock_note, start)
-    title = "Dispatch: trials per second and idle gaps" + (" (quick smoke run)" if args.quick else "")
-    c.append_report(args.out, title, body)
-    print(body)
+    title = "Dispatch: trials per second and idle gaps"
+    c.publish(args.out, title, body, quick=args.quick)
     ours_ok = all(r.done == r.evals for r in results if r.side.startswith("hpo-queue"))
     return 0 if ours_ok else 1
 

@@ -62,11 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(["one word", "2.0 MB", "one log record through setup_logging's handler",
                  c.ms(best_of(args.repeat, lambda: logging.getLogger("bench").error("%s", message)))])
     extra = [f"- Fastest of {args.repeat} runs each, in one process; milliseconds.", start.finished()]
-    body = "\n".join(c.header_lines(script="mask_cost.py", server=None, start=start, extra=extra))
-    body += "\n\n" + c.table(["input", "size", "what", "ms"], rows) + "\n"
-    title = "Masking passwords and logging long messages" + (" (quick smoke run)" if args.quick else "")
-    c.append_report(args.out, title, body)
-    print(body)
+    body = c.section(script="mask_cost.py", server=None, start=start, extra=extra,
+                     headers=["input", "size", "what", "ms"], rows=rows)
+    title = "Masking passwords and logging long messages"
+    c.publish(args.out, title, body, quick=args.quick)
     return 0
 
 

@@ -95,13 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         best, steps = c.mean_se([r[0] for r in runs]), c.mean_se([r[1] for r in runs])
         rows.append([policy, f"{best[0]:.4f} ± {best[1]:.4f}", f"{steps[0]:.0f} ± {steps[1]:.0f}"])
         print(rows[-1], flush=True)
-    lines = c.header_lines(script="pruned_loss.py", server=None, start=start, extra=[start.finished()])
-    body = "\n".join(lines) + "\n\n" + c.table(
-        ["pruned trial's result", "best final loss (mean ± s.e.)", "steps trained (mean ± s.e.)"], rows) + "\n"
-    title = (f"The loss of a pruned trial for TPE: simulated curves, ASHA, {args.trials} trials, {args.seeds} seeds"
-             + (" (quick smoke run)" if args.quick else ""))
-    c.append_report(args.out, title, body)
-    print(body)
+    body = c.section(script="pruned_loss.py", server=None, start=start, extra=[start.finished()],
+                     headers=["pruned trial's result", "best final loss (mean ± s.e.)",
+                              "steps trained (mean ± s.e.)"], rows=rows)
+    title = f"The loss of a pruned trial for TPE: simulated curves, ASHA, {args.trials} trials, {args.seeds} seeds"
+    c.publish(args.out, title, body, quick=args.quick)
     return 0
 
 

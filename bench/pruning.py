@@ -129,14 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     extra.append(start.finished())
     headers = ["pruner", "runs", "epochs trained per run (mean ± s.e.)", "pruned trials per run",
                "best val. accuracy % (mean ± s.e.)", "wall per run", "notes"]
-    lines = c.header_lines(script="pruning.py", server=label, start=start, extra=extra)
-    body = "\n".join(lines) + "\n\n" + c.table(headers, rows) + "\n"
+    body = c.section(script="pruning.py", server=label, start=start, extra=extra,
+                     headers=headers, rows=rows)
     title = (f"Pruning with real training: digits, TPE, {args.evals} evaluations of {args.epochs} epochs, "
              f"{args.workers} local workers, {seeds_run} seeds"
-             + (f", first rung at step {args.min_resource}" if args.min_resource is not None else "")
-             + (" (quick smoke run)" if args.quick else ""))
-    c.append_report(args.out, title, body)
-    print(body)
+             + (f", first rung at step {args.min_resource}" if args.min_resource is not None else ""))
+    c.publish(args.out, title, body, quick=args.quick)
     print(f"on cifar100 with a GPU: {cifar100_command(args)}")
     return 0
 

@@ -95,13 +95,11 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(measure(server, n, rule))
                 print(rows[-1], flush=True)
         label = server.label
-    lines = c.header_lines(script="pruning_cost.py", server=label, start=start, extra=[start.finished()])
-    body = "\n".join(lines) + "\n\n" + c.table(
-        ["rule", "trials at the step/rung", "decision, median (ms)", "decision, p95 (ms)",
-         "keys / documents examined by one count"], rows) + "\n"
-    title = "The cost of one pruning decision as the run grows" + (" (quick smoke run)" if args.quick else "")
-    c.append_report(args.out, title, body)
-    print(body)
+    body = c.section(script="pruning_cost.py", server=label, start=start, extra=[start.finished()],
+                     headers=["rule", "trials at the step/rung", "decision, median (ms)", "decision, p95 (ms)",
+                              "keys / documents examined by one count"], rows=rows)
+    title = "The cost of one pruning decision as the run grows"
+    c.publish(args.out, title, body, quick=args.quick)
     return 0
 
 

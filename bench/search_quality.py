@@ -341,12 +341,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{TPE_TARGET_LOSS} below serial.",
         start.finished(f"simulation {sim_time / 60:.1f} min, {args.jobs} processes"),
     ]
-    lines = c.header_lines(script="search_quality.py", server=None, start=start, extra=extra)
-    body = "\n".join(lines) + "\n\n" + c.table(headers, rows + real_rows) + "\n"
-    title = (f"Search quality: NAS-Bench-201 `{args.column}`, {args.evals} evaluations"
-             + (" (quick smoke run)" if args.quick else ""))
-    c.append_report(args.out, title, body)
-    print(body)
+    body = c.section(script="search_quality.py", server=None, start=start, extra=extra,
+                     headers=headers, rows=rows + real_rows)
+    title = f"Search quality: NAS-Bench-201 `{args.column}`, {args.evals} evaluations"
+    c.publish(args.out, title, body, quick=args.quick)
     return 0
 
 
