@@ -25,11 +25,11 @@ def _refusing(worker: Worker, error: Exception) -> list[Any]:
     real = worker.queue.finish
     calls: list[Any] = []
 
-    def finish(claim: Any, state: State, result: Any, error_doc: Any = None, elapsed_s: Any = None) -> bool:
+    def finish(claim: Any, state: State, result: Any, *args: Any, **kwargs: Any) -> bool:
         calls.append(result)
         if len(calls) == 1:
             raise error
-        return real(claim, state, result, error_doc, elapsed_s)
+        return real(claim, state, result, *args, **kwargs)
 
     worker.queue.finish = finish  # type: ignore[method-assign]
     return calls
