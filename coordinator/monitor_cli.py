@@ -102,7 +102,9 @@ def render_status(st: monitor.RunStatus) -> Group:
         errors = f" ({c.error} error(s) not counted)" if c.error else ""
         summary.add_row("progress", f"{c.done} of {st.max_evals} done{errors}")
     if st.best is None:
-        summary.add_row("best loss", "no ok trial yet")
+        pruned = st.pruning is not None and st.pruning.pruned > 0
+        summary.add_row("best loss", "no ok trial that trained its whole budget yet (pruned trials are never "
+                        "the best)" if pruned else "no ok trial yet")
     else:
         summary.add_row("best loss", f"{st.best.loss:.6g} (trial {st.best.tid})")
         summary.add_row("best params", _compact_json(whole_floats_as_ints(st.best.params)))
@@ -304,7 +306,7 @@ def best(session: Session, run: Run = None) -> None:
     name = session.run(run)
     found = monitor.best_trial(session.view, name)
     if found is None:
-        raise UserError(f"run {name!r} has no trial with status ok yet")
+        raise UserError(f"run {name!r} has no best trial: {session.view.no_best_trial(name)}")
     typer.echo(json.dumps(whole_floats_as_ints(found.params), indent=2, sort_keys=True))
 
 

@@ -96,7 +96,10 @@ class RunSummary:
     run: str
     done: int
     best: dict[str, Any] | None
+    """The best trial (:meth:`jobstore.view.ReadOnlyView.best_trial`); None: see ``no_best``."""
     worst_loss: float | None = None
+    no_best: str | None = None
+    """Why ``best`` is None (:meth:`jobstore.view.ReadOnlyView.no_best_trial`)."""
 
 
 class StopOnSignals:
@@ -351,7 +354,7 @@ def summarize(trials: MongoTrials, run: str, experiment: Experiment) -> RunSumma
     best = trials.store.view.best_trial(run, s.has_point)
     done = trials.count_by_state_unsynced(hyperopt.JOB_STATE_DONE)
     if best is None:
-        return RunSummary(run, done, None)
+        return RunSummary(run, done, None, no_best=trials.store.view.no_best_trial(run))
     worst = max(loss for loss in trials.losses() if s.is_finite_number(loss))
     return RunSummary(
         run, done,
@@ -378,7 +381,8 @@ def best_configuration(store: Store, run: str) -> BestConfiguration:
     store's jobs collection), with its params as the objective saw them.
 
     Raises:
-        UserError: unknown run, or no successful trial yet.
+        UserError: unknown run, or no best trial yet (no successful trial, or every
+            successful one was pruned; the message says which).
     """
     from objectives.registry import get_experiment
 
@@ -388,7 +392,7 @@ def best_configuration(store: Store, run: str) -> BestConfiguration:
         raise UserError(f"no run {run!r} started by hpo-coord in this database; runs: {', '.join(known) or 'none'}")
     best = store.view.best_trial(run, s.has_point)
     if best is None:
-        raise UserError(f"run {run!r} has no successful trial yet")
+        raise UserError(f"run {run!r} has no best trial: {store.view.no_best_trial(run)}")
     experiment = get_experiment(doc[s.RUN_EXPERIMENT])
     params = s.params_from_vals(experiment.space, best[s.MISC]["vals"])
     return BestConfiguration(experiment.name, best[s.TID], best[s.RESULT]["loss"], params,
