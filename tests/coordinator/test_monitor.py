@@ -192,7 +192,8 @@ def _ok(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _best(db: Database) -> dict[str, Any]:
-    return min(_ok(_jobs(db)), key=lambda j: j[s.RESULT]["loss"])
+    """The lowest loss among the ok trials that trained their whole budget (not pruned)."""
+    return min((j for j in _ok(_jobs(db)) if not j[s.RESULT].get("pruned")), key=lambda j: j[s.RESULT]["loss"])
 
 
 def _states(db: Database, run: str = RUN) -> Counter:
@@ -332,6 +333,20 @@ def test_best_prints_reusable_params(seeded: tuple[str, Database], cli: typer.Ty
     params = json.loads(result.stdout)
     assert params == _best(db)[s.PARAMS]
     assert EXPERIMENT.objective(params, NullReporter()) == pytest.approx(_best(db)[s.RESULT]["loss"])
+
+
+def test_best_says_when_every_ok_trial_was_pruned(db: Database, db_url: str, cli: typer.Typer) -> None:
+    MongoTrials(db, exp_key="p", experiment="monitor-demo").runs.ensure(
+        "p", experiment="monitor-demo", fingerprint="x", settings={s.RUN_PRUNER: PRUNER.to_document()})
+    db.jobs.insert_one({s.EXP_KEY: "p", s.TID: 0, s.STATE: State.DONE, s.MISC: {"vals": {"a": [1.0]}},
+                        s.RESULT: {"status": "ok", "loss": 0.1, "pruned": True, "pruned_step": 1}})
+    result = invoke(cli, "best", "--run", "p", "--mongo", db_url)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "run 'p' has no best trial: no trial that trained its whole budget" in " ".join(result.output.split())
+    assert "1 trial(s) with status ok were pruned" in " ".join(result.output.split())
+    status = invoke(cli, "status", "--run", "p", "--mongo", db_url)
+    assert re.search(row("best loss", r"no ok trial that trained its whole budget yet \(pruned trials are never "
+                         r"the best\)"), status.stdout)
 
 
 def _parse_time(text: str) -> datetime:
@@ -502,7 +517,7 @@ def _field_paths(value: Any, match: bool = False) -> Iterator[str]:
 def _expected(db: Database) -> dict[str, Any]:
     """What each documented query must return on the seeded run, from plain Python."""
     jobs = _jobs(db)
-    ok = sorted(_ok(jobs), key=lambda j: j[s.RESULT]["loss"])
+    ok = sorted((j for j in _ok(jobs) if not j[s.RESULT].get("pruned")), key=lambda j: j[s.RESULT]["loss"])
     finished = [j for j in jobs if j[s.STATE] in (State.DONE, State.ERROR)]
     hourly = Counter((j[s.OWNER], j[s.FINISHED_AT].replace(minute=0, second=0, microsecond=0))
                      for j in finished)

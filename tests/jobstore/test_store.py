@@ -210,3 +210,27 @@ def test_the_best_trial_is_the_lowest_finite_ok_loss(db: Database) -> None:
     assert best is not None and best[s.TID] == 0
     assert best[s.RESULT] == {"status": "ok", "loss": 0.5, "accuracy": 0.9}
     assert view.best_trial("none") is None
+
+
+def test_a_pruned_trial_is_never_the_best_and_a_run_of_only_pruned_ones_says_so(db: Database) -> None:
+    base = {s.STATE: State.DONE, s.MISC: {"vals": {"x": [0.0]}}}
+    pruned = {"status": "ok", "pruned": True, "pruned_step": 2, "pruned_value": 0.05}
+    db.jobs.insert_many([
+        # a pruned trial carries the loss it reported where it stopped, here the lowest
+        {**base, s.EXP_KEY: "r", s.TID: 0, s.RESULT: {**pruned, "loss": 0.05}},
+        {**base, s.EXP_KEY: "r", s.TID: 1, s.RESULT: {"status": "ok", "loss": 0.3}},
+        {**base, s.EXP_KEY: "r", s.TID: 2, s.RESULT: {"status": "ok", "loss": 0.4, "pruned": False}},
+        {**base, s.EXP_KEY: "p", s.TID: 0, s.RESULT: {**pruned, "loss": 0.05}},
+        {**base, s.EXP_KEY: "p", s.TID: 1, s.RESULT: {**pruned, "loss": 0.2}},
+        {**base, s.EXP_KEY: "p", s.TID: 2, s.RESULT: {"status": "fail", "reason": "pruned", "pruned": True}},
+        {**base, s.EXP_KEY: "p", s.TID: 3, s.RESULT: {"status": "fail", "reason": "diverged"}},
+    ])
+    Store(db).queue.ensure_indexes()
+    view = Store(db).view
+    assert view.best_trial("r")[s.TID] == 1
+    assert view.best_trial("r", s.has_point)[s.TID] == 1
+    assert view.best_trial("p") is None
+    assert view.no_best_trial("p").startswith(
+        "no trial that trained its whole budget has finished with status ok; 2 trial(s) with status ok "
+        "were pruned")
+    assert view.no_best_trial("none") == "no trial has finished with status ok yet"
