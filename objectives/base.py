@@ -76,7 +76,10 @@ class TrialPruned(Exception):
 
     The objective need not catch it (cleanup in ``finally`` blocks runs as usual).  It is
     a final outcome, not an interruption: the trial is recorded as done, with
-    ``pruned: true``, and is not evaluated again.  Raised by the objective itself, when
+    ``pruned: true``, the step it reached and the loss it reported there, and is not
+    evaluated again.  The decision is the worker's: an objective that catches it (a broad
+    ``except Exception``) and returns, or raises something else, is recorded as pruned
+    all the same, and what it returned is ignored.  Raised by the objective itself, when
     the pruner decided nothing, it is an ordinary exception (an error).  Once a trial is
     pruned, every later ``report`` raises it again.
     """

@@ -38,6 +38,12 @@ Behaviour a user can rely on:
   releases its GPU lease and exits with code 76 (:data:`EXIT_TRIAL_HUNG`) for its
   supervisor to replace it: a thread cannot be ended, and a GPU is freed only with
   its process.
+* In a run with a pruner, a trial the pruner stops after one of its reports ends as done
+  with ``pruned: true``, the step it reached and the loss it reported there, whatever
+  the objective does after the decision: let :class:`TrialPruned` propagate, catch it
+  and return (the value is ignored), or raise something else (logged).  A stop signal,
+  a lost lease or the time limit before any such decision is never pruning: the job is
+  handed back, dropped or timed out as above.
 """
 
 from __future__ import annotations
@@ -157,7 +163,8 @@ class JobReporter:
 
     With ``pruning`` (the run's :class:`PrunerSettings`), every kept report of the
     pruning metric is followed by the pruner's decision; a prune raises
-    :class:`TrialPruned` (then and at every later report) and sets :attr:`pruned`.
+    :class:`TrialPruned` (then and at every later report) and sets :attr:`pruned`, which
+    decides the trial's outcome however the objective ends (see the module doc).
     """
 
     def __init__(self, queue: JobQueue, claim: Claim, settings: Mapping[str, Any],
@@ -442,25 +449,32 @@ class Worker:
         with beat, timer:
             self._current = claim
             value: Any = None
+            raised: BaseException | None = None
             try:
                 value = task(reporter)
-            except TrialInterrupted as exc:
-                interrupted = exc
-            except TrialPruned as exc:
-                if reporter.pruned is None:  # raised by the objective: nothing pruned it
-                    log.warning("%s raised TrialPruned although the run's pruner did not prune it", label)
-                    outcome = from_exception(exc)
-                else:
-                    log.info("%s %s", label, exc)
-                    outcome = pruned(reporter.pruned.step, reporter.pruned.value, reporter.pruned.loss)
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - the objective's failure is data
-                log.warning("%s raised %s: %s", label, exception_name(exc), clip(exception_text(exc), LOG_LIMIT))
-                outcome = from_exception(exc)
+                raised = exc
             finally:
                 self._current = None
                 _disarm_grace_timer()
         elapsed_s = time.monotonic() - started
-        if outcome is None and interrupted is None:
+        if reporter.pruned is not None:
+            # The pruner's decision is final, however the objective ended after it: by
+            # letting TrialPruned propagate, or by catching it and returning, raising
+            # something else, or being interrupted (a stop signal or the time limit
+            # that came after the decision).  The write is fenced by the lease as always.
+            self._write(claim, _pruned_outcome(label, reporter.pruned, raised, value),
+                        elapsed_s=elapsed_s, scored=reporter.scored)
+            return
+        if isinstance(raised, TrialInterrupted):
+            interrupted = raised
+        elif isinstance(raised, TrialPruned):  # raised by the objective: nothing pruned it
+            log.warning("%s raised TrialPruned although the run's pruner did not prune it", label)
+            outcome = from_exception(raised)
+        elif raised is not None:
+            log.warning("%s raised %s: %s", label, exception_name(raised), clip(exception_text(raised), LOG_LIMIT))
+            outcome = from_exception(raised)
+        else:
             outcome = interpret(value)
         if timer.expired:
             assert limit is not None
@@ -643,6 +657,23 @@ class Worker:
 # Server errors for a document that grew too large (BSONObjectTooLarge, and the
 # "resulting document after update is larger than 16 MiB" codes).
 _TOO_LARGE_CODES = frozenset({10334, 17419, 17420})
+
+
+def _pruned_outcome(label: str, at: PrunedAt, raised: BaseException | None, value: Any) -> Outcome:
+    """The outcome of a trial the run's pruner stopped at ``at``, whatever the objective
+    did after the decision (``raised``, or returned ``value``): done, ``pruned: true``,
+    with the loss reported at that step (:func:`worker.evaluate.pruned`); what the
+    objective returned or raised instead is logged and left out of the result."""
+    if isinstance(raised, TrialPruned):
+        log.info("%s %s", label, raised)
+    elif raised is None:
+        log.warning("%s caught TrialPruned and returned %s; it is recorded as pruned at step %d all the "
+                    "same, with the loss it reported there (let TrialPruned propagate)", label,
+                    clip(repr(value), 200), at.step)
+    else:
+        log.warning("%s was pruned at step %d, then raised %s: %s; it is recorded as pruned there", label,
+                    at.step, exception_name(raised), clip(exception_text(raised), LOG_LIMIT))
+    return pruned(at.step, at.value, at.loss)
 
 
 def _unstorable(exc: Exception) -> bool:

@@ -54,6 +54,40 @@ def test_two_workers_prune_a_run_with_asha(db: Database, db_url: str, tmp_path: 
     assert db[s.CURVES].count_documents({s.CURVE_EXP_KEY: "r", s.CURVE_RUNG: 1}) == passed
 
 
+def test_an_objective_that_catches_trial_pruned_is_still_recorded_as_pruned(
+    db: Database, db_url: str, tmp_path: Path
+) -> None:
+    for mode in ("return", "raise"):
+        enqueue(db, mode, 8, experiment="curve",
+                settings={"epochs": 9, "caught_pruned": mode, s.RUN_PRUNER: asha()}, seed=3)
+    log = tmp_path / "w.log"
+    worker = start_worker(db_url, "--idle-exit", "1.5", *CURVE, *FAST, log=log)
+    assert worker.wait(180) == 0
+    text = log.read_text()
+    for mode in ("return", "raise"):
+        done = jobs(db, mode)
+        assert {job[s.STATE] for job in done} == {State.DONE}
+        stopped = [job for job in done if len(job[s.METRICS]) < 9]
+        assert stopped, "asha pruned nothing: the test would test nothing"
+        for job in stopped:
+            # the worker's decision, not what the objective did after it: pruned where it
+            # stopped, with the loss it reported there (not the -1 it returned, not an error)
+            last = job[s.METRICS][-1]
+            assert job[s.RESULT] == {"status": "ok", "loss": last["loss"], "pruned": True,
+                                     "pruned_step": last["step"], "pruned_value": last["loss"]}
+            assert s.ERROR not in job
+        for job in done:
+            if job not in stopped:
+                assert len(job[s.METRICS]) == 9 and "pruned" not in job[s.RESULT]
+        # only trials that trained their whole budget count as complete for the median
+        complete = {d[s.CURVE_TID] for d in db[s.CURVES].find({s.CURVE_EXP_KEY: mode, s.CURVE_COMPLETE: True})}
+        assert complete == {job[s.TID] for job in done if job not in stopped}
+    assert text.count("caught TrialPruned and returned -1.0; it is recorded as pruned") == len(
+        [job for job in jobs(db, "return") if len(job[s.METRICS]) < 9])
+    assert text.count("then raised RuntimeError: the objective's own error after being pruned") == len(
+        [job for job in jobs(db, "raise") if len(job[s.METRICS]) < 9])
+
+
 def test_sigterm_mid_trial_is_not_pruning_and_the_requeued_trial_starts_afresh(
     db: Database, db_url: str, tmp_path: Path
 ) -> None:
