@@ -52,6 +52,9 @@ THROUGHPUT_WINDOW = timedelta(hours=1)
 """Throughput is measured over the trials finished in this window before the latest."""
 WORKER_HORIZON = timedelta(hours=1)
 """Workers not seen for longer than this are left out of the status."""
+EARLIEST = datetime(1, 1, 1)
+"""Before every date a job holds: ``{field: {"$gte": EARLIEST}}`` selects the jobs
+whose ``field`` is a date, as an index range."""
 
 class UnknownRun(UserError):
     """No run of that name; the message lists the runs there are."""
@@ -211,8 +214,10 @@ def throughput(view: ReadOnlyView, run: str, window: timedelta = THROUGHPUT_WIND
     the latest finish and the finishes of the window.  ``per_hour`` is None until two
     trials have finished at different times.
     """
-    latest = view.jobs.find_one({s.EXP_KEY: run, s.FINISHED_AT: {"$type": "date"}},
-                           {s.ID: 0, s.FINISHED_AT: 1}, sort=[(s.FINISHED_AT, DESCENDING)])
+    # a range on a date matches dates only (MongoDB's type bracketing), and unlike
+    # ``$type`` every server turns it into bounds on ``run_finished``
+    latest = view.jobs.find_one({s.EXP_KEY: run, s.FINISHED_AT: {"$gte": EARLIEST}},
+                                {s.ID: 0, s.FINISHED_AT: 1}, sort=[(s.FINISHED_AT, DESCENDING)])
     if latest is None:
         return Throughput(None, 0, None, None)
     last = latest[s.FINISHED_AT]
@@ -540,6 +545,11 @@ class TrialPoint:
     """The step where a pruner stopped the trial (``result.pruned_step``); None if it was not pruned."""
 
 
+TRIAL_POINT_PROJECTION = {s.TID: 1, s.STATE: 1, s.STATUS: 1, s.LOSS: 1, s.PRUNED: 1, s.PRUNED_STEP: 1,
+                          s.VALS: 1}
+"""The fields :func:`trial_points` reads: what the charts plot, nothing else of ``result``."""
+
+
 def trial_points(view: ReadOnlyView, run: str, since: datetime | None = None) -> list[TrialPoint]:
     """Every trial of ``run`` as a :class:`TrialPoint`, by tid; with ``since``, only the
     trials written at or after that server time (``updated_at``, through ``run_updated``)."""
@@ -548,7 +558,7 @@ def trial_points(view: ReadOnlyView, run: str, since: datetime | None = None) ->
     query: dict[str, Any] = {s.EXP_KEY: run}
     if since is not None:
         query[s.UPDATED_AT] = {"$gte": since}
-    found = view.jobs.find(query, {s.TID: 1, s.STATE: 1, s.RESULT: 1, s.VALS: 1}, sort=[(s.TID, ASCENDING)])
+    found = view.jobs.find(query, TRIAL_POINT_PROJECTION, sort=[(s.TID, ASCENDING)])
     for job in found:
         tid = _tid(job, left_out)
         if tid is None:
