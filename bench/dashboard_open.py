@@ -72,7 +72,7 @@ def measure(db: Database, n: int, repeat: int) -> tuple[list[tuple[str, float]],
         ("chart data: `/api/runs/RUN/figures` (every trial's point, top-10 curves)", best_of(repeat, cold(db, lambda d: d.figures(RUN)))),
         ("trial table, first 50 by tid: `/api/runs/RUN/trials`", best_of(repeat, cold(db, lambda d: d.trial_page(RUN)))),
         ("error trials, latest 20: `/api/runs/RUN/errors`", best_of(repeat, cold(db, lambda d: d.errors(RUN)))),
-        ("importance: `/api/runs/RUN/importance` (random forest)", best_of(repeat, cold(db, lambda d: d.importance(RUN)))),
+        (f"importance: `/api/runs/RUN/importance` (random forest on at most {plots.IMPORTANCE_SAMPLE:,} ok trials)", best_of(repeat, cold(db, lambda d: d.importance(RUN)))),
     ]
     warm = DashboardData(ReadOnlyView(db))
     warm.figures(RUN)

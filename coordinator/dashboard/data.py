@@ -70,7 +70,9 @@ class SortKey:
     has_value: dict[str, Any] | None
     """None: every trial has a value (no second part)."""
     lacks_value: dict[str, Any] | None
+    """The trials ``has_value`` leaves out (no value, or one of another type)."""
     index: str | None
+    """The job index (:data:`jobstore.schema.JOB_INDEXES`) that serves the sort, if any."""
 
 
 def _sort_key(field: str, kind: dict[str, Any], index: str | None, *, tid_ties: bool = True) -> SortKey:
@@ -264,9 +266,10 @@ class DashboardData:
 
     def importance(self, run: str) -> dict[str, Any]:
         """Hyperparameter importance (see :func:`coordinator.plots.importances`), or the
-        reason there is none; ``ok`` is the number of ok trials it was fitted on.  The
-        forest costs seconds on a large run, so it is refitted at most every
-        :data:`IMPORTANCE_EVERY_S` seconds, and only when the run has new ok trials."""
+        reason there is none; ``ok`` is the run's number of ok trials (the forest is fitted
+        to at most :data:`coordinator.plots.IMPORTANCE_SAMPLE` of them).  A fit costs
+        about a second, so it is refitted at most every :data:`IMPORTANCE_EVERY_S`
+        seconds, and only when the run has new ok trials."""
         name = self.require_run(run)
         points = self.points(name)
         ok = len(plots.ok_points(points))
