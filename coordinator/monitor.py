@@ -204,30 +204,41 @@ class Throughput:
     last_finish: datetime | None
 
 
-def throughput(view: ReadOnlyView, run: str, window: timedelta = THROUGHPUT_WINDOW) -> Throughput:
+def throughput(view: ReadOnlyView, run: str, now: datetime, window: timedelta = THROUGHPUT_WINDOW) -> Throughput:
     """Trials finished per hour between the earliest and the latest finish of the
     ``window`` that ends at the latest finish: ``(n - 1) / span`` for ``n`` finishes.
 
     Measuring from the earliest finish in the window (rather than from the window's
     start) gives the right rate for runs younger than the window and for runs that
-    resumed within it.  Reads only ``finished_at`` through the ``run_finished`` index:
-    the latest finish and the finishes of the window.  ``per_hour`` is None until two
-    trials have finished at different times.
+    resumed within it.  Reads only ``finished_at`` through the ``run_finished`` index,
+    and only recent finishes: those of the two windows before ``now`` (server time),
+    which hold the whole window of a run that finished a trial within the last one; for
+    a run idle for longer, the latest finish, then its window.  ``per_hour`` is None
+    until two trials have finished at different times.
     """
-    # a range on a date matches dates only (MongoDB's type bracketing), and unlike
-    # ``$type`` every server turns it into bounds on ``run_finished``
-    latest = view.jobs.find_one({s.EXP_KEY: run, s.FINISHED_AT: {"$gte": EARLIEST}},
-                                {s.ID: 0, s.FINISHED_AT: 1}, sort=[(s.FINISHED_AT, DESCENDING)])
-    if latest is None:
-        return Throughput(None, 0, None, None)
-    last = latest[s.FINISHED_AT]
-    finishes = [job[s.FINISHED_AT] for job in view.jobs.find(
-        {s.EXP_KEY: run, s.FINISHED_AT: {"$gt": last - window, "$lte": last}},
-        {s.ID: 0, s.FINISHED_AT: 1})]
+    recent = _finishes(view, run, {"$gt": now - 2 * window})
+    if recent:
+        last = max(recent)
+    else:
+        latest = view.jobs.find_one({s.EXP_KEY: run, s.FINISHED_AT: {"$gte": EARLIEST}},
+                                    {s.ID: 0, s.FINISHED_AT: 1}, sort=[(s.FINISHED_AT, DESCENDING)])
+        if latest is None:
+            return Throughput(None, 0, None, None)
+        last = latest[s.FINISHED_AT]
+    if last - window < now - 2 * window or not recent:
+        recent = _finishes(view, run, {"$gt": last - window, "$lte": last})
+    finishes = [at for at in recent if last - window < at <= last]
     start = min(finishes)
     span_h = (last - start).total_seconds() / 3600
     rate = (len(finishes) - 1) / span_h if span_h > 0 else None
     return Throughput(rate, len(finishes), start, last)
+
+
+def _finishes(view: ReadOnlyView, run: str, when: Mapping[str, datetime]) -> list[datetime]:
+    """The ``finished_at`` of the run's jobs in the range ``when`` (a date range, so
+    only dates match, through ``run_finished``)."""
+    return [job[s.FINISHED_AT] for job in view.jobs.find({s.EXP_KEY: run, s.FINISHED_AT: dict(when)},
+                                                          {s.ID: 0, s.FINISHED_AT: 1})]
 
 
 def eta(max_evals: int | None, counts: StateCounts, rate: Throughput) -> timedelta | None:
@@ -389,7 +400,7 @@ def run_status(view: ReadOnlyView, run: str, stale_after: timedelta = STALE_AFTE
                                            s.RUN_SETTINGS: 1}) or {}
     now = view.server_time()
     counts = count_states(view, run)
-    rate = throughput(view, run)
+    rate = throughput(view, run, now)
     max_evals = s.as_int(doc.get(s.RUN_MAX_EVALS))
     return RunStatus(
         run=run, experiment=text(doc.get(s.RUN_EXPERIMENT)), algo=text(doc.get(s.RUN_ALGO)), max_evals=max_evals, now=now,

@@ -150,8 +150,9 @@ class DashboardData:
         max_evals (progress is done trials against it, as ``hpo-coord status`` counts),
         throughput and ETA."""
         result = []
+        now = self.view.server_time()
         for overview in monitor.list_runs(self.view):
-            rate = monitor.throughput(self.view, overview.run)
+            rate = monitor.throughput(self.view, overview.run, now)
             eta = monitor.eta(overview.max_evals, overview.counts, rate)
             result.append({
                 "run": overview.run, "experiment": overview.experiment, "algo": overview.algo,
