@@ -31,9 +31,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
-from typing import Any
-
 from datetime import datetime, timedelta
+from typing import Any
 
 from pymongo import ASCENDING
 from pymongo.database import Database
@@ -42,6 +41,7 @@ from pymongo.errors import OperationFailure, PyMongoError
 from coordinator import monitor
 from jobstore import schema as s
 from jobstore.fatal import die
+from jobstore.retry import DatabaseOutage
 from jobstore.schema import State
 from jobstore.view import ReadOnlyView
 
@@ -162,7 +162,7 @@ class ChangeFeed:
             for key in keys:
                 try:
                     latest = self.signature(key)
-                except PyMongoError as exc:
+                except (PyMongoError, DatabaseOutage) as exc:  # an outage past the view's limit too
                     log.warning("dashboard: polling failed (%s); trying again", exc)
                     break
                 if key in seen and seen[key] != latest:

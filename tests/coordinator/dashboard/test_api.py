@@ -21,9 +21,11 @@ from starlette.testclient import TestClient
 
 from coordinator.dashboard.app import COOKIE, create_app
 from coordinator.dashboard import data as dashboard_data
+from coordinator.dashboard import live
 from coordinator.dashboard.data import MAX_PAGE, TOP_CURVES, TRIAL_SORTS, DashboardData
 from coordinator.dashboard.live import ANY_RUN_KEY, POLLING, STREAM, WORKERS_KEY, ChangeFeed
 from jobstore import schema as s
+from jobstore.retry import DatabaseOutage
 from jobstore.schema import State
 from jobstore.view import ReadOnlyView
 from jobstore.queue import JobQueue
@@ -321,6 +323,34 @@ def test_polling_sees_states_and_stale_workers_not_heartbeats(db: Database) -> N
         wait_for(lambda: feed.version(RUN) > 0 and feed.version(ANY_RUN_KEY) > 0, WAIT_S, "the feed to see the finish")
     finally:
         feed.stop()
+
+
+def test_polling_rides_out_an_outage(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Database errors, an outage past the store's limit included, are waited out;
+    anything else takes the process down (tests/coordinator/dashboard/test_cli.py)."""
+    seed(db, done=1, errors=0, new=2)
+    died: list[BaseException] = []
+    monkeypatch.setattr(live, "die", lambda thread, exc, **kwargs: died.append(exc))
+    real = ChangeFeed.signature
+    failures: list[Exception] = [DatabaseOutage("injected: outage"), pymongo.errors.AutoReconnect("injected")]
+
+    def signature(feed: ChangeFeed, key: str) -> Any:
+        if failures:
+            raise failures.pop(0)
+        return real(feed, key)
+
+    monkeypatch.setattr(ChangeFeed, "signature", signature)
+    feed = ChangeFeed(db, poll_interval_s=0.2, use_stream=False)
+    feed.version(RUN)
+    feed.start()
+    try:
+        wait_for(lambda: not failures, WAIT_S, "the feed to poll through the outage")
+        time.sleep(1.0)  # the poller has its first reading
+        finish_next(db)
+        wait_for(lambda: feed.version(RUN) > 0, WAIT_S, "the feed to see the finish after the outage")
+    finally:
+        feed.stop()
+    assert died == []
 
 
 def test_feed_falls_back_to_polling_without_change_streams(seeded: tuple[Database, Seeded]) -> None:
