@@ -8,8 +8,9 @@ without HTTP): the summary, the chart data, the first page of the trial table, t
 error list and the importance; each from a fresh ``DashboardData`` (nothing cached, as
 for the first page opened after ``hpo-coord dashboard`` starts), the best of
 ``--repeat``.  Then what a live update costs once the page is open: the chart data
-again after one trial was written (the incremental read), and the trial table sorted by
-loss.  Appends a dated section to docs/benchmarks.md (``--output``).
+again after one trial was written (the incremental read), the summary, the workers,
+and other pages of the trial table (sorted by loss, first and last; the last by tid).
+Appends a dated section to docs/benchmarks.md (``--output``).
 
 The server is a SecantusDB started here unless ``HPO_BENCH_MONGO_URL`` names another
 (e.g. a real ``mongodb://host:27017``).
@@ -121,8 +122,8 @@ def render_section(n: int, server: str, seed_s: float, opening: list[tuple[str, 
               "every query a run page sends when it opens reads an index (the winning plan of each is asserted "
               "by `tests/coordinator/dashboard/test_query_plans.py`, on a mongod also without an in-memory "
               "sort).  Counts by state are one `$group` over the `{exp_key, state}` index keys, the best "
-              "trial one entry of `run_state_loss`, throughput the finishes of the last hour through "
-              "`run_finished`; the charts read each trial once, projected to what they plot (tid, state, "
+              "trial one entry of `run_state_loss`, throughput the finishes of the last two hours "
+              "through `run_finished`; the charts read each trial once, projected to what they plot (tid, state, "
               "`result.status`/`loss`/`pruned`, `misc.vals`), then only the trials written since "
               "(`run_updated`), and the metrics of the 10 best trials only; the trial table and error list "
               "are pages of at most 200 following `run_tid`, `run_state_tid`, `run_loss_tid` or "
