@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from datetime import timedelta
+from typing import Any
 
 import pymongo
 import pytest
@@ -15,7 +17,13 @@ from pymongo.database import Database
 from jobstore import curves as curves_module
 from jobstore import schema as s
 from jobstore.connection import server_time
-from jobstore.curves import CHANGE_OVERLAP, CurveStore, changes_query, population_query
+from jobstore.curves import (
+    CHANGE_OVERLAP,
+    CurveStore,
+    SortedScores,
+    changes_query,
+    population_query,
+)
 from jobstore.queue import Claim, JobQueue
 from jobstore.retry import RetryPolicy
 from jobstore.schema import State
@@ -165,6 +173,59 @@ def test_writes_made_visible_after_a_read_are_not_missed(db: Database, other_db:
     db[s.CURVES].insert_one(_rung_doc(5, 0.0, **{s.CURVE_CHANGED: before - CHANGE_OVERLAP / 2}))
     rung = deciding.at_rung(0, 1)
     assert (rung.size(), rung.count_below(0.05, 10)) == (5, 1)
+
+
+def _contents(scores: SortedScores, probes: list[float]) -> list[int]:
+    """How many of ``scores`` lie below each probe: with every score among the probes and
+    +inf, this pins the multiset down."""
+    return [scores.count_below(p, 10**9) for p in sorted(probes) + [math.inf]]
+
+
+def test_a_copy_kept_through_concurrent_writes_ends_as_a_fresh_read(db: Database, db_url: str) -> None:
+    """Two writer processes record, complete and remove scores at full speed while a
+    third decides; then its copy holds what a first read holds."""
+    enqueue(db, "r", 1)
+    JobQueue(db).ensure_indexes()
+    written: list[float] = []
+    errors: list[BaseException] = []
+
+    def write(worker: int) -> None:
+        rng = random.Random(worker)
+        client: pymongo.MongoClient = pymongo.MongoClient(db_url)
+        queue = JobQueue(client.get_default_database())
+        try:
+            for i in range(40):
+                tid, token = 100 * worker + i, f"w{worker}-{i}"
+                attempt = queue.curves.attempt("r", tid, token, holds=lambda: True)
+                for step in (1, 2):
+                    score = round(rng.random(), 3)
+                    written.append(score)
+                    attempt.record_step(step, score)
+                    if step == 1:
+                        attempt.record_rung(0, 0, score)
+                if i % 3 == 0:
+                    queue.curves.forget("r", tid)
+                else:
+                    queue.curves.complete("r", tid, token)
+        except Exception as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+        finally:
+            client.close()
+
+    asks: list[Callable[[Population], Any]] = [lambda p: p.at_rung(0, 0), lambda p: p.at_step(1),
+                                               lambda p: p.at_step(2)]
+    mine = CurveStore(db, s.JOBS, RetryPolicy()).attempt("r", 999, "x", holds=lambda: True)
+    writers = [threading.Thread(target=write, args=(w,)) for w in (1, 2)]
+    for thread in writers:
+        thread.start()
+    while any(thread.is_alive() for thread in writers):
+        for ask in asks:
+            ask(mine)
+    assert not errors
+    fresh = CurveStore(db, s.JOBS, RetryPolicy()).attempt("r", 999, "y", holds=lambda: True)
+    for ask in asks:
+        assert _contents(ask(mine), written) == _contents(ask(fresh), written)
+    assert fresh.at_step(2).size() == 2 * 26  # 40 trials a worker, 14 of them removed
 
 
 def test_a_server_clock_that_goes_back_drops_the_copy(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
