@@ -120,9 +120,10 @@ def population_query(exp_key: str, key: PopulationKey) -> dict[str, Any]:
     """The query that reads population ``key`` of run ``exp_key`` whole (on its index;
     removed scores, few, are left out by :func:`population_of`, not by the query, which
     SecantusDB would then answer with a collection scan)."""
-    if key[0] == "step":
+    if len(key) == 2:
         return {s.CURVE_EXP_KEY: exp_key, s.CURVE_COMPLETE: True, s.CURVE_STEP: key[1]}
-    return {s.CURVE_EXP_KEY: exp_key, s.CURVE_BRACKET: key[1], s.CURVE_RUNG: key[2]}
+    _, bracket, rung = key
+    return {s.CURVE_EXP_KEY: exp_key, s.CURVE_BRACKET: bracket, s.CURVE_RUNG: rung}
 
 
 def changes_query(exp_key: str, since: datetime) -> dict[str, Any]:
