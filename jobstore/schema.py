@@ -311,11 +311,6 @@ def is_finite_number(value: Any) -> bool:
     ) and math.isfinite(float(value))
 
 
-def active_states() -> list[int]:
-    """States that count towards ``max_evals`` (hyperopt's JOB_VALID_STATES)."""
-    return [State.NEW, State.RUNNING, State.DONE]
-
-
 # -- validation: documents read back may be malformed --------------------------------
 
 
