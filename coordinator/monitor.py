@@ -564,7 +564,8 @@ def trial_points(view: ReadOnlyView, run: str, since: datetime | None = None) ->
         ok = state == State.DONE and result.get("status") == base.STATUS_OK
         vals = {label: float(value) for label, value in s.point_from_vals(_vals(job)).items()
                 if s.is_finite_number(value)}
-        pruned_step = s.as_int(result.get("pruned_step")) if result.get("pruned") is True else None
+        pruned = result.get(s.RESULT_PRUNED) is True
+        pruned_step = s.as_int(result.get(s.RESULT_PRUNED_STEP)) if pruned else None
         points.append(TrialPoint(tid, -1 if state is None else state,
                                  float(loss) if ok and s.is_finite_number(loss) else None, vals, pruned_step))
     _warn_left_out("trial points", run, left_out)

@@ -371,7 +371,7 @@ class JobQueue:
             ) is not None
 
         if self.retry(write, f"writing the result of trial {claim.job.get(s.TID)} of run {claim.exp_key!r}"):
-            if scored and state == State.DONE and result.get("status") == "ok" and not result.get("pruned"):
+            if scored and state == State.DONE and result.get("status") == "ok" and not result.get(s.RESULT_PRUNED):
                 self.curves.complete(claim.exp_key, claim.job.get(s.TID), claim.token)
             return True
         log.warning(
