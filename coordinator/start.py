@@ -1,7 +1,8 @@
 """``hpo-coord start``: create or resume a run and drive hyperopt's fmin over the queue.
 
-The sequence: resolve the experiment; check or create the run document (same
-experiment and fingerprint on resume); take the run's coordinator lease (a second
+The sequence: resolve the experiment; work out the run's settings (pruner settings that
+cannot work are refused here, before anything is written); check or create the run
+document (same experiment and fingerprint on resume); take the run's coordinator lease (a second
 coordinator refuses while this one lives); only then write the run's settings,
 ``max_evals`` and algorithm, so a refused start changes nothing; start the keeper thread (lease renewal,
 requeue of lost jobs) and any local workers; then call ``hyperopt.fmin`` with a
@@ -226,8 +227,10 @@ def _start_run(store: Store, experiment: Experiment, options: StartOptions, cons
     runs = trials.runs
     algo_name = choose_algorithm(runs, options.run, options.algo, experiment)
     algo = suggest_function(algo_name)
-    # Check (or create) the run and take its lease before changing it: a refused start
-    # (another experiment or code version, a live coordinator) leaves the run as it was.
+    # Refuse bad settings (the pruner's) before writing anything; then check (or create)
+    # the run and take its lease before changing it: a refused start (another experiment
+    # or code version, a live coordinator) leaves the run as it was.
+    settings = run_settings(experiment, options, runs.get(options.run))
     runs.ensure(options.run, experiment=experiment.name, fingerprint=experiment.fingerprint())
     token = runs.acquire_coordinator(options.run, options.lease)
     rstate = np.random.default_rng(options.seed)
@@ -236,7 +239,7 @@ def _start_run(store: Store, experiment: Experiment, options: StartOptions, cons
     try:
         runs.ensure(
             options.run, experiment=experiment.name, fingerprint=experiment.fingerprint(),
-            settings=run_settings(experiment, options, runs.get(options.run)),
+            settings=settings,
             max_evals=options.max_evals, algo=algo_name,
         )
         with RunKeeper(trials.store, options.run, token, lease_s=options.lease):
