@@ -235,7 +235,8 @@ def _start_run(store: Store, experiment: Experiment, options: StartOptions, cons
     token = runs.acquire_coordinator(options.run, options.lease)
     rstate = np.random.default_rng(options.seed)
     workers = LocalWorkers(options.local_workers, store.child_environment(), options.run,
-                           extra_args=options.worker_args) if options.local_workers else None
+                           extra_args=options.worker_args,
+                           outage_timeout=options.outage_timeout) if options.local_workers else None
     try:
         runs.ensure(
             options.run, experiment=experiment.name, fingerprint=experiment.fingerprint(),
