@@ -65,8 +65,9 @@ def work(
 ) -> None:
     """Claim jobs from the queue and evaluate them until stopped.
 
-    Exit codes: 0 stopped (signal, --max-jobs, --idle-exit); 2 bad options, or the
-    --run's jobs are refused (other experiment code); 75 the GPU lease was taken over;
+    Exit codes: 0 stopped (signal, --max-jobs, --idle-exit); 2 bad options, the --run's
+    jobs are refused (other experiment code), or the database stayed unreachable longer
+    than --outage-timeout; 75 the GPU lease was taken over;
     76 a trial ignored its time limit (restart the worker: it frees the GPU).
     """
     setup_logging(log_level)
