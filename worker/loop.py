@@ -330,6 +330,7 @@ class Worker:
         """
         cfg = self.config
         self.queue.ensure_indexes()
+        self.registry.ensure_indexes()
         gpus = discover_gpus() if cfg.gpus else ()
         gpu_lease = self.store.gpu_lease(self.worker_id, gpus=gpus, count=cfg.gpus, ttl=cfg.lease)
         self._gpu_lease = gpu_lease

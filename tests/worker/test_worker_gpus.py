@@ -87,3 +87,11 @@ def test_a_deleted_worker_record_is_written_again_and_the_worker_goes_on(
         assert "GPU lease was taken over" not in log.read_text()
     finally:
         stop(worker)
+
+
+def test_a_worker_creates_the_index_its_record_is_read_by(db: Database, db_url: str, tmp_path: Path) -> None:
+    """Status and the dashboard find live workers by ``last_seen``: the worker creates
+    that index, as it creates the queue's."""
+    worker = start_worker(db_url, "--gpus-per-worker", "0", "--idle-exit", "0.5", log=tmp_path / "w.log")
+    assert worker.wait(60) == 0
+    assert "last_seen" in db.workers.index_information()
