@@ -356,7 +356,9 @@ def summarize(trials: MongoTrials, run: str, experiment: Experiment) -> RunSumma
     done = trials.count_by_state_unsynced(hyperopt.JOB_STATE_DONE)
     if best is None:
         return RunSummary(run, done, None)
-    worst = max(loss for loss in trials.losses() if s.is_finite_number(loss))
+    # None when no trial hyperopt can use has a finite loss: the best may be a document
+    # MongoTrials leaves out (malformed for hyperopt, see jobstore.trials.trial_problem)
+    worst = max((loss for loss in trials.losses() if s.is_finite_number(loss)), default=None)
     return RunSummary(
         run, done,
         {"tid": best[s.TID], "loss": best[s.RESULT]["loss"],
