@@ -251,10 +251,15 @@ class Expr:
                      "seconds": literal(float(lease_s))})
 
     @staticmethod
-    def append(field: str, item: Any) -> "Expr":
-        """``field`` with ``item`` appended; a missing or non-array ``field`` starts afresh."""
+    def append_once(field: str, item: Any) -> "Expr":
+        """``field`` with ``item`` appended, unless its last element already is ``item``
+        (so an append retried after its reply was lost appends once); a missing or
+        non-array ``field`` starts afresh."""
         value = "$" + field
-        return Expr({"$concatArrays": [{"$cond": [{"$isArray": value}, value, []]}, [literal(item)]]})
+        array = {"$cond": [{"$isArray": value}, value, []]}
+        last = {"$arrayElemAt": [array, -1]}  # missing for an empty array: equal to no item
+        return Expr({"$cond": [{"$eq": [last, literal(item)]}, array,
+                               {"$concatArrays": [array, [literal(item)]]}]})
 
 
 def bson_safe(value: Any) -> Any:
