@@ -227,16 +227,17 @@ def _start_run(store: Store, experiment: Experiment, options: StartOptions, cons
     runs = trials.runs
     algo_name = choose_algorithm(runs, options.run, options.algo, experiment)
     algo = suggest_function(algo_name)
-    # Refuse bad settings (the pruner's) before writing anything; then check (or create)
+    # Refuse bad settings (the pruner's, local workers of a store that cannot hand its
+    # connection to a child) before writing anything; then check (or create)
     # the run and take its lease before changing it: a refused start (another experiment
     # or code version, a live coordinator) leaves the run as it was.
     settings = run_settings(experiment, options, runs.get(options.run))
-    runs.ensure(options.run, experiment=experiment.name, fingerprint=experiment.fingerprint())
-    token = runs.acquire_coordinator(options.run, options.lease)
-    rstate = np.random.default_rng(options.seed)
     workers = LocalWorkers(options.local_workers, store.child_environment(), options.run,
                            extra_args=options.worker_args,
                            outage_timeout=options.outage_timeout) if options.local_workers else None
+    runs.ensure(options.run, experiment=experiment.name, fingerprint=experiment.fingerprint())
+    token = runs.acquire_coordinator(options.run, options.lease)
+    rstate = np.random.default_rng(options.seed)
     try:
         runs.ensure(
             options.run, experiment=experiment.name, fingerprint=experiment.fingerprint(),

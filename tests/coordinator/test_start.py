@@ -335,3 +335,20 @@ def test_the_summary_of_a_run_whose_best_trial_is_not_a_hyperopt_trial(db: Datab
     summary = summarize(trials, "r", experiment)
     assert summary.best is not None and summary.best["params"] == {"x": 0.5}
     assert summary.worst_loss is None
+
+
+def test_local_workers_of_a_store_without_a_url_are_refused_before_the_run_is_written(db: Database) -> None:
+    """A store made from a handle cannot hand its connection to child processes: that is
+    found before the run is created or its coordinator lease taken (which nothing would
+    release)."""
+    from rich.console import Console
+
+    from coordinator.start import StartOptions, start_run
+    from jobstore.store import Store
+    from objectives.digits import digits
+
+    run = "no-url"
+    options = StartOptions(run=run, max_evals=1, algo=None, local_workers=1)
+    with pytest.raises(ValueError, match="child processes cannot open it"):
+        start_run(Store(db), digits, options, Console())
+    assert db[s.RUNS].find_one({s.ID: run}) is None
