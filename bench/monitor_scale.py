@@ -159,6 +159,7 @@ def seed_run(db: Database, n: int, seed: int = 0) -> None:
     for first in range(0, n, BATCH):
         db[s.JOBS].insert_many([finish(doc, rng, start) for doc in docs[first:first + BATCH]])
     registry = store.workers
+    registry.ensure_indexes()
     for k in range(WORKERS):
         worker_id = f"gpu-node-{k}:{4000 + k}"
         registry.register(worker_id, host=f"gpu-node-{k}", pid=4000 + k, device=f"cuda:{k}", version="bench")

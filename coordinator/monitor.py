@@ -356,7 +356,8 @@ class PruningStatus:
     """Trials a pruner stopped."""
     steps_saved: int | None
     """Steps (epochs) the pruned trials did not train: ``max_resource`` less the step each
-    stopped at, summed; None when the settings have no usable ``max_resource``."""
+    stopped at, summed (a trial whose ``pruned_step`` is not a number between 0 and
+    ``max_resource`` counts as none); None when the settings have no usable ``max_resource``."""
 
 
 def pruning_status(view: ReadOnlyView, run: str, settings: Any) -> PruningStatus | None:
@@ -364,15 +365,19 @@ def pruning_status(view: ReadOnlyView, run: str, settings: Any) -> PruningStatus
     over the run's pruned trials only (index ``run_pruned``)."""
     if not isinstance(settings, Mapping) or settings.get("kind") in (None, "none"):
         return None
-    step = "$" + s.PRUNED_STEP
-    pipeline = [
-        {"$match": {s.EXP_KEY: run, s.PRUNED: True}},
-        {"$group": {s.ID: None, "n": {"$sum": 1},
-                    "steps": {"$sum": {"$cond": [{"$isNumber": step}, step, 0]}}}},
-    ]
-    row = next(iter(view.jobs.aggregate(pipeline)), {"n": 0, "steps": 0})
     budget = s.as_int(settings.get("max_resource"))
-    saved = None if budget is None else int(row["n"] * budget - row["steps"])
+    if budget is not None and budget < 1:
+        budget = None
+    group: dict[str, Any] = {s.ID: None, "n": {"$sum": 1}}
+    if budget is not None:
+        # a trial saved the budget less the step it stopped at; a pruned_step that is
+        # not a step within the budget (malformed: NaN, a string, ...) saved nothing
+        step = "$" + s.PRUNED_STEP
+        within = {"$and": [{"$isNumber": step}, {"$gte": [step, 0]}, {"$lte": [step, budget]}]}
+        group["saved"] = {"$sum": {"$cond": [within, {"$subtract": [budget, step]}, 0]}}
+    pipeline = [{"$match": {s.EXP_KEY: run, s.PRUNED: True}}, {"$group": group}]
+    row = next(iter(view.jobs.aggregate(pipeline)), {"n": 0, "saved": 0})
+    saved = None if budget is None else int(row["saved"])
     return PruningStatus(dict(settings), int(row["n"]), saved)
 
 
@@ -580,7 +585,8 @@ def trial_points(view: ReadOnlyView, run: str, since: datetime | None = None) ->
         ok = state == State.DONE and result.get("status") == base.STATUS_OK
         vals = {label: float(value) for label, value in s.point_from_vals(_vals(job)).items()
                 if s.is_finite_number(value)}
-        pruned_step = s.as_int(result.get("pruned_step")) if result.get("pruned") is True else None
+        pruned = result.get(s.RESULT_PRUNED) is True
+        pruned_step = s.as_int(result.get(s.RESULT_PRUNED_STEP)) if pruned else None
         points.append(TrialPoint(tid, -1 if state is None else state,
                                  float(loss) if ok and s.is_finite_number(loss) else None, vals, pruned_step))
     _warn_left_out("trial points", run, left_out)

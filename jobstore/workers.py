@@ -30,14 +30,12 @@ class WorkerRegistry:
         self.retry = retry or RetryPolicy(server=database_display(db))
 
     def ensure_indexes(self) -> None:
-        """Create the collection's indexes (:data:`jobstore.schema.WORKER_INDEXES`: ``last_seen``,
-        what monitoring reads the recent workers through); idempotent."""
+        """Create the ``last_seen`` index live workers are found by (idempotent; each
+        worker does at start)."""
         self.retry(lambda: self.workers.create_indexes(s.WORKER_INDEXES), "creating indexes")
 
     def register(self, worker_id: str, *, host: str, pid: int, device: str, version: str) -> None:
-        """Create or reset the worker's record: idle, nothing done, seen now; creates
-        the collection's indexes first (:meth:`ensure_indexes`)."""
-        self.ensure_indexes()
+        """Create or reset the worker's record: idle, nothing done, seen now."""
         self.retry(lambda: self.workers.update_one(
             {s.ID: worker_id},
             [

@@ -68,6 +68,7 @@ def seed(db: Database, *, done: int = 24, errors: int = 2, new: int = 4, run: st
     queue = JobQueue(db)
     queue.ensure_indexes()
     registry = WorkerRegistry(db)
+    registry.ensure_indexes()
     registry.register(LIVE_WORKER, host="node-a", pid=101, device="cuda:0", version="test")
     seeded = Seeded(max_evals=total + 10)
     for _ in range(done):
