@@ -257,6 +257,22 @@ def test_run_status_values(seeded: tuple[str, Database]) -> None:
     assert by_id["node-c:103"].current == {"exp_key": RUN, "tid": live_tid}
 
 
+@pytest.mark.parametrize("idle_h", [0.25, 1.5, 30.0])
+def test_throughput_is_the_hour_before_the_latest_finish_however_long_ago(db: Database, idle_h: float) -> None:
+    """Read from the recent finishes while the run is active, from the latest finish's
+    window once it has been idle for longer than the window, or twice as long."""
+    now = server_time(db)
+    last = now - timedelta(hours=idle_h)
+    finishes = [last - timedelta(minutes=10 * k) for k in range(19)]  # every 10 minutes for 3 hours
+    db[s.JOBS].insert_many([{s.EXP_KEY: "r", s.TID: k, s.FINISHED_AT: at} for k, at in enumerate(finishes)]
+                           + [{s.EXP_KEY: "r", s.TID: 99, s.FINISHED_AT: "not a date"},
+                              {s.EXP_KEY: "other", s.TID: 0, s.FINISHED_AT: now}])
+    rate = monitor.throughput(Store(db).view, "r", now)
+    window = [at for at in finishes if at > last - monitor.THROUGHPUT_WINDOW]
+    assert (rate.last_finish, rate.window_start, rate.window_trials) == (last, min(window), len(window))
+    assert rate.per_hour == pytest.approx((len(window) - 1) / ((last - min(window)).total_seconds() / 3600))
+
+
 def test_list_runs(seeded: tuple[str, Database]) -> None:
     _, db = seeded
     overview = {r.run: r for r in monitor.list_runs(Store(db).view)}
@@ -681,3 +697,17 @@ def test_plots_mark_pruned_trials(seeded: tuple[str, Database], tmp_path: Path) 
     ax = figure.axes[0]
     assert ax.lines[0].get_linestyle() == "--" and ax.lines[1].get_marker() == "x"
     assert f"pruned at step {pruned[tid]}" in ax.get_legend().get_texts()[0].get_text()
+
+
+@pytest.mark.parametrize("bad_step", [float("nan"), float("inf"), -4, 99, "3"])
+def test_a_malformed_pruned_step_saves_nothing_and_breaks_no_status(db: Database, bad_step: Any) -> None:
+    """A pruned trial whose ``result.pruned_step`` is not a step within the budget (NaN,
+    infinite, negative, past ``max_resource``, a string) counts as pruned and saves no
+    step; the other pruned trials' savings are still summed."""
+    run = f"malformed-step-{uuid.uuid4().hex[:8]}"
+    for tid, step in ((0, 1), (1, bad_step)):
+        db[s.JOBS].insert_one({s.EXP_KEY: run, s.TID: tid, s.STATE: State.DONE,
+                               s.RESULT: {"status": "ok", "loss": 0.5, "pruned": True, "pruned_step": step}})
+    status = monitor.pruning_status(Store(db).view, run, PRUNER.to_document())
+    assert status is not None and status.pruned == 2
+    assert status.steps_saved == PRUNER.max_resource - 1
