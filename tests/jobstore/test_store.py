@@ -124,7 +124,8 @@ def test_a_coordinator_lease_taken_though_its_reply_was_lost_is_kept(db: Databas
 
 
 def test_a_gpu_lease_taken_though_its_reply_was_lost_is_kept(db: Database) -> None:
-    from jobstore.gpu_lease import Gpu, held_leases
+    from jobstore.gpu_lease import Gpu
+    from tests.jobstore.test_gpu_lease import held_leases
 
     store, flaky, _ = _flaky_store(db, 0, methods={"update_one"}, after=True, collections={"gpu_leases"})
     lease = store.gpu_lease("w", gpus=[Gpu(0, "GPU-a", "test", None)], host="h")
