@@ -77,6 +77,19 @@ def test_a_run_without_a_pruner_says_none(db: Database) -> None:
     assert (summary["pruner"], summary["pruner_text"], summary["pruning"]) == (None, "none", None)
 
 
+@pytest.mark.parametrize("stored, text", [
+    ("asha", "none"), ({"kind": "none"}, "none"), ({"kind": None}, "none"),
+    ({"kind": "asha", "max_resource": "x", "min_resource": {"nested": 1}},
+     "asha on ? (?): min_resource {'nested': 1}, max_resource x"),
+])
+def test_a_malformed_pruner_setting_is_shown_as_stored(db: Database, stored: Any, text: str) -> None:
+    seed(db, done=1, errors=0, new=1)
+    db[s.RUNS].update_one({s.ID: RUN}, {"$set": {f"{s.RUN_SETTINGS}.{s.RUN_PRUNER}": stored}})
+    data = DashboardData(ReadOnlyView(db))
+    [run] = data.runs()
+    assert run["pruner_text"] == text and data.summary(RUN)["pruner_text"] == text
+
+
 @pytest.mark.parametrize("settings, text", [
     ({"kind": "median", "metric": "loss", "direction": "minimize", "max_resource": 15, "min_resource": 1,
       "reduction_factor": 3, "warmup_steps": 2, "startup_trials": 5},
