@@ -42,8 +42,9 @@ settings, the next trial id, and the coordinator lease.
 ``curves`` — the scores pruning compares (runs with a pruner only): one document per
 reported step (median) or reached rung (asha, hyperband) of a trial attempt, holding
 the run's pruning metric as a *score* (lower is better: a maximized metric negated).
-Written only while the attempt holds the job's lease; removed when the job goes back
-to the queue, so a requeued trial starts its history again.
+Written only while the attempt holds the job's lease; marked ``removed`` (never
+deleted) when the job goes back to the queue, so a requeued trial starts its history
+again; ``changed`` is the server time of each write, which workers' copies follow.
 
 Guarantees the store keeps, whatever module writes:
 
@@ -184,16 +185,26 @@ CURVE_BRACKET = "bracket"
 CURVE_SCORE = "score"
 CURVE_COMPLETE = "complete"
 """True once the trial finished without being pruned (median compares with those only)."""
+CURVE_REMOVED = "removed"
+"""True once the score no longer counts (its attempt lost the job, or the job went back
+to the queue): scores are marked, never deleted, so that workers' copies learn of it."""
+CURVE_CHANGED = "changed"
+"""Server time (``$$NOW``) of the score document's last write; what workers' copies follow."""
 
 CURVE_INDEXES = [
-    # the median's population: completed trials' scores at one step
+    # the median's population, read whole once per process: completed trials' scores at one step
     IndexModel([(CURVE_EXP_KEY, ASCENDING), (CURVE_COMPLETE, ASCENDING), (CURVE_STEP, ASCENDING),
                 (CURVE_SCORE, ASCENDING)], name="run_complete_step_score"),
-    # ASHA's: every score recorded at one rung of one bracket
+    # ASHA's, read whole once per process: every score recorded at one rung of one bracket
     IndexModel([(CURVE_EXP_KEY, ASCENDING), (CURVE_BRACKET, ASCENDING), (CURVE_RUNG, ASCENDING),
                 (CURVE_SCORE, ASCENDING)], name="run_bracket_rung_score"),
-    # one trial's scores (marking them complete, removing them on requeue)
-    IndexModel([(CURVE_EXP_KEY, ASCENDING), (CURVE_TID, ASCENDING)], name="run_tid"),
+    # one trial's scores (removing them on requeue), one attempt's (marking them complete),
+    # one score (a record's upsert): every write's query is a prefix of it
+    IndexModel([(CURVE_EXP_KEY, ASCENDING), (CURVE_TID, ASCENDING), (CURVE_TOKEN, ASCENDING),
+                (CURVE_STEP, ASCENDING), (CURVE_RUNG, ASCENDING), (CURVE_BRACKET, ASCENDING)],
+               name="run_tid_attempt"),
+    # the scores written since a worker last read the run (its copy's incremental update)
+    IndexModel([(CURVE_EXP_KEY, ASCENDING), (CURVE_CHANGED, ASCENDING)], name="run_changed"),
 ]
 
 WORKER_INDEXES = [IndexModel([(WORKER_LAST_SEEN, ASCENDING)], name="last_seen")]

@@ -18,6 +18,8 @@ from tests.support.processes import FAST, start_worker, stop, wait_for
 
 register(curve)
 CURVE = ["--objective", "tests.support.experiments:curve"]
+LIVE = {s.CURVE_REMOVED: {"$ne": True}}
+"""Scores that count (removed ones stay in the collection, marked)."""
 
 
 def asha(max_resource: int = 9) -> dict[str, Any]:
@@ -66,14 +68,14 @@ def test_sigterm_mid_trial_is_not_pruning_and_the_requeued_trial_starts_afresh(
     job = db.jobs.find_one({s.EXP_KEY: "r"})
     assert job[s.STATE] == State.NEW and job[s.METRICS] == []
     assert "pruned" not in (job.get(s.RESULT) or {})
-    assert db[s.CURVES].count_documents({s.CURVE_EXP_KEY: "r"}) == 0  # its history went with it
+    assert db[s.CURVES].count_documents({s.CURVE_EXP_KEY: "r", **LIVE}) == 0  # its history went with it
     db.runs.update_one({s.ID: "r"}, {"$set": {"settings.step_s": 0}})
     other = start_worker(db_url, "--run", "r", "--idle-exit", "1", *CURVE, *FAST, log=tmp_path / "other.log")
     assert other.wait(60) == 0
     job = db.jobs.find_one({s.EXP_KEY: "r"})
     assert job[s.STATE] == State.DONE and "pruned" not in job[s.RESULT]
     assert [m["step"] for m in job[s.METRICS]] == list(range(1, 51))
-    scores = list(db[s.CURVES].find({s.CURVE_EXP_KEY: "r"}))
+    scores = list(db[s.CURVES].find({s.CURVE_EXP_KEY: "r", **LIVE}))
     assert sorted(d[s.CURVE_STEP] for d in scores) == list(range(1, 51))
     assert all(d[s.CURVE_COMPLETE] for d in scores)  # the median now compares with it
     assert {d[s.CURVE_TOKEN] for d in scores} == {job[s.LEASE]["token"]}
@@ -99,8 +101,8 @@ def test_a_trial_requeued_after_its_worker_died_keeps_only_its_new_history(
     assert job[s.STATE] == State.DONE and job[s.ATTEMPTS] == 2
     assert [m["step"] for m in job[s.METRICS]] == list(range(1, 10))
     # the dead attempt's scores went when its job was requeued; the new attempt's rungs are there
-    assert db[s.CURVES].count_documents({s.CURVE_TOKEN: first_token}) == 0
-    assert sorted(d[s.CURVE_RUNG] for d in db[s.CURVES].find({s.CURVE_EXP_KEY: "r"})) == [0, 1]
+    assert db[s.CURVES].count_documents({s.CURVE_TOKEN: first_token, **LIVE}) == 0
+    assert sorted(d[s.CURVE_RUNG] for d in db[s.CURVES].find({s.CURVE_EXP_KEY: "r", **LIVE})) == [0, 1]
 
 
 def test_what_pruning_cannot_judge_is_not_pruned(db: Database, db_url: str, tmp_path: Path) -> None:
