@@ -152,7 +152,8 @@ def start(
     """Start a run, or resume it if it exists, and drive it to --max-evals trials.
 
     Exit codes: 0 the run is done and a trial succeeded; 2 bad input or a refused start
-    (nothing was changed); 3 the run is done but no trial succeeded; 130 stopped by
+    (nothing was changed), or the database stayed unreachable longer than --outage-timeout
+    (the run is resumable); 3 the run is done but no trial succeeded; 130 stopped by
     Ctrl-C or SIGTERM (resumable); 1 an unexpected error (a bug, with its traceback).
     """
     setup_logging(log_level)

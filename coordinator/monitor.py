@@ -340,7 +340,8 @@ class PruningStatus:
     """Trials a pruner stopped."""
     steps_saved: int | None
     """Steps (epochs) the pruned trials did not train: ``max_resource`` less the step each
-    stopped at, summed; None when the settings have no usable ``max_resource``."""
+    stopped at, summed (a trial whose ``pruned_step`` is not a number between 0 and
+    ``max_resource`` counts as none); None when the settings have no usable ``max_resource``."""
 
 
 def run_pruner(doc: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -358,15 +359,19 @@ def pruning_status(view: ReadOnlyView, run: str, settings: dict[str, Any] | None
     ``run_pruned``)."""
     if settings is None:
         return None
-    step = "$" + s.PRUNED_STEP
-    pipeline = [
-        {"$match": {s.EXP_KEY: run, s.PRUNED: True}},
-        {"$group": {s.ID: None, "n": {"$sum": 1},
-                    "steps": {"$sum": {"$cond": [{"$isNumber": step}, step, 0]}}}},
-    ]
-    row = next(iter(view.jobs.aggregate(pipeline)), {"n": 0, "steps": 0})
     budget = s.as_int(settings.get("max_resource"))
-    saved = None if budget is None else int(row["n"] * budget - row["steps"])
+    if budget is not None and budget < 1:
+        budget = None
+    group: dict[str, Any] = {s.ID: None, "n": {"$sum": 1}}
+    if budget is not None:
+        # a trial saved the budget less the step it stopped at; a pruned_step that is
+        # not a step within the budget (malformed: NaN, a string, ...) saved nothing
+        step = "$" + s.PRUNED_STEP
+        within = {"$and": [{"$isNumber": step}, {"$gte": [step, 0]}, {"$lte": [step, budget]}]}
+        group["saved"] = {"$sum": {"$cond": [within, {"$subtract": [budget, step]}, 0]}}
+    pipeline = [{"$match": {s.EXP_KEY: run, s.PRUNED: True}}, {"$group": group}]
+    row = next(iter(view.jobs.aggregate(pipeline)), {"n": 0, "saved": 0})
+    saved = None if budget is None else int(row["saved"])
     return PruningStatus(settings, int(row["n"]), saved)
 
 
@@ -490,7 +495,7 @@ def pruned_step(result: Mapping[str, Any]) -> int | None:
     """The step where a pruner stopped the trial of ``result`` (``result.pruned_step``
     when ``result.pruned`` is true); None if it was not pruned or the step is not an
     integer."""
-    return s.as_int(result.get("pruned_step")) if result.get("pruned") is True else None
+    return s.as_int(result.get(s.RESULT_PRUNED_STEP)) if result.get(s.RESULT_PRUNED) is True else None
 
 
 def trial_row(job: Mapping[str, Any], tid: int) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 
 import pymongo
-from pymongo.errors import PyMongoError
+from pymongo.errors import OperationFailure, PyMongoError
 
 log = logging.getLogger(__name__)
 
@@ -87,15 +87,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def recorded_server(record: Path, timeout: float = 2.0) -> ServerRecord | None:
-    """The server that ``record`` names, if that file is readable and the server
-    answers a ping within ``timeout`` seconds; None otherwise (no file, a malformed one,
-    a server that has gone)."""
+def recorded_server(record: Path, timeout: float = 2.0, *, check: bool = True) -> ServerRecord | None:
+    """The server that ``record`` names, if that file is readable and (with ``check``)
+    the server answers a ping within ``timeout`` seconds; None otherwise (no file, a
+    malformed one, a server that has gone)."""
     try:
         data = json.loads(record.read_text())
         found = ServerRecord(port=int(data["port"]), pid=int(data["pid"]), owner=int(data["owner"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    if not check:
+        return found
     client: pymongo.MongoClient = pymongo.MongoClient(found.url, serverSelectionTimeoutMS=int(timeout * 1000),
                                                       directConnection=True)
     try:
@@ -105,6 +107,17 @@ def recorded_server(record: Path, timeout: float = 2.0) -> ServerRecord | None:
     finally:
         client.close()
     return found
+
+
+def _answers_as(client: pymongo.MongoClient, pid: int) -> bool:
+    """Whether the server ``client`` reaches answers, as process ``pid`` (its
+    ``serverStatus``; one that requires authentication tells only that it answers)."""
+    try:
+        status = client.admin.command("serverStatus")
+    except OperationFailure:
+        client.admin.command("ping")
+        return True
+    return status.get("pid") in (None, pid)
 
 
 def _program() -> str:
@@ -129,7 +142,8 @@ class EmbeddedServer:
     ``auth`` it requires SCRAM authentication (users are created while it runs without).
     With ``record``, a running server is described in that JSON file (a
     :class:`ServerRecord`, see :func:`recorded_server`), written once it answers and
-    removed when it stops, so other processes can find it.
+    removed when it stops (unless the file names another server by then), so other
+    processes can find it.
     """
 
     def __init__(self, storage: Path, port: int | None = None, log_file: Path | None = None,
@@ -147,7 +161,13 @@ class EmbeddedServer:
         return f"mongodb://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60.0) -> None:
-        """Start the server and wait until it answers a ping."""
+        """Start the server and wait until it answers (itself: another server that
+        listens on the port meanwhile does not count, and this one then fails).
+
+        Raises:
+            EmbeddedServerError: the server exited (see its log), or did not answer
+                within ``timeout`` seconds.
+        """
         self.storage.mkdir(parents=True, exist_ok=True)
         command = [
             _program(),
@@ -172,19 +192,21 @@ class EmbeddedServer:
                         f"see {self.log_file}"
                     )
                 try:
-                    client.admin.command("ping")
+                    # another server on the port (it was taken meanwhile) answers too:
+                    # wait for this one, which then exits, unable to listen
+                    ours = _answers_as(client, self._process.pid)
+                except PyMongoError:
+                    ours = False
+                if ours:
                     if self.record is not None:
                         self.record.write_text(json.dumps(
                             {"port": self.port, "pid": self._process.pid, "owner": os.getpid()}))
                     return
-                except PyMongoError:
-                    if time.monotonic() > deadline:
-                        self.stop()
-                        raise EmbeddedServerError(
-                            f"{SERVER_PROGRAM} did not answer within {timeout:.0f} s; "
-                            f"see {self.log_file}"
-                        ) from None
-                    time.sleep(0.1)
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise EmbeddedServerError(
+                        f"{SERVER_PROGRAM} did not answer within {timeout:.0f} s; see {self.log_file}")
+                time.sleep(0.1)
         finally:
             client.close()
 
@@ -200,8 +222,9 @@ class EmbeddedServer:
         process, self._process = self._process, None
         if process is None:
             return
-        if self.record is not None:
-            self.record.unlink(missing_ok=True)
+        found = recorded_server(self.record, check=False) if self.record is not None else None
+        if found is not None and found.pid == process.pid:  # another server's record stays
+            self.record.unlink(missing_ok=True)  # type: ignore[union-attr]
         if process.poll() is not None:
             return
         os.killpg(process.pid, signal.SIGTERM)

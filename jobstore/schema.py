@@ -100,8 +100,12 @@ SPEC = "spec"
 RESULT = "result"
 LOSS = "result.loss"
 STATUS = "result.status"
-PRUNED = "result.pruned"
-PRUNED_STEP = "result.pruned_step"
+# keys this project adds to hyperopt's result (``status``, ``loss``) of a pruned trial
+RESULT_PRUNED = "pruned"
+RESULT_PRUNED_STEP = "pruned_step"
+RESULT_PRUNED_VALUE = "pruned_value"
+PRUNED = f"{RESULT}.{RESULT_PRUNED}"
+PRUNED_STEP = f"{RESULT}.{RESULT_PRUNED_STEP}"
 MISC = "misc"
 VALS = "misc.vals"
 OWNER = "owner"
@@ -258,10 +262,15 @@ class Expr:
                      "seconds": literal(float(lease_s))})
 
     @staticmethod
-    def append(field: str, item: Any) -> "Expr":
-        """``field`` with ``item`` appended; a missing or non-array ``field`` starts afresh."""
+    def append_once(field: str, item: Any) -> "Expr":
+        """``field`` with ``item`` appended, unless its last element already is ``item``
+        (so an append retried after its reply was lost appends once); a missing or
+        non-array ``field`` starts afresh."""
         value = "$" + field
-        return Expr({"$concatArrays": [{"$cond": [{"$isArray": value}, value, []]}, [literal(item)]]})
+        array = {"$cond": [{"$isArray": value}, value, []]}
+        last = {"$arrayElemAt": [array, -1]}  # missing for an empty array: equal to no item
+        return Expr({"$cond": [{"$eq": [last, literal(item)]}, array,
+                               {"$concatArrays": [array, [literal(item)]]}]})
 
 
 def bson_safe(value: Any) -> Any:
@@ -320,11 +329,6 @@ def is_finite_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
         value, bool
     ) and math.isfinite(float(value))
-
-
-def active_states() -> list[int]:
-    """States that count towards ``max_evals`` (hyperopt's JOB_VALID_STATES)."""
-    return [State.NEW, State.RUNNING, State.DONE]
 
 
 # -- validation: documents read back may be malformed --------------------------------

@@ -330,6 +330,7 @@ class Worker:
         """
         cfg = self.config
         self.queue.ensure_indexes()
+        self.registry.ensure_indexes()
         gpus = discover_gpus() if cfg.gpus else ()
         gpu_lease = self.store.gpu_lease(self.worker_id, gpus=gpus, count=cfg.gpus, ttl=cfg.lease)
         self._gpu_lease = gpu_lease
@@ -346,10 +347,24 @@ class Worker:
             except PyMongoError as exc:
                 log.warning("could not release the GPU lease (%s); it lapses in %.0f s", describe(exc), cfg.lease)
 
+    def _register(self, device: str) -> None:
+        """Write this worker's record afresh (idle, nothing done, seen now)."""
+        self.registry.register(self.worker_id, host=socket.gethostname(), pid=os.getpid(),
+                               device=device, version=self.config.version)
+
+    def _beat(self, gpu_lease: GpuLease, device: str) -> bool:
+        """The worker's heartbeat: its record, written again if it was deleted (someone
+        cleaned up the ``workers`` collection: not a reason to stop), then the GPU lease;
+        False only when the GPU lease was lost."""
+        if not self.registry.beat(self.worker_id, **self._record()):
+            log.warning("this worker's record in %r was deleted; writing it again", s.WORKERS)
+            self._register(device)
+            self.registry.beat(self.worker_id, **self._record())
+        return gpu_lease.renew()
+
     def _work(self, gpu_lease: GpuLease, device: str) -> int:
         cfg = self.config
-        self.registry.register(self.worker_id, host=socket.gethostname(), pid=os.getpid(),
-                               device=device, version=cfg.version)
+        self._register(device)
         log.info("worker %s ready (run: %s, device: %s)", self.worker_id, cfg.run or "any", device)
         idle_since = time.monotonic()
         poll = cfg.poll_min
@@ -361,8 +376,8 @@ class Worker:
             log.error("this worker's GPU lease was taken over; stopping so a fresh process can lease one")
             self._stop.set()
 
-        beat = Heartbeat(lambda: self.registry.beat(self.worker_id, **self._record()) and gpu_lease.renew(),
-                         cfg.heartbeat, name="worker record and GPU lease", on_lost=gpu_lost)
+        beat = Heartbeat(lambda: self._beat(gpu_lease, device), cfg.heartbeat, name="worker record and GPU lease",
+                         on_lost=gpu_lost)
         with beat:
             while not self._stop.is_set():
                 if cfg.max_jobs is not None and self.jobs_done >= cfg.max_jobs:

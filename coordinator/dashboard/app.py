@@ -42,6 +42,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from pymongo.errors import PyMongoError
 from starlette.applications import Starlette
@@ -117,7 +118,8 @@ def create_app(data: DashboardData, feed: ChangeFeed, *, run: str | None = None,
 
     def home(request: Request) -> Response:
         if run is not None:
-            return RedirectResponse(f"/runs/{run}")
+            # each segment escaped, as the pages' runUrl does
+            return RedirectResponse("/runs/" + quote(run, safe="/"))
         return FileResponse(STATIC / "runs.html", media_type="text/html")
 
     def trials(request: Request) -> dict[str, Any]:

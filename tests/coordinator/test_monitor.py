@@ -668,3 +668,17 @@ def test_plots_mark_pruned_trials(seeded: tuple[str, Database], tmp_path: Path) 
     ax = figure.axes[0]
     assert ax.lines[0].get_linestyle() == "--" and ax.lines[1].get_marker() == "x"
     assert f"pruned at step {pruned[tid]}" in ax.get_legend().get_texts()[0].get_text()
+
+
+@pytest.mark.parametrize("bad_step", [float("nan"), float("inf"), -4, 99, "3"])
+def test_a_malformed_pruned_step_saves_nothing_and_breaks_no_status(db: Database, bad_step: Any) -> None:
+    """A pruned trial whose ``result.pruned_step`` is not a step within the budget (NaN,
+    infinite, negative, past ``max_resource``, a string) counts as pruned and saves no
+    step; the other pruned trials' savings are still summed."""
+    run = f"malformed-step-{uuid.uuid4().hex[:8]}"
+    for tid, step in ((0, 1), (1, bad_step)):
+        db[s.JOBS].insert_one({s.EXP_KEY: run, s.TID: tid, s.STATE: State.DONE,
+                               s.RESULT: {"status": "ok", "loss": 0.5, "pruned": True, "pruned_step": step}})
+    status = monitor.pruning_status(Store(db).view, run, PRUNER.to_document())
+    assert status is not None and status.pruned == 2
+    assert status.steps_saved == PRUNER.max_resource - 1

@@ -140,6 +140,20 @@ def test_trials_inserted_though_the_reply_was_lost_are_inserted_once(db: Databas
     assert sorted(job[s.TID] for job in db.jobs.find({s.EXP_KEY: "r"})) == [0, 1, 2]
 
 
+def test_a_report_written_though_its_reply_was_lost_is_written_once(db: Database) -> None:
+    enqueue(db, "r", 1)
+    store, flaky, _ = _flaky_store(db, 0, methods={"update_one"}, after=True)
+    claim = store.queue.claim("w", exp_key="r")
+    assert claim is not None
+    flaky.failures = 1
+    assert store.queue.report(claim, 1, {"loss": 0.5})
+    assert store.queue.report(claim, 2, {"loss": 0.4})
+    assert store.queue.report(claim, 2, {"loss": 0.3})  # the same step again, other values: kept
+    assert flaky.failed == ["jobs.update_one"]
+    assert db.jobs.find_one({s.TID: 0})[s.METRICS] == [
+        {"step": 1, "loss": 0.5}, {"step": 2, "loss": 0.4}, {"step": 2, "loss": 0.3}]
+
+
 # -- one object from the URL ------------------------------------------------------------------
 
 

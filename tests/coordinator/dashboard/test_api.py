@@ -270,6 +270,15 @@ def test_fixed_run_opens_at_root(seeded: tuple[Database, Seeded]) -> None:
         assert response.status_code == 307 and response.headers["location"] == f"/runs/{RUN}"
 
 
+def test_a_fixed_run_whose_name_needs_escaping_opens_at_root(db: Database) -> None:
+    """Run names are free text: ``#``, ``?`` or ``%`` in one must not end the path (the
+    pages escape each path segment the same way)."""
+    run = "lr 1e-3 #2?x=50%/b"
+    with TestClient(create_app(DashboardData(ReadOnlyView(db)), ChangeFeed(db, use_stream=False), run=run)) as c:
+        response = c.get("/", follow_redirects=False)
+    assert response.headers["location"] == "/runs/lr%201e-3%20%232%3Fx%3D50%25/b"
+
+
 def test_token_is_required_everywhere(seeded: tuple[Database, Seeded]) -> None:
     db, _ = seeded
     app = create_app(DashboardData(ReadOnlyView(db)), ChangeFeed(db, use_stream=False), token="tok-123")
