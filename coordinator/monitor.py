@@ -52,6 +52,9 @@ THROUGHPUT_WINDOW = timedelta(hours=1)
 """Throughput is measured over the trials finished in this window before the latest."""
 WORKER_HORIZON = timedelta(hours=1)
 """Workers not seen for longer than this are left out of the status."""
+EARLIEST = datetime(1, 1, 1)
+"""Before every date a job holds: ``{field: {"$gte": EARLIEST}}`` selects the jobs
+whose ``field`` is a date, as an index range."""
 
 class UnknownRun(UserError):
     """No run of that name; the message lists the runs there are."""
@@ -201,28 +204,41 @@ class Throughput:
     last_finish: datetime | None
 
 
-def throughput(view: ReadOnlyView, run: str, window: timedelta = THROUGHPUT_WINDOW) -> Throughput:
+def throughput(view: ReadOnlyView, run: str, now: datetime, window: timedelta = THROUGHPUT_WINDOW) -> Throughput:
     """Trials finished per hour between the earliest and the latest finish of the
     ``window`` that ends at the latest finish: ``(n - 1) / span`` for ``n`` finishes.
 
     Measuring from the earliest finish in the window (rather than from the window's
     start) gives the right rate for runs younger than the window and for runs that
-    resumed within it.  Reads only ``finished_at`` through the ``run_finished`` index:
-    the latest finish and the finishes of the window.  ``per_hour`` is None until two
-    trials have finished at different times.
+    resumed within it.  Reads only ``finished_at`` through the ``run_finished`` index,
+    and only recent finishes: those of the two windows before ``now`` (server time),
+    which hold the whole window of a run that finished a trial within the last one; for
+    a run idle for longer, the latest finish, then its window.  ``per_hour`` is None
+    until two trials have finished at different times.
     """
-    latest = view.jobs.find_one({s.EXP_KEY: run, s.FINISHED_AT: {"$type": "date"}},
-                           {s.ID: 0, s.FINISHED_AT: 1}, sort=[(s.FINISHED_AT, DESCENDING)])
-    if latest is None:
-        return Throughput(None, 0, None, None)
-    last = latest[s.FINISHED_AT]
-    finishes = [job[s.FINISHED_AT] for job in view.jobs.find(
-        {s.EXP_KEY: run, s.FINISHED_AT: {"$gt": last - window, "$lte": last}},
-        {s.ID: 0, s.FINISHED_AT: 1})]
+    recent = _finishes(view, run, {"$gt": now - 2 * window})
+    if recent:
+        last = max(recent)
+    else:
+        latest = view.jobs.find_one({s.EXP_KEY: run, s.FINISHED_AT: {"$gte": EARLIEST}},
+                                    {s.ID: 0, s.FINISHED_AT: 1}, sort=[(s.FINISHED_AT, DESCENDING)])
+        if latest is None:
+            return Throughput(None, 0, None, None)
+        last = latest[s.FINISHED_AT]
+    if last - window < now - 2 * window or not recent:
+        recent = _finishes(view, run, {"$gt": last - window, "$lte": last})
+    finishes = [at for at in recent if last - window < at <= last]
     start = min(finishes)
     span_h = (last - start).total_seconds() / 3600
     rate = (len(finishes) - 1) / span_h if span_h > 0 else None
     return Throughput(rate, len(finishes), start, last)
+
+
+def _finishes(view: ReadOnlyView, run: str, when: Mapping[str, datetime]) -> list[datetime]:
+    """The ``finished_at`` of the run's jobs in the range ``when`` (a date range, so
+    only dates match, through ``run_finished``)."""
+    return [job[s.FINISHED_AT] for job in view.jobs.find({s.EXP_KEY: run, s.FINISHED_AT: dict(when)},
+                                                          {s.ID: 0, s.FINISHED_AT: 1})]
 
 
 def eta(max_evals: int | None, counts: StateCounts, rate: Throughput) -> timedelta | None:
@@ -399,7 +415,7 @@ def run_status(view: ReadOnlyView, run: str, stale_after: timedelta = STALE_AFTE
                                            s.RUN_SETTINGS: 1}) or {}
     now = view.server_time()
     counts = count_states(view, run)
-    rate = throughput(view, run)
+    rate = throughput(view, run, now)
     max_evals = s.as_int(doc.get(s.RUN_MAX_EVALS))
     return RunStatus(
         run=run, experiment=text(doc.get(s.RUN_EXPERIMENT)), algo=text(doc.get(s.RUN_ALGO)), max_evals=max_evals, now=now,
@@ -568,6 +584,11 @@ class TrialPoint:
     """The step where a pruner stopped the trial (``result.pruned_step``); None if it was not pruned."""
 
 
+TRIAL_POINT_PROJECTION = {s.TID: 1, s.STATE: 1, s.STATUS: 1, s.LOSS: 1, s.PRUNED: 1, s.PRUNED_STEP: 1,
+                          s.VALS: 1}
+"""The fields :func:`trial_points` reads: what the charts plot, nothing else of ``result``."""
+
+
 def trial_points(view: ReadOnlyView, run: str, since: datetime | None = None) -> list[TrialPoint]:
     """Every trial of ``run`` as a :class:`TrialPoint`, by tid; with ``since``, only the
     trials written at or after that server time (``updated_at``, through ``run_updated``)."""
@@ -576,7 +597,7 @@ def trial_points(view: ReadOnlyView, run: str, since: datetime | None = None) ->
     query: dict[str, Any] = {s.EXP_KEY: run}
     if since is not None:
         query[s.UPDATED_AT] = {"$gte": since}
-    found = view.jobs.find(query, {s.TID: 1, s.STATE: 1, s.RESULT: 1, s.VALS: 1}, sort=[(s.TID, ASCENDING)])
+    found = view.jobs.find(query, TRIAL_POINT_PROJECTION, sort=[(s.TID, ASCENDING)])
     for job in found:
         tid = _tid(job, left_out)
         if tid is None:

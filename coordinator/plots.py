@@ -47,6 +47,9 @@ MAX_MATRIX_PARAMS = 8
 """The scatterplot matrix shows at most this many numeric hyperparameters."""
 MIN_IMPORTANCE_TRIALS = 10
 """Importance is not estimated from fewer ok trials than this."""
+IMPORTANCE_SAMPLE = 1000
+"""Importance is estimated from at most this many ok trials (a fixed-seed random sample
+of them), so the forest's fitting time stops growing with the run."""
 LEARNING_CURVE_METRICS = ("val_accuracy", "val_loss")
 """Metrics preferred for learning curves, in order; else the first numeric one."""
 _LOG_DISTRIBUTIONS = {"loguniform", "qloguniform", "lognormal", "qlognormal"}
@@ -498,7 +501,8 @@ def learning_curves_figure(curves: Mapping[int, Sequence[Mapping[str, Any]]],
 
 def importances(points: Sequence[TrialPoint]) -> list[tuple[str, float]]:
     """Hyperparameter importance, least important first: impurity importances of a
-    random forest (scikit-learn, fixed seed) fitted to the loss of the ok trials;
+    random forest (scikit-learn, fixed seed) fitted to the loss of the ok trials (of
+    :data:`IMPORTANCE_SAMPLE` of them, drawn with a fixed seed, when there are more);
     inactive nested values are missing values.
 
     Raises:
@@ -514,6 +518,9 @@ def importances(points: Sequence[TrialPoint]) -> list[tuple[str, float]]:
                       f"the run has {len(ok)}")
     if len(labels) < 2:
         raise Skipped("importance is not meaningful with fewer than two hyperparameters")
+    if len(ok) > IMPORTANCE_SAMPLE:
+        picked = np.random.default_rng(0).choice(len(ok), IMPORTANCE_SAMPLE, replace=False)
+        ok = [ok[k] for k in np.sort(picked)]
     features = np.column_stack([_column(ok, label) for label in labels])
     losses = np.array([p.loss for p in ok], dtype=float)
     forest = RandomForestRegressor(n_estimators=100, min_samples_leaf=2, random_state=0)
@@ -529,7 +536,9 @@ def importance_figure(points: Sequence[TrialPoint], run: str) -> Figure:
     ax = figure.subplots()
     ax.barh([label for label, _ in ranked], [value for _, value in ranked], color="tab:green")
     ax.set_xlabel("importance (random forest, mean decrease in impurity)")
-    ax.set_title(f"run {run}: hyperparameter importance from {len(_ok(points))} ok trials")
+    ok = len(_ok(points))
+    ax.set_title(f"run {run}: hyperparameter importance from {min(ok, IMPORTANCE_SAMPLE)} ok trials"
+                 + (f" (a sample of {ok})" if ok > IMPORTANCE_SAMPLE else ""))
     return figure
 
 

@@ -175,6 +175,8 @@ JOB_INDEXES = [
     IndexModel([(EXP_KEY, ASCENDING), (FINISHED_AT, ASCENDING)], name="run_finished"),
     # a run's pruned trials (status, plain queries)
     IndexModel([(EXP_KEY, ASCENDING), (PRUNED, ASCENDING)], name="run_pruned"),
+    # the dashboard's trial table sorted by loss, a page at a time (ties by tid)
+    IndexModel([(EXP_KEY, ASCENDING), (LOSS, ASCENDING), (TID, ASCENDING)], name="run_loss_tid"),
 ]
 
 # -- curve fields (collection ``curves``) ---------------------------------------------

@@ -20,6 +20,7 @@ Contracts:
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Mapping
@@ -46,14 +47,55 @@ TOP_CURVES = 10
 REREAD_MARGIN = timedelta(seconds=5)
 """An incremental refresh re-reads the trials written this long before the last read
 started, so that a write committed while that read ran is not missed."""
+NUMBER = {"$gte": -math.inf, "$lte": math.inf}
+"""A number (not NaN), as an index range."""
+TEXT = {"$gte": ""}
+"""A string, as an index range (MongoDB compares values of one type only)."""
+
+
+@dataclass(frozen=True)
+class SortKey:
+    """How the trial table sorts on one column.
+
+    A page is read in two parts: the trials that have a value (``has_value``, a query
+    fragment), in ``order``, then the others (``lacks_value``, its complement) in the
+    same order, so trials without a value come last in either direction.  Where
+    ``index`` names a job index, it serves both parts on MongoDB: a page costs the
+    index entries and documents up to its end, whatever the run's size.  Without one,
+    the server sorts the run's matching trials in memory on every page.
+    """
+
+    order: tuple[str, ...]
+    """The fields sorted on, each in the page's direction (``duration`` is computed)."""
+    has_value: dict[str, Any] | None
+    """None: every trial has a value (no second part)."""
+    lacks_value: dict[str, Any] | None
+    """The trials ``has_value`` leaves out (no value, or one of another type)."""
+    index: str | None
+    """The job index (:data:`jobstore.schema.JOB_INDEXES`) that serves the sort, if any."""
+
+
+def _sort_key(field: str, kind: dict[str, Any], index: str | None, *, tid_ties: bool = True) -> SortKey:
+    return SortKey((field, s.TID) if tid_ties else (field,), {field: kind}, {field: {"$not": kind}}, index)
+
+
+_DATES = {"$gte": monitor.EARLIEST}
 TRIAL_SORTS = {
-    "tid": s.TID, "state": s.STATE, "loss": s.LOSS, "attempts": s.ATTEMPTS,
-    "worker": s.OWNER, "finished_at": s.FINISHED_AT, "duration": "duration", "pruned_step": s.PRUNED_STEP,
+    "tid": SortKey((s.TID,), None, None, "run_tid"),
+    "state": SortKey((s.STATE, s.TID), None, None, "run_state_tid"),
+    "loss": _sort_key(s.LOSS, NUMBER, "run_loss_tid"),
+    "finished_at": _sort_key(s.FINISHED_AT, _DATES, "run_finished", tid_ties=False),
+    "attempts": _sort_key(s.ATTEMPTS, NUMBER, None),
+    "worker": _sort_key(s.OWNER, TEXT, None),
+    "duration": SortKey(("duration", s.TID), {s.STARTED_AT: _DATES, s.FINISHED_AT: _DATES},
+                        {"$or": [{s.STARTED_AT: {"$not": _DATES}}, {s.FINISHED_AT: {"$not": _DATES}}]}, None),
+    "pruned_step": _sort_key(s.PRUNED_STEP, NUMBER, None),
 }
-"""The trial table's sort keys and the fields they sort on (``duration`` is
-started_at -> finished_at, computed by the server).  ``tid`` follows the ``run_tid``
-index; the others sort the run's matching trials in the server's memory (index keys
-and a few fields each), trials without the value last, ties by tid."""
+"""The trial table's sort keys.  ``tid``, ``state``, ``loss`` and ``finished_at`` are
+served by an index (``finished_at`` ties, and the unfinished trials, in that index's
+order; the others' ties by tid in the page's direction); ``attempts``, ``worker``,
+``duration`` (started_at -> finished_at) and ``pruned_step`` are sorted in the server's
+memory, a cost that grows with the run (see docs/monitoring.md)."""
 STATE_NAMES = {state.name.lower(): state for state in State}
 PRUNER_KEY_SETTINGS = {
     "median": ("warmup_steps", "startup_trials", "max_resource"),
@@ -113,8 +155,9 @@ class DashboardData:
         throughput, ETA, and the pruner (``pruner``: the run's ``settings.pruner``, None
         without one; ``pruner_text``: see :func:`pruner_text`)."""
         result = []
+        now = self.view.server_time()
         for overview in monitor.list_runs(self.view):
-            rate = monitor.throughput(self.view, overview.run)
+            rate = monitor.throughput(self.view, overview.run, now)
             eta = monitor.eta(overview.max_evals, overview.counts, rate)
             result.append({
                 "run": overview.run, "experiment": overview.experiment, "algo": overview.algo,
@@ -227,9 +270,10 @@ class DashboardData:
 
     def importance(self, run: str) -> dict[str, Any]:
         """Hyperparameter importance (see :func:`coordinator.plots.importances`), or the
-        reason there is none; ``ok`` is the number of ok trials it was fitted on.  The
-        forest costs seconds on a large run, so it is refitted at most every
-        :data:`IMPORTANCE_EVERY_S` seconds, and only when the run has new ok trials."""
+        reason there is none; ``ok`` is the run's number of ok trials (the forest is fitted
+        to at most :data:`coordinator.plots.IMPORTANCE_SAMPLE` of them).  A fit costs
+        about a second, so it is refitted at most every :data:`IMPORTANCE_EVERY_S`
+        seconds, and only when the run has new ok trials."""
         name = self.require_run(run)
         points = self.points(name)
         ok = len(plots.ok_points(points))
@@ -256,7 +300,8 @@ class DashboardData:
         (:func:`coordinator.monitor.trial_row`; ``pruned_step`` set for the trials a
         pruner stopped), filtered by state names, worker and whether a pruner stopped
         the trial (``pruned``: True only those, False all others), sorted by a key of
-        :data:`TRIAL_SORTS` (ties by tid), with the number of trials that match.
+        :data:`TRIAL_SORTS` (trials without the value last), with the number of trials
+        that match.
 
         Raises:
             BadQuery: an unknown state or sort key, a negative offset, or a limit
@@ -277,23 +322,30 @@ class DashboardData:
             match[s.OWNER] = worker
         if pruned is not None:
             match[s.PRUNED] = True if pruned else {"$ne": True}
-        direction = DESCENDING if descending else ASCENDING
-        pipeline: list[dict[str, Any]] = [{"$match": match}]
         key = TRIAL_SORTS[sort]
-        order: dict[str, int] = {key: direction}
-        if sort == "duration":
-            pipeline.append({"$addFields": {key: {"$subtract": ["$" + s.FINISHED_AT, "$" + s.STARTED_AT]}}})
-        if sort != "tid":
-            # trials without the value (no loss yet, not finished) last in either direction
-            pipeline.append({"$addFields": {"_unsorted": {"$cond": [
-                {"$in": [{"$type": "$" + key}, ["missing", "null"]]}, 1, 0]}}})
-            order = {"_unsorted": ASCENDING, key: direction, s.TID: ASCENDING}
-        pipeline += [{"$sort": order}, {"$skip": offset}, {"$limit": limit},
-                     {"$project": monitor.TRIAL_ROW_PROJECTION}]
-        rows = [monitor.trial_row(job, tid) for job in self.view.jobs.aggregate(pipeline)
-                if (tid := s.as_int(job.get(s.TID))) is not None]
+        direction = DESCENDING if descending else ASCENDING
+        order = {field: direction for field in key.order}
+        if key.has_value is None or key.lacks_value is None:
+            jobs = self._page(match, order, offset, limit)
+        else:
+            has_value = _both(match, key.has_value)
+            jobs = self._page(has_value, order, offset, limit)
+            if len(jobs) < limit:
+                valued = offset + len(jobs) if jobs else self.view.jobs.count(has_value)
+                jobs += self._page(_both(match, key.lacks_value), order, max(offset - valued, 0), limit - len(jobs))
+        rows = [monitor.trial_row(job, tid) for job in jobs if (tid := s.as_int(job.get(s.TID))) is not None]
         return {"total": self.view.jobs.count(match), "offset": offset, "limit": limit,
                 "sort": sort, "descending": descending, "rows": rows}
+
+    def _page(self, match: dict[str, Any], order: dict[str, int], skip: int, limit: int) -> list[dict[str, Any]]:
+        """Jobs ``skip`` to ``skip + limit`` of those matching ``match`` in ``order``,
+        projected to what a row shows."""
+        pipeline: list[dict[str, Any]] = [{"$match": match}]
+        if "duration" in order:
+            pipeline.append({"$addFields": {"duration": {"$subtract": ["$" + s.FINISHED_AT, "$" + s.STARTED_AT]}}})
+        pipeline += [{"$sort": order}, {"$skip": skip}, {"$limit": limit},
+                     {"$project": monitor.TRIAL_ROW_PROJECTION}]
+        return self.view.jobs.aggregate(pipeline)
 
     def errors(self, run: str, offset: int = 0, limit: int = 20) -> dict[str, Any]:
         """A page of the run's error trials, latest tid first, with type, reason,
@@ -349,6 +401,12 @@ class DashboardData:
             "timeline": [{"event": event, "at": iso(at)} for event, at in timeline if at is not None],
             "metrics": entries, "error": _error(job) if job.get(s.ERROR) is not None else None,
         }
+
+
+def _both(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """A query matching both ``a`` and ``b``: one document where their fields differ
+    (what every server turns into index bounds), else ``$and``."""
+    return {**a, **b} if not a.keys() & b.keys() else {"$and": [a, b]}
 
 
 def pruner_text(settings: Mapping[str, Any] | None) -> str:

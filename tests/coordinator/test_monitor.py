@@ -256,6 +256,22 @@ def test_run_status_values(seeded: tuple[str, Database]) -> None:
     assert by_id["node-c:103"].current == {"exp_key": RUN, "tid": live_tid}
 
 
+@pytest.mark.parametrize("idle_h", [0.25, 1.5, 30.0])
+def test_throughput_is_the_hour_before_the_latest_finish_however_long_ago(db: Database, idle_h: float) -> None:
+    """Read from the recent finishes while the run is active, from the latest finish's
+    window once it has been idle for longer than the window, or twice as long."""
+    now = server_time(db)
+    last = now - timedelta(hours=idle_h)
+    finishes = [last - timedelta(minutes=10 * k) for k in range(19)]  # every 10 minutes for 3 hours
+    db[s.JOBS].insert_many([{s.EXP_KEY: "r", s.TID: k, s.FINISHED_AT: at} for k, at in enumerate(finishes)]
+                           + [{s.EXP_KEY: "r", s.TID: 99, s.FINISHED_AT: "not a date"},
+                              {s.EXP_KEY: "other", s.TID: 0, s.FINISHED_AT: now}])
+    rate = monitor.throughput(Store(db).view, "r", now)
+    window = [at for at in finishes if at > last - monitor.THROUGHPUT_WINDOW]
+    assert (rate.last_finish, rate.window_start, rate.window_trials) == (last, min(window), len(window))
+    assert rate.per_hour == pytest.approx((len(window) - 1) / ((last - min(window)).total_seconds() / 3600))
+
+
 def test_list_runs(seeded: tuple[str, Database]) -> None:
     _, db = seeded
     overview = {r.run: r for r in monitor.list_runs(Store(db).view)}

@@ -10,6 +10,7 @@ import math
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -20,9 +21,12 @@ from starlette.testclient import TestClient
 
 from coordinator.dashboard.app import COOKIE, create_app
 from coordinator.dashboard import data as dashboard_data
-from coordinator.dashboard.data import MAX_PAGE, TOP_CURVES, DashboardData
+from coordinator.dashboard import live
+from coordinator.dashboard.data import MAX_PAGE, TOP_CURVES, TRIAL_SORTS, DashboardData
 from coordinator.dashboard.live import ANY_RUN_KEY, POLLING, STREAM, WORKERS_KEY, ChangeFeed
 from jobstore import schema as s
+from jobstore.retry import DatabaseOutage
+from jobstore.schema import State
 from jobstore.view import ReadOnlyView
 from jobstore.queue import JobQueue
 from jobstore.workers import WorkerRegistry
@@ -199,6 +203,29 @@ def test_trial_table_sorts_filters_and_pages(client: TestClient, seeded: tuple[D
     assert known == sorted(known, reverse=True) and durations[len(known):] == [None] * (total - len(known))
 
 
+def test_table_pages_hold_every_trial_once_in_order(db: Database) -> None:
+    """Each sort reads the trials with a value, then those without (none yet, or a
+    malformed value): pages of any size meet at that seam without losing a trial."""
+    sd = seed(db, done=6, errors=1, new=2)
+    junk = min(sd.done)
+    db[s.JOBS].update_one({s.EXP_KEY: RUN, s.TID: junk}, {"$set": {s.LOSS: "abc", s.ATTEMPTS: "x"}})
+    data = DashboardData(ReadOnlyView(db))
+    tids = sorted(job[s.TID] for job in db[s.JOBS].find({s.EXP_KEY: RUN}))
+    for sort in TRIAL_SORTS:
+        for descending in (False, True):
+            for size in (1, 3, len(tids)):
+                pages = [data.trial_page(RUN, sort=sort, descending=descending, offset=offset, limit=size)
+                         for offset in range(0, len(tids) + size, size)]
+                rows = [row for page in pages for row in page["rows"]]
+                assert sorted(r["tid"] for r in rows) == tids, (sort, descending, size)
+                assert {page["total"] for page in pages} == {len(tids)}
+    by_loss = [r["loss"] for r in data.trial_page(RUN, sort="loss", limit=MAX_PAGE)["rows"]]
+    losses = sorted(loss for tid, loss in sd.done.items() if tid != junk)
+    assert by_loss == losses + [None] * (len(tids) - len(losses)), "the malformed loss is among those without one"
+    worst = [r["loss"] for r in data.trial_page(RUN, sort="loss", descending=True, limit=MAX_PAGE)["rows"]]
+    assert worst == losses[::-1] + [None] * (len(tids) - len(losses))
+
+
 def test_importance_is_refitted_at_most_every_interval(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     seed(db, done=12, errors=0, new=2)
     data = DashboardData(ReadOnlyView(db))
@@ -333,6 +360,62 @@ def test_feed_sees_a_trial_finish_and_a_worker_write(mongo_server_url: str, use_
     finally:
         client.drop_database(db.name)
         client.close()
+
+
+def test_polling_sees_states_and_stale_workers_not_heartbeats(db: Database) -> None:
+    """Heartbeats rewrite ``updated_at`` and ``last_seen`` every few seconds: were they
+    changes, every open page would re-read the run that often."""
+    seed(db, done=2, errors=0, new=2)
+    queue, registry = JobQueue(db), WorkerRegistry(db)
+    claim = queue.claim(LIVE_WORKER, exp_key=RUN)
+    assert claim is not None
+    current = {"exp_key": RUN, "tid": claim.tid}
+    registry.update(LIVE_WORKER, status="busy", current=current)
+    feed = ChangeFeed(db, poll_interval_s=0.2, use_stream=False, stale_after=timedelta(seconds=5))
+    keys = (RUN, WORKERS_KEY, ANY_RUN_KEY)
+    for key in keys:
+        feed.version(key)
+    feed.start()
+    try:
+        beats = time.monotonic() + 3.0  # some 15 polls
+        while time.monotonic() < beats:
+            assert queue.heartbeat(claim) and registry.beat(LIVE_WORKER, status="busy", current=current)
+            time.sleep(0.3)
+        assert {key: feed.version(key) for key in keys} == {key: 0 for key in keys}, "a heartbeat counted as a change"
+        wait_for(lambda: feed.version(WORKERS_KEY) > 0, WAIT_S, "the feed to see the worker go stale")
+        assert feed.version(RUN) == 0
+        assert queue.finish(claim, State.DONE, {"status": "ok", "loss": 0.5}, elapsed_s=0.1)
+        wait_for(lambda: feed.version(RUN) > 0 and feed.version(ANY_RUN_KEY) > 0, WAIT_S, "the feed to see the finish")
+    finally:
+        feed.stop()
+
+
+def test_polling_rides_out_an_outage(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Database errors, an outage past the store's limit included, are waited out;
+    anything else takes the process down (tests/coordinator/dashboard/test_cli.py)."""
+    seed(db, done=1, errors=0, new=2)
+    died: list[BaseException] = []
+    monkeypatch.setattr(live, "die", lambda thread, exc, **kwargs: died.append(exc))
+    real = ChangeFeed.signature
+    failures: list[Exception] = [DatabaseOutage("injected: outage"), pymongo.errors.AutoReconnect("injected")]
+
+    def signature(feed: ChangeFeed, key: str) -> Any:
+        if failures:
+            raise failures.pop(0)
+        return real(feed, key)
+
+    monkeypatch.setattr(ChangeFeed, "signature", signature)
+    feed = ChangeFeed(db, poll_interval_s=0.2, use_stream=False)
+    feed.version(RUN)
+    feed.start()
+    try:
+        wait_for(lambda: not failures, WAIT_S, "the feed to poll through the outage")
+        time.sleep(1.0)  # the poller has its first reading
+        finish_next(db)
+        wait_for(lambda: feed.version(RUN) > 0, WAIT_S, "the feed to see the finish after the outage")
+    finally:
+        feed.stop()
+    assert died == []
 
 
 def test_feed_falls_back_to_polling_without_change_streams(seeded: tuple[Database, Seeded]) -> None:
