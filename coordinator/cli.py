@@ -238,7 +238,8 @@ def retrain(
     with user_errors():
         register_objectives(objective)
         url = database_url(mongo, local_dir, "hpo-coord retrain", ctx.call_on_close)
-        best = best_configuration(Store.open(url, mongo_password_file, timeout_s=connect_timeout), run)
+        with Store.open(url, mongo_password_file, timeout_s=connect_timeout) as store:
+            best = best_configuration(store, run)
         experiment = get_experiment(best.experiment)
         if experiment.retrain is None:
             fail(f"experiment {experiment.name!r} does not support retraining")

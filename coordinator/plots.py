@@ -215,7 +215,8 @@ def histogram_figure(values: Mapping[str, Sequence[float]], infos: Mapping[str, 
 # -- run figures --------------------------------------------------------------------
 
 
-def _ok(points: Sequence[TrialPoint]) -> list[TrialPoint]:
+def ok_points(points: Sequence[TrialPoint]) -> list[TrialPoint]:
+    """The trials that finished with status ok (those with a loss)."""
     return [p for p in points if p.loss is not None]
 
 
@@ -238,7 +239,7 @@ def loss_series(points: Sequence[TrialPoint]) -> LossSeries:
     Raises:
         Skipped: no trial has finished with status ok.
     """
-    ok = _ok(points)
+    ok = ok_points(points)
     if not ok:
         raise Skipped("no trial has finished with status ok yet")
     losses = np.array([p.loss for p in ok], dtype=float)
@@ -288,11 +289,6 @@ def _column(points: Sequence[TrialPoint], label: str) -> np.ndarray:
     return np.array([p.vals.get(label, np.nan) for p in points], dtype=float)
 
 
-def ok_points(points: Sequence[TrialPoint]) -> list[TrialPoint]:
-    """The trials that finished with status ok (those with a loss)."""
-    return _ok(points)
-
-
 def matrix_labels(points: Sequence[TrialPoint], infos: Mapping[str, ParamInfo]) -> list[str]:
     """The numeric hyperparameters the scatterplot matrix shows: the
     :data:`MAX_MATRIX_PARAMS` most often active among the ok trials.
@@ -300,7 +296,7 @@ def matrix_labels(points: Sequence[TrialPoint], infos: Mapping[str, ParamInfo]) 
     Raises:
         Skipped: no ok trial has a numeric hyperparameter.
     """
-    ok = _ok(points)
+    ok = ok_points(points)
     labels = _numeric_labels(ok, infos)
     if not ok or not labels:
         raise Skipped("no ok trial with a numeric hyperparameter")
@@ -313,14 +309,14 @@ def matrix_labels(points: Sequence[TrialPoint], infos: Mapping[str, ParamInfo]) 
 def top_trials(points: Sequence[TrialPoint], n: int) -> list[int]:
     """The tids of the ``n`` ok trials with the lowest loss, best first (whose learning
     curves are drawn)."""
-    return [p.tid for p in sorted(_ok(points), key=lambda p: float(p.loss or 0.0))[:n]]
+    return [p.tid for p in sorted(ok_points(points), key=lambda p: float(p.loss or 0.0))[:n]]
 
 
 def scatter_matrix_figure(points: Sequence[TrialPoint], infos: Mapping[str, ParamInfo],
                           run: str) -> Figure:
     """The scatterplot matrix of numeric hyperparameters, coloured by loss; the
     diagonal shows loss against each hyperparameter (as in hyperopt's tutorial)."""
-    ok = _ok(points)
+    ok = ok_points(points)
     labels = matrix_labels(points, infos)
     losses = np.array([p.loss for p in ok], dtype=float)
     norm = _loss_norm(losses)
@@ -363,7 +359,7 @@ def parallel_figure(points: Sequence[TrialPoint], infos: Mapping[str, ParamInfo]
     its range; log scale for log distributions) and the loss, coloured by loss, the
     best drawn on top.  A nested hyperparameter that was inactive is drawn at an
     "inactive" mark below its axis."""
-    ok = sorted(_ok(points), key=lambda p: -float(p.loss or 0.0))
+    ok = sorted(ok_points(points), key=lambda p: -float(p.loss or 0.0))
     labels = sorted({label for p in ok for label in p.vals})
     if not ok or not labels:
         raise Skipped("no ok trial with hyperparameters")
@@ -511,7 +507,7 @@ def importances(points: Sequence[TrialPoint]) -> list[tuple[str, float]]:
     """
     from sklearn.ensemble import RandomForestRegressor
 
-    ok = _ok(points)
+    ok = ok_points(points)
     labels = sorted({label for p in ok for label in p.vals})
     if len(ok) < MIN_IMPORTANCE_TRIALS:
         raise Skipped(f"importance needs at least {MIN_IMPORTANCE_TRIALS} ok trials, "
@@ -536,7 +532,7 @@ def importance_figure(points: Sequence[TrialPoint], run: str) -> Figure:
     ax = figure.subplots()
     ax.barh([label for label, _ in ranked], [value for _, value in ranked], color="tab:green")
     ax.set_xlabel("importance (random forest, mean decrease in impurity)")
-    ok = len(_ok(points))
+    ok = len(ok_points(points))
     ax.set_title(f"run {run}: hyperparameter importance from {min(ok, IMPORTANCE_SAMPLE)} ok trials"
                  + (f" (a sample of {ok})" if ok > IMPORTANCE_SAMPLE else ""))
     return figure

@@ -46,12 +46,16 @@ every rung it reached (asha, hyperband).  :class:`AttemptCurves` is the
   them, updates do not, and every later write of them sets it.
 * **Fencing**: a score is recorded only by the holder of the job's lease.  The worker
   records after its fenced metrics write succeeded; the record then checks the lease
-  again and removes its own scores if it was lost meanwhile, and the queue removes a
-  job's scores whenever the job goes back to the queue (:meth:`CurveStore.forget`), so
-  an attempt that lost its claim leaves nothing that counts, and a requeued trial
-  starts its history again.  (The one gap: a holder that dies between writing a score
-  and checking its lease, after its job was requeued, leaves that score until the
-  trial's next attempt records its first one, which removes scores of other attempts.)
+  again and removes its own scores if it was lost meanwhile.  Whenever the queue gives
+  a job back (requeued or released), it then removes the departing attempt's scores,
+  those recorded under its lease token (:meth:`CurveStore.forget`), and no others: the
+  job may already be held, and scored, by its next attempt, whose scores count.  So an
+  attempt that lost its claim leaves nothing that counts (a record that lands before
+  the removal is removed by it; one that lands after finds the lease gone and removes
+  itself), and a requeued trial starts its history again.  (The one gap: a holder that
+  dies between writing a score and checking its lease, after its job was requeued and
+  its scores removed, leaves that score until the trial's next attempt records its
+  first one, which removes scores of other attempts, :meth:`CurveStore.forget_others`.)
 * Every operation is retried through the store's :class:`RetryPolicy` while the
   database is away; records are idempotent (an upsert keyed by attempt, step and
   rung), so a retried record counts once.
@@ -161,10 +165,17 @@ class CurveStore:
                 del self._runs[next(iter(self._runs))]
             return scores
 
-    def forget(self, exp_key: Any, tid: Any, *, keep_token: str | None = None) -> None:
-        """Remove the trial's scores (those of other attempts than ``keep_token``'s)."""
+    def forget(self, exp_key: Any, tid: Any, token: Any) -> None:
+        """Remove the scores attempt ``token`` of the trial recorded, and no other's: a
+        job that went back to the queue may already be held, and scored, by its next
+        attempt."""
+        self._remove({s.CURVE_EXP_KEY: exp_key, s.CURVE_TID: tid, s.CURVE_TOKEN: token}, None,
+                     f"removing the pruning scores of an attempt at trial {tid}")
+
+    def forget_others(self, exp_key: Any, tid: Any, keep_token: str) -> None:
+        """Remove the trial's scores recorded by other attempts than ``keep_token``'s."""
         self._remove({s.CURVE_EXP_KEY: exp_key, s.CURVE_TID: tid}, keep_token,
-                     f"removing the pruning scores of trial {tid}")
+                     f"removing the pruning scores that earlier attempts at trial {tid} left")
 
     def complete(self, exp_key: Any, tid: Any, token: str) -> None:
         """Mark the attempt's scores as those of a completed trial."""
@@ -300,7 +311,7 @@ class AttemptCurves:
         if math.isnan(score):
             return
         if self._first:  # left behind by an earlier attempt that died mid-record
-            self._store.forget(self._exp_key, self._tid, keep_token=self._token)
+            self._store.forget_others(self._exp_key, self._tid, self._token)
             self._first = False
         key = {s.CURVE_EXP_KEY: self._exp_key, s.CURVE_TID: self._tid, s.CURVE_TOKEN: self._token, **where}
         update = [{"$set": {s.CURVE_SCORE: s.literal(score), s.CURVE_REMOVED: False, s.CURVE_CHANGED: "$$NOW",
@@ -308,6 +319,5 @@ class AttemptCurves:
         self._store.retry(lambda: self._store.curves.update_one(key, update, upsert=True),
                           "recording a pruning score")
         if not self._holds():
-            mine = {s.CURVE_EXP_KEY: self._exp_key, s.CURVE_TID: self._tid, s.CURVE_TOKEN: self._token}
-            self._store._remove(mine, None, "removing a lost attempt's scores")
+            self._store.forget(self._exp_key, self._tid, self._token)
             self.lost = True

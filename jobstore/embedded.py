@@ -89,8 +89,10 @@ def _alive(pid: int) -> bool:
 
 def recorded_server(record: Path, timeout: float = 2.0, *, check: bool = True) -> ServerRecord | None:
     """The server that ``record`` names, if that file is readable and (with ``check``)
-    the server answers a ping within ``timeout`` seconds; None otherwise (no file, a
-    malformed one, a server that has gone)."""
+    that server answers on the recorded port within ``timeout`` seconds, as the recorded
+    process (its ``serverStatus`` pid; one that requires authentication tells only that
+    it answers); None otherwise (no file, a malformed one, a server that has gone, or
+    another program answering on a stale record's port)."""
     try:
         data = json.loads(record.read_text())
         found = ServerRecord(port=int(data["port"]), pid=int(data["pid"]), owner=int(data["owner"]))
@@ -101,12 +103,12 @@ def recorded_server(record: Path, timeout: float = 2.0, *, check: bool = True) -
     client: pymongo.MongoClient = pymongo.MongoClient(found.url, serverSelectionTimeoutMS=int(timeout * 1000),
                                                       directConnection=True)
     try:
-        client.admin.command("ping")
+        ours = _answers_as(client, found.pid)
     except PyMongoError:
         return None
     finally:
         client.close()
-    return found
+    return found if ours else None
 
 
 def _answers_as(client: pymongo.MongoClient, pid: int) -> bool:

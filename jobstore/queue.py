@@ -396,7 +396,7 @@ class JobQueue:
         if not self.retry(lambda: self.jobs.update_one(self._held(claim), update).matched_count == 1,
                           f"returning trial {claim.job.get(s.TID)} to the queue"):
             return False
-        self.curves.forget(claim.exp_key, claim.job.get(s.TID))
+        self.curves.forget(claim.exp_key, claim.job.get(s.TID), claim.token)
         return True
 
     # -- lost and malformed jobs ----------------------------------------------------------
@@ -466,7 +466,7 @@ class JobQueue:
                 outcome.failed.append(key)
                 log.error("run %r trial %d failed: %s", key[0], key[1], message)
         elif self.jobs.update_one(condition, stamped(_BACK_TO_NEW)).modified_count:
-            self.curves.forget(job.get(s.EXP_KEY), job[s.TID])
+            self.curves.forget(job.get(s.EXP_KEY), job[s.TID], job[s.LEASE]["token"])
             outcome.requeued.append(key)
             log.warning(
                 "run %r trial %d: worker %s stopped heartbeating; job requeued "

@@ -87,8 +87,8 @@ def test_the_copy_answers_as_the_list_does(db: Database) -> None:
 def test_every_query_uses_an_index(db: Database) -> None:
     store = CurveStore(db, s.JOBS, RetryPolicy())
     store.ensure_indexes()
-    trial = {s.CURVE_EXP_KEY: "r", s.CURVE_TID: 1}  # forget
-    attempt = {**trial, s.CURVE_TOKEN: "t"}  # complete, a lost attempt's removal
+    trial = {s.CURVE_EXP_KEY: "r", s.CURVE_TID: 1}  # forget_others
+    attempt = {**trial, s.CURVE_TOKEN: "t"}  # complete, forget
     score = {**attempt, s.CURVE_STEP: None, s.CURVE_RUNG: 0, s.CURVE_BRACKET: 0}  # a record's upsert
     for query, index in ((population_query("r", ("step", 3)), "run_complete_step_score"),
                          (population_query("r", ("rung", 0, 2)), "run_bracket_rung_score"),
@@ -204,7 +204,7 @@ def test_a_copy_kept_through_concurrent_writes_ends_as_a_fresh_read(db: Database
                     if step == 1:
                         attempt.record_rung(0, 0, score)
                 if i % 3 == 0:
-                    queue.curves.forget("r", tid)
+                    queue.curves.forget("r", tid, token)
                 else:
                     queue.curves.complete("r", tid, token)
         except Exception as exc:  # noqa: BLE001 - reported by the main thread
@@ -338,3 +338,44 @@ def test_decisions_through_the_store_equal_optuna_s(cfg: PrunerSettings, db: Dat
         trials.close()
     assert ours == theirs
     assert any(pruned for _, _, pruned in ours)  # the comparison did test some pruning
+
+
+class _ThenClaimed:
+    """``queue.jobs``, but each update that gives the job back to the queue lets another
+    worker claim it and record a score before the queue goes on: the next attempt
+    arriving between the requeue and the removal of the departing attempt's scores."""
+
+    def __init__(self, queue: JobQueue, other: JobQueue) -> None:
+        self._jobs = queue.jobs
+        self._other = other
+        self.next: Claim | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._jobs, name)
+
+    def update_one(self, *args: Any, **kwargs: Any) -> Any:
+        done = self._jobs.update_one(*args, **kwargs)
+        if self.next is None and self._jobs.count_documents({s.STATE: State.NEW}):
+            self.next = self._other.claim("next", lease_s=30)
+            assert self.next is not None
+            claim = self.next
+            self._other.curves.attempt("r", claim.tid, claim.token,
+                                       holds=lambda: self._other.holds(claim)).record_rung(0, 0, 0.9)
+        return done
+
+
+@pytest.mark.parametrize("give_back", ["requeue", "release"])
+def test_giving_a_job_back_keeps_the_next_attempt_s_scores(db: Database, other_db: Database,
+                                                           give_back: str) -> None:
+    queue = _queue(db, 1)
+    first = queue.claim("a", lease_s=30)
+    assert first is not None
+    queue.curves.attempt("r", first.tid, first.token, holds=lambda: queue.holds(first)).record_rung(0, 0, 0.5)
+    jobs = _ThenClaimed(queue, JobQueue(other_db))
+    queue.jobs = jobs  # type: ignore[assignment]
+    if give_back == "requeue":
+        assert queue.requeue_expired(server_time(db) + timedelta(seconds=60)).requeued == [("r", first.tid)]
+    else:
+        assert queue.release(first)
+    assert jobs.next is not None and jobs.next.tid == first.tid
+    assert [(d[s.CURVE_TOKEN], d[s.CURVE_SCORE]) for d in db[s.CURVES].find(LIVE)] == [(jobs.next.token, 0.9)]

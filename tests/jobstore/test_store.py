@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from pymongo.database import Database
-from pymongo.errors import AutoReconnect, OperationFailure
+from pymongo.errors import AutoReconnect, InvalidOperation, OperationFailure
 
 from jobstore import schema as s
 from jobstore.connection import PASSWORD_FILE_ENV, URL_ENV
@@ -17,6 +17,7 @@ from jobstore.errors import CoordinatorBusy
 from jobstore.retry import DatabaseOutage, RetryPolicy
 from jobstore.schema import State
 from jobstore.store import Store
+from jobstore.trials import MongoTrials
 from tests.support.flaky import FlakyDatabase
 from tests.support.jobs import enqueue
 
@@ -123,7 +124,8 @@ def test_a_coordinator_lease_taken_though_its_reply_was_lost_is_kept(db: Databas
 
 
 def test_a_gpu_lease_taken_though_its_reply_was_lost_is_kept(db: Database) -> None:
-    from jobstore.gpu_lease import Gpu, held_leases
+    from jobstore.gpu_lease import Gpu
+    from tests.jobstore.test_gpu_lease import held_leases
 
     store, flaky, _ = _flaky_store(db, 0, methods={"update_one"}, after=True, collections={"gpu_leases"})
     lease = store.gpu_lease("w", gpus=[Gpu(0, "GPU-a", "test", None)], host="h")
@@ -170,6 +172,31 @@ def test_hyperopts_url_names_the_collection_too(db: Database, mongo_server_url: 
     host = mongo_server_url.split("://", 1)[1].rstrip("/")
     store = Store.open(f"mongo://{host}/{db.name}/trials_b")
     assert store.queue.jobs.full_name == f"{db.name}.trials_b"
+
+
+def test_a_store_closes_the_client_it_opened_and_only_that(db: Database, db_url: str) -> None:
+    with Store.open(db_url) as store:
+        limited = store.with_outage_limit(5)
+        limited.close()  # shares the connection, does not own it
+        assert store.server_time()
+        Store(db).close()  # the caller's client stays the caller's
+        assert db.command("ping")["ok"]
+    with pytest.raises(InvalidOperation):
+        store.db.command("ping")
+    with pytest.raises(InvalidOperation):
+        limited.db.command("ping")
+    store.close()  # idempotent
+
+
+def test_trials_opened_from_a_url_close_their_connection(db: Database, db_url: str) -> None:
+    with MongoTrials(db_url, exp_key="r") as trials:
+        view = trials.view(exp_key="other")
+    with pytest.raises(InvalidOperation):
+        trials.db.command("ping")
+    with pytest.raises(InvalidOperation):
+        view.db.command("ping")
+    MongoTrials(db, exp_key="r").close()  # the caller's database stays open
+    assert db.command("ping")["ok"]
 
 
 def test_child_processes_get_the_password_file_through_the_environment(
