@@ -360,10 +360,20 @@ class PruningStatus:
     ``max_resource`` counts as none); None when the settings have no usable ``max_resource``."""
 
 
-def pruning_status(view: ReadOnlyView, run: str, settings: Any) -> PruningStatus | None:
-    """The run's :class:`PruningStatus`; None when it has no pruner.  One aggregation
-    over the run's pruned trials only (index ``run_pruned``)."""
+def run_pruner(doc: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A run document's ``settings.pruner`` as plain values; None when the run has no
+    pruner (absent, null, not a document, or kind ``none``)."""
+    settings = _mapping(doc.get(s.RUN_SETTINGS)).get(s.RUN_PRUNER)
     if not isinstance(settings, Mapping) or settings.get("kind") in (None, "none"):
+        return None
+    return plain(settings)
+
+
+def pruning_status(view: ReadOnlyView, run: str, settings: dict[str, Any] | None) -> PruningStatus | None:
+    """The run's :class:`PruningStatus` under ``settings`` (see :func:`run_pruner`); None
+    when it has no pruner.  One aggregation over the run's pruned trials only (index
+    ``run_pruned``)."""
+    if settings is None:
         return None
     budget = s.as_int(settings.get("max_resource"))
     if budget is not None and budget < 1:
@@ -378,7 +388,7 @@ def pruning_status(view: ReadOnlyView, run: str, settings: Any) -> PruningStatus
     pipeline = [{"$match": {s.EXP_KEY: run, s.PRUNED: True}}, {"$group": group}]
     row = next(iter(view.jobs.aggregate(pipeline)), {"n": 0, "saved": 0})
     saved = None if budget is None else int(row["saved"])
-    return PruningStatus(dict(settings), int(row["n"]), saved)
+    return PruningStatus(settings, int(row["n"]), saved)
 
 
 @dataclass
@@ -412,7 +422,7 @@ def run_status(view: ReadOnlyView, run: str, stale_after: timedelta = STALE_AFTE
         counts=counts, best=best_trial(view, run), throughput=rate,
         eta=eta(max_evals, counts, rate), stale=stale_jobs(view, run, now, stale_after),
         workers=workers(view, now, stale_after),
-        pruning=pruning_status(view, run, _mapping(doc.get(s.RUN_SETTINGS)).get(s.RUN_PRUNER)),
+        pruning=pruning_status(view, run, run_pruner(doc)),
     )
 
 
@@ -427,13 +437,17 @@ class RunOverview:
     max_evals: int | None
     counts: StateCounts
     best_loss: float | None
+    pruner: dict[str, Any] | None = None
+    """The run document's ``settings.pruner`` (see ``objectives.pruning.PrunerSettings``);
+    None when the run has no pruner (absent, null, not a document, or kind ``none``)."""
 
 
 def list_runs(view: ReadOnlyView) -> list[RunOverview]:
     """Every run with its counts by state and best loss, by name."""
     docs = {
         doc[s.ID]: doc
-        for doc in view.runs.find({}, {s.RUN_EXPERIMENT: 1, s.RUN_ALGO: 1, s.RUN_CREATED_AT: 1, s.RUN_MAX_EVALS: 1})
+        for doc in view.runs.find({}, {s.RUN_EXPERIMENT: 1, s.RUN_ALGO: 1, s.RUN_CREATED_AT: 1, s.RUN_MAX_EVALS: 1,
+                                       f"{s.RUN_SETTINGS}.{s.RUN_PRUNER}": 1})
     }
     overview = []
     for run in known_runs(view):
@@ -443,6 +457,7 @@ def list_runs(view: ReadOnlyView) -> list[RunOverview]:
             run=run, experiment=text(doc.get(s.RUN_EXPERIMENT)), algo=text(doc.get(s.RUN_ALGO)), created_at=s.as_date(doc.get(s.RUN_CREATED_AT)),
             max_evals=s.as_int(doc.get(s.RUN_MAX_EVALS)), counts=count_states(view, run),
             best_loss=None if best is None else best.loss,
+            pruner=run_pruner(doc),
         ))
     return overview
 
@@ -451,7 +466,7 @@ def list_runs(view: ReadOnlyView) -> list[RunOverview]:
 
 TRIAL_COLUMNS = [
     "tid", "state", "status", "loss", "attempts", "worker", "book_time", "started_at",
-    "finished_at", "booked_to_finished_s", "started_to_finished_s", "error_type",
+    "finished_at", "booked_to_finished_s", "started_to_finished_s", "error_type", "pruned_step",
 ]
 """The fixed columns of :func:`trial_rows`; ``params.<path>`` columns follow them."""
 PARAM_PREFIX = "params."
@@ -487,9 +502,16 @@ def state_name(value: Any) -> str:
 TRIAL_ROW_PROJECTION = {
     s.TID: 1, s.STATE: 1, s.STATUS: 1, s.LOSS: 1, s.ATTEMPTS: 1, s.OWNER: 1,
     s.BOOK_TIME: 1, s.STARTED_AT: 1, s.FINISHED_AT: 1, s.ERROR + ".type": 1,
-    s.PARAMS: 1, s.VALS: 1,
+    s.PRUNED: 1, s.PRUNED_STEP: 1, s.PARAMS: 1, s.VALS: 1,
 }
 """The fields :func:`trial_row` reads: never ``metrics``, ``spec`` or tracebacks."""
+
+
+def pruned_step(result: Mapping[str, Any]) -> int | None:
+    """The step where a pruner stopped the trial of ``result`` (``result.pruned_step``
+    when ``result.pruned`` is true); None if it was not pruned or the step is not an
+    integer."""
+    return s.as_int(result.get(s.RESULT_PRUNED_STEP)) if result.get(s.RESULT_PRUNED) is True else None
 
 
 def trial_row(job: Mapping[str, Any], tid: int) -> dict[str, Any]:
@@ -513,6 +535,7 @@ def trial_row(job: Mapping[str, Any], tid: int) -> dict[str, Any]:
         "booked_to_finished_s": _seconds(booked, finished),
         "started_to_finished_s": _seconds(started, finished),
         "error_type": text(_mapping(job.get(s.ERROR)).get("type")),
+        "pruned_step": pruned_step(result),
     }
     for key, value in params.items():
         row.update({k: plain(v) for k, v in flatten(value, PARAM_PREFIX + str(key)).items()})
@@ -585,10 +608,8 @@ def trial_points(view: ReadOnlyView, run: str, since: datetime | None = None) ->
         ok = state == State.DONE and result.get("status") == base.STATUS_OK
         vals = {label: float(value) for label, value in s.point_from_vals(_vals(job)).items()
                 if s.is_finite_number(value)}
-        pruned = result.get(s.RESULT_PRUNED) is True
-        pruned_step = s.as_int(result.get(s.RESULT_PRUNED_STEP)) if pruned else None
         points.append(TrialPoint(tid, -1 if state is None else state,
-                                 float(loss) if ok and s.is_finite_number(loss) else None, vals, pruned_step))
+                                 float(loss) if ok and s.is_finite_number(loss) else None, vals, pruned_step(result)))
     _warn_left_out("trial points", run, left_out)
     return points
 

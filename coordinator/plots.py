@@ -222,13 +222,13 @@ def ok_points(points: Sequence[TrialPoint]) -> list[TrialPoint]:
 
 @dataclass
 class LossSeries:
-    """Loss per trial: the ok trials' tids and losses (``pruned``: whether a pruner
-    stopped the trial, its loss then the one it reported where it stopped) with the
-    best loss so far, and the tids of the error trials."""
+    """Loss per trial: the ok trials' tids and losses (``pruned_steps``: the step where a
+    pruner stopped the trial, its loss then the one it reported there; None for a trial
+    that was not pruned) with the best loss so far, and the tids of the error trials."""
 
     tids: list[int]
     losses: list[float]
-    pruned: list[bool]
+    pruned_steps: list[int | None]
     best_so_far: list[float]
     error_tids: list[int]
 
@@ -243,7 +243,7 @@ def loss_series(points: Sequence[TrialPoint]) -> LossSeries:
     if not ok:
         raise Skipped("no trial has finished with status ok yet")
     losses = np.array([p.loss for p in ok], dtype=float)
-    return LossSeries([p.tid for p in ok], losses.tolist(), [p.pruned_step is not None for p in ok],
+    return LossSeries([p.tid for p in ok], losses.tolist(), [p.pruned_step for p in ok],
                       np.minimum.accumulate(losses).tolist(), [p.tid for p in points if p.state == 3])
 
 
@@ -253,7 +253,7 @@ def loss_figure(points: Sequence[TrialPoint], run: str) -> Figure:
     series = loss_series(points)
     tids = np.array(series.tids)
     losses = np.array(series.losses, dtype=float)
-    pruned = np.array(series.pruned, dtype=bool)
+    pruned = np.array([step is not None for step in series.pruned_steps], dtype=bool)
     figure = Figure(figsize=(9, 5), layout="constrained")
     ax = figure.subplots()
     ax.scatter(tids[~pruned], losses[~pruned], s=14, alpha=0.7, label="trial loss")
@@ -428,32 +428,69 @@ def pick_metric(curves: Mapping[int, Sequence[Mapping[str, Any]]]) -> str | None
     return None
 
 
-def learning_curves_figure(curves: Mapping[int, Sequence[Mapping[str, Any]]],
-                           losses: Mapping[int, float], run: str,
-                           pruned: Mapping[int, int] | None = None) -> Figure:
-    """One line per trial of ``curves`` (tid -> metrics entries) for the metric
-    :func:`pick_metric` chooses, labelled with the trial's loss; trials in ``pruned``
-    (tid -> the step where a pruner stopped them) are dashed and end in a cross."""
-    pruned = pruned or {}
+@dataclass
+class Curve:
+    """One trial's learning curve: the metric's value at each step it reported."""
+
+    tid: int
+    loss: float | None
+    steps: list[Any]
+    values: list[float]
+    pruned_step: int | None
+    """The step where a pruner stopped the trial; None if it was not pruned."""
+
+
+@dataclass
+class LearningCurves:
+    """The data of the learning-curve figure: one :class:`Curve` per trial, best loss first."""
+
+    metric: str
+    series: list[Curve]
+
+
+def curve_series(curves: Mapping[int, Sequence[Mapping[str, Any]]], losses: Mapping[int, float],
+                    pruned: Mapping[int, int]) -> LearningCurves:
+    """The curves of ``curves`` (tid -> metrics entries) for the metric :func:`pick_metric`
+    chooses, by loss (``losses``: tid -> loss); ``pruned``: tid -> the step where a
+    pruner stopped the trial.  A trial that never reported the metric has no curve; an
+    entry without ``step`` is at its position (1, 2, ...).
+
+    Raises:
+        Skipped: no trial reported a numeric metric.
+    """
     metric = pick_metric(curves)
     if metric is None:
         raise Skipped("the top trials reported no metrics")
-    figure = Figure(figsize=(9, 5), layout="constrained")
-    ax = figure.subplots()
+    series = []
     for tid in sorted(curves, key=lambda t: losses.get(t, math.inf)):
         entries = [e for e in curves[tid] if isinstance(e.get(metric), (int, float))]
         if entries:
-            steps = [e.get("step", i + 1) for i, e in enumerate(entries)]
-            note = f", pruned at step {pruned[tid]}" if tid in pruned else ""
-            line, = ax.plot(steps, [e[metric] for e in entries], marker="o", markersize=3,
-                            linestyle="--" if tid in pruned else "-",
-                            label=f"trial {tid} (loss {losses.get(tid, math.nan):.4g}{note})")
-            if tid in pruned:
-                ax.plot(steps[-1], entries[-1][metric], "x", color=line.get_color(), markersize=10)
+            series.append(Curve(tid, losses.get(tid), [e.get("step", i + 1) for i, e in enumerate(entries)],
+                                [float(e[metric]) for e in entries], pruned.get(tid)))
+    return LearningCurves(metric, series)
+
+
+def learning_curves_figure(curves: Mapping[int, Sequence[Mapping[str, Any]]],
+                           losses: Mapping[int, float], run: str,
+                           pruned: Mapping[int, int] | None = None) -> Figure:
+    """One line per trial of ``curves`` (see :func:`curve_series`), labelled with the
+    trial's loss; trials in ``pruned`` (tid -> the step where a pruner stopped them) are
+    dashed and end in a cross."""
+    data = curve_series(curves, losses, pruned or {})
+    figure = Figure(figsize=(9, 5), layout="constrained")
+    ax = figure.subplots()
+    for curve in data.series:
+        note = "" if curve.pruned_step is None else f", pruned at step {curve.pruned_step}"
+        loss = math.nan if curve.loss is None else curve.loss
+        line, = ax.plot(curve.steps, curve.values, marker="o", markersize=3,
+                        linestyle="-" if curve.pruned_step is None else "--",
+                        label=f"trial {curve.tid} (loss {loss:.4g}{note})")
+        if curve.pruned_step is not None:
+            ax.plot(curve.steps[-1], curve.values[-1], "x", color=line.get_color(), markersize=10)
     ax.set_xlabel("step")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel(metric)
-    ax.set_title(f"run {run}: {metric} of the {len(curves)} best trials")
+    ax.set_ylabel(data.metric)
+    ax.set_title(f"run {run}: {data.metric} of the {len(curves)} best trials")
     ax.legend(fontsize=8)
     return figure
 

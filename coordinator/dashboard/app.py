@@ -15,8 +15,8 @@ pages work on a machine without internet access.
 ``GET /api/runs/{run}/workers``        stale running trials and workers (``workers``)
 ``GET /api/runs/{run}/importance``     hyperparameter importance
 ``GET /api/runs/{run}/trials``         a page of the trial table: ``state`` (repeatable),
-                                       ``worker``, ``sort``, ``order`` (asc|desc),
-                                       ``offset``, ``limit``
+                                       ``worker``, ``pruned`` (true|false), ``sort``,
+                                       ``order`` (asc|desc), ``offset``, ``limit``
 ``GET /api/runs/{run}/errors``         a page of error trials: ``offset``, ``limit``
 ``GET /api/runs/{run}/trials/{tid}``   one trial
 ``GET /api/events?key=RUN``            server-sent events (404 for an unknown run): ``hello`` (the feed's mode),
@@ -127,9 +127,12 @@ def create_app(data: DashboardData, feed: ChangeFeed, *, run: str | None = None,
         order = q.get("order", "asc")
         if order not in ("asc", "desc"):
             raise BadQuery(f"order must be asc or desc, got {order!r}")
+        pruned = q.get("pruned") or None
+        if pruned not in (None, "true", "false"):
+            raise BadQuery(f"pruned must be true or false, got {pruned!r}")
         return data.trial_page(
             request.path_params["run"], states=q.getlist("state") or None, worker=q.get("worker") or None,
-            sort=q.get("sort", "tid"), descending=order == "desc",
+            pruned=None if pruned is None else pruned == "true", sort=q.get("sort", "tid"), descending=order == "desc",
             offset=_int(request, "offset", 0), limit=_int(request, "limit", 50))
 
     async def events(request: Request) -> Response:

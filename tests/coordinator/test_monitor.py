@@ -280,6 +280,7 @@ def test_list_runs(seeded: tuple[str, Database]) -> None:
     assert overview[RUN].counts.total == len(_jobs(db))
     assert overview[RUN].best_loss == _best(db)[s.RESULT]["loss"]
     assert overview[OTHER_RUN].counts.new == 2 and overview[OTHER_RUN].best_loss is None
+    assert overview[RUN].pruner == PRUNER.to_document() and overview[OTHER_RUN].pruner is None
 
 
 # -- commands ------------------------------------------------------------------------
@@ -393,6 +394,7 @@ def test_trials_csv_round_trips(seeded: tuple[str, Database], cli: typer.Typer) 
             else:
                 assert row[column] == ""
         assert row["error_type"] == (job.get(s.ERROR) or {}).get("type", "")
+        assert row["pruned_step"] == (str(result_doc["pruned_step"]) if result_doc.get("pruned") else "")
         model = job[s.PARAMS]["model"]
         assert row["params.model.kind"] == model["kind"]
         for key in ("a", "freq", "phase"):

@@ -30,7 +30,7 @@ from jobstore.schema import State
 from jobstore.view import ReadOnlyView
 from jobstore.queue import JobQueue
 from jobstore.workers import WorkerRegistry
-from tests.support.dashboard import DEAD_WORKER, LIVE_WORKER, RUN, SECRET, Seeded, finish_next, seed
+from tests.support.dashboard import DEAD_WORKER, EPOCHS, LIVE_WORKER, PRUNER, RUN, SECRET, Seeded, finish_next, seed
 from tests.support.processes import wait_for
 
 WAIT_S = 30.0
@@ -41,7 +41,7 @@ WAIT_S = 30.0
 def seeded(mongo_server_url: str) -> Iterator[tuple[Database, Seeded]]:
     client: pymongo.MongoClient = pymongo.MongoClient(mongo_server_url)
     db = client[f"t_dashboard_{uuid.uuid4().hex[:6]}"]
-    yield db, seed(db)
+    yield db, seed(db, pruned=4)
     client.drop_database(db.name)
     client.close()
 
@@ -68,6 +68,43 @@ def test_runs(client: TestClient, seeded: tuple[Database, Seeded]) -> None:
                              "cancel": 0, "total": len(sd.done) + len(sd.errors) + 2 + len(sd.new)}
     assert run["best_loss"] == min(sd.done.values())
     assert run["max_evals"] == sd.max_evals and run["eta_s"] > 0
+    assert run["pruner"] == PRUNER.to_document()
+    assert run["pruner_text"] == "asha on val_loss (minimize): min_resource 1, max_resource 3, reduction_factor 2"
+
+
+def test_a_run_without_a_pruner_says_none(db: Database) -> None:
+    seed(db, done=2, errors=0, new=1)
+    with TestClient(create_app(DashboardData(ReadOnlyView(db)), ChangeFeed(db, use_stream=False))) as c:
+        [run] = get(c, "/api/runs")["runs"]
+        summary = get(c, f"/api/runs/{RUN}")
+    assert (run["pruner"], run["pruner_text"]) == (None, "none")
+    assert (summary["pruner"], summary["pruner_text"], summary["pruning"]) == (None, "none", None)
+
+
+@pytest.mark.parametrize("stored, text", [
+    ("asha", "none"), ({"kind": "none"}, "none"), ({"kind": None}, "none"),
+    ({"kind": "asha", "max_resource": "x", "min_resource": {"nested": 1}},
+     "asha on ? (?): min_resource {'nested': 1}, max_resource x"),
+])
+def test_a_malformed_pruner_setting_is_shown_as_stored(db: Database, stored: Any, text: str) -> None:
+    seed(db, done=1, errors=0, new=1)
+    db[s.RUNS].update_one({s.ID: RUN}, {"$set": {f"{s.RUN_SETTINGS}.{s.RUN_PRUNER}": stored}})
+    data = DashboardData(ReadOnlyView(db))
+    [run] = data.runs()
+    assert run["pruner_text"] == text and data.summary(RUN)["pruner_text"] == text
+
+
+@pytest.mark.parametrize("settings, text", [
+    ({"kind": "median", "metric": "loss", "direction": "minimize", "max_resource": 15, "min_resource": 1,
+      "reduction_factor": 3, "warmup_steps": 2, "startup_trials": 5},
+     "median on loss (minimize): warmup_steps 2, startup_trials 5, max_resource 15"),
+    ({"kind": "hyperband", "metric": "acc", "direction": "maximize", "max_resource": 27, "min_resource": 1,
+      "reduction_factor": 3}, "hyperband on acc (maximize): min_resource 1, max_resource 27, reduction_factor 3"),
+    ({"kind": "future", "metric": "loss", "eta": 4}, "future on loss (?): eta 4"),
+    (None, "none"),
+])
+def test_pruner_text_shows_each_kinds_settings(settings: dict[str, Any] | None, text: str) -> None:
+    assert dashboard_data.pruner_text(settings) == text
 
 
 def test_summary_best_and_workers(client: TestClient, seeded: tuple[Database, Seeded]) -> None:
@@ -81,6 +118,9 @@ def test_summary_best_and_workers(client: TestClient, seeded: tuple[Database, Se
     assert not workers[LIVE_WORKER]["stale"] and workers[LIVE_WORKER]["current"] == {"exp_key": RUN, "tid": sd.running}
     assert [j["tid"] for j in summary["stale"]] == [sd.stale]
     assert summary["feed"]["mode"] in (STREAM, POLLING)
+    assert summary["pruner"] == PRUNER.to_document() and summary["pruner_text"].startswith("asha on val_loss")
+    assert summary["pruning"] == {"pruned": len(sd.pruned),
+                                  "steps_saved": sum(EPOCHS - step for step in sd.pruned.values())}
 
 
 def test_workers_endpoint_is_the_summarys_liveness(client: TestClient, seeded: tuple[Database, Seeded]) -> None:
@@ -106,6 +146,7 @@ def test_figures_are_the_runs_data(client: TestClient, seeded: tuple[Database, S
     assert loss["tids"] == tids and loss["losses"] == [sd.done[t] for t in tids]
     assert loss["best_so_far"] == np.minimum.accumulate([sd.done[t] for t in tids]).tolist()
     assert loss["error_tids"] == sd.errors
+    assert loss["pruned_steps"] == [sd.pruned.get(t) for t in tids] and any(loss["pruned_steps"])
     parallel = figures["parallel"]
     assert parallel["losses"] == [sd.done[t] for t in tids]
     dims = {d["label"]: d for d in parallel["dimensions"]}
@@ -118,7 +159,10 @@ def test_figures_are_the_runs_data(client: TestClient, seeded: tuple[Database, S
     curves = figures["curves"]
     assert curves["metric"] == "val_accuracy"
     assert [c["tid"] for c in curves["series"]] == sorted(sd.done, key=sd.done.__getitem__)[:TOP_CURVES]
-    assert all(c["steps"] == [1, 2, 3] for c in curves["series"])
+    for c in curves["series"]:
+        assert c["pruned_step"] == sd.pruned.get(c["tid"])
+        assert c["steps"] == list(range(1, (c["pruned_step"] or EPOCHS) + 1))
+    assert any(c["pruned_step"] for c in curves["series"]), "no pruned trial among the curves: the seed tests nothing"
     assert figures["skipped"] == {}
 
 
@@ -146,6 +190,13 @@ def test_trial_table_sorts_filters_and_pages(client: TestClient, seeded: tuple[D
     assert sorted(r["tid"] for r in either["rows"]) == sorted(sd.new + [sd.running, sd.stale])
     dead = get(client, f"/api/runs/{RUN}/trials", worker=DEAD_WORKER)
     assert [r["tid"] for r in dead["rows"]] == [sd.stale]
+    pruned = get(client, f"/api/runs/{RUN}/trials", pruned="true")
+    assert {r["tid"]: r["pruned_step"] for r in pruned["rows"]} == sd.pruned and pruned["total"] == len(sd.pruned)
+    unpruned = get(client, f"/api/runs/{RUN}/trials", pruned="false", state="done", limit=MAX_PAGE)
+    assert sorted(r["tid"] for r in unpruned["rows"]) == sorted(set(sd.done) - set(sd.pruned))
+    assert all(r["pruned_step"] is None for r in unpruned["rows"])
+    by_step = get(client, f"/api/runs/{RUN}/trials", sort="pruned_step", order="desc", limit=len(sd.pruned) + 1)
+    assert [r["pruned_step"] for r in by_step["rows"]] == sorted(sd.pruned.values(), reverse=True) + [None]
     by_duration = get(client, f"/api/runs/{RUN}/trials", sort="duration", order="desc", limit=total)
     durations = [r["started_to_finished_s"] for r in by_duration["rows"]]
     known = [d for d in durations if d is not None]
@@ -192,6 +243,7 @@ def test_importance_is_refitted_at_most_every_interval(db: Database, monkeypatch
     ({"offset": -1}, "offset must be >= 0"),
     ({"offset": "x"}, "offset must be an integer"),
     ({"order": "up"}, "order must be asc or desc"),
+    ({"pruned": "yes"}, "pruned must be true or false"),
 ])
 def test_bad_table_queries_are_400(client: TestClient, params: dict[str, Any], message: str) -> None:
     assert message in get(client, f"/api/runs/{RUN}/trials", 400, **params)["error"]
@@ -215,6 +267,10 @@ def test_one_trial(client: TestClient, seeded: tuple[Database, Seeded]) -> None:
     assert [m["step"] for m in trial["metrics"]] == [1, 2, 3]
     assert [e["event"] for e in trial["timeline"]] == ["queued", "claimed", "started", "last heartbeat", "finished"]
     assert trial["attempts"] == 1 and trial["requeues"] == 0 and trial["error"] is None
+    assert trial["pruned_step"] == sd.pruned.get(tid)
+    stopped, step = next(iter(sd.pruned.items()))
+    pruned = get(client, f"/api/runs/{RUN}/trials/{stopped}")
+    assert pruned["pruned_step"] == step and [m["step"] for m in pruned["metrics"]] == list(range(1, step + 1))
     error = get(client, f"/api/runs/{RUN}/trials/{sd.errors[0]}")
     assert error["error"]["type"] == "ConnectionError" and "***" in error["error"]["traceback"]
     stale = get(client, f"/api/runs/{RUN}/trials/{sd.stale}")
