@@ -224,7 +224,9 @@ def ok_points(points: Sequence[TrialPoint]) -> list[TrialPoint]:
 class LossSeries:
     """Loss per trial: the ok trials' tids and losses (``pruned_steps``: the step where a
     pruner stopped the trial, its loss then the one it reported there; None for a trial
-    that was not pruned) with the best loss so far, and the tids of the error trials."""
+    that was not pruned) with the best loss so far among the trials that trained their
+    whole budget (pruned trials are never the best, as in ``hpo-coord best``; NaN until
+    the first such trial), and the tids of the error trials."""
 
     tids: list[int]
     losses: list[float]
@@ -243,8 +245,11 @@ def loss_series(points: Sequence[TrialPoint]) -> LossSeries:
     if not ok:
         raise Skipped("no trial has finished with status ok yet")
     losses = np.array([p.loss for p in ok], dtype=float)
+    full = np.array([p.pruned_step is None for p in ok], dtype=bool)
+    best = np.minimum.accumulate(np.where(full, losses, np.inf))
+    best[np.isinf(best)] = np.nan  # no trial has trained its whole budget yet
     return LossSeries([p.tid for p in ok], losses.tolist(), [p.pruned_step for p in ok],
-                      np.minimum.accumulate(losses).tolist(), [p.tid for p in points if p.state == 3])
+                      best.tolist(), [p.tid for p in points if p.state == 3])
 
 
 def loss_figure(points: Sequence[TrialPoint], run: str) -> Figure:
@@ -270,7 +275,9 @@ def loss_figure(points: Sequence[TrialPoint], run: str) -> Figure:
         _log_axis(ax, "y")
     ax.set_xlabel("trial id (tid)")
     ax.set_ylabel("loss")
-    ax.set_title(f"run {run}: loss per trial, best {losses.min():.6g}")
+    full = losses[~pruned]
+    best = f"best {full.min():.6g}" if full.size else "no trial trained its whole budget yet"
+    ax.set_title(f"run {run}: loss per trial, {best}")
     ax.legend(loc="best")
     return figure
 

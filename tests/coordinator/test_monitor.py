@@ -713,3 +713,17 @@ def test_a_malformed_pruned_step_saves_nothing_and_breaks_no_status(db: Database
     status = monitor.pruning_status(Store(db).view, run, PRUNER.to_document())
     assert status is not None and status.pruned == 2
     assert status.steps_saved == PRUNER.max_resource - 1
+
+
+def test_best_so_far_never_comes_from_a_pruned_trial() -> None:
+    """The loss chart's best-so-far line and the PNG's title follow ``hpo-coord best``: a
+    pruned trial (its loss the one it reported where it stopped) is never the best."""
+    points = [monitor.TrialPoint(0, State.DONE, 0.05, pruned_step=1),   # lowest, but pruned
+              monitor.TrialPoint(1, State.DONE, 0.4),
+              monitor.TrialPoint(2, State.DONE, 0.01, pruned_step=3),
+              monitor.TrialPoint(3, State.DONE, 0.3)]
+    series = plots.loss_series(points)
+    assert np.isnan(series.best_so_far[0]) and series.best_so_far[1:] == [0.4, 0.4, 0.3]
+    assert plots.loss_figure(points, "r").axes[0].get_title() == "run r: loss per trial, best 0.3"
+    only_pruned = plots.loss_figure(points[:1], "r").axes[0].get_title()
+    assert only_pruned == "run r: loss per trial, no trial trained its whole budget yet"
