@@ -57,6 +57,7 @@ from coordinator.dashboard.data import BadQuery, DashboardData, UnknownTrial
 from coordinator.dashboard.live import ANY_RUN_KEY, TICK_S, WORKERS_KEY, ChangeFeed
 from coordinator.monitor import UnknownRun
 from jobstore.connection import mask
+from jobstore.errors import DatabaseUnreachable
 
 STATIC = Path(__file__).with_name("static")
 PLOTLY_JS = Path(str(files("plotly") / "package_data" / "plotly.min.js"))
@@ -112,7 +113,7 @@ def create_app(data: DashboardData, feed: ChangeFeed, *, run: str | None = None,
                 return _JSON({"error": str(exc)}, status_code=400)
             except (UnknownRun, UnknownTrial) as exc:
                 return _JSON({"error": str(exc)}, status_code=404)
-            except PyMongoError as exc:
+            except (PyMongoError, DatabaseUnreachable) as exc:
                 return _JSON({"error": f"database unavailable: {mask(str(exc))}"}, status_code=503)
         return endpoint
 
@@ -145,7 +146,7 @@ def create_app(data: DashboardData, feed: ChangeFeed, *, run: str | None = None,
                 await run_in_threadpool(data.require_run, key)
         except UnknownRun as exc:
             return _JSON({"error": str(exc)}, status_code=404)
-        except PyMongoError as exc:
+        except (PyMongoError, DatabaseUnreachable) as exc:
             return _JSON({"error": f"database unavailable: {mask(str(exc))}"}, status_code=503)
 
         async def stream() -> AsyncIterator[str]:

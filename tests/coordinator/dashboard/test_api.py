@@ -446,3 +446,18 @@ def test_feed_falls_back_to_polling_without_change_streams(seeded: tuple[Databas
         assert "only supported on replica sets" in feed.note and "polling every 0.2 s" in feed.note
     finally:
         feed.stop()
+
+
+def test_an_outage_past_the_limit_answers_503(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An outage longer than the store's limit (``DatabaseOutage``, not a pymongo error)
+    is a 503 saying the database is unavailable, as a pymongo error is, not a 500."""
+    data = DashboardData(ReadOnlyView(db))
+
+    def away(*args: Any, **kwargs: Any) -> Any:
+        raise DatabaseOutage("injected: the database stayed away for 900 s")
+
+    monkeypatch.setattr(data, "runs", away)
+    monkeypatch.setattr(data, "require_run", away)
+    with TestClient(create_app(data, ChangeFeed(db, use_stream=False))) as c:
+        assert "database unavailable: injected" in get(c, "/api/runs", 503)["error"]
+        assert "database unavailable: injected" in get(c, "/api/events", 503, key=RUN)["error"]
