@@ -168,13 +168,13 @@ def render_status(st: monitor.RunStatus) -> Group:
 def render_runs(runs: list[monitor.RunOverview]) -> Table:
     table = Table(title="runs", title_justify="left")
     for column in ("run", "experiment", "trials", "new", "running", "done", "error",
-                   "max evals", "best loss", "created (UTC)"):
+                   "max evals", "best loss", "pruner", "created (UTC)"):
         table.add_column(column, overflow="fold")
     for r in runs:
         c = r.counts
         table.add_row(r.run, r.experiment or "-", str(c.total), str(c.new), str(c.running),
                       str(c.done), str(c.error), "-" if r.max_evals is None else str(r.max_evals),
-                      _number(r.best_loss),
+                      _number(r.best_loss), "none" if r.pruner is None else str(r.pruner.get("kind")),
                       r.created_at.strftime("%Y-%m-%d %H:%M:%S") if r.created_at else "-")
     if not runs:
         table.caption = "no runs in this database"

@@ -339,8 +339,8 @@ def test_runs_command(seeded: tuple[str, Database], cli: typer.Typer) -> None:
     total = sum(states.values())
     best = _best(db)[s.RESULT]["loss"]
     assert re.search(row(RUN, "monitor-demo", total, states["new"], states["running"], states["done"],
-                         states["error"], MAX_EVALS, f"{best:.6g}"), result.stdout)
-    assert re.search(row(OTHER_RUN, "-", 2, 2, 0, 0, 0, "-", "-"), result.stdout)
+                         states["error"], MAX_EVALS, f"{best:.6g}", PRUNER.kind), result.stdout)
+    assert re.search(row(OTHER_RUN, "-", 2, 2, 0, 0, 0, "-", "-", "none"), result.stdout)
 
 
 def test_best_prints_reusable_params(seeded: tuple[str, Database], cli: typer.Typer) -> None:
