@@ -11,6 +11,8 @@ store acknowledged survives a crash of the server.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import logging
 import os
@@ -30,6 +32,8 @@ from pymongo.errors import PyMongoError
 log = logging.getLogger(__name__)
 
 SERVER_PROGRAM = "secantusd-py"
+STORAGE_LOCK = "WiredTiger.lock"
+"""The file in a server's storage directory that the running server holds locked."""
 
 
 class EmbeddedServerError(RuntimeError):
@@ -87,24 +91,35 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def recorded_server(record: Path, timeout: float = 2.0) -> ServerRecord | None:
-    """The server that ``record`` names, if that file is readable and the server
-    answers a ping within ``timeout`` seconds; None otherwise (no file, a malformed one,
-    a server that has gone)."""
+def recorded_server(record: Path) -> ServerRecord | None:
+    """The server that ``record`` names, if that file is readable; None otherwise (no
+    file, a malformed one).  Whether that server still runs is
+    :func:`storage_in_use`'s question: a record outlives a server killed with its owner."""
     try:
         data = json.loads(record.read_text())
-        found = ServerRecord(port=int(data["port"]), pid=int(data["pid"]), owner=int(data["owner"]))
+        return ServerRecord(port=int(data["port"]), pid=int(data["pid"]), owner=int(data["owner"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    client: pymongo.MongoClient = pymongo.MongoClient(found.url, serverSelectionTimeoutMS=int(timeout * 1000),
-                                                      directConnection=True)
+
+
+def storage_in_use(storage: Path) -> bool:
+    """Whether a running server serves ``storage``: the storage engine's lock file
+    (:data:`STORAGE_LOCK`), which the server holds locked from opening its data until it
+    exits, is locked.  Asked of the operating system (a non-blocking POSIX record lock,
+    released at once when it is granted), not of the server, so a server that is too
+    busy to answer, or still starting, counts as running."""
     try:
-        client.admin.command("ping")
-    except PyMongoError:
-        return None
-    finally:
-        client.close()
-    return found
+        handle = open(storage / STORAGE_LOCK, "r+b")
+    except FileNotFoundError:
+        return False
+    with handle:
+        try:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EAGAIN):
+                return True
+            raise
+    return False
 
 
 def _program() -> str:
@@ -129,7 +144,8 @@ class EmbeddedServer:
     ``auth`` it requires SCRAM authentication (users are created while it runs without).
     With ``record``, a running server is described in that JSON file (a
     :class:`ServerRecord`, see :func:`recorded_server`), written once it answers and
-    removed when it stops, so other processes can find it.
+    removed when it stops, so other processes can find it; :func:`storage_in_use` tells
+    whether some server serves ``storage``.
     """
 
     def __init__(self, storage: Path, port: int | None = None, log_file: Path | None = None,
