@@ -20,7 +20,10 @@ Behaviour a user can rely on:
   in a ``__del__``) has :data:`INTERRUPT_BACKSTOP_S` more seconds; then its job is handed
   back all the same and the worker exits with 128 + the signal's number.
 * While the database is away, every operation is retried with backoff; a result
-  computed meanwhile is written once the database is back.
+  computed meanwhile is written once the database is back.  The heartbeat runs until
+  the result write returns, so the lease is renewed as soon as the database answers
+  again and the requeuer does not hand the finished trial to another worker while the
+  write waits for its next retry.
 * A lost lease ends only that trial: a cooperative objective stops (or a finished
   one's write is refused), nothing is written over the job's next holder, and the
   worker goes on claiming.  Only a stop signal (or :meth:`Worker.request_stop`) stops it.
@@ -403,23 +406,31 @@ class Worker:
             "trials_done": self.jobs_done,
         }
 
+    def _holding(self, claim: Claim, name: str, on_lost: Callable[[], None] | None = None) -> Heartbeat:
+        """The heartbeat that renews ``claim``'s lease (``name`` says whose in the log)."""
+        return Heartbeat(lambda: self.queue.heartbeat(claim, self.config.lease), self.config.heartbeat,
+                         name=name, on_lost=on_lost)
+
     def _process(self, claim: Claim) -> None:
+        """Evaluate ``claim``'s job and write its outcome.  The job's lease is renewed from
+        the claim to the end of the result write: loading the experiment can take longer
+        than the lease (importing torch on a loaded host), and a result write retried
+        through a database outage must not let the lease lapse, or the requeuer would hand
+        a finished trial to another worker once the database is back (fencing would then
+        refuse the result, and the trial would run again)."""
         label = _label(claim)
-        try:
-            # Loading the experiment can take longer than the lease (importing torch on a
-            # loaded host): keep the lease meanwhile.
-            with Heartbeat(lambda: self.queue.heartbeat(claim, self.config.lease),
-                           self.config.heartbeat, name=f"{label} (loading)"):
+        with self._holding(claim, f"{label} (loading)"):
+            try:
                 task, settings, limit, pruning = self._prepare(claim)
-        except Refused:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a malformed job must not kill the worker
-            if isinstance(exc, (PyMongoError, DatabaseOutage)):  # the database's trouble, not the job's
+            except Refused:
                 raise
-            outcome = _unprepared(label, exc)
-            log.error("%s: %s", label, clip(outcome.error["message"] if outcome.error else "", LOG_LIMIT))
-            self._write(claim, outcome)
-            return
+            except Exception as exc:  # noqa: BLE001 - a malformed job must not kill the worker
+                if isinstance(exc, (PyMongoError, DatabaseOutage)):  # the database's trouble, not the job's
+                    raise
+                outcome = _unprepared(label, exc)
+                log.error("%s: %s", label, clip(outcome.error["message"] if outcome.error else "", LOG_LIMIT))
+                self._write(claim, outcome)
+                return
         if task is None:
             return
         if self._stop.is_set():  # a stop signal came while the experiment loaded
@@ -427,60 +438,58 @@ class Worker:
                 log.warning("%s returned to the queue before it started (stop signal)", label)
             return
         reporter = JobReporter(self.queue, claim, settings, self._stop, self.config.lease, pruning)
-        beat = Heartbeat(
-            lambda: self.queue.heartbeat(claim, self.config.lease),
-            self.config.heartbeat,
-            name=label,
-            on_lost=reporter.lease_lost,
-        )
+        beat = self._holding(claim, label, on_lost=reporter.lease_lost)
         timer = TrialTimer(limit, self.config.grace, name=label,
                            on_expired=lambda: self._time_up(reporter, label, limit),
                            on_hung=lambda: self._end_hung_trial(claim, label, limit))
         interrupted: TrialInterrupted | None = None
         outcome: Outcome | None = None
         started = time.monotonic()
-        with beat, timer:
-            self._current = claim
-            value: Any = None
-            try:
-                value = task(reporter)
-            except TrialInterrupted as exc:
-                interrupted = exc
-            except TrialPruned as exc:
-                if reporter.pruned is None:  # raised by the objective: nothing pruned it
-                    log.warning("%s raised TrialPruned although the run's pruner did not prune it", label)
+        hand_back = False
+        with beat:  # until the outcome is written (see above)
+            with timer:
+                self._current = claim
+                value: Any = None
+                try:
+                    value = task(reporter)
+                except TrialInterrupted as exc:
+                    interrupted = exc
+                except TrialPruned as exc:
+                    if reporter.pruned is None:  # raised by the objective: nothing pruned it
+                        log.warning("%s raised TrialPruned although the run's pruner did not prune it", label)
+                        outcome = from_exception(exc)
+                    else:
+                        log.info("%s %s", label, exc)
+                        outcome = pruned(reporter.pruned.step, reporter.pruned.value, reporter.pruned.loss)
+                except (Exception, SystemExit) as exc:  # noqa: BLE001 - the objective's failure is data
+                    log.warning("%s raised %s: %s", label, exception_name(exc), clip(exception_text(exc), LOG_LIMIT))
                     outcome = from_exception(exc)
-                else:
-                    log.info("%s %s", label, exc)
-                    outcome = pruned(reporter.pruned.step, reporter.pruned.value, reporter.pruned.loss)
-            except (Exception, SystemExit) as exc:  # noqa: BLE001 - the objective's failure is data
-                log.warning("%s raised %s: %s", label, exception_name(exc), clip(exception_text(exc), LOG_LIMIT))
-                outcome = from_exception(exc)
-            finally:
-                self._current = None
-                _disarm_grace_timer()
-        elapsed_s = time.monotonic() - started
-        if outcome is None and interrupted is None:
-            outcome = interpret(value)
-        if timer.expired:
-            assert limit is not None
-            log.warning("%s ran past its time limit of %g s; recorded as an error (timeout)", label, limit)
-            _free_gpu_memory()
-            self._write(claim, timed_out(limit), elapsed_s=elapsed_s)
-        elif interrupted is not None and reporter.lost:
-            log.warning("%s: lease lost, so the trial is dropped (the job's next holder owns it); it "
-                        "stopped with: %s", label, clip(exception_text(interrupted), LOG_LIMIT))
-        elif interrupted is not None and self._stop.is_set():
-            log.warning("%s interrupted: %s", label, clip(exception_text(interrupted), LOG_LIMIT))
-            if self.queue.release(claim):
-                log.warning("%s returned to the queue", label)
-        else:
-            if interrupted is not None:  # raised although nothing asked the trial to stop
-                log.warning("%s raised TrialInterrupted although it was not asked to stop: %s",
-                            label, clip(exception_text(interrupted), LOG_LIMIT))
-                outcome = from_exception(interrupted)
-            assert outcome is not None
-            self._write(claim, outcome, elapsed_s=elapsed_s, scored=reporter.scored)
+                finally:
+                    self._current = None
+                    _disarm_grace_timer()
+            elapsed_s = time.monotonic() - started
+            if outcome is None and interrupted is None:
+                outcome = interpret(value)
+            if timer.expired:
+                assert limit is not None
+                log.warning("%s ran past its time limit of %g s; recorded as an error (timeout)", label, limit)
+                _free_gpu_memory()
+                self._write(claim, timed_out(limit), elapsed_s=elapsed_s)
+            elif interrupted is not None and reporter.lost:
+                log.warning("%s: lease lost, so the trial is dropped (the job's next holder owns it); it "
+                            "stopped with: %s", label, clip(exception_text(interrupted), LOG_LIMIT))
+            elif interrupted is not None and self._stop.is_set():
+                log.warning("%s interrupted: %s", label, clip(exception_text(interrupted), LOG_LIMIT))
+                hand_back = True  # after the heartbeat: a beat must not find the job gone and call it lost
+            else:
+                if interrupted is not None:  # raised although nothing asked the trial to stop
+                    log.warning("%s raised TrialInterrupted although it was not asked to stop: %s",
+                                label, clip(exception_text(interrupted), LOG_LIMIT))
+                    outcome = from_exception(interrupted)
+                assert outcome is not None
+                self._write(claim, outcome, elapsed_s=elapsed_s, scored=reporter.scored)
+        if hand_back and self.queue.release(claim):
+            log.warning("%s returned to the queue", label)
 
     def _time_up(self, reporter: JobReporter, label: str, limit: float | None) -> None:
         log.warning("%s ran past its time limit of %g s; asking it to stop (it has %.0f s before "
