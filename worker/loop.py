@@ -30,7 +30,9 @@ Behaviour a user can rely on:
 * A poison job never kills the worker: a job document with a field missing or of the
   wrong type, or an objective whose result MongoDB cannot hold (an integer beyond 64
   bits, more than 8 MiB), ends as an error with the reason ``malformed job`` or
-  ``unstorable result``; an objective that calls ``sys.exit`` is an ordinary error.
+  ``unstorable result``; an objective that calls ``sys.exit`` is an ordinary error
+  (but not the :class:`jobstore.fatal.ThreadDied` a dying heartbeat thread raises into
+  it: that ends the worker at once, and the job is left to its lease).
   Error messages and tracebacks are cut to a few kilobytes (logged: 500 characters),
   so a megabyte-long exception message is written as quickly as a short one.  A
   malformed run document (its ``settings`` not a document) refuses that run.
@@ -65,6 +67,7 @@ from pymongo.errors import OperationFailure, PyMongoError, WriteError
 
 from cli_support.console import EXIT_TRIAL_HUNG, EXIT_USER_ERROR
 from jobstore import schema as s
+from jobstore.fatal import ThreadDied
 from jobstore.gpu_lease import GpuLease, wait_for_gpus
 from jobstore.heartbeat import Heartbeat
 from jobstore.queue import DEFAULT_LEASE_S, Claim, JobQueue
@@ -461,6 +464,8 @@ class Worker:
                     else:
                         log.info("%s %s", label, exc)
                         outcome = pruned(reporter.pruned.step, reporter.pruned.value, reporter.pruned.loss)
+                except ThreadDied:  # a heartbeat of this process died: not the trial's failure
+                    raise
                 except (Exception, SystemExit) as exc:  # noqa: BLE001 - the objective's failure is data
                     log.warning("%s raised %s: %s", label, exception_name(exc), clip(exception_text(exc), LOG_LIMIT))
                     outcome = from_exception(exc)
