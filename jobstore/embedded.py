@@ -109,16 +109,14 @@ def storage_in_use(storage: Path) -> bool:
     released at once when it is granted), not of the server, so a server that is too
     busy to answer, or still starting, counts as running."""
     try:
-        handle = open(storage / STORAGE_LOCK, "r+b")
+        with open(storage / STORAGE_LOCK, "r+b") as handle:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except FileNotFoundError:
         return False
-    with handle:
-        try:
-            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno in (errno.EACCES, errno.EAGAIN):
-                return True
-            raise
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EAGAIN):
+            return True
+        raise
     return False
 
 
