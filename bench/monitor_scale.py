@@ -186,7 +186,7 @@ def measure(db: Database, repeat: int) -> list[tuple[str, float]]:
         ("`status`: `run_status` (all of the below)", best_of(repeat, lambda: monitor.run_status(view, RUN))),
         ("  counts by state (`$group` on `{exp_key, state}`)", best_of(repeat, lambda: monitor.count_states(view, RUN))),
         ("  best trial (`find_one` in loss order)", best_of(repeat, lambda: monitor.best_trial(view, RUN))),
-        ("  throughput (`finished_at` index)", best_of(repeat, lambda: monitor.throughput(view, RUN))),
+        ("  throughput (`finished_at` index)", best_of(repeat, lambda: monitor.throughput(view, RUN, now))),
         ("  stale running jobs", best_of(repeat, lambda: monitor.stale_jobs(view, RUN, now))),
         ("  workers", best_of(repeat, lambda: monitor.workers(view, now))),
         ("`trials`: `trial_rows` (projected find)", best_of(repeat, lambda: monitor.trial_rows(view, RUN))),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -140,7 +139,3 @@ def require_url(url: str | None, what: str) -> str:
     if resolved is None:
         fail(f"{what} needs a database: pass --mongo URL or set $HPO_MONGO_URL")
     return resolved
-
-
-def echo(message: str) -> None:
-    print(mask(message), file=sys.stdout, flush=True)

@@ -152,8 +152,10 @@ def start(
     """Start a run, or resume it if it exists, and drive it to --max-evals trials.
 
     Exit codes: 0 the run is done and a trial succeeded; 2 bad input or a refused start
-    (nothing was changed); 3 the run is done but no trial succeeded; 130 stopped by
-    Ctrl-C or SIGTERM (resumable); 1 an unexpected error (a bug, with its traceback).
+    (nothing was changed), or the database stayed unreachable longer than --outage-timeout
+    (the run is resumable); 3 the run is done but has no best trial (no trial succeeded, or
+    every one that did was pruned); 130 stopped by Ctrl-C or SIGTERM (resumable); 1 an
+    unexpected error (a bug, with its traceback).
     """
     setup_logging(log_level)
     if pruner is not None and pruner not in KINDS:
@@ -205,7 +207,7 @@ def start(
                 server.stop()
     console.print(f"run [bold]{summary.run}[/]: {summary.done} trial(s) done")
     if summary.best is None:
-        console.print("no trial succeeded")
+        console.print(f"no best trial: {summary.no_best}")
         raise typer.Exit(EXIT_NO_TRIAL_SUCCEEDED)
     extras = {k: v for k, v in summary.best["result"].items() if k not in ("status", "loss") and
               isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -237,7 +239,8 @@ def retrain(
     with user_errors():
         register_objectives(objective)
         url = database_url(mongo, local_dir, "hpo-coord retrain", ctx.call_on_close)
-        best = best_configuration(Store.open(url, mongo_password_file, timeout_s=connect_timeout), run)
+        with Store.open(url, mongo_password_file, timeout_s=connect_timeout) as store:
+            best = best_configuration(store, run)
         experiment = get_experiment(best.experiment)
         if experiment.retrain is None:
             fail(f"experiment {experiment.name!r} does not support retraining")

@@ -63,8 +63,8 @@ def _serving(local_dir: Path) -> ServerRecord | None:
     """
     if not storage_in_use(local_dir / "db"):
         return None
-    found = recorded_server(local_dir / RECORD)
-    if found is None:
+    found = recorded_server(local_dir / RECORD, check=False)  # the server may be too busy to answer
+    if found is None or not found.server_alive:
         raise UserError(f"the local data in {local_dir} is in use by a server that has not recorded its "
                         f"address in {local_dir / RECORD} (it is still starting, or another program "
                         "started it); wait for it to end or give another --local-dir")

@@ -29,7 +29,10 @@ class LocalWorkers:
     Each opens the coordinator's store from ``environment``
     (:meth:`jobstore.store.Store.child_environment`: the URL and, when the password came
     from a file, that file; a password from the environment is inherited), added to
-    this process's environment, so credentials never appear on a command line.  Each
+    this process's environment, so credentials never appear on a command line.  They
+    wait for an unreachable database as long as the coordinator does (``outage_timeout``,
+    None: however long; otherwise a long outage would end them all with exit code 2, which
+    is not restarted, and leave the coordinator without workers once the database is back).  Each
     gets ``OMP_NUM_THREADS`` = cores / K so K workers share the CPU instead of
     fighting over it.  A watcher thread restarts a worker that exits on its own, with a
     log line: after a crash, a kill, or exit code 76 (a trial ignored its time limit;
@@ -42,8 +45,10 @@ class LocalWorkers:
     """
 
     def __init__(self, count: int, environment: Mapping[str, str], run: str, *, extra_args: list[str],
-                 grace: float = 10.0, check_interval: float = CHECK_INTERVAL_S) -> None:
+                 outage_timeout: float | None = None, grace: float = 10.0,
+                 check_interval: float = CHECK_INTERVAL_S) -> None:
         self.count = count
+        self.outage_timeout = outage_timeout
         self.environment = dict(environment)
         self.run = run
         self.extra_args = extra_args
@@ -59,8 +64,9 @@ class LocalWorkers:
         threads = max(1, (os.cpu_count() or 1) // max(1, self.count))
         env = {**os.environ, **self.environment, "OMP_NUM_THREADS": str(threads),
                "MKL_NUM_THREADS": str(threads)}
+        outage = "inf" if self.outage_timeout is None else repr(float(self.outage_timeout))
         command = [sys.executable, "-m", "worker", "--run", self.run, "--grace", str(self.grace),
-                   "--log-level", "warning",
+                   "--outage-timeout", outage, "--log-level", "warning",
                    *self.extra_args]
         # A session of their own: a Ctrl-C in the terminal reaches the coordinator only,
         # which then drains them once (a second signal would make them exit at once).

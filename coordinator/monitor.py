@@ -52,6 +52,9 @@ THROUGHPUT_WINDOW = timedelta(hours=1)
 """Throughput is measured over the trials finished in this window before the latest."""
 WORKER_HORIZON = timedelta(hours=1)
 """Workers not seen for longer than this are left out of the status."""
+EARLIEST = datetime(1, 1, 1)
+"""Before every date a job holds: ``{field: {"$gte": EARLIEST}}`` selects the jobs
+whose ``field`` is a date, as an index range."""
 
 class UnknownRun(UserError):
     """No run of that name; the message lists the runs there are."""
@@ -201,28 +204,41 @@ class Throughput:
     last_finish: datetime | None
 
 
-def throughput(view: ReadOnlyView, run: str, window: timedelta = THROUGHPUT_WINDOW) -> Throughput:
+def throughput(view: ReadOnlyView, run: str, now: datetime, window: timedelta = THROUGHPUT_WINDOW) -> Throughput:
     """Trials finished per hour between the earliest and the latest finish of the
     ``window`` that ends at the latest finish: ``(n - 1) / span`` for ``n`` finishes.
 
     Measuring from the earliest finish in the window (rather than from the window's
     start) gives the right rate for runs younger than the window and for runs that
-    resumed within it.  Reads only ``finished_at`` through the ``run_finished`` index:
-    the latest finish and the finishes of the window.  ``per_hour`` is None until two
-    trials have finished at different times.
+    resumed within it.  Reads only ``finished_at`` through the ``run_finished`` index,
+    and only recent finishes: those of the two windows before ``now`` (server time),
+    which hold the whole window of a run that finished a trial within the last one; for
+    a run idle for longer, the latest finish, then its window.  ``per_hour`` is None
+    until two trials have finished at different times.
     """
-    latest = view.jobs.find_one({s.EXP_KEY: run, s.FINISHED_AT: {"$type": "date"}},
-                           {s.ID: 0, s.FINISHED_AT: 1}, sort=[(s.FINISHED_AT, DESCENDING)])
-    if latest is None:
-        return Throughput(None, 0, None, None)
-    last = latest[s.FINISHED_AT]
-    finishes = [job[s.FINISHED_AT] for job in view.jobs.find(
-        {s.EXP_KEY: run, s.FINISHED_AT: {"$gt": last - window, "$lte": last}},
-        {s.ID: 0, s.FINISHED_AT: 1})]
+    recent = _finishes(view, run, {"$gt": now - 2 * window})
+    if recent:
+        last = max(recent)
+    else:
+        latest = view.jobs.find_one({s.EXP_KEY: run, s.FINISHED_AT: {"$gte": EARLIEST}},
+                                    {s.ID: 0, s.FINISHED_AT: 1}, sort=[(s.FINISHED_AT, DESCENDING)])
+        if latest is None:
+            return Throughput(None, 0, None, None)
+        last = latest[s.FINISHED_AT]
+    if last - window < now - 2 * window or not recent:
+        recent = _finishes(view, run, {"$gt": last - window, "$lte": last})
+    finishes = [at for at in recent if last - window < at <= last]
     start = min(finishes)
     span_h = (last - start).total_seconds() / 3600
     rate = (len(finishes) - 1) / span_h if span_h > 0 else None
     return Throughput(rate, len(finishes), start, last)
+
+
+def _finishes(view: ReadOnlyView, run: str, when: Mapping[str, datetime]) -> list[datetime]:
+    """The ``finished_at`` of the run's jobs in the range ``when`` (a date range, so
+    only dates match, through ``run_finished``)."""
+    return [job[s.FINISHED_AT] for job in view.jobs.find({s.EXP_KEY: run, s.FINISHED_AT: dict(when)},
+                                                          {s.ID: 0, s.FINISHED_AT: 1})]
 
 
 def eta(max_evals: int | None, counts: StateCounts, rate: Throughput) -> timedelta | None:
@@ -340,24 +356,39 @@ class PruningStatus:
     """Trials a pruner stopped."""
     steps_saved: int | None
     """Steps (epochs) the pruned trials did not train: ``max_resource`` less the step each
-    stopped at, summed; None when the settings have no usable ``max_resource``."""
+    stopped at, summed (a trial whose ``pruned_step`` is not a number between 0 and
+    ``max_resource`` counts as none); None when the settings have no usable ``max_resource``."""
 
 
-def pruning_status(view: ReadOnlyView, run: str, settings: Any) -> PruningStatus | None:
-    """The run's :class:`PruningStatus`; None when it has no pruner.  One aggregation
-    over the run's pruned trials only (index ``run_pruned``)."""
+def run_pruner(doc: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A run document's ``settings.pruner`` as plain values; None when the run has no
+    pruner (absent, null, not a document, or kind ``none``)."""
+    settings = _mapping(doc.get(s.RUN_SETTINGS)).get(s.RUN_PRUNER)
     if not isinstance(settings, Mapping) or settings.get("kind") in (None, "none"):
         return None
-    step = "$" + s.PRUNED_STEP
-    pipeline = [
-        {"$match": {s.EXP_KEY: run, s.PRUNED: True}},
-        {"$group": {s.ID: None, "n": {"$sum": 1},
-                    "steps": {"$sum": {"$cond": [{"$isNumber": step}, step, 0]}}}},
-    ]
-    row = next(iter(view.jobs.aggregate(pipeline)), {"n": 0, "steps": 0})
+    return plain(settings)
+
+
+def pruning_status(view: ReadOnlyView, run: str, settings: dict[str, Any] | None) -> PruningStatus | None:
+    """The run's :class:`PruningStatus` under ``settings`` (see :func:`run_pruner`); None
+    when it has no pruner.  One aggregation over the run's pruned trials only (index
+    ``run_pruned``)."""
+    if settings is None:
+        return None
     budget = s.as_int(settings.get("max_resource"))
-    saved = None if budget is None else int(row["n"] * budget - row["steps"])
-    return PruningStatus(dict(settings), int(row["n"]), saved)
+    if budget is not None and budget < 1:
+        budget = None
+    group: dict[str, Any] = {s.ID: None, "n": {"$sum": 1}}
+    if budget is not None:
+        # a trial saved the budget less the step it stopped at; a pruned_step that is
+        # not a step within the budget (malformed: NaN, a string, ...) saved nothing
+        step = "$" + s.PRUNED_STEP
+        within = {"$and": [{"$isNumber": step}, {"$gte": [step, 0]}, {"$lte": [step, budget]}]}
+        group["saved"] = {"$sum": {"$cond": [within, {"$subtract": [budget, step]}, 0]}}
+    pipeline = [{"$match": {s.EXP_KEY: run, s.PRUNED: True}}, {"$group": group}]
+    row = next(iter(view.jobs.aggregate(pipeline)), {"n": 0, "saved": 0})
+    saved = None if budget is None else int(row["saved"])
+    return PruningStatus(settings, int(row["n"]), saved)
 
 
 @dataclass
@@ -384,14 +415,14 @@ def run_status(view: ReadOnlyView, run: str, stale_after: timedelta = STALE_AFTE
                                            s.RUN_SETTINGS: 1}) or {}
     now = view.server_time()
     counts = count_states(view, run)
-    rate = throughput(view, run)
+    rate = throughput(view, run, now)
     max_evals = s.as_int(doc.get(s.RUN_MAX_EVALS))
     return RunStatus(
         run=run, experiment=text(doc.get(s.RUN_EXPERIMENT)), algo=text(doc.get(s.RUN_ALGO)), max_evals=max_evals, now=now,
         counts=counts, best=best_trial(view, run), throughput=rate,
         eta=eta(max_evals, counts, rate), stale=stale_jobs(view, run, now, stale_after),
         workers=workers(view, now, stale_after),
-        pruning=pruning_status(view, run, _mapping(doc.get(s.RUN_SETTINGS)).get(s.RUN_PRUNER)),
+        pruning=pruning_status(view, run, run_pruner(doc)),
     )
 
 
@@ -406,13 +437,17 @@ class RunOverview:
     max_evals: int | None
     counts: StateCounts
     best_loss: float | None
+    pruner: dict[str, Any] | None = None
+    """The run document's ``settings.pruner`` (see ``objectives.pruning.PrunerSettings``);
+    None when the run has no pruner (absent, null, not a document, or kind ``none``)."""
 
 
 def list_runs(view: ReadOnlyView) -> list[RunOverview]:
     """Every run with its counts by state and best loss, by name."""
     docs = {
         doc[s.ID]: doc
-        for doc in view.runs.find({}, {s.RUN_EXPERIMENT: 1, s.RUN_ALGO: 1, s.RUN_CREATED_AT: 1, s.RUN_MAX_EVALS: 1})
+        for doc in view.runs.find({}, {s.RUN_EXPERIMENT: 1, s.RUN_ALGO: 1, s.RUN_CREATED_AT: 1, s.RUN_MAX_EVALS: 1,
+                                       f"{s.RUN_SETTINGS}.{s.RUN_PRUNER}": 1})
     }
     overview = []
     for run in known_runs(view):
@@ -422,6 +457,7 @@ def list_runs(view: ReadOnlyView) -> list[RunOverview]:
             run=run, experiment=text(doc.get(s.RUN_EXPERIMENT)), algo=text(doc.get(s.RUN_ALGO)), created_at=s.as_date(doc.get(s.RUN_CREATED_AT)),
             max_evals=s.as_int(doc.get(s.RUN_MAX_EVALS)), counts=count_states(view, run),
             best_loss=None if best is None else best.loss,
+            pruner=run_pruner(doc),
         ))
     return overview
 
@@ -430,7 +466,7 @@ def list_runs(view: ReadOnlyView) -> list[RunOverview]:
 
 TRIAL_COLUMNS = [
     "tid", "state", "status", "loss", "attempts", "worker", "book_time", "started_at",
-    "finished_at", "booked_to_finished_s", "started_to_finished_s", "error_type",
+    "finished_at", "booked_to_finished_s", "started_to_finished_s", "error_type", "pruned_step",
 ]
 """The fixed columns of :func:`trial_rows`; ``params.<path>`` columns follow them."""
 PARAM_PREFIX = "params."
@@ -466,9 +502,16 @@ def state_name(value: Any) -> str:
 TRIAL_ROW_PROJECTION = {
     s.TID: 1, s.STATE: 1, s.STATUS: 1, s.LOSS: 1, s.ATTEMPTS: 1, s.OWNER: 1,
     s.BOOK_TIME: 1, s.STARTED_AT: 1, s.FINISHED_AT: 1, s.ERROR + ".type": 1,
-    s.PARAMS: 1, s.VALS: 1,
+    s.PRUNED: 1, s.PRUNED_STEP: 1, s.PARAMS: 1, s.VALS: 1,
 }
 """The fields :func:`trial_row` reads: never ``metrics``, ``spec`` or tracebacks."""
+
+
+def pruned_step(result: Mapping[str, Any]) -> int | None:
+    """The step where a pruner stopped the trial of ``result`` (``result.pruned_step``
+    when ``result.pruned`` is true); None if it was not pruned or the step is not an
+    integer."""
+    return s.as_int(result.get(s.RESULT_PRUNED_STEP)) if result.get(s.RESULT_PRUNED) is True else None
 
 
 def trial_row(job: Mapping[str, Any], tid: int) -> dict[str, Any]:
@@ -492,6 +535,7 @@ def trial_row(job: Mapping[str, Any], tid: int) -> dict[str, Any]:
         "booked_to_finished_s": _seconds(booked, finished),
         "started_to_finished_s": _seconds(started, finished),
         "error_type": text(_mapping(job.get(s.ERROR)).get("type")),
+        "pruned_step": pruned_step(result),
     }
     for key, value in params.items():
         row.update({k: plain(v) for k, v in flatten(value, PARAM_PREFIX + str(key)).items()})
@@ -540,6 +584,11 @@ class TrialPoint:
     """The step where a pruner stopped the trial (``result.pruned_step``); None if it was not pruned."""
 
 
+TRIAL_POINT_PROJECTION = {s.TID: 1, s.STATE: 1, s.STATUS: 1, s.LOSS: 1, s.PRUNED: 1, s.PRUNED_STEP: 1,
+                          s.VALS: 1}
+"""The fields :func:`trial_points` reads: what the charts plot, nothing else of ``result``."""
+
+
 def trial_points(view: ReadOnlyView, run: str, since: datetime | None = None) -> list[TrialPoint]:
     """Every trial of ``run`` as a :class:`TrialPoint`, by tid; with ``since``, only the
     trials written at or after that server time (``updated_at``, through ``run_updated``)."""
@@ -548,7 +597,7 @@ def trial_points(view: ReadOnlyView, run: str, since: datetime | None = None) ->
     query: dict[str, Any] = {s.EXP_KEY: run}
     if since is not None:
         query[s.UPDATED_AT] = {"$gte": since}
-    found = view.jobs.find(query, {s.TID: 1, s.STATE: 1, s.RESULT: 1, s.VALS: 1}, sort=[(s.TID, ASCENDING)])
+    found = view.jobs.find(query, TRIAL_POINT_PROJECTION, sort=[(s.TID, ASCENDING)])
     for job in found:
         tid = _tid(job, left_out)
         if tid is None:
@@ -559,9 +608,8 @@ def trial_points(view: ReadOnlyView, run: str, since: datetime | None = None) ->
         ok = state == State.DONE and result.get("status") == base.STATUS_OK
         vals = {label: float(value) for label, value in s.point_from_vals(_vals(job)).items()
                 if s.is_finite_number(value)}
-        pruned_step = s.as_int(result.get("pruned_step")) if result.get("pruned") is True else None
         points.append(TrialPoint(tid, -1 if state is None else state,
-                                 float(loss) if ok and s.is_finite_number(loss) else None, vals, pruned_step))
+                                 float(loss) if ok and s.is_finite_number(loss) else None, vals, pruned_step(result)))
     _warn_left_out("trial points", run, left_out)
     return points
 

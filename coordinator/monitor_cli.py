@@ -66,18 +66,32 @@ class TrialFormat(str, Enum):
     json = "json"
 
 
+def _under_a_file(path: Path) -> None:
+    """Refuse ``path`` when its nearest existing parent is not a directory (nothing
+    can be created under it)."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"--out {path}: {parent} is a file, not a directory; "
+                                "give a path whose parent directories are directories (or missing)")
+            return
+
+
 def _output_dir(path: Path) -> Path:
-    """``path`` for ``--out DIR``: refused when it exists and is not a directory."""
+    """``path`` for ``--out DIR``: refused when it exists and is not a directory, or
+    lies under a file."""
     if path.exists() and not path.is_dir():
         raise UserError(f"--out {path} is a file: give a directory for the PNG files "
                         "(it is created if missing)")
+    _under_a_file(path)
     return path
 
 
 def _output_file(path: Path) -> Path:
-    """``path`` for ``--out FILE``: refused when it is a directory."""
+    """``path`` for ``--out FILE``: refused when it is a directory, or lies under a file."""
     if path.is_dir():
         raise UserError(f"--out {path} is a directory: give a file name to write the trials to")
+    _under_a_file(path)
     return path
 
 
@@ -102,7 +116,9 @@ def render_status(st: monitor.RunStatus) -> Group:
         errors = f" ({c.error} error(s) not counted)" if c.error else ""
         summary.add_row("progress", f"{c.done} of {st.max_evals} done{errors}")
     if st.best is None:
-        summary.add_row("best loss", "no ok trial yet")
+        pruned = st.pruning is not None and st.pruning.pruned > 0
+        summary.add_row("best loss", "no ok trial that trained its whole budget yet (pruned trials are never "
+                        "the best)" if pruned else "no ok trial yet")
     else:
         summary.add_row("best loss", f"{st.best.loss:.6g} (trial {st.best.tid})")
         summary.add_row("best params", _compact_json(whole_floats_as_ints(st.best.params)))
@@ -304,7 +320,7 @@ def best(session: Session, run: Run = None) -> None:
     name = session.run(run)
     found = monitor.best_trial(session.view, name)
     if found is None:
-        raise UserError(f"run {name!r} has no trial with status ok yet")
+        raise UserError(f"run {name!r} has no best trial: {session.view.no_best_trial(name)}")
     typer.echo(json.dumps(whole_floats_as_ints(found.params), indent=2, sort_keys=True))
 
 
@@ -323,8 +339,11 @@ def trials(
     if out is None:
         typer.echo(text, nl=False)
         return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    except OSError as exc:
+        raise UserError(f"cannot write --out {out}: {exc.strerror or exc}") from None
     session.console.print(f"wrote {len(rows)} trial(s) of run {name} to {out}", highlight=False)
 
 

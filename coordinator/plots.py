@@ -47,6 +47,9 @@ MAX_MATRIX_PARAMS = 8
 """The scatterplot matrix shows at most this many numeric hyperparameters."""
 MIN_IMPORTANCE_TRIALS = 10
 """Importance is not estimated from fewer ok trials than this."""
+IMPORTANCE_SAMPLE = 1000
+"""Importance is estimated from at most this many ok trials (a fixed-seed random sample
+of them), so the forest's fitting time stops growing with the run."""
 LEARNING_CURVE_METRICS = ("val_accuracy", "val_loss")
 """Metrics preferred for learning curves, in order; else the first numeric one."""
 _LOG_DISTRIBUTIONS = {"loguniform", "qloguniform", "lognormal", "qlognormal"}
@@ -212,19 +215,20 @@ def histogram_figure(values: Mapping[str, Sequence[float]], infos: Mapping[str, 
 # -- run figures --------------------------------------------------------------------
 
 
-def _ok(points: Sequence[TrialPoint]) -> list[TrialPoint]:
+def ok_points(points: Sequence[TrialPoint]) -> list[TrialPoint]:
+    """The trials that finished with status ok (those with a loss)."""
     return [p for p in points if p.loss is not None]
 
 
 @dataclass
 class LossSeries:
-    """Loss per trial: the ok trials' tids and losses (``pruned``: whether a pruner
-    stopped the trial, its loss then the one it reported where it stopped) with the
-    best loss so far, and the tids of the error trials."""
+    """Loss per trial: the ok trials' tids and losses (``pruned_steps``: the step where a
+    pruner stopped the trial, its loss then the one it reported there; None for a trial
+    that was not pruned) with the best loss so far, and the tids of the error trials."""
 
     tids: list[int]
     losses: list[float]
-    pruned: list[bool]
+    pruned_steps: list[int | None]
     best_so_far: list[float]
     error_tids: list[int]
 
@@ -235,11 +239,11 @@ def loss_series(points: Sequence[TrialPoint]) -> LossSeries:
     Raises:
         Skipped: no trial has finished with status ok.
     """
-    ok = _ok(points)
+    ok = ok_points(points)
     if not ok:
         raise Skipped("no trial has finished with status ok yet")
     losses = np.array([p.loss for p in ok], dtype=float)
-    return LossSeries([p.tid for p in ok], losses.tolist(), [p.pruned_step is not None for p in ok],
+    return LossSeries([p.tid for p in ok], losses.tolist(), [p.pruned_step for p in ok],
                       np.minimum.accumulate(losses).tolist(), [p.tid for p in points if p.state == 3])
 
 
@@ -249,7 +253,7 @@ def loss_figure(points: Sequence[TrialPoint], run: str) -> Figure:
     series = loss_series(points)
     tids = np.array(series.tids)
     losses = np.array(series.losses, dtype=float)
-    pruned = np.array(series.pruned, dtype=bool)
+    pruned = np.array([step is not None for step in series.pruned_steps], dtype=bool)
     figure = Figure(figsize=(9, 5), layout="constrained")
     ax = figure.subplots()
     ax.scatter(tids[~pruned], losses[~pruned], s=14, alpha=0.7, label="trial loss")
@@ -285,11 +289,6 @@ def _column(points: Sequence[TrialPoint], label: str) -> np.ndarray:
     return np.array([p.vals.get(label, np.nan) for p in points], dtype=float)
 
 
-def ok_points(points: Sequence[TrialPoint]) -> list[TrialPoint]:
-    """The trials that finished with status ok (those with a loss)."""
-    return _ok(points)
-
-
 def matrix_labels(points: Sequence[TrialPoint], infos: Mapping[str, ParamInfo]) -> list[str]:
     """The numeric hyperparameters the scatterplot matrix shows: the
     :data:`MAX_MATRIX_PARAMS` most often active among the ok trials.
@@ -297,7 +296,7 @@ def matrix_labels(points: Sequence[TrialPoint], infos: Mapping[str, ParamInfo]) 
     Raises:
         Skipped: no ok trial has a numeric hyperparameter.
     """
-    ok = _ok(points)
+    ok = ok_points(points)
     labels = _numeric_labels(ok, infos)
     if not ok or not labels:
         raise Skipped("no ok trial with a numeric hyperparameter")
@@ -310,14 +309,14 @@ def matrix_labels(points: Sequence[TrialPoint], infos: Mapping[str, ParamInfo]) 
 def top_trials(points: Sequence[TrialPoint], n: int) -> list[int]:
     """The tids of the ``n`` ok trials with the lowest loss, best first (whose learning
     curves are drawn)."""
-    return [p.tid for p in sorted(_ok(points), key=lambda p: float(p.loss or 0.0))[:n]]
+    return [p.tid for p in sorted(ok_points(points), key=lambda p: float(p.loss or 0.0))[:n]]
 
 
 def scatter_matrix_figure(points: Sequence[TrialPoint], infos: Mapping[str, ParamInfo],
                           run: str) -> Figure:
     """The scatterplot matrix of numeric hyperparameters, coloured by loss; the
     diagonal shows loss against each hyperparameter (as in hyperopt's tutorial)."""
-    ok = _ok(points)
+    ok = ok_points(points)
     labels = matrix_labels(points, infos)
     losses = np.array([p.loss for p in ok], dtype=float)
     norm = _loss_norm(losses)
@@ -360,7 +359,7 @@ def parallel_figure(points: Sequence[TrialPoint], infos: Mapping[str, ParamInfo]
     its range; log scale for log distributions) and the loss, coloured by loss, the
     best drawn on top.  A nested hyperparameter that was inactive is drawn at an
     "inactive" mark below its axis."""
-    ok = sorted(_ok(points), key=lambda p: -float(p.loss or 0.0))
+    ok = sorted(ok_points(points), key=lambda p: -float(p.loss or 0.0))
     labels = sorted({label for p in ok for label in p.vals})
     if not ok or not labels:
         raise Skipped("no ok trial with hyperparameters")
@@ -429,39 +428,77 @@ def pick_metric(curves: Mapping[int, Sequence[Mapping[str, Any]]]) -> str | None
     return None
 
 
-def learning_curves_figure(curves: Mapping[int, Sequence[Mapping[str, Any]]],
-                           losses: Mapping[int, float], run: str,
-                           pruned: Mapping[int, int] | None = None) -> Figure:
-    """One line per trial of ``curves`` (tid -> metrics entries) for the metric
-    :func:`pick_metric` chooses, labelled with the trial's loss; trials in ``pruned``
-    (tid -> the step where a pruner stopped them) are dashed and end in a cross."""
-    pruned = pruned or {}
+@dataclass
+class Curve:
+    """One trial's learning curve: the metric's value at each step it reported."""
+
+    tid: int
+    loss: float | None
+    steps: list[Any]
+    values: list[float]
+    pruned_step: int | None
+    """The step where a pruner stopped the trial; None if it was not pruned."""
+
+
+@dataclass
+class LearningCurves:
+    """The data of the learning-curve figure: one :class:`Curve` per trial, best loss first."""
+
+    metric: str
+    series: list[Curve]
+
+
+def curve_series(curves: Mapping[int, Sequence[Mapping[str, Any]]], losses: Mapping[int, float],
+                    pruned: Mapping[int, int]) -> LearningCurves:
+    """The curves of ``curves`` (tid -> metrics entries) for the metric :func:`pick_metric`
+    chooses, by loss (``losses``: tid -> loss); ``pruned``: tid -> the step where a
+    pruner stopped the trial.  A trial that never reported the metric has no curve; an
+    entry without ``step`` is at its position (1, 2, ...).
+
+    Raises:
+        Skipped: no trial reported a numeric metric.
+    """
     metric = pick_metric(curves)
     if metric is None:
         raise Skipped("the top trials reported no metrics")
-    figure = Figure(figsize=(9, 5), layout="constrained")
-    ax = figure.subplots()
+    series = []
     for tid in sorted(curves, key=lambda t: losses.get(t, math.inf)):
         entries = [e for e in curves[tid] if isinstance(e.get(metric), (int, float))]
         if entries:
-            steps = [e.get("step", i + 1) for i, e in enumerate(entries)]
-            note = f", pruned at step {pruned[tid]}" if tid in pruned else ""
-            line, = ax.plot(steps, [e[metric] for e in entries], marker="o", markersize=3,
-                            linestyle="--" if tid in pruned else "-",
-                            label=f"trial {tid} (loss {losses.get(tid, math.nan):.4g}{note})")
-            if tid in pruned:
-                ax.plot(steps[-1], entries[-1][metric], "x", color=line.get_color(), markersize=10)
+            series.append(Curve(tid, losses.get(tid), [e.get("step", i + 1) for i, e in enumerate(entries)],
+                                [float(e[metric]) for e in entries], pruned.get(tid)))
+    return LearningCurves(metric, series)
+
+
+def learning_curves_figure(curves: Mapping[int, Sequence[Mapping[str, Any]]],
+                           losses: Mapping[int, float], run: str,
+                           pruned: Mapping[int, int] | None = None) -> Figure:
+    """One line per trial of ``curves`` (see :func:`curve_series`), labelled with the
+    trial's loss; trials in ``pruned`` (tid -> the step where a pruner stopped them) are
+    dashed and end in a cross."""
+    data = curve_series(curves, losses, pruned or {})
+    figure = Figure(figsize=(9, 5), layout="constrained")
+    ax = figure.subplots()
+    for curve in data.series:
+        note = "" if curve.pruned_step is None else f", pruned at step {curve.pruned_step}"
+        loss = math.nan if curve.loss is None else curve.loss
+        line, = ax.plot(curve.steps, curve.values, marker="o", markersize=3,
+                        linestyle="-" if curve.pruned_step is None else "--",
+                        label=f"trial {curve.tid} (loss {loss:.4g}{note})")
+        if curve.pruned_step is not None:
+            ax.plot(curve.steps[-1], curve.values[-1], "x", color=line.get_color(), markersize=10)
     ax.set_xlabel("step")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel(metric)
-    ax.set_title(f"run {run}: {metric} of the {len(curves)} best trials")
+    ax.set_ylabel(data.metric)
+    ax.set_title(f"run {run}: {data.metric} of the {len(curves)} best trials")
     ax.legend(fontsize=8)
     return figure
 
 
 def importances(points: Sequence[TrialPoint]) -> list[tuple[str, float]]:
     """Hyperparameter importance, least important first: impurity importances of a
-    random forest (scikit-learn, fixed seed) fitted to the loss of the ok trials;
+    random forest (scikit-learn, fixed seed) fitted to the loss of the ok trials (of
+    :data:`IMPORTANCE_SAMPLE` of them, drawn with a fixed seed, when there are more);
     inactive nested values are missing values.
 
     Raises:
@@ -470,13 +507,16 @@ def importances(points: Sequence[TrialPoint]) -> list[tuple[str, float]]:
     """
     from sklearn.ensemble import RandomForestRegressor
 
-    ok = _ok(points)
+    ok = ok_points(points)
     labels = sorted({label for p in ok for label in p.vals})
     if len(ok) < MIN_IMPORTANCE_TRIALS:
         raise Skipped(f"importance needs at least {MIN_IMPORTANCE_TRIALS} ok trials, "
                       f"the run has {len(ok)}")
     if len(labels) < 2:
         raise Skipped("importance is not meaningful with fewer than two hyperparameters")
+    if len(ok) > IMPORTANCE_SAMPLE:
+        picked = np.random.default_rng(0).choice(len(ok), IMPORTANCE_SAMPLE, replace=False)
+        ok = [ok[k] for k in np.sort(picked)]
     features = np.column_stack([_column(ok, label) for label in labels])
     losses = np.array([p.loss for p in ok], dtype=float)
     forest = RandomForestRegressor(n_estimators=100, min_samples_leaf=2, random_state=0)
@@ -492,7 +532,9 @@ def importance_figure(points: Sequence[TrialPoint], run: str) -> Figure:
     ax = figure.subplots()
     ax.barh([label for label, _ in ranked], [value for _, value in ranked], color="tab:green")
     ax.set_xlabel("importance (random forest, mean decrease in impurity)")
-    ax.set_title(f"run {run}: hyperparameter importance from {len(_ok(points))} ok trials")
+    ok = len(ok_points(points))
+    ax.set_title(f"run {run}: hyperparameter importance from {min(ok, IMPORTANCE_SAMPLE)} ok trials"
+                 + (f" (a sample of {ok})" if ok > IMPORTANCE_SAMPLE else ""))
     return figure
 
 

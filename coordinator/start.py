@@ -1,7 +1,8 @@
 """``hpo-coord start``: create or resume a run and drive hyperopt's fmin over the queue.
 
-The sequence: resolve the experiment; check or create the run document (same
-experiment and fingerprint on resume); take the run's coordinator lease (a second
+The sequence: resolve the experiment; work out the run's settings (pruner settings that
+cannot work are refused here, before anything is written); check or create the run
+document (same experiment and fingerprint on resume); take the run's coordinator lease (a second
 coordinator refuses while this one lives); only then write the run's settings,
 ``max_evals`` and algorithm, so a refused start changes nothing; start the keeper thread (lease renewal,
 requeue of lost jobs) and any local workers; then call ``hyperopt.fmin`` with a
@@ -96,7 +97,10 @@ class RunSummary:
     run: str
     done: int
     best: dict[str, Any] | None
+    """The best trial (:meth:`jobstore.view.ReadOnlyView.best_trial`); None: see ``no_best``."""
     worst_loss: float | None = None
+    no_best: str | None = None
+    """Why ``best`` is None (:meth:`jobstore.view.ReadOnlyView.no_best_trial`)."""
 
 
 class StopOnSignals:
@@ -226,17 +230,21 @@ def _start_run(store: Store, experiment: Experiment, options: StartOptions, cons
     runs = trials.runs
     algo_name = choose_algorithm(runs, options.run, options.algo, experiment)
     algo = suggest_function(algo_name)
-    # Check (or create) the run and take its lease before changing it: a refused start
-    # (another experiment or code version, a live coordinator) leaves the run as it was.
+    # Refuse bad settings (the pruner's, local workers of a store that cannot hand its
+    # connection to a child) before writing anything; then check (or create)
+    # the run and take its lease before changing it: a refused start (another experiment
+    # or code version, a live coordinator) leaves the run as it was.
+    settings = run_settings(experiment, options, runs.get(options.run))
+    workers = LocalWorkers(options.local_workers, store.child_environment(), options.run,
+                           extra_args=options.worker_args,
+                           outage_timeout=options.outage_timeout) if options.local_workers else None
     runs.ensure(options.run, experiment=experiment.name, fingerprint=experiment.fingerprint())
     token = runs.acquire_coordinator(options.run, options.lease)
     rstate = np.random.default_rng(options.seed)
-    workers = LocalWorkers(options.local_workers, store.child_environment(), options.run,
-                           extra_args=options.worker_args) if options.local_workers else None
     try:
         runs.ensure(
             options.run, experiment=experiment.name, fingerprint=experiment.fingerprint(),
-            settings=run_settings(experiment, options, runs.get(options.run)),
+            settings=settings,
             max_evals=options.max_evals, algo=algo_name,
         )
         with RunKeeper(trials.store, options.run, token, lease_s=options.lease):
@@ -351,8 +359,10 @@ def summarize(trials: MongoTrials, run: str, experiment: Experiment) -> RunSumma
     best = trials.store.view.best_trial(run, s.has_point)
     done = trials.count_by_state_unsynced(hyperopt.JOB_STATE_DONE)
     if best is None:
-        return RunSummary(run, done, None)
-    worst = max(loss for loss in trials.losses() if s.is_finite_number(loss))
+        return RunSummary(run, done, None, no_best=trials.store.view.no_best_trial(run))
+    # None when no trial hyperopt can use has a finite loss: the best may be a document
+    # MongoTrials leaves out (malformed for hyperopt, see jobstore.trials.trial_problem)
+    worst = max((loss for loss in trials.losses() if s.is_finite_number(loss)), default=None)
     return RunSummary(
         run, done,
         {"tid": best[s.TID], "loss": best[s.RESULT]["loss"],
@@ -378,7 +388,8 @@ def best_configuration(store: Store, run: str) -> BestConfiguration:
     store's jobs collection), with its params as the objective saw them.
 
     Raises:
-        UserError: unknown run, or no successful trial yet.
+        UserError: unknown run, or no best trial yet (no successful trial, or every
+            successful one was pruned; the message says which).
     """
     from objectives.registry import get_experiment
 
@@ -388,7 +399,7 @@ def best_configuration(store: Store, run: str) -> BestConfiguration:
         raise UserError(f"no run {run!r} started by hpo-coord in this database; runs: {', '.join(known) or 'none'}")
     best = store.view.best_trial(run, s.has_point)
     if best is None:
-        raise UserError(f"run {run!r} has no successful trial yet")
+        raise UserError(f"run {run!r} has no best trial: {store.view.no_best_trial(run)}")
     experiment = get_experiment(doc[s.RUN_EXPERIMENT])
     params = s.params_from_vals(experiment.space, best[s.MISC]["vals"])
     return BestConfiguration(experiment.name, best[s.TID], best[s.RESULT]["loss"], params,

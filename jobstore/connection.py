@@ -58,18 +58,13 @@ _SECRET_OPTIONS = {
     "tlscertificatekeyfilepassword=": re.compile(r"(?i)(tlsCertificateKeyFilePassword=)[^&\s]*"),
     "aws_session_token:": re.compile(r"(?i)(AWS_SESSION_TOKEN:)[^,&\s]*"),
 }
-"""URL options whose values are secrets, by their lower-cased names."""
-MASK_PATTERNS = (_URL_TAIL, *_SECRET_OPTIONS.values())
-"""Every regular expression :func:`mask` runs: each is a literal followed by one
-character class repeated, so a match never backtracks and masking takes linear time."""
+"""URL options whose values are secrets, by their lower-cased names.
+
+Every regular expression :func:`mask` runs (these and :data:`_URL_TAIL`) is a literal
+followed by one character class repeated, so a match never backtracks, the URL tails
+it examines are disjoint, and masking takes linear time."""
 _MIN_SECRET_LEN = 4
 _secrets: set[str] = set()
-
-
-def url_spans(text: str) -> list[tuple[int, int]]:
-    """Where :func:`mask` looks for passwords: from each URL's ``://`` to the next
-    whitespace.  The spans are disjoint and in order, and each is read once."""
-    return [match.span() for match in _URL_TAIL.finditer(text)]
 
 
 def _mask_url_tail(match: re.Match[str]) -> str:

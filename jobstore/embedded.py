@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 
 import pymongo
-from pymongo.errors import PyMongoError
+from pymongo.errors import OperationFailure, PyMongoError
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,10 @@ class ServerRecord:
     def owner_alive(self) -> bool:
         return _alive(self.owner)
 
+    @property
+    def server_alive(self) -> bool:
+        return _alive(self.pid)
+
 
 def _alive(pid: int) -> bool:
     try:
@@ -91,15 +95,39 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def recorded_server(record: Path) -> ServerRecord | None:
-    """The server that ``record`` names, if that file is readable; None otherwise (no
-    file, a malformed one).  Whether that server still runs is
-    :func:`storage_in_use`'s question: a record outlives a server killed with its owner."""
+def recorded_server(record: Path, timeout: float = 2.0, *, check: bool = True) -> ServerRecord | None:
+    """The server that ``record`` names, if that file is readable and (with ``check``)
+    that server answers on the recorded port within ``timeout`` seconds, as the recorded
+    process (its ``serverStatus`` pid; one that requires authentication tells only that
+    it answers); None otherwise (no file, a malformed one, a server that has gone, or
+    another program answering on a stale record's port)."""
     try:
         data = json.loads(record.read_text())
-        return ServerRecord(port=int(data["port"]), pid=int(data["pid"]), owner=int(data["owner"]))
+        found = ServerRecord(port=int(data["port"]), pid=int(data["pid"]), owner=int(data["owner"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    if not check:
+        return found
+    client: pymongo.MongoClient = pymongo.MongoClient(found.url, serverSelectionTimeoutMS=int(timeout * 1000),
+                                                      directConnection=True)
+    try:
+        ours = _answers_as(client, found.pid)
+    except PyMongoError:
+        return None
+    finally:
+        client.close()
+    return found if ours else None
+
+
+def _answers_as(client: pymongo.MongoClient, pid: int) -> bool:
+    """Whether the server ``client`` reaches answers, as process ``pid`` (its
+    ``serverStatus``; one that requires authentication tells only that it answers)."""
+    try:
+        status = client.admin.command("serverStatus")
+    except OperationFailure:
+        client.admin.command("ping")
+        return True
+    return status.get("pid") in (None, pid)
 
 
 def storage_in_use(storage: Path) -> bool:
@@ -142,8 +170,9 @@ class EmbeddedServer:
     ``auth`` it requires SCRAM authentication (users are created while it runs without).
     With ``record``, a running server is described in that JSON file (a
     :class:`ServerRecord`, see :func:`recorded_server`), written once it answers and
-    removed when it stops, so other processes can find it; :func:`storage_in_use` tells
-    whether some server serves ``storage``.
+    removed when it stops (unless the file names another server by then), so other
+    processes can find it; :func:`storage_in_use` tells whether some server serves
+    ``storage``.
     """
 
     def __init__(self, storage: Path, port: int | None = None, log_file: Path | None = None,
@@ -161,7 +190,13 @@ class EmbeddedServer:
         return f"mongodb://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60.0) -> None:
-        """Start the server and wait until it answers a ping."""
+        """Start the server and wait until it answers (itself: another server that
+        listens on the port meanwhile does not count, and this one then fails).
+
+        Raises:
+            EmbeddedServerError: the server exited (see its log), or did not answer
+                within ``timeout`` seconds.
+        """
         self.storage.mkdir(parents=True, exist_ok=True)
         command = [
             _program(),
@@ -186,19 +221,21 @@ class EmbeddedServer:
                         f"see {self.log_file}"
                     )
                 try:
-                    client.admin.command("ping")
+                    # another server on the port (it was taken meanwhile) answers too:
+                    # wait for this one, which then exits, unable to listen
+                    ours = _answers_as(client, self._process.pid)
+                except PyMongoError:
+                    ours = False
+                if ours:
                     if self.record is not None:
                         self.record.write_text(json.dumps(
                             {"port": self.port, "pid": self._process.pid, "owner": os.getpid()}))
                     return
-                except PyMongoError:
-                    if time.monotonic() > deadline:
-                        self.stop()
-                        raise EmbeddedServerError(
-                            f"{SERVER_PROGRAM} did not answer within {timeout:.0f} s; "
-                            f"see {self.log_file}"
-                        ) from None
-                    time.sleep(0.1)
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise EmbeddedServerError(
+                        f"{SERVER_PROGRAM} did not answer within {timeout:.0f} s; see {self.log_file}")
+                time.sleep(0.1)
         finally:
             client.close()
 
@@ -214,8 +251,9 @@ class EmbeddedServer:
         process, self._process = self._process, None
         if process is None:
             return
-        if self.record is not None:
-            self.record.unlink(missing_ok=True)
+        found = recorded_server(self.record, check=False) if self.record is not None else None
+        if found is not None and found.pid == process.pid:  # another server's record stays
+            self.record.unlink(missing_ok=True)  # type: ignore[union-attr]
         if process.poll() is not None:
             return
         os.killpg(process.pid, signal.SIGTERM)

@@ -55,14 +55,18 @@ def _exit_now() -> None:
     os._exit(EXIT_THREAD_DIED)
 
 
-def die(thread: str, exc: BaseException, *, deadline_s: float = DEFAULT_DEADLINE_S) -> None:
-    """Take the process down because the background thread ``thread`` died of ``exc``.
+LEASE_LOST = "this process cannot keep its lease without it"
+
+
+def die(thread: str, exc: BaseException, *, deadline_s: float = DEFAULT_DEADLINE_S,
+        consequence: str = LEASE_LOST) -> None:
+    """Take the process down because the background thread ``thread`` died of ``exc``;
+    ``consequence`` says in the log why the process cannot carry on without it.
 
     Returns (the calling thread should then end); see the module doc.
     """
     global _dying
-    log.critical("the %s thread died; this process cannot keep its lease without it and "
-                 "stops (exit status %d)", thread, EXIT_THREAD_DIED,
+    log.critical("the %s thread died; %s and stops (exit status %d)", thread, consequence, EXIT_THREAD_DIED,
                  exc_info=(type(exc), exc, exc.__traceback__))
     _flush_logs()
     with _lock:

@@ -88,17 +88,10 @@ def _uuids(gpus: Sequence[Gpu]) -> list[str]:
 def ensure_indexes(db: Database) -> None:
     """Create the lease collection's indexes (idempotent; not retried).
 
-    Claims, renewals and releases go by ``_id``; ``expires`` serves :func:`held_leases`.
+    Claims, renewals and releases go by ``_id``; ``expires`` serves a monitoring
+    query for the leases in force (``{expires: {$gt: <now>}}``).
     """
     db[LEASES].create_index("expires")
-
-
-def held_leases(db: Database) -> list[dict[str, Any]]:
-    """The leases in force now (documents as described in the module docstring),
-    sorted by host and GPU index; for status displays (not retried)."""
-    return list(
-        db[LEASES].find({"expires": {"$gt": server_time(db)}}).sort([("host", 1), ("index", 1)])
-    )
 
 
 class GpuLease:

@@ -48,7 +48,8 @@ Contract (holds on MongoDB 7/8 and on SecantusDB):
 **Retries live here.**  Every method runs its database operations under the queue's
 :class:`jobstore.retry.RetryPolicy` (the store's: backoff, then
 :class:`jobstore.retry.DatabaseOutage` after the outage limit), so callers make plain
-calls; claims and finishes are idempotent, so a retry after a lost reply is safe.  Two
+calls; claims, reports and finishes are idempotent, so a retry after a lost reply is
+safe.  Two
 methods are not retried, because their callers have their own rules for an outage:
 :meth:`JobQueue.heartbeat` (a heartbeat skips a beat rather than block) and
 :meth:`JobQueue.requeue_expired` (the requeuer counts a failed tick as a break in
@@ -330,10 +331,15 @@ class JobQueue:
     def report(
         self, claim: Claim, step: int, metrics: Mapping[str, Any], lease_s: float = DEFAULT_LEASE_S
     ) -> bool:
-        """Append ``{"step": step, **metrics}`` to the job's metrics (and extend the lease)."""
+        """Append ``{"step": step, **metrics}`` to the job's metrics (and extend the lease);
+        False if this claim no longer holds the job.
+
+        Safe to retry after a lost reply: an entry equal to the last one is not appended
+        again (an objective reporting the very same step and values twice in a row gets
+        one entry, which says the same)."""
         entry = s.bson_safe({"step": step, **metrics})
         update = stamped(
-            {s.METRICS: Expr.append(s.METRICS, entry), s.REFRESH_TIME: Expr.now()},
+            {s.METRICS: Expr.append_once(s.METRICS, entry), s.REFRESH_TIME: Expr.now()},
             lease_ms=int(lease_s * 1000),
         )
         return self.retry(lambda: self.jobs.update_one(self._held(claim), update).matched_count == 1,
@@ -380,7 +386,7 @@ class JobQueue:
             ) is not None
 
         if self.retry(write, f"writing the result of trial {claim.job.get(s.TID)} of run {claim.exp_key!r}"):
-            if scored and state == State.DONE and result.get("status") == "ok" and not result.get("pruned"):
+            if scored and state == State.DONE and result.get("status") == "ok" and not result.get(s.RESULT_PRUNED):
                 self.curves.complete(claim.exp_key, claim.job.get(s.TID), claim.token)
             return True
         log.warning(
@@ -399,7 +405,7 @@ class JobQueue:
         if not self.retry(lambda: self.jobs.update_one(self._held(claim), update).matched_count == 1,
                           f"returning trial {claim.job.get(s.TID)} to the queue"):
             return False
-        self.curves.forget(claim.exp_key, claim.job.get(s.TID))
+        self.curves.forget(claim.exp_key, claim.job.get(s.TID), claim.token)
         return True
 
     # -- lost and malformed jobs ----------------------------------------------------------
@@ -469,7 +475,7 @@ class JobQueue:
                 outcome.failed.append(key)
                 log.error("run %r trial %d failed: %s", key[0], key[1], message)
         elif self.jobs.update_one(condition, stamped(_BACK_TO_NEW)).modified_count:
-            self.curves.forget(job.get(s.EXP_KEY), job[s.TID])
+            self.curves.forget(job.get(s.EXP_KEY), job[s.TID], job[s.LEASE]["token"])
             outcome.requeued.append(key)
             log.warning(
                 "run %r trial %d: worker %s stopped heartbeating; job requeued "

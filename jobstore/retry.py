@@ -7,9 +7,10 @@ the server is unreachable it waits with exponential backoff, says so in the log
 restart of a minute or two costs time, not work.  Callers of the store make plain
 calls.  Each program picks its outage limit when it opens the store: how long one
 operation may keep failing before :class:`DatabaseOutage` is raised.  Workers give up
-after ``DEFAULT_GIVE_UP_S``; ``MongoTrials`` for library use after
-``jobstore.trials.DEFAULT_OUTAGE_TIMEOUT_S``; ``hpo-coord start`` never, unless given
-``--outage-timeout``; the monitoring commands after ``DEFAULT_GIVE_UP_S``.
+after ``DEFAULT_GIVE_UP_S`` (``hpo-worker --outage-timeout``); ``MongoTrials`` for
+library use after ``jobstore.trials.DEFAULT_OUTAGE_TIMEOUT_S``; ``hpo-coord start`` and
+its local workers never, unless given ``--outage-timeout``; the monitoring commands
+after ``DEFAULT_GIVE_UP_S``.
 """
 
 from __future__ import annotations

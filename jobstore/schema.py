@@ -42,8 +42,9 @@ settings, the next trial id, and the coordinator lease.
 ``curves`` — the scores pruning compares (runs with a pruner only): one document per
 reported step (median) or reached rung (asha, hyperband) of a trial attempt, holding
 the run's pruning metric as a *score* (lower is better: a maximized metric negated).
-Written only while the attempt holds the job's lease; removed when the job goes back
-to the queue, so a requeued trial starts its history again.
+Written only while the attempt holds the job's lease; marked ``removed`` (never
+deleted) when the job goes back to the queue, so a requeued trial starts its history
+again; ``changed`` is the server time of each write, which workers' copies follow.
 
 Guarantees the store keeps, whatever module writes:
 
@@ -99,8 +100,12 @@ SPEC = "spec"
 RESULT = "result"
 LOSS = "result.loss"
 STATUS = "result.status"
-PRUNED = "result.pruned"
-PRUNED_STEP = "result.pruned_step"
+# keys this project adds to hyperopt's result (``status``, ``loss``) of a pruned trial
+RESULT_PRUNED = "pruned"
+RESULT_PRUNED_STEP = "pruned_step"
+RESULT_PRUNED_VALUE = "pruned_value"
+PRUNED = f"{RESULT}.{RESULT_PRUNED}"
+PRUNED_STEP = f"{RESULT}.{RESULT_PRUNED_STEP}"
 MISC = "misc"
 VALS = "misc.vals"
 OWNER = "owner"
@@ -170,6 +175,8 @@ JOB_INDEXES = [
     IndexModel([(EXP_KEY, ASCENDING), (FINISHED_AT, ASCENDING)], name="run_finished"),
     # a run's pruned trials (status, plain queries)
     IndexModel([(EXP_KEY, ASCENDING), (PRUNED, ASCENDING)], name="run_pruned"),
+    # the dashboard's trial table sorted by loss, a page at a time (ties by tid)
+    IndexModel([(EXP_KEY, ASCENDING), (LOSS, ASCENDING), (TID, ASCENDING)], name="run_loss_tid"),
 ]
 
 # -- curve fields (collection ``curves``) ---------------------------------------------
@@ -184,16 +191,26 @@ CURVE_BRACKET = "bracket"
 CURVE_SCORE = "score"
 CURVE_COMPLETE = "complete"
 """True once the trial finished without being pruned (median compares with those only)."""
+CURVE_REMOVED = "removed"
+"""True once the score no longer counts (its attempt lost the job, or the job went back
+to the queue): scores are marked, never deleted, so that workers' copies learn of it."""
+CURVE_CHANGED = "changed"
+"""Server time (``$$NOW``) of the score document's last write; what workers' copies follow."""
 
 CURVE_INDEXES = [
-    # the median's population: completed trials' scores at one step
+    # the median's population, read whole once per process: completed trials' scores at one step
     IndexModel([(CURVE_EXP_KEY, ASCENDING), (CURVE_COMPLETE, ASCENDING), (CURVE_STEP, ASCENDING),
                 (CURVE_SCORE, ASCENDING)], name="run_complete_step_score"),
-    # ASHA's: every score recorded at one rung of one bracket
+    # ASHA's, read whole once per process: every score recorded at one rung of one bracket
     IndexModel([(CURVE_EXP_KEY, ASCENDING), (CURVE_BRACKET, ASCENDING), (CURVE_RUNG, ASCENDING),
                 (CURVE_SCORE, ASCENDING)], name="run_bracket_rung_score"),
-    # one trial's scores (marking them complete, removing them on requeue)
-    IndexModel([(CURVE_EXP_KEY, ASCENDING), (CURVE_TID, ASCENDING)], name="run_tid"),
+    # one trial's scores (removing them on requeue), one attempt's (marking them complete),
+    # one score (a record's upsert): every write's query is a prefix of it
+    IndexModel([(CURVE_EXP_KEY, ASCENDING), (CURVE_TID, ASCENDING), (CURVE_TOKEN, ASCENDING),
+                (CURVE_STEP, ASCENDING), (CURVE_RUNG, ASCENDING), (CURVE_BRACKET, ASCENDING)],
+               name="run_tid_attempt"),
+    # the scores written since a worker last read the run (its copy's incremental update)
+    IndexModel([(CURVE_EXP_KEY, ASCENDING), (CURVE_CHANGED, ASCENDING)], name="run_changed"),
 ]
 
 WORKER_INDEXES = [IndexModel([(WORKER_LAST_SEEN, ASCENDING)], name="last_seen")]
@@ -247,10 +264,15 @@ class Expr:
                      "seconds": literal(float(lease_s))})
 
     @staticmethod
-    def append(field: str, item: Any) -> "Expr":
-        """``field`` with ``item`` appended; a missing or non-array ``field`` starts afresh."""
+    def append_once(field: str, item: Any) -> "Expr":
+        """``field`` with ``item`` appended, unless its last element already is ``item``
+        (so an append retried after its reply was lost appends once); a missing or
+        non-array ``field`` starts afresh."""
         value = "$" + field
-        return Expr({"$concatArrays": [{"$cond": [{"$isArray": value}, value, []]}, [literal(item)]]})
+        array = {"$cond": [{"$isArray": value}, value, []]}
+        last = {"$arrayElemAt": [array, -1]}  # missing for an empty array: equal to no item
+        return Expr({"$cond": [{"$eq": [last, literal(item)]}, array,
+                               {"$concatArrays": [array, [literal(item)]]}]})
 
 
 def bson_safe(value: Any) -> Any:
@@ -309,11 +331,6 @@ def is_finite_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
         value, bool
     ) and math.isfinite(float(value))
-
-
-def active_states() -> list[int]:
-    """States that count towards ``max_evals`` (hyperopt's JOB_VALID_STATES)."""
-    return [State.NEW, State.RUNNING, State.DONE]
 
 
 # -- validation: documents read back may be malformed --------------------------------

@@ -20,6 +20,10 @@ database: the coordinator, the workers, ``MongoTrials``, the monitoring commands
 Typed stores are made on first use and kept: one queue per store, so a claim retried
 after a lost reply is recognised (see :mod:`jobstore.queue`).  A store with another
 outage limit over the same connection is :meth:`Store.with_outage_limit`.
+
+A store opened from a URL owns its client: :meth:`Store.close` (or leaving a ``with``
+block) closes it.  A store made over a ``Database`` the caller passed leaves that
+client to the caller.
 """
 
 from __future__ import annotations
@@ -63,12 +67,15 @@ class Store:
             :meth:`child_environment`).
         password_file: the file the password was read from, if one was given.
         target: the parsed URL.
+        owns_client: whether :meth:`close` closes ``db``'s client (true for
+            :meth:`open`'s stores, which made it).
     """
 
     def __init__(self, db: Database, *, jobs_collection: str = s.JOBS, retry: RetryPolicy | None = None,
                  url: str | None = None, password_file: Path | None = None,
-                 target: MongoTarget | None = None) -> None:
+                 target: MongoTarget | None = None, owns_client: bool = False) -> None:
         self.db = db
+        self.owns_client = owns_client
         self.jobs_collection = jobs_collection
         self.retry = retry or RetryPolicy(server=database_display(db))
         self.url = url
@@ -93,7 +100,22 @@ class Store:
         db = connect(target, timeout_s)
         return cls(db, jobs_collection=target.jobs_collection,
                    retry=RetryPolicy(give_up_after=outage_limit, server=target.display, longer=longer),
-                   url=url, password_file=password_file, target=target)
+                   url=url, password_file=password_file, target=target, owns_client=True)
+
+    def close(self) -> None:
+        """Close the client this store opened (:meth:`open`); afterwards every operation
+        on it, and on stores :meth:`with_outage_limit` made from it, raises pymongo's
+        ``InvalidOperation``.  A store that does not own its client (made over a
+        ``Database`` the caller passed, or by :meth:`with_outage_limit`) leaves it
+        open.  Idempotent."""
+        if self.owns_client:
+            self.db.client.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def server(self) -> str:
@@ -102,7 +124,9 @@ class Store:
 
     def with_outage_limit(self, seconds: float | None, longer: str | None = None) -> "Store":
         """A store on the same connection whose operations give up after ``seconds`` of
-        outage (None: never); its typed stores are its own."""
+        outage (None: never); its typed stores are its own.  It does not own the
+        connection: closing it leaves the connection open, closing this store closes
+        the connection of both."""
         return Store(self.db, jobs_collection=self.jobs_collection, retry=self.retry.with_limit(seconds, longer),
                      url=self.url, password_file=self.password_file, target=self.target)
 

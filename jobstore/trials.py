@@ -5,6 +5,7 @@ A drop-in replacement for ``hyperopt.mongoexp.MongoTrials`` on pymongo 4::
     from jobstore.trials import MongoTrials      # was: from hyperopt.mongoexp import MongoTrials
     trials = MongoTrials("mongo://localhost:27017/hpo/jobs", exp_key="exp1")
     best = fmin(fn, space, algo=tpe.suggest, max_evals=100, trials=trials)
+    trials.close()  # the connection it opened from the URL (or: with MongoTrials(...) as trials)
 
 The public API of the original is kept (constructor ``(url, exp_key=...)``, ``refresh``,
 ``count_by_state_unsynced``, ``new_trial_ids``, ``insert_trial_docs``, ``delete_all``,
@@ -252,6 +253,15 @@ class MongoTrials(base.Trials):
             store = arg
         else:
             store = Store(arg, jobs_collection=jobs_collection)
+        self._opened = store if isinstance(arg, str) else None
+        try:
+            self._setup(store, exp_key, refresh, experiment, max_attempts, poll_interval, outage_timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, store: Store, exp_key: str | None, refresh: bool, experiment: str | None,
+               max_attempts: int, poll_interval: float, outage_timeout: float | None) -> None:
         self.outage_timeout = outage_timeout
         self.store = store.with_outage_limit(outage_timeout, OUTAGE_TIMEOUT_HINT)
         """The store this object reads and writes through, with its outage limit."""
@@ -277,6 +287,20 @@ class MongoTrials(base.Trials):
         self._attachments = GridFSAttachments(self.db, exp_key, self.store.retry, skip)
         if refresh:
             self.refresh()
+
+    def close(self) -> None:
+        """Close the connection this object opened from a URL (it and its :meth:`view`
+        objects are unusable afterwards); a ``Store`` or ``Database`` the caller passed
+        stays open, the caller's to close.  Idempotent; ``with MongoTrials(url) as
+        trials:`` closes on leaving the block."""
+        if self._opened is not None:
+            self._opened.close()
+
+    def __enter__(self) -> "MongoTrials":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- hyperopt's Trials API ------------------------------------------------------
 

@@ -9,7 +9,8 @@ they may read and nothing that writes, in the spirit of Orion's
   and :attr:`ReadOnlyView.gpu_leases` are :class:`ReadOnlyCollection` objects: ``find``,
   ``find_one``, ``count``, ``distinct`` and ``aggregate``, nothing else (an
   aggregation pipeline with a ``$out`` or ``$merge`` stage is refused);
-* :meth:`ReadOnlyView.best_trial` is the project's one best-trial query;
+* :meth:`ReadOnlyView.best_trial` is the project's one best-trial query (pruned trials
+  are never the best), and :meth:`ReadOnlyView.no_best_trial` says why there is none;
 * :meth:`ReadOnlyView.server_time` is the server's clock, what leases and "ago" are
   measured against.
 
@@ -127,18 +128,23 @@ class ReadOnlyView:
 
     def best_trial(self, run: str, usable: Callable[[Mapping[str, Any]], bool] | None = None) -> dict[str, Any] | None:
         """The run's best trial, with the fields of :data:`BEST_TRIAL_PROJECTION` (``tid``,
-        ``result``, ``params``, ``misc.vals``, ``finished_at``); None when no trial
-        succeeded.
+        ``result``, ``params``, ``misc.vals``, ``finished_at``); None when no trial that
+        trained its whole budget succeeded (:meth:`no_best_trial` says why, for users).
 
-        The best trial is the done job with status ok, a finite loss and a numeric
-        ``tid`` that has the lowest loss, among those for which ``usable(job)`` is true
-        when ``usable`` is given (e.g. :func:`jobstore.schema.has_point`, for callers that
-        decode the point from ``misc.vals``).  One indexed query (``run_state_loss``),
-        read in loss order up to the first such job, whatever the run's size.
+        The best trial is the done job with status ok, a finite loss, a numeric ``tid``
+        and no ``result.pruned: true`` that has the lowest loss, among those for which
+        ``usable(job)`` is true when ``usable`` is given (e.g.
+        :func:`jobstore.schema.has_point`, for callers that decode the point from
+        ``misc.vals``).  A pruned trial is never the best, whatever its loss: it carries
+        the loss it reported where a pruner stopped it (docs/objectives.md), not the
+        loss of a trial that trained its whole budget, and its configuration was judged
+        hopeless.  One indexed query (``run_state_loss``), read in loss order up to the
+        first such job, whatever the run's size (pruned trials with a lower loss than
+        the best are read and skipped).
         """
         def first() -> dict[str, Any] | None:
             cursor = self._jobs.find(
-                {s.EXP_KEY: run, s.STATE: State.DONE, s.STATUS: "ok",
+                {s.EXP_KEY: run, s.STATE: State.DONE, s.STATUS: "ok", s.PRUNED: {"$ne": True},
                  s.LOSS: {"$gt": -math.inf, "$lt": math.inf}, s.TID: {"$type": "number"}},
                 BEST_TRIAL_PROJECTION,
                 sort=[(s.LOSS, ASCENDING)],
@@ -150,3 +156,18 @@ class ReadOnlyView:
                 return next((job for job in cursor if usable is None or usable(job)), None)
 
         return self._retry(first, "reading the best trial")
+
+    def no_best_trial(self, run: str) -> str:
+        """Why :meth:`best_trial` found no trial, as a clause for a user's message
+        ("run 'r' has no best trial: ..."): no trial succeeded yet, or every trial that
+        succeeded was pruned (how many), so none trained its whole budget.  One count on
+        the ``run_pruned`` index."""
+        pruned = self.jobs.count({s.EXP_KEY: run, s.PRUNED: True, s.STATE: State.DONE, s.STATUS: "ok"},
+                                 what="counting the pruned trials")
+        if not pruned:
+            return "no trial has finished with status ok yet"
+        return (f"no trial that trained its whole budget has finished with status ok; {pruned} trial(s) "
+                "with status ok were pruned (stopped early by the run's pruner: a pruned trial is never "
+                "the best). Let the run train more trials (hpo-coord start again with a larger "
+                "--max-evals) or use a gentler pruner; the README's query 'Pruned trials and where they "
+                "stopped' lists the pruned ones")

@@ -30,6 +30,8 @@ class WorkerRegistry:
         self.retry = retry or RetryPolicy(server=database_display(db))
 
     def ensure_indexes(self) -> None:
+        """Create the ``last_seen`` index live workers are found by (idempotent; each
+        worker does at start)."""
         self.retry(lambda: self.workers.create_indexes(s.WORKER_INDEXES), "creating indexes")
 
     def register(self, worker_id: str, *, host: str, pid: int, device: str, version: str) -> None:

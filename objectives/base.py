@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +77,10 @@ class TrialPruned(Exception):
 
     The objective need not catch it (cleanup in ``finally`` blocks runs as usual).  It is
     a final outcome, not an interruption: the trial is recorded as done, with
-    ``pruned: true``, and is not evaluated again.  Raised by the objective itself, when
+    ``pruned: true``, the step it reached and the loss it reported there, and is not
+    evaluated again.  The decision is the worker's: an objective that catches it (a broad
+    ``except Exception``) and returns, or raises something else, is recorded as pruned
+    all the same, and what it returned is ignored.  Raised by the objective itself, when
     the pruner decided nothing, it is an ordinary exception (an error).  Once a trial is
     pruned, every later ``report`` raises it again.
     """
@@ -107,9 +111,9 @@ class Setting:
     """A run setting an experiment declares (``hpo-coord start --set NAME=VALUE``).
 
     ``hpo-coord start`` checks every ``--set`` against the declarations before anything
-    is queued: an undeclared name, a value of another type, outside ``[minimum,
-    maximum]`` or not among ``choices`` is refused with a message saying what is
-    allowed.  A setting with a ``default`` (not None) is stored in every run that does
+    is queued: an undeclared name, a value of another type (a ``float`` that is NaN or
+    infinite too), outside ``[minimum, maximum]`` or not among ``choices`` is refused
+    with a message saying what is allowed.  A setting with a ``default`` (not None) is stored in every run that does
     not set it, so the objective always finds it in ``reporter.settings``; one without
     is left out, and the objective (or the worker's machine) decides.
     """
@@ -138,6 +142,9 @@ class Setting:
         converted = self._converted(value)
         if converted is None:
             raise BadSetting(f"setting {self.name!r} must be {_SETTING_TYPES[self.type]}, not {value!r}")
+        if self.type is float and not math.isfinite(converted):
+            # --set decodes NaN and Infinity as JSON; no setting means them
+            raise BadSetting(f"setting {self.name!r} must be a finite number, not {value!r}")
         if self.minimum is not None and converted < self.minimum or (
                 self.maximum is not None and converted > self.maximum):
             raise BadSetting(f"setting {self.name!r} must be {self._range()}, not {converted!r}")

@@ -4,7 +4,8 @@ A run's pruner (``hpo-coord start --pruner``) is stored in its run document as
 :class:`PrunerSettings`, so every worker applies the same rule.  After each
 ``reporter.report(step, ...)`` the worker asks :class:`Pruner` whether the trial should
 stop; the rules read the other trials' values through a :class:`Population` (the store
-answers it from an index, see :mod:`jobstore.curves`), never the whole run.
+answers it from each worker's copy of the run's scores, updated with what changed since
+its last decision, see :mod:`jobstore.curves`), never the whole run.
 
 The rules are Optuna's, on the same inputs, so that a decision here equals Optuna's
 decision on the same learning curves (tests/objectives/test_pruning.py checks it):
@@ -178,7 +179,7 @@ class Population(Protocol):
 
 
 class Scores(Protocol):
-    """A set of scores, asked in ways an index answers without reading them all."""
+    """A set of scores, asked in ways a sorted copy (or an index) answers at once."""
 
     def size(self) -> int:
         """How many scores."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Optional
 
 import typer
@@ -21,6 +22,7 @@ from cli_support.console import (
     user_errors,
 )
 from jobstore.connection import DEFAULT_TIMEOUT_S
+from jobstore.retry import DEFAULT_GIVE_UP_S
 from jobstore.store import Store
 from worker.loop import DEFAULT_POLL_MAX_S, DEFAULT_POLL_MIN_S, Worker, WorkerConfig
 
@@ -53,14 +55,19 @@ def work(
     gpus_per_worker: Annotated[int, typer.Option(
         min=0, help="GPUs this worker leases (by UUID, through MongoDB) and pins itself to; it "
         "waits while none is free. 0, or a host without GPUs, runs on the CPU.")] = 1,
+    outage_timeout: Annotated[float, typer.Option(
+        min=0, help="Stop (exit code 2, naming the server) when the database stays unreachable this many "
+        "seconds; inf: wait however long. Local workers of hpo-coord start get the coordinator's "
+        "--outage-timeout (by default they wait as it does).")] = DEFAULT_GIVE_UP_S,
     objective: ObjectiveOption = None,
     connect_timeout: ConnectTimeoutOption = DEFAULT_TIMEOUT_S,
     log_level: Annotated[str, typer.Option(help=LogLevelHelp)] = "info",
 ) -> None:
     """Claim jobs from the queue and evaluate them until stopped.
 
-    Exit codes: 0 stopped (signal, --max-jobs, --idle-exit); 2 bad options, or the
-    --run's jobs are refused (other experiment code); 75 the GPU lease was taken over;
+    Exit codes: 0 stopped (signal, --max-jobs, --idle-exit); 2 bad options, the --run's
+    jobs are refused (other experiment code), or the database stayed unreachable longer
+    than --outage-timeout; 75 the GPU lease was taken over;
     76 a trial ignored its time limit (restart the worker: it frees the GPU).
     """
     setup_logging(log_level)
@@ -71,7 +78,9 @@ def work(
         raise typer.BadParameter(f"--poll-max ({poll_max}) must not be below --poll-min ({poll_min})")
     with user_errors():
         register_objectives(objective)
-        store = Store.open(require_url(mongo, "hpo-worker"), mongo_password_file, timeout_s=connect_timeout)
+        store = Store.open(require_url(mongo, "hpo-worker"), mongo_password_file, timeout_s=connect_timeout,
+                           outage_limit=None if math.isinf(outage_timeout) else outage_timeout,
+                           longer="hpo-worker --outage-timeout SECONDS (inf: no limit)")
         config = WorkerConfig(
             run=run, max_jobs=max_jobs, idle_exit=idle_exit, poll_min=poll_min, poll_max=poll_max,
             heartbeat=heartbeat, lease=lease_s, grace=grace, allow_pickle=allow_pickle, gpus=gpus_per_worker,

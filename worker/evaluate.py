@@ -138,7 +138,7 @@ def pruned(step: int, value: float, loss: Any) -> Outcome:
     docs/objectives.md for why a pruned trial carries it); without a finite one the
     trial is a failure (``reason: "pruned"``), which hyperopt's samplers leave out.
     """
-    result: dict[str, Any] = {"pruned": True, "pruned_step": step, "pruned_value": value}
+    result: dict[str, Any] = {s.RESULT_PRUNED: True, s.RESULT_PRUNED_STEP: step, s.RESULT_PRUNED_VALUE: value}
     if _loss_problem(loss) is None:
         return Outcome(State.DONE, s.bson_safe({"status": base.STATUS_OK, "loss": float(loss), **result}))
     return Outcome(State.DONE, s.bson_safe({"status": base.STATUS_FAIL, "reason": PRUNED, **result}))

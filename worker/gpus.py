@@ -35,6 +35,9 @@ def parse_nvidia_smi(text: str) -> list[Gpu]:
     """GPUs from the output of ``nvidia-smi`` with :data:`NVIDIA_SMI_ARGS`.
 
     Each line is ``index, uuid, name, memory``; a memory of ``[N/A]`` becomes None.
+
+    Raises:
+        ValueError: a line that is not of that form.
     """
     gpus = []
     for line in text.splitlines():
@@ -62,7 +65,8 @@ def discover_gpus(environ: Mapping[str, str] | None = None) -> list[Gpu]:
     that simulated list.  Otherwise ``nvidia-smi`` is asked.  A host without it has no
     GPU, the normal case on a CPU machine, logged at info level only (the lease warns
     once when GPUs were asked for); where it fails (no driver, a container started
-    without GPU access) the host has no usable GPU and a warning says why.
+    without GPU access) or prints what :func:`parse_nvidia_smi` cannot read, the host has
+    no usable GPU and a warning says why.
     """
     environ = os.environ if environ is None else environ
     fake = environ.get(FAKE_GPUS_ENV)
@@ -88,7 +92,11 @@ def discover_gpus(environ: Mapping[str, str] | None = None) -> list[Gpu]:
     except (OSError, subprocess.TimeoutExpired) as exc:
         log.warning("nvidia-smi could not be run (%s): no usable GPU on this host", exc)
         return []
-    return parse_nvidia_smi(done.stdout)
+    try:
+        return parse_nvidia_smi(done.stdout)
+    except ValueError as exc:
+        log.warning("nvidia-smi's output cannot be read (%s): no usable GPU on this host", exc)
+        return []
 
 
 def visible_devices_env(leased: Sequence[Gpu]) -> dict[str, str]:

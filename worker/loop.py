@@ -43,6 +43,12 @@ Behaviour a user can rely on:
   releases its GPU lease and exits with code 76 (:data:`EXIT_TRIAL_HUNG`) for its
   supervisor to replace it: a thread cannot be ended, and a GPU is freed only with
   its process.
+* In a run with a pruner, a trial the pruner stops after one of its reports ends as done
+  with ``pruned: true``, the step it reached and the loss it reported there, whatever
+  the objective does after the decision: let :class:`TrialPruned` propagate, catch it
+  and return (the value is ignored), or raise something else (logged).  A stop signal,
+  a lost lease or the time limit before any such decision is never pruning: the job is
+  handed back, dropped or timed out as above.
 """
 
 from __future__ import annotations
@@ -163,7 +169,8 @@ class JobReporter:
 
     With ``pruning`` (the run's :class:`PrunerSettings`), every kept report of the
     pruning metric is followed by the pruner's decision; a prune raises
-    :class:`TrialPruned` (then and at every later report) and sets :attr:`pruned`.
+    :class:`TrialPruned` (then and at every later report) and sets :attr:`pruned`, which
+    decides the trial's outcome however the objective ends (see the module doc).
     """
 
     def __init__(self, queue: JobQueue, claim: Claim, settings: Mapping[str, Any],
@@ -336,6 +343,7 @@ class Worker:
         """
         cfg = self.config
         self.queue.ensure_indexes()
+        self.registry.ensure_indexes()
         gpus = discover_gpus() if cfg.gpus else ()
         gpu_lease = self.store.gpu_lease(self.worker_id, gpus=gpus, count=cfg.gpus, ttl=cfg.lease)
         self._gpu_lease = gpu_lease
@@ -352,10 +360,24 @@ class Worker:
             except PyMongoError as exc:
                 log.warning("could not release the GPU lease (%s); it lapses in %.0f s", describe(exc), cfg.lease)
 
+    def _register(self, device: str) -> None:
+        """Write this worker's record afresh (idle, nothing done, seen now)."""
+        self.registry.register(self.worker_id, host=socket.gethostname(), pid=os.getpid(),
+                               device=device, version=self.config.version)
+
+    def _beat(self, gpu_lease: GpuLease, device: str) -> bool:
+        """The worker's heartbeat: its record, written again if it was deleted (someone
+        cleaned up the ``workers`` collection: not a reason to stop), then the GPU lease;
+        False only when the GPU lease was lost."""
+        if not self.registry.beat(self.worker_id, **self._record()):
+            log.warning("this worker's record in %r was deleted; writing it again", s.WORKERS)
+            self._register(device)
+            self.registry.beat(self.worker_id, **self._record())
+        return gpu_lease.renew()
+
     def _work(self, gpu_lease: GpuLease, device: str) -> int:
         cfg = self.config
-        self.registry.register(self.worker_id, host=socket.gethostname(), pid=os.getpid(),
-                               device=device, version=cfg.version)
+        self._register(device)
         log.info("worker %s ready (run: %s, device: %s)", self.worker_id, cfg.run or "any", device)
         idle_since = time.monotonic()
         poll = cfg.poll_min
@@ -367,8 +389,8 @@ class Worker:
             log.error("this worker's GPU lease was taken over; stopping so a fresh process can lease one")
             self._stop.set()
 
-        beat = Heartbeat(lambda: self.registry.beat(self.worker_id, **self._record()) and gpu_lease.renew(),
-                         cfg.heartbeat, name="worker record and GPU lease", on_lost=gpu_lost)
+        beat = Heartbeat(lambda: self._beat(gpu_lease, device), cfg.heartbeat, name="worker record and GPU lease",
+                         on_lost=gpu_lost)
         with beat:
             while not self._stop.is_set():
                 if cfg.max_jobs is not None and self.jobs_done >= cfg.max_jobs:
@@ -453,27 +475,34 @@ class Worker:
             with timer:
                 self._current = claim
                 value: Any = None
+                raised: BaseException | None = None
                 try:
                     value = task(reporter)
-                except TrialInterrupted as exc:
-                    interrupted = exc
-                except TrialPruned as exc:
-                    if reporter.pruned is None:  # raised by the objective: nothing pruned it
-                        log.warning("%s raised TrialPruned although the run's pruner did not prune it", label)
-                        outcome = from_exception(exc)
-                    else:
-                        log.info("%s %s", label, exc)
-                        outcome = pruned(reporter.pruned.step, reporter.pruned.value, reporter.pruned.loss)
                 except ThreadDied:  # a heartbeat of this process died: not the trial's failure
                     raise
                 except (Exception, SystemExit) as exc:  # noqa: BLE001 - the objective's failure is data
-                    log.warning("%s raised %s: %s", label, exception_name(exc), clip(exception_text(exc), LOG_LIMIT))
-                    outcome = from_exception(exc)
+                    raised = exc
                 finally:
                     self._current = None
                     _disarm_grace_timer()
             elapsed_s = time.monotonic() - started
-            if outcome is None and interrupted is None:
+            if reporter.pruned is not None:
+                # The pruner's decision is final, however the objective ended after it: by
+                # letting TrialPruned propagate, or by catching it and returning, raising
+                # something else, or being interrupted (a stop signal or the time limit
+                # that came after the decision).  The write is fenced by the lease as always.
+                self._write(claim, _pruned_outcome(label, reporter.pruned, raised, value),
+                            elapsed_s=elapsed_s, scored=reporter.scored)
+                return
+            if isinstance(raised, TrialInterrupted):
+                interrupted = raised
+            elif isinstance(raised, TrialPruned):  # raised by the objective: nothing pruned it
+                log.warning("%s raised TrialPruned although the run's pruner did not prune it", label)
+                outcome = from_exception(raised)
+            elif raised is not None:
+                log.warning("%s raised %s: %s", label, exception_name(raised), clip(exception_text(raised), LOG_LIMIT))
+                outcome = from_exception(raised)
+            else:
                 outcome = interpret(value)
             if timer.expired:
                 assert limit is not None
@@ -657,6 +686,23 @@ class Worker:
 # Server errors for a document that grew too large (BSONObjectTooLarge, and the
 # "resulting document after update is larger than 16 MiB" codes).
 _TOO_LARGE_CODES = frozenset({10334, 17419, 17420})
+
+
+def _pruned_outcome(label: str, at: PrunedAt, raised: BaseException | None, value: Any) -> Outcome:
+    """The outcome of a trial the run's pruner stopped at ``at``, whatever the objective
+    did after the decision (``raised``, or returned ``value``): done, ``pruned: true``,
+    with the loss reported at that step (:func:`worker.evaluate.pruned`); what the
+    objective returned or raised instead is logged and left out of the result."""
+    if isinstance(raised, TrialPruned):
+        log.info("%s %s", label, raised)
+    elif raised is None:
+        log.warning("%s caught TrialPruned and returned (a %s); it is recorded as pruned at step %d all "
+                    "the same, with the loss it reported there (let TrialPruned propagate)", label,
+                    type(value).__name__, at.step)
+    else:
+        log.warning("%s was pruned at step %d, then raised %s: %s; it is recorded as pruned there", label,
+                    at.step, exception_name(raised), clip(exception_text(raised), LOG_LIMIT))
+    return pruned(at.step, at.value, at.loss)
 
 
 def _unstorable(exc: Exception) -> bool:

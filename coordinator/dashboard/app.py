@@ -15,8 +15,8 @@ pages work on a machine without internet access.
 ``GET /api/runs/{run}/workers``        stale running trials and workers (``workers``)
 ``GET /api/runs/{run}/importance``     hyperparameter importance
 ``GET /api/runs/{run}/trials``         a page of the trial table: ``state`` (repeatable),
-                                       ``worker``, ``sort``, ``order`` (asc|desc),
-                                       ``offset``, ``limit``
+                                       ``worker``, ``pruned`` (true|false), ``sort``,
+                                       ``order`` (asc|desc), ``offset``, ``limit``
 ``GET /api/runs/{run}/errors``         a page of error trials: ``offset``, ``limit``
 ``GET /api/runs/{run}/trials/{tid}``   one trial
 ``GET /api/events?key=RUN``            server-sent events (404 for an unknown run): ``hello`` (the feed's mode),
@@ -42,6 +42,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from pymongo.errors import PyMongoError
 from starlette.applications import Starlette
@@ -117,7 +118,8 @@ def create_app(data: DashboardData, feed: ChangeFeed, *, run: str | None = None,
 
     def home(request: Request) -> Response:
         if run is not None:
-            return RedirectResponse(f"/runs/{run}")
+            # each segment escaped, as the pages' runUrl does
+            return RedirectResponse("/runs/" + quote(run, safe="/"))
         return FileResponse(STATIC / "runs.html", media_type="text/html")
 
     def trials(request: Request) -> dict[str, Any]:
@@ -125,9 +127,12 @@ def create_app(data: DashboardData, feed: ChangeFeed, *, run: str | None = None,
         order = q.get("order", "asc")
         if order not in ("asc", "desc"):
             raise BadQuery(f"order must be asc or desc, got {order!r}")
+        pruned = q.get("pruned") or None
+        if pruned not in (None, "true", "false"):
+            raise BadQuery(f"pruned must be true or false, got {pruned!r}")
         return data.trial_page(
             request.path_params["run"], states=q.getlist("state") or None, worker=q.get("worker") or None,
-            sort=q.get("sort", "tid"), descending=order == "desc",
+            pruned=None if pruned is None else pruned == "true", sort=q.get("sort", "tid"), descending=order == "desc",
             offset=_int(request, "offset", 0), limit=_int(request, "limit", 50))
 
     async def events(request: Request) -> Response:

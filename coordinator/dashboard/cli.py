@@ -88,9 +88,10 @@ def register(app: typer.Typer, console: Console) -> None:
             store = Store.open(url, mongo_password_file, timeout_s=connect_timeout)
             if run is not None:
                 monitor.require_run(store.view, run)
-        data = DashboardData(store.view, timedelta(seconds=stale_after))
+        stale = timedelta(seconds=stale_after)
+        data = DashboardData(store.view, stale)
         # the change stream is a read too; the view has no watch of its own
-        feed = ChangeFeed(store.db, store.jobs_collection, use_stream=not polling)
+        feed = ChangeFeed(store.db, store.jobs_collection, use_stream=not polling, stale_after=stale)
         web = create_app(data, feed, run=run, token=secret)
         shown = f"[{host}]" if ":" in host else host
         console.print(f"dashboard of {store.server} at [bold]http://{shown}:{port}/[/]"

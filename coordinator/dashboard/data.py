@@ -47,15 +47,63 @@ TOP_CURVES = 10
 REREAD_MARGIN = timedelta(seconds=5)
 """An incremental refresh re-reads the trials written this long before the last read
 started, so that a write committed while that read ran is not missed."""
+NUMBER = {"$gte": -math.inf, "$lte": math.inf}
+"""A number (not NaN), as an index range."""
+TEXT = {"$gte": ""}
+"""A string, as an index range (MongoDB compares values of one type only)."""
+
+
+@dataclass(frozen=True)
+class SortKey:
+    """How the trial table sorts on one column.
+
+    A page is read in two parts: the trials that have a value (``has_value``, a query
+    fragment), in ``order``, then the others (``lacks_value``, its complement) in the
+    same order, so trials without a value come last in either direction.  Where
+    ``index`` names a job index, it serves both parts on MongoDB: a page costs the
+    index entries and documents up to its end, whatever the run's size.  Without one,
+    the server sorts the run's matching trials in memory on every page.
+    """
+
+    order: tuple[str, ...]
+    """The fields sorted on, each in the page's direction (``duration`` is computed)."""
+    has_value: dict[str, Any] | None
+    """None: every trial has a value (no second part)."""
+    lacks_value: dict[str, Any] | None
+    """The trials ``has_value`` leaves out (no value, or one of another type)."""
+    index: str | None
+    """The job index (:data:`jobstore.schema.JOB_INDEXES`) that serves the sort, if any."""
+
+
+def _sort_key(field: str, kind: dict[str, Any], index: str | None, *, tid_ties: bool = True) -> SortKey:
+    return SortKey((field, s.TID) if tid_ties else (field,), {field: kind}, {field: {"$not": kind}}, index)
+
+
+_DATES = {"$gte": monitor.EARLIEST}
 TRIAL_SORTS = {
-    "tid": s.TID, "state": s.STATE, "loss": s.LOSS, "attempts": s.ATTEMPTS,
-    "worker": s.OWNER, "finished_at": s.FINISHED_AT, "duration": "duration",
+    "tid": SortKey((s.TID,), None, None, "run_tid"),
+    "state": SortKey((s.STATE, s.TID), None, None, "run_state_tid"),
+    "loss": _sort_key(s.LOSS, NUMBER, "run_loss_tid"),
+    "finished_at": _sort_key(s.FINISHED_AT, _DATES, "run_finished", tid_ties=False),
+    "attempts": _sort_key(s.ATTEMPTS, NUMBER, None),
+    "worker": _sort_key(s.OWNER, TEXT, None),
+    "duration": SortKey(("duration", s.TID), {s.STARTED_AT: _DATES, s.FINISHED_AT: _DATES},
+                        {"$or": [{s.STARTED_AT: {"$not": _DATES}}, {s.FINISHED_AT: {"$not": _DATES}}]}, None),
+    "pruned_step": _sort_key(s.PRUNED_STEP, NUMBER, None),
 }
-"""The trial table's sort keys and the fields they sort on (``duration`` is
-started_at -> finished_at, computed by the server).  ``tid`` follows the ``run_tid``
-index; the others sort the run's matching trials in the server's memory (index keys
-and a few fields each), trials without the value last, ties by tid."""
+"""The trial table's sort keys.  ``tid``, ``state``, ``loss`` and ``finished_at`` are
+served by an index (``finished_at`` ties, and the unfinished trials, in that index's
+order; the others' ties by tid in the page's direction); ``attempts``, ``worker``,
+``duration`` (started_at -> finished_at) and ``pruned_step`` are sorted in the server's
+memory, a cost that grows with the run (see docs/monitoring.md)."""
 STATE_NAMES = {state.name.lower(): state for state in State}
+PRUNER_KEY_SETTINGS = {
+    "median": ("warmup_steps", "startup_trials", "max_resource"),
+    "asha": ("min_resource", "max_resource", "reduction_factor"),
+    "hyperband": ("min_resource", "max_resource", "reduction_factor"),
+}
+"""The settings of each pruner kind that :func:`pruner_text` shows (those its rule uses;
+see ``objectives.pruning.PrunerSettings``)."""
 
 
 class UnknownTrial(UserError):
@@ -73,10 +121,6 @@ class _Points:
     by_tid: dict[int, TrialPoint] = field(default_factory=dict)
     read_at: datetime | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-def _number(value: float | None) -> float | None:
-    return None if value is None or not math.isfinite(value) else value
 
 
 def _seconds(delta: timedelta | None) -> float | None:
@@ -108,23 +152,27 @@ class DashboardData:
     def runs(self) -> list[dict[str, Any]]:
         """Every run: name, experiment, algorithm, counts by state, best loss,
         max_evals (progress is done trials against it, as ``hpo-coord status`` counts),
-        throughput and ETA."""
+        throughput, ETA, and the pruner (``pruner``: the run's ``settings.pruner``, None
+        without one; ``pruner_text``: see :func:`pruner_text`)."""
         result = []
+        now = self.view.server_time()
         for overview in monitor.list_runs(self.view):
-            rate = monitor.throughput(self.view, overview.run)
+            rate = monitor.throughput(self.view, overview.run, now)
             eta = monitor.eta(overview.max_evals, overview.counts, rate)
             result.append({
                 "run": overview.run, "experiment": overview.experiment, "algo": overview.algo,
                 "created_at": iso(overview.created_at), "max_evals": overview.max_evals,
                 "counts": {**asdict(overview.counts), "total": overview.counts.total},
                 "best_loss": overview.best_loss, "per_hour": rate.per_hour, "eta_s": _seconds(eta),
+                "pruner": overview.pruner, "pruner_text": pruner_text(overview.pruner),
             })
         return result
 
     def summary(self, run: str) -> dict[str, Any]:
         """What ``hpo-coord status`` shows of ``run``: counts, progress, best trial with
-        its parameters, throughput, ETA, stale jobs and the workers (stale ones have
-        state ``lost``)."""
+        its parameters, throughput, ETA, the pruner (as in :meth:`runs`) with ``pruning``
+        (trials pruned and steps saved, None without a pruner), stale jobs and the
+        workers (stale ones have state ``lost``)."""
         st = monitor.run_status(self.view, self.require_run(run), self.stale_after)
         best = None if st.best is None else {
             "tid": st.best.tid, "loss": st.best.loss, "params": st.best.params,
@@ -137,6 +185,10 @@ class DashboardData:
             "throughput": {"per_hour": st.throughput.per_hour, "window_trials": st.throughput.window_trials,
                            "last_finish": iso(st.throughput.last_finish)},
             "eta_s": _seconds(st.eta),
+            "pruner": None if st.pruning is None else st.pruning.settings,
+            "pruner_text": pruner_text(None if st.pruning is None else st.pruning.settings),
+            "pruning": None if st.pruning is None else {"pruned": st.pruning.pruned,
+                                                        "steps_saved": st.pruning.steps_saved},
             **_liveness(st.now, st.stale, st.workers),
         }
 
@@ -170,9 +222,11 @@ class DashboardData:
 
     def figures(self, run: str) -> dict[str, Any]:
         """The data of the run page's charts, prepared by :mod:`coordinator.plots`:
-        ``loss`` (per trial, best so far, error tids), ``parallel`` and ``matrix``
-        (hyperparameter columns of the ok trials with their losses; choices by option
-        name), ``curves`` (metrics per step of the :data:`TOP_CURVES` best trials).
+        ``loss`` (:class:`coordinator.plots.LossSeries`: per trial, where pruned trials
+        stopped, best so far, error tids), ``parallel`` and ``matrix`` (hyperparameter
+        columns of the ok trials with their losses; choices by option name), ``curves``
+        (:class:`coordinator.plots.LearningCurves`: metrics per step of the
+        :data:`TOP_CURVES` best trials, each with the step where it was pruned).
         A chart that cannot be drawn is None, with the reason in ``skipped``."""
         name = self.require_run(run)
         experiment = (self.view.runs.find_one({s.ID: name}, {s.RUN_EXPERIMENT: 1}) or {}).get(s.RUN_EXPERIMENT)
@@ -197,9 +251,13 @@ class DashboardData:
                                  "dimensions": [self._dimension(ok, label, infos) for label in matrix]}
         except plots.Skipped as exc:
             figures["matrix"], skipped["matrix"] = None, str(exc)
-        figures["curves"] = self._curves(name, points)
-        if figures["curves"] is None:
-            skipped["curves"] = "the best trials reported no metrics"
+        curves = monitor.learning_curves(self.view, name, plots.top_trials(points, TOP_CURVES))
+        try:
+            figures["curves"] = asdict(plots.curve_series(
+                curves, {p.tid: p.loss for p in ok if p.loss is not None},
+                {p.tid: p.pruned_step for p in ok if p.pruned_step is not None}))
+        except plots.Skipped as exc:
+            figures["curves"], skipped["curves"] = None, str(exc)
         return figures
 
     @staticmethod
@@ -210,25 +268,12 @@ class DashboardData:
         return {"label": label, "distribution": info.distribution, "log": info.log,
                 "options": list(info.options), "values": [p.vals.get(label) for p in ok]}
 
-    def _curves(self, run: str, points: list[TrialPoint]) -> dict[str, Any] | None:
-        curves = monitor.learning_curves(self.view, run, plots.top_trials(points, TOP_CURVES))
-        metric = plots.pick_metric(curves)
-        if metric is None:
-            return None
-        losses = {p.tid: p.loss for p in points}
-        series = []
-        for tid in sorted(curves, key=lambda t: losses.get(t) or math.inf):
-            entries = [e for e in curves[tid] if isinstance(e.get(metric), (int, float))]
-            series.append({"tid": tid, "loss": losses.get(tid),
-                           "steps": [e.get("step", i + 1) for i, e in enumerate(entries)],
-                           "values": [_number(float(e[metric])) for e in entries]})
-        return {"metric": metric, "series": series}
-
     def importance(self, run: str) -> dict[str, Any]:
         """Hyperparameter importance (see :func:`coordinator.plots.importances`), or the
-        reason there is none; ``ok`` is the number of ok trials it was fitted on.  The
-        forest costs seconds on a large run, so it is refitted at most every
-        :data:`IMPORTANCE_EVERY_S` seconds, and only when the run has new ok trials."""
+        reason there is none; ``ok`` is the run's number of ok trials (the forest is fitted
+        to at most :data:`coordinator.plots.IMPORTANCE_SAMPLE` of them).  A fit costs
+        about a second, so it is refitted at most every :data:`IMPORTANCE_EVERY_S`
+        seconds, and only when the run has new ok trials."""
         name = self.require_run(run)
         points = self.points(name)
         ok = len(plots.ok_points(points))
@@ -249,12 +294,14 @@ class DashboardData:
     # -- trials -------------------------------------------------------------------------
 
     def trial_page(self, run: str, *, states: list[str] | None = None, worker: str | None = None,
-                   sort: str = "tid", descending: bool = False, offset: int = 0,
+                   pruned: bool | None = None, sort: str = "tid", descending: bool = False, offset: int = 0,
                    limit: int = 50) -> dict[str, Any]:
         """One page of the trial table: rows as ``hpo-coord trials`` writes them
-        (:func:`coordinator.monitor.trial_row`), filtered by state names and worker,
-        sorted by a key of :data:`TRIAL_SORTS` (ties by tid), with the number of
-        trials that match.
+        (:func:`coordinator.monitor.trial_row`; ``pruned_step`` set for the trials a
+        pruner stopped), filtered by state names, worker and whether a pruner stopped
+        the trial (``pruned``: True only those, False all others), sorted by a key of
+        :data:`TRIAL_SORTS` (trials without the value last), with the number of trials
+        that match.
 
         Raises:
             BadQuery: an unknown state or sort key, a negative offset, or a limit
@@ -273,23 +320,32 @@ class DashboardData:
             match[s.STATE] = {"$in": [int(STATE_NAMES[state]) for state in states]}
         if worker:
             match[s.OWNER] = worker
-        direction = DESCENDING if descending else ASCENDING
-        pipeline: list[dict[str, Any]] = [{"$match": match}]
+        if pruned is not None:
+            match[s.PRUNED] = True if pruned else {"$ne": True}
         key = TRIAL_SORTS[sort]
-        order: dict[str, int] = {key: direction}
-        if sort == "duration":
-            pipeline.append({"$addFields": {key: {"$subtract": ["$" + s.FINISHED_AT, "$" + s.STARTED_AT]}}})
-        if sort != "tid":
-            # trials without the value (no loss yet, not finished) last in either direction
-            pipeline.append({"$addFields": {"_unsorted": {"$cond": [
-                {"$in": [{"$type": "$" + key}, ["missing", "null"]]}, 1, 0]}}})
-            order = {"_unsorted": ASCENDING, key: direction, s.TID: ASCENDING}
-        pipeline += [{"$sort": order}, {"$skip": offset}, {"$limit": limit},
-                     {"$project": monitor.TRIAL_ROW_PROJECTION}]
-        rows = [monitor.trial_row(job, tid) for job in self.view.jobs.aggregate(pipeline)
-                if (tid := s.as_int(job.get(s.TID))) is not None]
+        direction = DESCENDING if descending else ASCENDING
+        order = {field: direction for field in key.order}
+        if key.has_value is None or key.lacks_value is None:
+            jobs = self._page(match, order, offset, limit)
+        else:
+            has_value = _both(match, key.has_value)
+            jobs = self._page(has_value, order, offset, limit)
+            if len(jobs) < limit:
+                valued = offset + len(jobs) if jobs else self.view.jobs.count(has_value)
+                jobs += self._page(_both(match, key.lacks_value), order, max(offset - valued, 0), limit - len(jobs))
+        rows = [monitor.trial_row(job, tid) for job in jobs if (tid := s.as_int(job.get(s.TID))) is not None]
         return {"total": self.view.jobs.count(match), "offset": offset, "limit": limit,
                 "sort": sort, "descending": descending, "rows": rows}
+
+    def _page(self, match: dict[str, Any], order: dict[str, int], skip: int, limit: int) -> list[dict[str, Any]]:
+        """Jobs ``skip`` to ``skip + limit`` of those matching ``match`` in ``order``,
+        projected to what a row shows."""
+        pipeline: list[dict[str, Any]] = [{"$match": match}]
+        if "duration" in order:
+            pipeline.append({"$addFields": {"duration": {"$subtract": ["$" + s.FINISHED_AT, "$" + s.STARTED_AT]}}})
+        pipeline += [{"$sort": order}, {"$skip": skip}, {"$limit": limit},
+                     {"$project": monitor.TRIAL_ROW_PROJECTION}]
+        return self.view.jobs.aggregate(pipeline)
 
     def errors(self, run: str, offset: int = 0, limit: int = 20) -> dict[str, Any]:
         """A page of the run's error trials, latest tid first, with type, reason,
@@ -310,7 +366,8 @@ class DashboardData:
         return {"total": self.view.jobs.count(match), "offset": offset, "limit": limit, "rows": rows}
 
     def trial(self, run: str, tid: int) -> dict[str, Any]:
-        """One trial: state, result, parameters, metrics per step, timeline (queued,
+        """One trial: state, result, the step where a pruner stopped it (``pruned_step``,
+        None if it was not pruned), parameters, metrics per step, timeline (queued,
         claimed, started, last heartbeat, finished; ``attempts`` claims, so
         ``attempts - 1`` requeues after lost workers) and its error, if any.
 
@@ -336,13 +393,34 @@ class DashboardData:
         ]
         return {
             "run": name, "tid": tid, "state": monitor.state_name(job.get(s.STATE)),
-            "result": monitor.plain(result), "params": monitor.trial_params(job),
+            "result": monitor.plain(result), "pruned_step": monitor.pruned_step(result),
+            "params": monitor.trial_params(job),
             "worker": monitor.text(job.get(s.OWNER)), "attempts": attempts,
             "max_attempts": s.as_int(job.get(s.MAX_ATTEMPTS)),
             "requeues": None if attempts is None else max(attempts - 1, 0),
             "timeline": [{"event": event, "at": iso(at)} for event, at in timeline if at is not None],
             "metrics": entries, "error": _error(job) if job.get(s.ERROR) is not None else None,
         }
+
+
+def _both(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """A query matching both ``a`` and ``b``: one document where their fields differ
+    (what every server turns into index bounds), else ``$and``."""
+    return {**a, **b} if not a.keys() & b.keys() else {"$and": [a, b]}
+
+
+def pruner_text(settings: Mapping[str, Any] | None) -> str:
+    """A run's pruner in one line: its kind, metric and direction, and the settings
+    :data:`PRUNER_KEY_SETTINGS` names for that kind (every other one for an unknown
+    kind), e.g. ``asha on val_loss (minimize): min_resource 1, max_resource 15,
+    reduction_factor 3``; ``none`` without a pruner."""
+    if settings is None:
+        return "none"
+    rule = {"kind", "metric", "direction"}
+    keys = PRUNER_KEY_SETTINGS.get(str(settings.get("kind")), tuple(k for k in settings if k not in rule))
+    shown = ", ".join(f"{key} {settings[key]}" for key in keys if key in settings)
+    return (f"{settings.get('kind')} on {settings.get('metric', '?')} ({settings.get('direction', '?')})"
+            + (f": {shown}" if shown else ""))
 
 
 def _liveness(now: datetime, stale: list[monitor.StaleJob], workers: list[monitor.WorkerInfo]) -> dict[str, Any]:

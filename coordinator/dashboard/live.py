@@ -9,13 +9,19 @@ and re-read what they show when one moves.  Contracts:
 * **Change stream first.**  ``db.watch`` on the jobs, runs and workers collections
   (MongoDB 7/8 replica sets and sharded clusters, and SecantusDB).  A standalone
   mongod has no change streams: the feed then polls every :data:`POLL_INTERVAL_S`,
-  reading the newest ``updated_at`` of each run a page asked about (one indexed
-  ``find_one`` per run, through ``run_updated``; the runs page asks about every run)
-  and the newest worker ``last_seen`` (through ``last_seen``).  :attr:`ChangeFeed.mode` says which, and the pages show it.
+  comparing each watched key's :meth:`ChangeFeed.signature` (small indexed reads; the
+  runs page watches every run).  :attr:`ChangeFeed.mode` says which, and the pages
+  show it.
+* **Heartbeats are not changes.**  A running trial's heartbeat (an update of its
+  heartbeat fields only) is not counted by the change stream; polling compares only
+  what a heartbeat cannot change: a run's trial states and its finished trials, and
+  which workers there are and their state (busy, idle, stopped, or lost once not seen
+  for ``stale_after``), never ``updated_at`` or ``last_seen``.
 * **Read-only**, and one background thread.  A stream that breaks (server restart)
-  is reopened after :data:`RETRY_S`; if it cannot be reopened the feed polls.
-* A running trial's heartbeat (an update of its heartbeat fields only) is not a change
-  for the change stream; polling cannot tell it apart (it reads ``updated_at`` only).
+  is reopened after :data:`RETRY_S`; if it cannot be reopened the feed polls.  An
+  error the thread cannot ride out (anything but a database error) takes the process
+  down loudly (:func:`jobstore.fatal.die`): a dashboard whose pages silently stopped
+  updating would show a stale run as live.
 * Workers going stale are a change of time, not of data: pages re-read the workers
   on the feed's ``tick`` (every :data:`TICK_S`), which costs one small indexed query.
 """
@@ -25,14 +31,18 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
+from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import DESCENDING
+from pymongo import ASCENDING
 from pymongo.database import Database
 from pymongo.errors import OperationFailure, PyMongoError
 
 from coordinator import monitor
 from jobstore import schema as s
+from jobstore.fatal import die
+from jobstore.retry import DatabaseOutage
+from jobstore.schema import State
 from jobstore.view import ReadOnlyView
 
 log = logging.getLogger(__name__)
@@ -49,23 +59,31 @@ HEARTBEAT_FIELDS = frozenset({s.REFRESH_TIME, s.LEASE, s.LEASE_EXPIRES, s.UPDATE
 shows changes, so the change stream does not count it."""
 STREAM = "change stream"
 POLLING = "polling"
+THREAD = "dashboard change feed"
+"""The feed thread's name (in the log line of its death)."""
 
 
 class ChangeFeed:
-    """Counters of changes per run and for the workers, kept by a daemon thread."""
+    """Counters of changes per run and for the workers, kept by a daemon thread.
+
+    ``stale_after``: when polling, a worker not seen for this long counts as lost, a
+    change of the workers.
+    """
 
     def __init__(self, db: Database, jobs_collection: str = s.JOBS, poll_interval_s: float = POLL_INTERVAL_S,
-                 use_stream: bool = True) -> None:
+                 use_stream: bool = True, stale_after: timedelta = monitor.STALE_AFTER) -> None:
         self._db = db
         self._jobs = jobs_collection
         self._view = ReadOnlyView(db, jobs_collection)
         self._poll_interval_s = poll_interval_s
         self._use_stream = use_stream
+        self._stale_after = stale_after
+        self._since: datetime | None = None
         self._versions: defaultdict[str, int] = defaultdict(int)
         self._watched: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="dashboard-feed", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=THREAD, daemon=True)
         self.mode = STREAM if use_stream else POLLING
         """:data:`STREAM` or :data:`POLLING`; may change to polling once the thread runs."""
         self.note = ""
@@ -92,6 +110,12 @@ class ChangeFeed:
                 self._versions[ANY_RUN_KEY] += 1
 
     def _run(self) -> None:
+        try:
+            self._follow()
+        except BaseException as exc:  # noqa: BLE001 - frozen pages must not pass for live ones
+            die(THREAD, exc, consequence="the dashboard's pages would stop updating without it")
+
+    def _follow(self) -> None:
         while not self._stop.is_set():
             if self._use_stream:
                 try:
@@ -137,27 +161,42 @@ class ChangeFeed:
                 keys = list(self._watched)
             for key in keys:
                 try:
-                    latest = self._latest(key)
-                except PyMongoError as exc:
+                    latest = self.signature(key)
+                except (PyMongoError, DatabaseOutage) as exc:  # an outage past the view's limit too
                     log.warning("dashboard: polling failed (%s); trying again", exc)
                     break
-                if key in seen and seen[key] != latest and key != ANY_RUN_KEY:
-                    self._bump(key)
-                elif key in seen and seen[key] != latest:
-                    with self._lock:
-                        self._versions[ANY_RUN_KEY] += 1
+                if key in seen and seen[key] != latest:
+                    if key == ANY_RUN_KEY:
+                        with self._lock:
+                            self._versions[ANY_RUN_KEY] += 1
+                    else:
+                        self._bump(key)
                 seen[key] = latest
             self._stop.wait(self._poll_interval_s)
 
-    def _latest(self, key: str) -> Any:
+    def signature(self, key: str) -> Any:
+        """What polling compares for ``key``; it changes when a page's data does, not
+        with heartbeats.
+
+        A run: how many trials are new, which are running (a few per worker), and how
+        many finished since the feed first polled (``run_state_tid`` and
+        ``run_finished``: index reads bounded by the queue and the recent finishes, not
+        by the run's history).  :data:`WORKERS_KEY`: each worker seen within
+        :data:`coordinator.monitor.WORKER_HORIZON` with its state (lost once not seen
+        for ``stale_after``) and current trial.  :data:`ANY_RUN_KEY`: every run's
+        signature.
+        """
         if key == ANY_RUN_KEY:
-            return tuple((run, self._latest(run)) for run in monitor.known_runs(self._view))
+            return tuple((run, self.signature(run)) for run in monitor.known_runs(self._view))
         if key == WORKERS_KEY:
-            doc = self._view.workers.find_one({}, {s.WORKER_LAST_SEEN: 1}, sort=[(s.WORKER_LAST_SEEN, DESCENDING)])
-            return None if doc is None else s.as_date(doc.get(s.WORKER_LAST_SEEN))
-        doc = self._view.jobs.find_one({s.EXP_KEY: key}, {s.UPDATED_AT: 1},
-                                            sort=[(s.UPDATED_AT, DESCENDING)])
-        return None if doc is None else s.as_date(doc.get(s.UPDATED_AT))
+            now = self._view.server_time()
+            return tuple((w.id, w.state, w.current) for w in monitor.workers(self._view, now, self._stale_after))
+        if self._since is None:
+            self._since = self._view.server_time()
+        jobs = self._view.jobs
+        running = jobs.find({s.EXP_KEY: key, s.STATE: State.RUNNING}, {s.ID: 0, s.TID: 1}, sort=[(s.TID, ASCENDING)])
+        return (jobs.count({s.EXP_KEY: key, s.STATE: State.NEW}), [job.get(s.TID) for job in running],
+                jobs.count({s.EXP_KEY: key, s.FINISHED_AT: {"$gte": self._since}}))
 
 
 def _heartbeat(change: dict[str, Any]) -> bool:

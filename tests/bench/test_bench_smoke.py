@@ -171,6 +171,10 @@ def test_pruning_quick(tmp_path: Path) -> None:
     assert set(rows) == {"pruner", "none", "asha"}
     assert rows["none"][3].strip().startswith("18 ")  # 6 trials x 3 epochs, none pruned
     assert int(rows["asha"][3].split("±")[0]) < 18 and float(rows["asha"][4]) > 0
+    # every trial trained its whole budget or was pruned (none of the 6 seeded random points diverges)
+    assert float(rows["none"][5]) == 6 and float(rows["asha"][4]) + float(rows["asha"][5]) == 6
+    # the best accuracy is the one of the trial hpo-coord best names: a trial that trained its whole budget
+    assert all(0 < float(rows[p][6].split("±")[0]) <= 100 for p in ("none", "asha"))
     assert "hpo-coord start --exp cifar100" in text
 
 

@@ -20,7 +20,7 @@ from coordinator.local_workers import MAX_RESTARTS, LocalWorkers
 from jobstore import schema as s
 from jobstore.embedded import SERVER_PROGRAM, EmbeddedServer
 from jobstore.schema import State
-from tests.support.processes import RECORDING, run_cli, start_coordinator, stop, wait_for
+from tests.support.processes import FAST, RECORDING, REPO, run_cli, start_coordinator, stop, wait_for
 
 
 def test_a_local_worker_killed_mid_run_is_restarted_and_the_run_completes(
@@ -183,3 +183,37 @@ def test_a_local_workers_credentials_travel_in_its_environment(
     [(command, env)] = spawned
     assert not any(PASSWORD in arg or "password" in arg for arg in command), command
     assert {key: env[key] for key in environment} == environment
+
+
+def test_local_workers_wait_for_the_database_as_long_as_the_coordinator(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """By default (``hpo-coord start`` waits for an outage however long) local workers are
+    started with no outage limit: a worker that gave up would exit 2, which is not
+    restarted, and the coordinator would be left without workers once the database is
+    back.  With ``--outage-timeout`` they get the coordinator's limit."""
+    spawned: list[list[str]] = []
+    monkeypatch.setattr(subprocess, "Popen", lambda command, **options: spawned.append(command))
+    LocalWorkers(1, {}, "r", extra_args=[])._spawn()
+    LocalWorkers(1, {}, "r", extra_args=[], outage_timeout=30)._spawn()
+    limits = [command[command.index("--outage-timeout") + 1] for command in spawned]
+    assert limits == ["inf", "30.0"]
+
+
+def test_a_local_worker_gives_up_after_the_coordinators_outage_limit(
+        private_server: EmbeddedServer, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    url = f"{private_server.url}/hpo"
+    workers = LocalWorkers(1, {"HPO_MONGO_URL": url, "PYTHONPATH": str(REPO)}, "r", outage_timeout=2,
+                           extra_args=["--objective", RECORDING, *FAST, "--connect-timeout", "1",
+                                       "--gpus-per-worker", "0"])
+    client: pymongo.MongoClient = pymongo.MongoClient(url)
+    try:
+        workers.start()
+        wait_for(lambda: client.hpo.workers.count_documents({}) == 1, what="the worker to register")
+        process = workers.processes[0]
+        assert process is not None
+        private_server.stop()
+        assert process.wait(60) == 2
+    finally:
+        client.close()
+        workers.stop()
+    assert "longer than the outage limit of 2 s" in " ".join(capfd.readouterr().err.split())

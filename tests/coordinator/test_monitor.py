@@ -192,7 +192,8 @@ def _ok(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _best(db: Database) -> dict[str, Any]:
-    return min(_ok(_jobs(db)), key=lambda j: j[s.RESULT]["loss"])
+    """The lowest loss among the ok trials that trained their whole budget (not pruned)."""
+    return min((j for j in _ok(_jobs(db)) if not j[s.RESULT].get("pruned")), key=lambda j: j[s.RESULT]["loss"])
 
 
 def _states(db: Database, run: str = RUN) -> Counter:
@@ -256,6 +257,22 @@ def test_run_status_values(seeded: tuple[str, Database]) -> None:
     assert by_id["node-c:103"].current == {"exp_key": RUN, "tid": live_tid}
 
 
+@pytest.mark.parametrize("idle_h", [0.25, 1.5, 30.0])
+def test_throughput_is_the_hour_before_the_latest_finish_however_long_ago(db: Database, idle_h: float) -> None:
+    """Read from the recent finishes while the run is active, from the latest finish's
+    window once it has been idle for longer than the window, or twice as long."""
+    now = server_time(db)
+    last = now - timedelta(hours=idle_h)
+    finishes = [last - timedelta(minutes=10 * k) for k in range(19)]  # every 10 minutes for 3 hours
+    db[s.JOBS].insert_many([{s.EXP_KEY: "r", s.TID: k, s.FINISHED_AT: at} for k, at in enumerate(finishes)]
+                           + [{s.EXP_KEY: "r", s.TID: 99, s.FINISHED_AT: "not a date"},
+                              {s.EXP_KEY: "other", s.TID: 0, s.FINISHED_AT: now}])
+    rate = monitor.throughput(Store(db).view, "r", now)
+    window = [at for at in finishes if at > last - monitor.THROUGHPUT_WINDOW]
+    assert (rate.last_finish, rate.window_start, rate.window_trials) == (last, min(window), len(window))
+    assert rate.per_hour == pytest.approx((len(window) - 1) / ((last - min(window)).total_seconds() / 3600))
+
+
 def test_list_runs(seeded: tuple[str, Database]) -> None:
     _, db = seeded
     overview = {r.run: r for r in monitor.list_runs(Store(db).view)}
@@ -263,6 +280,7 @@ def test_list_runs(seeded: tuple[str, Database]) -> None:
     assert overview[RUN].counts.total == len(_jobs(db))
     assert overview[RUN].best_loss == _best(db)[s.RESULT]["loss"]
     assert overview[OTHER_RUN].counts.new == 2 and overview[OTHER_RUN].best_loss is None
+    assert overview[RUN].pruner == PRUNER.to_document() and overview[OTHER_RUN].pruner is None
 
 
 # -- commands ------------------------------------------------------------------------
@@ -334,6 +352,20 @@ def test_best_prints_reusable_params(seeded: tuple[str, Database], cli: typer.Ty
     assert EXPERIMENT.objective(params, NullReporter()) == pytest.approx(_best(db)[s.RESULT]["loss"])
 
 
+def test_best_says_when_every_ok_trial_was_pruned(db: Database, db_url: str, cli: typer.Typer) -> None:
+    MongoTrials(db, exp_key="p", experiment="monitor-demo").runs.ensure(
+        "p", experiment="monitor-demo", fingerprint="x", settings={s.RUN_PRUNER: PRUNER.to_document()})
+    db.jobs.insert_one({s.EXP_KEY: "p", s.TID: 0, s.STATE: State.DONE, s.MISC: {"vals": {"a": [1.0]}},
+                        s.RESULT: {"status": "ok", "loss": 0.1, "pruned": True, "pruned_step": 1}})
+    result = invoke(cli, "best", "--run", "p", "--mongo", db_url)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "run 'p' has no best trial: no trial that trained its whole budget" in " ".join(result.output.split())
+    assert "1 trial(s) with status ok were pruned" in " ".join(result.output.split())
+    status = invoke(cli, "status", "--run", "p", "--mongo", db_url)
+    assert re.search(row("best loss", r"no ok trial that trained its whole budget yet \(pruned trials are never "
+                         r"the best\)"), status.stdout)
+
+
 def _parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=None)
 
@@ -362,6 +394,7 @@ def test_trials_csv_round_trips(seeded: tuple[str, Database], cli: typer.Typer) 
             else:
                 assert row[column] == ""
         assert row["error_type"] == (job.get(s.ERROR) or {}).get("type", "")
+        assert row["pruned_step"] == (str(result_doc["pruned_step"]) if result_doc.get("pruned") else "")
         model = job[s.PARAMS]["model"]
         assert row["params.model.kind"] == model["kind"]
         for key in ("a", "freq", "phase"):
@@ -502,7 +535,7 @@ def _field_paths(value: Any, match: bool = False) -> Iterator[str]:
 def _expected(db: Database) -> dict[str, Any]:
     """What each documented query must return on the seeded run, from plain Python."""
     jobs = _jobs(db)
-    ok = sorted(_ok(jobs), key=lambda j: j[s.RESULT]["loss"])
+    ok = sorted((j for j in _ok(jobs) if not j[s.RESULT].get("pruned")), key=lambda j: j[s.RESULT]["loss"])
     finished = [j for j in jobs if j[s.STATE] in (State.DONE, State.ERROR)]
     hourly = Counter((j[s.OWNER], j[s.FINISHED_AT].replace(minute=0, second=0, microsecond=0))
                      for j in finished)
@@ -666,3 +699,17 @@ def test_plots_mark_pruned_trials(seeded: tuple[str, Database], tmp_path: Path) 
     ax = figure.axes[0]
     assert ax.lines[0].get_linestyle() == "--" and ax.lines[1].get_marker() == "x"
     assert f"pruned at step {pruned[tid]}" in ax.get_legend().get_texts()[0].get_text()
+
+
+@pytest.mark.parametrize("bad_step", [float("nan"), float("inf"), -4, 99, "3"])
+def test_a_malformed_pruned_step_saves_nothing_and_breaks_no_status(db: Database, bad_step: Any) -> None:
+    """A pruned trial whose ``result.pruned_step`` is not a step within the budget (NaN,
+    infinite, negative, past ``max_resource``, a string) counts as pruned and saves no
+    step; the other pruned trials' savings are still summed."""
+    run = f"malformed-step-{uuid.uuid4().hex[:8]}"
+    for tid, step in ((0, 1), (1, bad_step)):
+        db[s.JOBS].insert_one({s.EXP_KEY: run, s.TID: tid, s.STATE: State.DONE,
+                               s.RESULT: {"status": "ok", "loss": 0.5, "pruned": True, "pruned_step": step}})
+    status = monitor.pruning_status(Store(db).view, run, PRUNER.to_document())
+    assert status is not None and status.pruned == 2
+    assert status.steps_saved == PRUNER.max_resource - 1

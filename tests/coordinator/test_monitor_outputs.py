@@ -39,3 +39,19 @@ def test_space_out_an_existing_file(tmp_path: Path) -> None:
 def test_trials_out_a_directory(tmp_path: Path) -> None:
     result = invoke("trials", "--out", str(tmp_path), "--mongo", NO_SERVER)
     assert_user_error(result, f"--out {tmp_path} is a directory", "give a file name")
+
+
+def test_trials_out_under_a_file(tmp_path: Path) -> None:
+    blocking = tmp_path / "exports"
+    blocking.write_text("keep me")
+    result = invoke("trials", "--out", str(blocking / "sub" / "t.csv"), "--mongo", NO_SERVER)
+    assert_user_error(result, f"{blocking} is a file, not a directory")
+    assert blocking.read_text() == "keep me"
+
+
+def test_plot_out_under_a_file(tmp_path: Path) -> None:
+    blocking = tmp_path / "figures"
+    blocking.write_text("keep me")
+    result = invoke("plot", "--out", str(blocking / "run"), "--mongo", NO_SERVER)
+    assert_user_error(result, f"{blocking} is a file, not a directory")
+    assert blocking.read_text() == "keep me"

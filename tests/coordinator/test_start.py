@@ -233,7 +233,7 @@ def test_a_run_where_no_trial_succeeded_exits_with_code_3(db: Database, db_url: 
                      "--run", "f", "--max-evals", "2", "--local-workers", "1", "--set", "mode=fail",
                      url=db_url, timeout=300)
     assert result.returncode == 3, result.stdout + result.stderr
-    assert "no trial succeeded" in result.stdout
+    assert "no best trial: no trial has finished with status ok yet" in result.stdout
     assert db.jobs.count_documents({s.EXP_KEY: "f", s.STATE: State.DONE}) == 2
 
 
@@ -316,3 +316,42 @@ def test_malformed_documents_in_the_run_are_skipped_with_a_warning_each(db: Data
     for oid in ids:
         assert output.count(f"skipping job document _id=ObjectId('{oid}')") == 1, output
     assert "Traceback" not in output
+
+
+def test_the_summary_of_a_run_whose_best_trial_is_not_a_hyperopt_trial(db: Database) -> None:
+    """The best ok trial may be a document hyperopt cannot use as a trial (here its
+    ``misc`` has no ``tid``), which ``MongoTrials`` leaves out: the summary still names
+    it, with no worst loss, instead of failing on an empty ``max()`` at the end of a run."""
+    from hyperopt import hp
+
+    from coordinator.start import summarize
+    from jobstore.store import Store
+    from jobstore.trials import MongoTrials
+    from objectives.base import Experiment
+
+    experiment = Experiment(name="summary", space={"x": hp.uniform("x", 0, 1)}, objective=lambda p, r: 0.0)
+    db[s.JOBS].insert_one({s.EXP_KEY: "r", s.TID: 0, s.STATE: State.DONE, s.SPEC: None,
+                           s.RESULT: {"status": "ok", "loss": 0.25},
+                           s.MISC: {"vals": {"x": [0.5]}, "idxs": {"x": [0]}}})
+    trials = MongoTrials(Store(db), exp_key="r")
+    assert trials.trials == []  # left out: misc.tid is missing
+    summary = summarize(trials, "r", experiment)
+    assert summary.best is not None and summary.best["params"] == {"x": 0.5}
+    assert summary.worst_loss is None
+
+
+def test_local_workers_of_a_store_without_a_url_are_refused_before_the_run_is_written(db: Database) -> None:
+    """A store made from a handle cannot hand its connection to child processes: that is
+    found before the run is created or its coordinator lease taken (which nothing would
+    release)."""
+    from rich.console import Console
+
+    from coordinator.start import StartOptions, start_run
+    from jobstore.store import Store
+    from objectives.digits import digits
+
+    run = "no-url"
+    options = StartOptions(run=run, max_evals=1, algo=None, local_workers=1)
+    with pytest.raises(ValueError, match="child processes cannot open it"):
+        start_run(Store(db), digits, options, Console())
+    assert db[s.RUNS].find_one({s.ID: run}) is None

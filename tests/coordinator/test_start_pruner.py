@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
+from pymongo.database import Database
+from rich.console import Console
 from typer.testing import CliRunner
 
 from coordinator.cli import app
-from coordinator.start import PrunerChoice, StartOptions, run_settings
+from coordinator.start import PrunerChoice, StartOptions, run_settings, start_run
 from jobstore import schema as s
+from jobstore.store import Store
 from user_errors import UserError
 from objectives.digits import digits
 from objectives.pruning import PrunerSettings
@@ -54,3 +59,13 @@ def test_bad_pruner_options_say_what_to_do(args: list[str], message: str) -> Non
     result = CliRunner().invoke(app, ["start", "--exp", "digits", "--mongo", "mongodb://127.0.0.1:1/x", *args])
     assert result.exit_code != 0
     assert message in " ".join(result.output.split()), result.output
+
+
+def test_a_start_refused_for_its_pruner_settings_writes_no_run(db: Database) -> None:
+    """Pruner settings that cannot work are refused before the run document is created."""
+    run = f"refused-pruner-{uuid.uuid4().hex[:8]}"
+    bad = StartOptions(run=run, max_evals=2, algo=None, settings={"epochs": 15},
+                       pruner=PrunerChoice("asha", min_resource=20))
+    with pytest.raises(UserError, match=r"min_resource \(20\) is above max_resource \(15\)"):
+        start_run(Store(db), digits, bad, Console())
+    assert db[s.RUNS].find_one({s.ID: run}) is None

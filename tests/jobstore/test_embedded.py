@@ -5,6 +5,9 @@ journaled (majority) writes, which is what protects results on a real mongod."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pymongo
@@ -12,7 +15,7 @@ import pytest
 
 from jobstore import schema as s
 from jobstore.connection import connect, parse_url
-from jobstore.embedded import EmbeddedServer
+from jobstore.embedded import EmbeddedServer, EmbeddedServerError, ServerRecord, recorded_server
 from jobstore.queue import JobQueue
 from jobstore.schema import State
 from tests.support.jobs import enqueue
@@ -83,3 +86,37 @@ def test_results_acknowledged_by_the_store_survive_kill_9(private_server: Embedd
         assert jobs.count_documents({s.EXP_KEY: "r", s.STATE: State.DONE}) == 40
         assert sorted(j[s.RESULT]["loss"] for j in jobs.find({s.EXP_KEY: "r"})) == \
             sorted(float(j[s.TID]) for j in jobs.find({s.EXP_KEY: "r"}))
+
+
+def test_a_server_that_cannot_listen_is_not_taken_for_the_one_on_its_port(
+        private_server: EmbeddedServer, tmp_path: Path) -> None:
+    """A second server started on a port another server already listens on fails to
+    start: the answer on its port comes from the other server (another directory's data,
+    another process), so start() must not return as if it were its own, nor record it."""
+    record = tmp_path / "server.json"
+    second = EmbeddedServer(tmp_path / "other-db", port=private_server.port, record=record)
+    with pytest.raises(EmbeddedServerError, match="exited with code"):
+        second.start(timeout=30)
+    second.stop()
+    assert not record.exists()
+    assert private_server.running
+
+
+def test_a_stale_record_is_not_taken_for_another_server_on_its_port(
+        private_server: EmbeddedServer, tmp_path: Path) -> None:
+    """A record left by a server that has gone names a port another server now listens
+    on: that one is not the recorded server (its pid is another), so the record names
+    no running server."""
+    client: pymongo.MongoClient = pymongo.MongoClient(private_server.url)
+    try:
+        live = int(client.admin.command("serverStatus")["pid"])
+    finally:
+        client.close()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    port = private_server.port
+    record = tmp_path / "server.json"
+    for pid, names in ((live, True), (gone.pid, False)):
+        record.write_text(json.dumps({"port": port, "pid": pid, "owner": gone.pid}))
+        found = recorded_server(record)
+        assert (found == ServerRecord(port=port, pid=pid, owner=gone.pid)) is names

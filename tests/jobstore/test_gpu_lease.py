@@ -9,10 +9,16 @@ from concurrent.futures import ThreadPoolExecutor
 import pymongo
 import pytest
 
-from jobstore.gpu_lease import LEASES, Gpu, GpuLease, NoFreeGpu, held_leases, wait_for_gpus
+from jobstore.connection import server_time
+from jobstore.gpu_lease import LEASES, Gpu, GpuLease, NoFreeGpu, wait_for_gpus
 
 FOUR = tuple(Gpu(i, f"GPU-{letter * 3}", "simulated", None) for i, letter in enumerate("abcd"))
 TWO = FOUR[:2]
+
+
+def held_leases(db: pymongo.database.Database) -> list[dict[str, object]]:
+    """The leases in force, read as a monitoring user would (the documented query)."""
+    return list(db[LEASES].find({"expires": {"$gt": server_time(db)}}).sort([("host", 1), ("index", 1)]))
 
 
 def lease(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from pymongo.database import Database
-from pymongo.errors import AutoReconnect, OperationFailure
+from pymongo.errors import AutoReconnect, InvalidOperation, OperationFailure
 
 from jobstore import schema as s
 from jobstore.connection import PASSWORD_FILE_ENV, URL_ENV
@@ -17,6 +17,7 @@ from jobstore.errors import CoordinatorBusy
 from jobstore.retry import DatabaseOutage, RetryPolicy
 from jobstore.schema import State
 from jobstore.store import Store
+from jobstore.trials import MongoTrials
 from tests.support.flaky import FlakyDatabase
 from tests.support.jobs import enqueue
 
@@ -123,7 +124,8 @@ def test_a_coordinator_lease_taken_though_its_reply_was_lost_is_kept(db: Databas
 
 
 def test_a_gpu_lease_taken_though_its_reply_was_lost_is_kept(db: Database) -> None:
-    from jobstore.gpu_lease import Gpu, held_leases
+    from jobstore.gpu_lease import Gpu
+    from tests.jobstore.test_gpu_lease import held_leases
 
     store, flaky, _ = _flaky_store(db, 0, methods={"update_one"}, after=True, collections={"gpu_leases"})
     lease = store.gpu_lease("w", gpus=[Gpu(0, "GPU-a", "test", None)], host="h")
@@ -138,6 +140,20 @@ def test_trials_inserted_though_the_reply_was_lost_are_inserted_once(db: Databas
     flaky.failures = 1
     assert store.queue.insert_new(docs) == []
     assert sorted(job[s.TID] for job in db.jobs.find({s.EXP_KEY: "r"})) == [0, 1, 2]
+
+
+def test_a_report_written_though_its_reply_was_lost_is_written_once(db: Database) -> None:
+    enqueue(db, "r", 1)
+    store, flaky, _ = _flaky_store(db, 0, methods={"update_one"}, after=True)
+    claim = store.queue.claim("w", exp_key="r")
+    assert claim is not None
+    flaky.failures = 1
+    assert store.queue.report(claim, 1, {"loss": 0.5})
+    assert store.queue.report(claim, 2, {"loss": 0.4})
+    assert store.queue.report(claim, 2, {"loss": 0.3})  # the same step again, other values: kept
+    assert flaky.failed == ["jobs.update_one"]
+    assert db.jobs.find_one({s.TID: 0})[s.METRICS] == [
+        {"step": 1, "loss": 0.5}, {"step": 2, "loss": 0.4}, {"step": 2, "loss": 0.3}]
 
 
 # -- one object from the URL ------------------------------------------------------------------
@@ -156,6 +172,31 @@ def test_hyperopts_url_names_the_collection_too(db: Database, mongo_server_url: 
     host = mongo_server_url.split("://", 1)[1].rstrip("/")
     store = Store.open(f"mongo://{host}/{db.name}/trials_b")
     assert store.queue.jobs.full_name == f"{db.name}.trials_b"
+
+
+def test_a_store_closes_the_client_it_opened_and_only_that(db: Database, db_url: str) -> None:
+    with Store.open(db_url) as store:
+        limited = store.with_outage_limit(5)
+        limited.close()  # shares the connection, does not own it
+        assert store.server_time()
+        Store(db).close()  # the caller's client stays the caller's
+        assert db.command("ping")["ok"]
+    with pytest.raises(InvalidOperation):
+        store.db.command("ping")
+    with pytest.raises(InvalidOperation):
+        limited.db.command("ping")
+    store.close()  # idempotent
+
+
+def test_trials_opened_from_a_url_close_their_connection(db: Database, db_url: str) -> None:
+    with MongoTrials(db_url, exp_key="r") as trials:
+        view = trials.view(exp_key="other")
+    with pytest.raises(InvalidOperation):
+        trials.db.command("ping")
+    with pytest.raises(InvalidOperation):
+        view.db.command("ping")
+    MongoTrials(db, exp_key="r").close()  # the caller's database stays open
+    assert db.command("ping")["ok"]
 
 
 def test_child_processes_get_the_password_file_through_the_environment(
@@ -210,3 +251,27 @@ def test_the_best_trial_is_the_lowest_finite_ok_loss(db: Database) -> None:
     assert best is not None and best[s.TID] == 0
     assert best[s.RESULT] == {"status": "ok", "loss": 0.5, "accuracy": 0.9}
     assert view.best_trial("none") is None
+
+
+def test_a_pruned_trial_is_never_the_best_and_a_run_of_only_pruned_ones_says_so(db: Database) -> None:
+    base = {s.STATE: State.DONE, s.MISC: {"vals": {"x": [0.0]}}}
+    pruned = {"status": "ok", "pruned": True, "pruned_step": 2, "pruned_value": 0.05}
+    db.jobs.insert_many([
+        # a pruned trial carries the loss it reported where it stopped, here the lowest
+        {**base, s.EXP_KEY: "r", s.TID: 0, s.RESULT: {**pruned, "loss": 0.05}},
+        {**base, s.EXP_KEY: "r", s.TID: 1, s.RESULT: {"status": "ok", "loss": 0.3}},
+        {**base, s.EXP_KEY: "r", s.TID: 2, s.RESULT: {"status": "ok", "loss": 0.4, "pruned": False}},
+        {**base, s.EXP_KEY: "p", s.TID: 0, s.RESULT: {**pruned, "loss": 0.05}},
+        {**base, s.EXP_KEY: "p", s.TID: 1, s.RESULT: {**pruned, "loss": 0.2}},
+        {**base, s.EXP_KEY: "p", s.TID: 2, s.RESULT: {"status": "fail", "reason": "pruned", "pruned": True}},
+        {**base, s.EXP_KEY: "p", s.TID: 3, s.RESULT: {"status": "fail", "reason": "diverged"}},
+    ])
+    Store(db).queue.ensure_indexes()
+    view = Store(db).view
+    assert view.best_trial("r")[s.TID] == 1
+    assert view.best_trial("r", s.has_point)[s.TID] == 1
+    assert view.best_trial("p") is None
+    assert view.no_best_trial("p").startswith(
+        "no trial that trained its whole budget has finished with status ok; 2 trial(s) with status ok "
+        "were pruned")
+    assert view.no_best_trial("none") == "no trial has finished with status ok yet"

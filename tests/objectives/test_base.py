@@ -46,6 +46,9 @@ def test_values_are_parsed_by_their_declaration() -> None:
         ({"augment": "yes"}, "setting 'augment' must be true or false, not 'yes'"),
         ({"mode": "medium"}, "setting 'mode' must be one of 'fast', 'slow', not 'medium'"),
         ({"plan": [1]}, "setting 'plan' must be a JSON object, not [1]"),
+        # --set decodes NaN and Infinity as JSON floats
+        ({"lr_scale": float("nan")}, "setting 'lr_scale' must be a finite number, not nan"),
+        ({"lr_scale": float("inf")}, "setting 'lr_scale' must be a finite number, not inf"),
     ],
 )
 def test_refused_settings_say_what_is_allowed(given: dict, message: str) -> None:

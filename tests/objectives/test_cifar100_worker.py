@@ -79,4 +79,4 @@ def test_retrain_explains_a_run_it_cannot_use(db: Database, db_url: str) -> None
     MongoTrials(db, exp_key="q", experiment="quadratic").runs.ensure(
         "q", experiment="quadratic", fingerprint="x")
     ran = CliRunner().invoke(app, ["retrain", "--run", "q", "--mongo", db_url])
-    assert ran.exit_code == 2 and "run 'q' has no successful trial yet" in ran.output
+    assert ran.exit_code == 2 and "run 'q' has no best trial: no trial has finished with status ok yet" in ran.output

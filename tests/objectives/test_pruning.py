@@ -4,9 +4,7 @@ on the same learning curves, reported by trials that run concurrently."""
 from __future__ import annotations
 
 import math
-import random
 
-import optuna
 import pytest
 
 from objectives.pruning import (
@@ -18,8 +16,7 @@ from objectives.pruning import (
     above_median,
     promotable,
 )
-
-optuna.logging.set_verbosity(optuna.logging.ERROR)
+from tests.support.pruning import decisions_both_ways, learning_curves
 
 
 def settings(kind: str, **overrides: object) -> PrunerSettings:
@@ -125,66 +122,6 @@ def test_settings_round_trip_through_a_document() -> None:
 
 # -- the same decisions as Optuna ----------------------------------------------------------
 
-def _curves(seed: int, n: int, length: int) -> list[list[float]]:
-    """Noisy decreasing learning curves that cross, some with a NaN."""
-    rng = random.Random(seed)
-    curves = []
-    for _ in range(n):
-        final, start, speed = rng.uniform(0.05, 0.6), rng.uniform(0.7, 1.5), rng.uniform(0.1, 1.0)
-        curve = [final + (start - final) * math.exp(-speed * step) + rng.gauss(0, 0.02)
-                 for step in range(1, length + 1)]
-        if rng.random() < 0.05:
-            curve[rng.randrange(length)] = math.nan
-        curves.append(curve)
-    return curves
-
-
-def _optuna_pruner(cfg: PrunerSettings) -> optuna.pruners.BasePruner:
-    if cfg.kind == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=cfg.startup_trials, n_warmup_steps=cfg.warmup_steps)
-    if cfg.kind == "asha":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=cfg.min_resource,
-                                                      reduction_factor=cfg.reduction_factor)
-    return optuna.pruners.HyperbandPruner(min_resource=cfg.min_resource, max_resource=cfg.max_resource,
-                                          reduction_factor=cfg.reduction_factor)
-
-
-def _decisions_both_ways(cfg: PrunerSettings, curves: list[list[float]], workers: int,
-                         seed: int) -> tuple[list[tuple[int, int, bool]], list[tuple[int, int, bool]]]:
-    """Run ``curves`` as trials, ``workers`` at a time in a random interleaving, through
-    Optuna's pruner and through ours; each one's (trial, step, pruned) decisions."""
-    study = optuna.create_study(study_name="run", direction=cfg.direction, pruner=_optuna_pruner(cfg))
-    population = MemoryPopulation()
-    rng = random.Random(seed)
-    pending = list(range(len(curves)))
-    running: dict[int, tuple[optuna.trial.Trial, Pruner, int]] = {}
-    theirs: list[tuple[int, int, bool]] = []
-    ours: list[tuple[int, int, bool]] = []
-    while pending or running:
-        while pending and len(running) < workers:
-            tid = pending.pop(0)
-            trial = study.ask()
-            assert trial.number == tid
-            running[tid] = (trial, Pruner(cfg, population.for_trial(tid), "run", tid), 0)
-        tid = rng.choice(sorted(running))
-        trial, pruner, done = running[tid]
-        step, value = done + 1, curves[tid][done]
-        trial.report(value, step)
-        their, our = trial.should_prune(), pruner.should_prune(step, value)
-        theirs.append((tid, step, their))
-        ours.append((tid, step, our))
-        if their or our:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            del running[tid]
-        elif step == len(curves[tid]):
-            study.tell(trial, value)
-            population.complete(tid)
-            del running[tid]
-        else:
-            running[tid] = (trial, pruner, step)
-    return theirs, ours
-
-
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("cfg", [
     settings("median", startup_trials=5, warmup_steps=2),
@@ -196,9 +133,9 @@ def _decisions_both_ways(cfg: PrunerSettings, curves: list[list[float]], workers
 ], ids=lambda cfg: f"{cfg.kind}-{cfg.direction}-eta{cfg.reduction_factor}")
 def test_same_decisions_as_optuna(cfg: PrunerSettings, seed: int) -> None:
     # curves stop short of max_resource: at the budget itself this project does not prune
-    curves = _curves(seed, n=40, length=min(cfg.max_resource - 1, 15))
+    curves = learning_curves(seed, n=40, length=min(cfg.max_resource - 1, 15))
     if cfg.direction == "maximize":
         curves = [[1 - v for v in curve] for curve in curves]
-    theirs, ours = _decisions_both_ways(cfg, curves, workers=3, seed=seed)
+    theirs, ours = decisions_both_ways(cfg, curves, workers=3, seed=seed, trials=MemoryPopulation())
     assert ours == theirs
     assert any(pruned for _, _, pruned in ours)  # the comparison did test some pruning

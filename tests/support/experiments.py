@@ -138,11 +138,22 @@ slow_loading = _SlowLoading(
 def _curve(x: float, reporter: Reporter) -> Any:
     """Reports ``loss = x + 1 / step`` (under the name of the setting ``metric``, default
     ``loss``) for ``epochs`` steps, ``step_s`` seconds apart; with the setting
-    ``raise_pruned`` it raises :class:`TrialPruned` itself after the first step."""
+    ``raise_pruned`` it raises :class:`TrialPruned` itself after the first step.  With
+    ``caught_pruned`` it catches the :class:`TrialPruned` of a report, as a broad
+    ``except Exception`` would, and then returns a loss of -1 (``"return"``, better than
+    any it reported) or raises a ``RuntimeError`` (``"raise"``)."""
     epochs = int(reporter.settings.get("epochs", 9))
     for step in range(1, epochs + 1):
         time.sleep(float(reporter.settings.get("step_s", 0)))
-        reporter.report(step, **{reporter.settings.get("metric", "loss"): x + 1 / step})
+        try:
+            reporter.report(step, **{reporter.settings.get("metric", "loss"): x + 1 / step})
+        except TrialPruned:
+            caught = reporter.settings.get("caught_pruned")
+            if caught == "return":
+                return -1.0
+            if caught == "raise":
+                raise RuntimeError("the objective's own error after being pruned") from None
+            raise
         if reporter.settings.get("raise_pruned"):
             raise TrialPruned("pruned by the objective itself")
         if reporter.should_stop():

@@ -12,6 +12,7 @@ background thread calling it fails:
 * ``worker-heartbeat``: ``WorkerRegistry.beat`` (a worker's record heartbeat thread)
 * ``keeper``: ``RunStore.renew_coordinator`` (the coordinator's keeper thread)
 * ``requeuer``: ``JobQueue.requeue_expired`` (the keeper's or an idle worker's requeuer)
+* ``dashboard-feed``: ``ChangeFeed.signature`` (the dashboard's polling feed thread)
 
 With ``HPO_TEST_FAULT_WHEN`` naming a file, the operation works until that file exists.
 """
@@ -24,6 +25,7 @@ from typing import Any
 
 from hyperopt import hp
 
+from coordinator.dashboard.live import ChangeFeed
 from jobstore.queue import JobQueue
 from jobstore.runs import RunStore
 from jobstore.workers import WorkerRegistry
@@ -65,6 +67,7 @@ _TARGETS = {
     "worker-heartbeat": (WorkerRegistry, "beat"),
     "keeper": (RunStore, "renew_coordinator"),
     "requeuer": (JobQueue, "requeue_expired"),
+    "dashboard-feed": (ChangeFeed, "signature"),
 }
 
 _fault = os.environ.get(FAULT_ENV)

@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from jobstore import schema as s
 from jobstore.schema import State
 from worker.evaluate import (
     MAX_RESULT_BYTES,
@@ -111,3 +112,11 @@ def test_a_pruned_trial_carries_the_loss_it_reported_else_it_is_a_failure() -> N
         assert failed.state == State.DONE and failed.error is None
         assert failed.result == {"status": "fail", "reason": "pruned", "pruned": True, "pruned_step": 3,
                                  "pruned_value": 0.9}
+
+
+def test_the_pruned_result_keys_are_the_schemas_queried_paths() -> None:
+    """A pruned trial's result uses the schema's key names, which the queries (status,
+    pruning's population, the ``run_pruned`` index) use as dotted paths."""
+    result = pruned(3, 0.9, 0.4).result
+    assert {s.RESULT_PRUNED, s.RESULT_PRUNED_STEP, s.RESULT_PRUNED_VALUE} <= result.keys()
+    assert s.PRUNED == f"{s.RESULT}.{s.RESULT_PRUNED}" and s.PRUNED_STEP == f"{s.RESULT}.{s.RESULT_PRUNED_STEP}"

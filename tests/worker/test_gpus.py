@@ -56,3 +56,12 @@ def test_visible_devices_env() -> None:
     two = discover_gpus({"HPO_FAKE_GPUS": "GPU-aaa,GPU-bbb"})
     assert visible_devices_env(two) == {"CUDA_VISIBLE_DEVICES": "GPU-aaa,GPU-bbb"}
     assert visible_devices_env(()) == {"CUDA_VISIBLE_DEVICES": ""}
+
+
+def test_nvidia_smi_output_that_cannot_be_read_is_a_warning(tmp_path: Path, caplog) -> None:
+    """Output in another format (a driver's notice, a changed layout) means no usable GPU,
+    said in a warning, as when nvidia-smi fails; the worker does not die on it."""
+    fake_nvidia_smi(tmp_path, 'echo "WARNING: infoROM is corrupted at gpu 0000:01:00.0"')
+    with caplog.at_level(logging.WARNING, logger="worker.gpus"):
+        assert discover_gpus({"PATH": str(tmp_path)}) == []
+    assert "unexpected nvidia-smi line: 'WARNING: infoROM is corrupted" in caplog.text

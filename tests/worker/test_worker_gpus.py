@@ -65,3 +65,33 @@ def test_a_cpu_host_warns_once(db: Database, db_url: str, tmp_path: Path) -> Non
     assert db.workers.find_one()[s.WORKER_DEVICE] == "cpu"
     warnings = _gpu_warnings(log)
     assert len(warnings) == 1 and "runs on the CPU" in warnings[0], warnings
+
+
+def test_a_deleted_worker_record_is_written_again_and_the_worker_goes_on(
+        db: Database, db_url: str, tmp_path: Path) -> None:
+    """Deleting a worker's record (cleaning up the ``workers`` collection) is not a lost
+    GPU lease: the worker writes its record again at its next heartbeat and keeps
+    working, its GPU still leased."""
+    log = tmp_path / "w.log"
+    worker = start_worker(db_url, *FAST, log=log, env={"HPO_FAKE_GPUS": "GPU-aaaa"})
+    try:
+        wait_for(lambda: db.workers.count_documents({}) == 1, what="the worker to register")
+        worker_id = db.workers.find_one()[s.ID]
+        db.workers.delete_many({})
+        wait_for(lambda: db.workers.find_one({s.ID: worker_id}) is not None, what="the record written again")
+        time.sleep(1)  # a few more heartbeats
+        assert worker.poll() is None, log.read_text()
+        record = db.workers.find_one({s.ID: worker_id})
+        assert "GPU-aaaa" in record[s.WORKER_DEVICE] and record[s.WORKER_HOST]
+        assert db.gpu_leases.find_one({s.ID: "GPU-aaaa"})["holder"] == worker_id
+        assert "GPU lease was taken over" not in log.read_text()
+    finally:
+        stop(worker)
+
+
+def test_a_worker_creates_the_index_its_record_is_read_by(db: Database, db_url: str, tmp_path: Path) -> None:
+    """Status and the dashboard find live workers by ``last_seen``: the worker creates
+    that index, as it creates the queue's."""
+    worker = start_worker(db_url, "--gpus-per-worker", "0", "--idle-exit", "0.5", log=tmp_path / "w.log")
+    assert worker.wait(60) == 0
+    assert "last_seen" in db.workers.index_information()

@@ -18,6 +18,8 @@ from tests.support.processes import FAST, start_worker, stop, wait_for
 
 register(curve)
 CURVE = ["--objective", "tests.support.experiments:curve"]
+LIVE = {s.CURVE_REMOVED: {"$ne": True}}
+"""Scores that count (removed ones stay in the collection, marked)."""
 
 
 def asha(max_resource: int = 9) -> dict[str, Any]:
@@ -54,6 +56,40 @@ def test_two_workers_prune_a_run_with_asha(db: Database, db_url: str, tmp_path: 
     assert db[s.CURVES].count_documents({s.CURVE_EXP_KEY: "r", s.CURVE_RUNG: 1}) == passed
 
 
+def test_an_objective_that_catches_trial_pruned_is_still_recorded_as_pruned(
+    db: Database, db_url: str, tmp_path: Path
+) -> None:
+    for mode in ("return", "raise"):
+        enqueue(db, mode, 8, experiment="curve",
+                settings={"epochs": 9, "caught_pruned": mode, s.RUN_PRUNER: asha()}, seed=3)
+    log = tmp_path / "w.log"
+    worker = start_worker(db_url, "--idle-exit", "1.5", *CURVE, *FAST, log=log)
+    assert worker.wait(180) == 0
+    text = log.read_text()
+    for mode in ("return", "raise"):
+        done = jobs(db, mode)
+        assert {job[s.STATE] for job in done} == {State.DONE}
+        stopped = [job for job in done if len(job[s.METRICS]) < 9]
+        assert stopped, "asha pruned nothing: the test would test nothing"
+        for job in stopped:
+            # the worker's decision, not what the objective did after it: pruned where it
+            # stopped, with the loss it reported there (not the -1 it returned, not an error)
+            last = job[s.METRICS][-1]
+            assert job[s.RESULT] == {"status": "ok", "loss": last["loss"], "pruned": True,
+                                     "pruned_step": last["step"], "pruned_value": last["loss"]}
+            assert s.ERROR not in job
+        for job in done:
+            if job not in stopped:
+                assert len(job[s.METRICS]) == 9 and "pruned" not in job[s.RESULT]
+        # only trials that trained their whole budget count as complete for the median
+        complete = {d[s.CURVE_TID] for d in db[s.CURVES].find({s.CURVE_EXP_KEY: mode, s.CURVE_COMPLETE: True})}
+        assert complete == {job[s.TID] for job in done if job not in stopped}
+    assert text.count("caught TrialPruned and returned (a float); it is recorded as pruned") == len(
+        [job for job in jobs(db, "return") if len(job[s.METRICS]) < 9])
+    assert text.count("then raised RuntimeError: the objective's own error after being pruned") == len(
+        [job for job in jobs(db, "raise") if len(job[s.METRICS]) < 9])
+
+
 def test_sigterm_mid_trial_is_not_pruning_and_the_requeued_trial_starts_afresh(
     db: Database, db_url: str, tmp_path: Path
 ) -> None:
@@ -66,14 +102,14 @@ def test_sigterm_mid_trial_is_not_pruning_and_the_requeued_trial_starts_afresh(
     job = db.jobs.find_one({s.EXP_KEY: "r"})
     assert job[s.STATE] == State.NEW and job[s.METRICS] == []
     assert "pruned" not in (job.get(s.RESULT) or {})
-    assert db[s.CURVES].count_documents({s.CURVE_EXP_KEY: "r"}) == 0  # its history went with it
+    assert db[s.CURVES].count_documents({s.CURVE_EXP_KEY: "r", **LIVE}) == 0  # its history went with it
     db.runs.update_one({s.ID: "r"}, {"$set": {"settings.step_s": 0}})
     other = start_worker(db_url, "--run", "r", "--idle-exit", "1", *CURVE, *FAST, log=tmp_path / "other.log")
     assert other.wait(60) == 0
     job = db.jobs.find_one({s.EXP_KEY: "r"})
     assert job[s.STATE] == State.DONE and "pruned" not in job[s.RESULT]
     assert [m["step"] for m in job[s.METRICS]] == list(range(1, 51))
-    scores = list(db[s.CURVES].find({s.CURVE_EXP_KEY: "r"}))
+    scores = list(db[s.CURVES].find({s.CURVE_EXP_KEY: "r", **LIVE}))
     assert sorted(d[s.CURVE_STEP] for d in scores) == list(range(1, 51))
     assert all(d[s.CURVE_COMPLETE] for d in scores)  # the median now compares with it
     assert {d[s.CURVE_TOKEN] for d in scores} == {job[s.LEASE]["token"]}
@@ -99,8 +135,8 @@ def test_a_trial_requeued_after_its_worker_died_keeps_only_its_new_history(
     assert job[s.STATE] == State.DONE and job[s.ATTEMPTS] == 2
     assert [m["step"] for m in job[s.METRICS]] == list(range(1, 10))
     # the dead attempt's scores went when its job was requeued; the new attempt's rungs are there
-    assert db[s.CURVES].count_documents({s.CURVE_TOKEN: first_token}) == 0
-    assert sorted(d[s.CURVE_RUNG] for d in db[s.CURVES].find({s.CURVE_EXP_KEY: "r"})) == [0, 1]
+    assert db[s.CURVES].count_documents({s.CURVE_TOKEN: first_token, **LIVE}) == 0
+    assert sorted(d[s.CURVE_RUNG] for d in db[s.CURVES].find({s.CURVE_EXP_KEY: "r", **LIVE})) == [0, 1]
 
 
 def test_what_pruning_cannot_judge_is_not_pruned(db: Database, db_url: str, tmp_path: Path) -> None:

@@ -96,6 +96,11 @@ function live(keys, onChange, onTick) {
 
 // -- runs page -------------------------------------------------------------------------
 
+// The pruner cell of a run (its settings in full as the tooltip).
+function pruner(r) {
+  return el("td", { class: "pruner", title: r.pruner ? JSON.stringify(r.pruner) : null }, r.pruner_text);
+}
+
 async function runsPage() {
   const tbody = document.querySelector("#runs tbody");
   const load = throttled(async () => {
@@ -103,7 +108,7 @@ async function runsPage() {
     document.getElementById("runs-empty").hidden = data.runs.length > 0;
     fill(tbody, data.runs.map((r) => el("tr", { "data-run": r.run },
       el("td", {}, el("a", { href: runUrl(r.run) }, r.run)), el("td", {}, r.experiment || "-"),
-      el("td", {}, r.algo || "-"), el("td", {}, r.counts.new), el("td", {}, r.counts.running),
+      el("td", {}, r.algo || "-"), pruner(r), el("td", {}, r.counts.new), el("td", {}, r.counts.running),
       el("td", {}, r.counts.done), el("td", {}, r.counts.error),
       el("td", {}, r.max_evals ? `${r.counts.done} / ${r.max_evals}` : `${r.counts.done}`),
       el("td", {}, num(r.best_loss)), el("td", {}, r.per_hour === null ? "-" : num(r.per_hour, 3)),
@@ -129,12 +134,26 @@ function draw(id, traces, layout) {
   Plotly.react(node, traces, Object.assign({ margin: { t: 20, r: 20, b: 50, l: 60 } }, layout), PLOT_CONFIG);
 }
 
+// Each array's elements at the given indices.
+function pick(indices, ...arrays) {
+  return arrays.map((a) => indices.map((i) => a[i]));
+}
+
 function lossChart(loss, reason) {
   if (!loss) return skipped("chart-loss", reason);
+  const all = loss.tids.map((_, i) => i);
+  const [tids, losses] = pick(all.filter((i) => loss.pruned_steps[i] === null), loss.tids, loss.losses);
+  const [ptids, plosses, steps] = pick(all.filter((i) => loss.pruned_steps[i] !== null), loss.tids, loss.losses, loss.pruned_steps);
   const traces = [
-    { x: loss.tids, y: loss.losses, mode: "markers", type: "scattergl", name: "trial loss", marker: { size: 6 } },
+    { x: tids, y: losses, mode: "markers", type: "scattergl", name: "trial loss", marker: { size: 6 },
+      hovertemplate: "trial %{x}<br>loss %{y}<extra></extra>" },
     { x: loss.tids, y: loss.best_so_far, mode: "lines", type: "scatter", name: "best so far", line: { shape: "hv", color: "#d32f2f" } },
   ];
+  if (ptids.length) {
+    traces.push({ x: ptids, y: plosses, mode: "markers", type: "scatter", name: `pruned (${ptids.length}): loss where it stopped`,
+                  marker: { symbol: "x", size: 8, color: "#757575" }, customdata: steps,
+                  hovertemplate: "trial %{x}<br>loss %{y}<br>pruned at step %{customdata}<extra></extra>" });
+  }
   if (loss.error_tids.length) {
     traces.push({ x: loss.error_tids, y: loss.error_tids.map(() => 0.98), yaxis: "y2", mode: "markers", type: "scatter",
                   name: `error (${loss.error_tids.length})`, marker: { symbol: "x", color: "#d32f2f" } });
@@ -144,10 +163,19 @@ function lossChart(loss, reason) {
     margin: { t: 40, r: 20, b: 50, l: 60 } });
 }
 
+// One line per trial; a pruned trial's is dashed and ends in a cross, and its legend
+// entry and hover text say where it was pruned (as learning_curves.png draws it).
 function curvesChart(curves, reason) {
   if (!curves) return skipped("chart-curves", reason);
-  draw("chart-curves", curves.series.map((s) => ({ x: s.steps, y: s.values, mode: "lines+markers", type: "scatter",
-    name: `trial ${s.tid} (loss ${num(s.loss, 4)})` })),
+  draw("chart-curves", curves.series.map((s) => {
+    const note = s.pruned_step === null ? "" : `, pruned at step ${s.pruned_step}`;
+    const last = s.steps.length - 1;
+    return { x: s.steps, y: s.values, mode: "lines+markers", type: "scatter", name: `trial ${s.tid} (loss ${num(s.loss, 4)}${note})`,
+      line: { dash: s.pruned_step === null ? "solid" : "dash" },
+      marker: s.pruned_step === null ? { size: 6 } : { symbol: s.steps.map((_, i) => (i === last ? "x" : "circle")),
+                                                       size: s.steps.map((_, i) => (i === last ? 12 : 6)) },
+      hovertemplate: `trial ${s.tid}${note}<br>step %{x}<br>${curves.metric} %{y}<extra></extra>` };
+  }),
   { xaxis: { title: { text: "step" }, dtick: 1 }, yaxis: { title: { text: curves.metric } } });
 }
 
@@ -208,6 +236,8 @@ async function importanceChart(run) {
 function summaryView(run, s) {
   const c = s.counts;
   const cards = [card("experiment", s.experiment || "-"), card("algorithm", s.algo || "-"),
+    el("div", { class: "card", id: "pruner", title: s.pruner ? JSON.stringify(s.pruner) : null }, "pruner", el("b", {}, s.pruner_text)),
+    ...(s.pruning ? [card("pruned", `${s.pruning.pruned}` + (s.pruning.steps_saved === null ? "" : ` (${s.pruning.steps_saved} steps saved)`))] : []),
     card("new", c.new), card("running", c.running), card("done", c.done), card("error", c.error),
     card("progress", s.max_evals ? `${c.done} / ${s.max_evals} done` : `${c.done} done`),
     card("best loss", s.best ? num(s.best.loss) : "-"),
@@ -247,8 +277,10 @@ function trialTable(run) {
     fill(table.tBodies[0], page.rows.map((r) => {
       const params = Object.fromEntries(Object.entries(r).filter(([k]) => k.startsWith("params."))
         .map(([k, v]) => [k.slice(7), v]));
-      return el("tr", { "data-tid": r.tid }, el("td", {}, el("a", { href: `${runUrl(run)}/trials/${r.tid}` }, r.tid)),
-        el("td", {}, r.state), el("td", {}, num(r.loss)), el("td", {}, num(r.started_to_finished_s, 3)),
+      const pruned = r.pruned_step !== null;
+      return el("tr", { "data-tid": r.tid, class: pruned ? "pruned" : null }, el("td", {}, el("a", { href: `${runUrl(run)}/trials/${r.tid}` }, r.tid)),
+        el("td", {}, r.state), el("td", {}, pruned ? el("span", { class: "badge pruned" }, `pruned at step ${r.pruned_step}`) : "-"),
+        el("td", {}, num(r.loss)), el("td", {}, num(r.started_to_finished_s, 3)),
         el("td", {}, r.worker || "-"), el("td", {}, r.attempts ?? "-"), el("td", {}, time(r.finished_at)),
         el("td", {}, JSON.stringify(params)));
     }));
@@ -272,6 +304,7 @@ function trialTable(run) {
     state.filter = new URLSearchParams();
     if (form.get("state")) state.filter.set("state", form.get("state"));
     if (form.get("worker")) state.filter.set("worker", form.get("worker"));
+    if (form.get("pruned")) state.filter.set("pruned", form.get("pruned"));
     state.offset = 0; load();
   });
   document.getElementById("prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - PAGE_SIZE); load(); });
@@ -330,14 +363,19 @@ async function trialPage() {
     document.getElementById("trial-summary").replaceChildren(card("state", t.state),
       card("status", t.result.status || "-"), card("loss", num(t.result.loss)), card("worker", t.worker || "-"),
       card("attempts", t.attempts === null ? "-" : `${t.attempts} of ${t.max_attempts ?? "?"}`),
-      card("requeued", t.requeues ?? "-"));
+      card("requeued", t.requeues ?? "-"),
+      ...(t.pruned_step === null ? [] : [el("div", { class: "card pruned", id: "trial-pruned" }, "pruned", el("b", {}, `at step ${t.pruned_step}`))]));
     document.getElementById("params").textContent = JSON.stringify(t.params, null, 1);
     fill(document.querySelector("#timeline tbody"), t.timeline.map((e) => el("tr", {}, el("td", {}, e.event), el("td", {}, time(e.at)))));
     const keys = [...new Set(t.metrics.flatMap((m) => Object.keys(m)))].filter((k) => k !== "step");
     const numeric = keys.filter((k) => t.metrics.some((m) => typeof m[k] === "number"));
     if (t.metrics.length && numeric.length) {
       draw("chart-metrics", numeric.map((k) => ({ x: t.metrics.map((m, i) => m.step ?? i + 1), y: t.metrics.map((m) => m[k] ?? null),
-        mode: "lines+markers", type: "scatter", name: k })), { xaxis: { title: { text: "step" }, dtick: 1 } });
+        mode: "lines+markers", type: "scatter", name: k })), { xaxis: { title: { text: "step" }, dtick: 1 },
+        shapes: t.pruned_step === null ? [] : [{ type: "line", xref: "x", yref: "paper", x0: t.pruned_step, x1: t.pruned_step,
+          y0: 0, y1: 1, line: { dash: "dash", color: "#757575" } }],
+        annotations: t.pruned_step === null ? [] : [{ xref: "x", yref: "paper", x: t.pruned_step, y: 1, yanchor: "bottom",
+          text: `pruned at step ${t.pruned_step}`, showarrow: false }] });
     } else {
       skipped("chart-metrics", "this trial reported no metrics");
     }

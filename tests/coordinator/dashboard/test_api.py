@@ -10,6 +10,7 @@ import math
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -20,13 +21,16 @@ from starlette.testclient import TestClient
 
 from coordinator.dashboard.app import COOKIE, create_app
 from coordinator.dashboard import data as dashboard_data
-from coordinator.dashboard.data import MAX_PAGE, TOP_CURVES, DashboardData
+from coordinator.dashboard import live
+from coordinator.dashboard.data import MAX_PAGE, TOP_CURVES, TRIAL_SORTS, DashboardData
 from coordinator.dashboard.live import ANY_RUN_KEY, POLLING, STREAM, WORKERS_KEY, ChangeFeed
 from jobstore import schema as s
+from jobstore.retry import DatabaseOutage
+from jobstore.schema import State
 from jobstore.view import ReadOnlyView
 from jobstore.queue import JobQueue
 from jobstore.workers import WorkerRegistry
-from tests.support.dashboard import DEAD_WORKER, LIVE_WORKER, RUN, SECRET, Seeded, finish_next, seed
+from tests.support.dashboard import DEAD_WORKER, EPOCHS, LIVE_WORKER, PRUNER, RUN, SECRET, Seeded, finish_next, seed
 from tests.support.processes import wait_for
 
 WAIT_S = 30.0
@@ -37,7 +41,7 @@ WAIT_S = 30.0
 def seeded(mongo_server_url: str) -> Iterator[tuple[Database, Seeded]]:
     client: pymongo.MongoClient = pymongo.MongoClient(mongo_server_url)
     db = client[f"t_dashboard_{uuid.uuid4().hex[:6]}"]
-    yield db, seed(db)
+    yield db, seed(db, pruned=4)
     client.drop_database(db.name)
     client.close()
 
@@ -64,6 +68,43 @@ def test_runs(client: TestClient, seeded: tuple[Database, Seeded]) -> None:
                              "cancel": 0, "total": len(sd.done) + len(sd.errors) + 2 + len(sd.new)}
     assert run["best_loss"] == min(sd.done.values())
     assert run["max_evals"] == sd.max_evals and run["eta_s"] > 0
+    assert run["pruner"] == PRUNER.to_document()
+    assert run["pruner_text"] == "asha on val_loss (minimize): min_resource 1, max_resource 3, reduction_factor 2"
+
+
+def test_a_run_without_a_pruner_says_none(db: Database) -> None:
+    seed(db, done=2, errors=0, new=1)
+    with TestClient(create_app(DashboardData(ReadOnlyView(db)), ChangeFeed(db, use_stream=False))) as c:
+        [run] = get(c, "/api/runs")["runs"]
+        summary = get(c, f"/api/runs/{RUN}")
+    assert (run["pruner"], run["pruner_text"]) == (None, "none")
+    assert (summary["pruner"], summary["pruner_text"], summary["pruning"]) == (None, "none", None)
+
+
+@pytest.mark.parametrize("stored, text", [
+    ("asha", "none"), ({"kind": "none"}, "none"), ({"kind": None}, "none"),
+    ({"kind": "asha", "max_resource": "x", "min_resource": {"nested": 1}},
+     "asha on ? (?): min_resource {'nested': 1}, max_resource x"),
+])
+def test_a_malformed_pruner_setting_is_shown_as_stored(db: Database, stored: Any, text: str) -> None:
+    seed(db, done=1, errors=0, new=1)
+    db[s.RUNS].update_one({s.ID: RUN}, {"$set": {f"{s.RUN_SETTINGS}.{s.RUN_PRUNER}": stored}})
+    data = DashboardData(ReadOnlyView(db))
+    [run] = data.runs()
+    assert run["pruner_text"] == text and data.summary(RUN)["pruner_text"] == text
+
+
+@pytest.mark.parametrize("settings, text", [
+    ({"kind": "median", "metric": "loss", "direction": "minimize", "max_resource": 15, "min_resource": 1,
+      "reduction_factor": 3, "warmup_steps": 2, "startup_trials": 5},
+     "median on loss (minimize): warmup_steps 2, startup_trials 5, max_resource 15"),
+    ({"kind": "hyperband", "metric": "acc", "direction": "maximize", "max_resource": 27, "min_resource": 1,
+      "reduction_factor": 3}, "hyperband on acc (maximize): min_resource 1, max_resource 27, reduction_factor 3"),
+    ({"kind": "future", "metric": "loss", "eta": 4}, "future on loss (?): eta 4"),
+    (None, "none"),
+])
+def test_pruner_text_shows_each_kinds_settings(settings: dict[str, Any] | None, text: str) -> None:
+    assert dashboard_data.pruner_text(settings) == text
 
 
 def test_summary_best_and_workers(client: TestClient, seeded: tuple[Database, Seeded]) -> None:
@@ -77,6 +118,9 @@ def test_summary_best_and_workers(client: TestClient, seeded: tuple[Database, Se
     assert not workers[LIVE_WORKER]["stale"] and workers[LIVE_WORKER]["current"] == {"exp_key": RUN, "tid": sd.running}
     assert [j["tid"] for j in summary["stale"]] == [sd.stale]
     assert summary["feed"]["mode"] in (STREAM, POLLING)
+    assert summary["pruner"] == PRUNER.to_document() and summary["pruner_text"].startswith("asha on val_loss")
+    assert summary["pruning"] == {"pruned": len(sd.pruned),
+                                  "steps_saved": sum(EPOCHS - step for step in sd.pruned.values())}
 
 
 def test_workers_endpoint_is_the_summarys_liveness(client: TestClient, seeded: tuple[Database, Seeded]) -> None:
@@ -102,6 +146,7 @@ def test_figures_are_the_runs_data(client: TestClient, seeded: tuple[Database, S
     assert loss["tids"] == tids and loss["losses"] == [sd.done[t] for t in tids]
     assert loss["best_so_far"] == np.minimum.accumulate([sd.done[t] for t in tids]).tolist()
     assert loss["error_tids"] == sd.errors
+    assert loss["pruned_steps"] == [sd.pruned.get(t) for t in tids] and any(loss["pruned_steps"])
     parallel = figures["parallel"]
     assert parallel["losses"] == [sd.done[t] for t in tids]
     dims = {d["label"]: d for d in parallel["dimensions"]}
@@ -114,7 +159,10 @@ def test_figures_are_the_runs_data(client: TestClient, seeded: tuple[Database, S
     curves = figures["curves"]
     assert curves["metric"] == "val_accuracy"
     assert [c["tid"] for c in curves["series"]] == sorted(sd.done, key=sd.done.__getitem__)[:TOP_CURVES]
-    assert all(c["steps"] == [1, 2, 3] for c in curves["series"])
+    for c in curves["series"]:
+        assert c["pruned_step"] == sd.pruned.get(c["tid"])
+        assert c["steps"] == list(range(1, (c["pruned_step"] or EPOCHS) + 1))
+    assert any(c["pruned_step"] for c in curves["series"]), "no pruned trial among the curves: the seed tests nothing"
     assert figures["skipped"] == {}
 
 
@@ -142,10 +190,40 @@ def test_trial_table_sorts_filters_and_pages(client: TestClient, seeded: tuple[D
     assert sorted(r["tid"] for r in either["rows"]) == sorted(sd.new + [sd.running, sd.stale])
     dead = get(client, f"/api/runs/{RUN}/trials", worker=DEAD_WORKER)
     assert [r["tid"] for r in dead["rows"]] == [sd.stale]
+    pruned = get(client, f"/api/runs/{RUN}/trials", pruned="true")
+    assert {r["tid"]: r["pruned_step"] for r in pruned["rows"]} == sd.pruned and pruned["total"] == len(sd.pruned)
+    unpruned = get(client, f"/api/runs/{RUN}/trials", pruned="false", state="done", limit=MAX_PAGE)
+    assert sorted(r["tid"] for r in unpruned["rows"]) == sorted(set(sd.done) - set(sd.pruned))
+    assert all(r["pruned_step"] is None for r in unpruned["rows"])
+    by_step = get(client, f"/api/runs/{RUN}/trials", sort="pruned_step", order="desc", limit=len(sd.pruned) + 1)
+    assert [r["pruned_step"] for r in by_step["rows"]] == sorted(sd.pruned.values(), reverse=True) + [None]
     by_duration = get(client, f"/api/runs/{RUN}/trials", sort="duration", order="desc", limit=total)
     durations = [r["started_to_finished_s"] for r in by_duration["rows"]]
     known = [d for d in durations if d is not None]
     assert known == sorted(known, reverse=True) and durations[len(known):] == [None] * (total - len(known))
+
+
+def test_table_pages_hold_every_trial_once_in_order(db: Database) -> None:
+    """Each sort reads the trials with a value, then those without (none yet, or a
+    malformed value): pages of any size meet at that seam without losing a trial."""
+    sd = seed(db, done=6, errors=1, new=2)
+    junk = min(sd.done)
+    db[s.JOBS].update_one({s.EXP_KEY: RUN, s.TID: junk}, {"$set": {s.LOSS: "abc", s.ATTEMPTS: "x"}})
+    data = DashboardData(ReadOnlyView(db))
+    tids = sorted(job[s.TID] for job in db[s.JOBS].find({s.EXP_KEY: RUN}))
+    for sort in TRIAL_SORTS:
+        for descending in (False, True):
+            for size in (1, 3, len(tids)):
+                pages = [data.trial_page(RUN, sort=sort, descending=descending, offset=offset, limit=size)
+                         for offset in range(0, len(tids) + size, size)]
+                rows = [row for page in pages for row in page["rows"]]
+                assert sorted(r["tid"] for r in rows) == tids, (sort, descending, size)
+                assert {page["total"] for page in pages} == {len(tids)}
+    by_loss = [r["loss"] for r in data.trial_page(RUN, sort="loss", limit=MAX_PAGE)["rows"]]
+    losses = sorted(loss for tid, loss in sd.done.items() if tid != junk)
+    assert by_loss == losses + [None] * (len(tids) - len(losses)), "the malformed loss is among those without one"
+    worst = [r["loss"] for r in data.trial_page(RUN, sort="loss", descending=True, limit=MAX_PAGE)["rows"]]
+    assert worst == losses[::-1] + [None] * (len(tids) - len(losses))
 
 
 def test_importance_is_refitted_at_most_every_interval(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -165,6 +243,7 @@ def test_importance_is_refitted_at_most_every_interval(db: Database, monkeypatch
     ({"offset": -1}, "offset must be >= 0"),
     ({"offset": "x"}, "offset must be an integer"),
     ({"order": "up"}, "order must be asc or desc"),
+    ({"pruned": "yes"}, "pruned must be true or false"),
 ])
 def test_bad_table_queries_are_400(client: TestClient, params: dict[str, Any], message: str) -> None:
     assert message in get(client, f"/api/runs/{RUN}/trials", 400, **params)["error"]
@@ -188,6 +267,10 @@ def test_one_trial(client: TestClient, seeded: tuple[Database, Seeded]) -> None:
     assert [m["step"] for m in trial["metrics"]] == [1, 2, 3]
     assert [e["event"] for e in trial["timeline"]] == ["queued", "claimed", "started", "last heartbeat", "finished"]
     assert trial["attempts"] == 1 and trial["requeues"] == 0 and trial["error"] is None
+    assert trial["pruned_step"] == sd.pruned.get(tid)
+    stopped, step = next(iter(sd.pruned.items()))
+    pruned = get(client, f"/api/runs/{RUN}/trials/{stopped}")
+    assert pruned["pruned_step"] == step and [m["step"] for m in pruned["metrics"]] == list(range(1, step + 1))
     error = get(client, f"/api/runs/{RUN}/trials/{sd.errors[0]}")
     assert error["error"]["type"] == "ConnectionError" and "***" in error["error"]["traceback"]
     stale = get(client, f"/api/runs/{RUN}/trials/{sd.stale}")
@@ -212,6 +295,15 @@ def test_fixed_run_opens_at_root(seeded: tuple[Database, Seeded]) -> None:
     with TestClient(create_app(DashboardData(ReadOnlyView(db)), ChangeFeed(db, use_stream=False), run=RUN)) as c:
         response = c.get("/", follow_redirects=False)
         assert response.status_code == 307 and response.headers["location"] == f"/runs/{RUN}"
+
+
+def test_a_fixed_run_whose_name_needs_escaping_opens_at_root(db: Database) -> None:
+    """Run names are free text: ``#``, ``?`` or ``%`` in one must not end the path (the
+    pages escape each path segment the same way)."""
+    run = "lr 1e-3 #2?x=50%/b"
+    with TestClient(create_app(DashboardData(ReadOnlyView(db)), ChangeFeed(db, use_stream=False), run=run)) as c:
+        response = c.get("/", follow_redirects=False)
+    assert response.headers["location"] == "/runs/lr%201e-3%20%232%3Fx%3D50%25/b"
 
 
 def test_token_is_required_everywhere(seeded: tuple[Database, Seeded]) -> None:
@@ -268,6 +360,62 @@ def test_feed_sees_a_trial_finish_and_a_worker_write(mongo_server_url: str, use_
     finally:
         client.drop_database(db.name)
         client.close()
+
+
+def test_polling_sees_states_and_stale_workers_not_heartbeats(db: Database) -> None:
+    """Heartbeats rewrite ``updated_at`` and ``last_seen`` every few seconds: were they
+    changes, every open page would re-read the run that often."""
+    seed(db, done=2, errors=0, new=2)
+    queue, registry = JobQueue(db), WorkerRegistry(db)
+    claim = queue.claim(LIVE_WORKER, exp_key=RUN)
+    assert claim is not None
+    current = {"exp_key": RUN, "tid": claim.tid}
+    registry.update(LIVE_WORKER, status="busy", current=current)
+    feed = ChangeFeed(db, poll_interval_s=0.2, use_stream=False, stale_after=timedelta(seconds=5))
+    keys = (RUN, WORKERS_KEY, ANY_RUN_KEY)
+    for key in keys:
+        feed.version(key)
+    feed.start()
+    try:
+        beats = time.monotonic() + 3.0  # some 15 polls
+        while time.monotonic() < beats:
+            assert queue.heartbeat(claim) and registry.beat(LIVE_WORKER, status="busy", current=current)
+            time.sleep(0.3)
+        assert {key: feed.version(key) for key in keys} == {key: 0 for key in keys}, "a heartbeat counted as a change"
+        wait_for(lambda: feed.version(WORKERS_KEY) > 0, WAIT_S, "the feed to see the worker go stale")
+        assert feed.version(RUN) == 0
+        assert queue.finish(claim, State.DONE, {"status": "ok", "loss": 0.5}, elapsed_s=0.1)
+        wait_for(lambda: feed.version(RUN) > 0 and feed.version(ANY_RUN_KEY) > 0, WAIT_S, "the feed to see the finish")
+    finally:
+        feed.stop()
+
+
+def test_polling_rides_out_an_outage(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Database errors, an outage past the store's limit included, are waited out;
+    anything else takes the process down (tests/coordinator/dashboard/test_cli.py)."""
+    seed(db, done=1, errors=0, new=2)
+    died: list[BaseException] = []
+    monkeypatch.setattr(live, "die", lambda thread, exc, **kwargs: died.append(exc))
+    real = ChangeFeed.signature
+    failures: list[Exception] = [DatabaseOutage("injected: outage"), pymongo.errors.AutoReconnect("injected")]
+
+    def signature(feed: ChangeFeed, key: str) -> Any:
+        if failures:
+            raise failures.pop(0)
+        return real(feed, key)
+
+    monkeypatch.setattr(ChangeFeed, "signature", signature)
+    feed = ChangeFeed(db, poll_interval_s=0.2, use_stream=False)
+    feed.version(RUN)
+    feed.start()
+    try:
+        wait_for(lambda: not failures, WAIT_S, "the feed to poll through the outage")
+        time.sleep(1.0)  # the poller has its first reading
+        finish_next(db)
+        wait_for(lambda: feed.version(RUN) > 0, WAIT_S, "the feed to see the finish after the outage")
+    finally:
+        feed.stop()
+    assert died == []
 
 
 def test_feed_falls_back_to_polling_without_change_streams(seeded: tuple[Database, Seeded]) -> None:

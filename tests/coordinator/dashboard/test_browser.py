@@ -24,13 +24,13 @@ import uvicorn
 from pymongo.database import Database
 
 from coordinator.dashboard.app import create_app
-from coordinator.dashboard.data import DashboardData
+from coordinator.dashboard.data import TOP_CURVES, DashboardData
 from coordinator.dashboard.live import ChangeFeed
 from jobstore import schema as s
 from jobstore.view import ReadOnlyView
 from jobstore.connection import server_time
 from jobstore.embedded import free_port
-from tests.support.dashboard import DEAD_WORKER, LIVE_WORKER, RUN, SECRET, Seeded, finish_next, seed
+from tests.support.dashboard import DEAD_WORKER, EPOCHS, LIVE_WORKER, RUN, SECRET, Seeded, finish_next, seed
 from tests.support.processes import wait_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -51,7 +51,8 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run
 def seeded(mongo_server_url: str) -> Iterator[tuple[Database, Seeded]]:
     client: pymongo.MongoClient = pymongo.MongoClient(mongo_server_url)
     db = client[f"t_browser_{uuid.uuid4().hex[:6]}"]
-    yield db, seed(db, done=30, errors=2, new=6)
+    # fewer than TOP_CURVES trials that ran to the end: some pruned trials are among the curves
+    yield db, seed(db, done=TOP_CURVES - 1, pruned=6, errors=2, new=6)
     client.drop_database(db.name)
     client.close()
 
@@ -104,6 +105,12 @@ def chart_data(browser: Any, chart: str) -> list[dict[str, Any]]:
     return browser.execute_script(f"return document.getElementById('{chart}').data || null") or []
 
 
+def trace(traces: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    """The trace whose legend name starts with ``name``."""
+    [found] = [t for t in traces if t.get("name", "").startswith(name)]
+    return found
+
+
 def table_tids(browser: Any) -> list[str]:
     """The tids of the trial table's rows, read in one script (the table is redrawn
     while the page updates, so element handles may go stale between calls)."""
@@ -123,6 +130,9 @@ def test_runs_page(browser: Any, base_url: str, shots: Path) -> None:
     row = browser.find_element("css selector", f"#runs tr[data-run='{RUN}']")
     assert row.find_element("tag name", "a").get_attribute("href").endswith(f"/runs/{RUN}")
     assert "nested" in row.text and "tpe" in row.text
+    headers = [th.text for th in browser.find_elements("css selector", "#runs thead th")]
+    pruner = row.find_elements("tag name", "td")[headers.index("pruner")]
+    assert pruner.text == "asha on val_loss (minimize): min_resource 1, max_resource 3, reduction_factor 2"
     browser.save_screenshot(str(shots / "runs.png"))
 
 
@@ -131,8 +141,14 @@ def test_run_page_draws_every_chart(browser: Any, base_url: str, seeded: tuple[D
     open_page(browser, f"{base_url}/runs/{RUN}")
     wait_for(lambda: chart_data(browser, "chart-importance"), WAIT_S, "the importance chart")
     loss = chart_data(browser, "chart-loss")
-    assert loss[0]["x"] == sorted(sd.done) and len(loss[1]["y"]) == len(sd.done)
-    assert loss[2]["x"] == sd.errors
+    assert trace(loss, "trial loss")["x"] == sorted(set(sd.done) - set(sd.pruned))
+    assert len(trace(loss, "best so far")["y"]) == len(sd.done)
+    assert trace(loss, "error")["x"] == sd.errors
+    pruned = trace(loss, f"pruned ({len(sd.pruned)})")
+    assert pruned["x"] == sorted(sd.pruned) and pruned["marker"]["symbol"] == "x"
+    assert pruned["customdata"] == [sd.pruned[t] for t in sorted(sd.pruned)]
+    assert "pruned at step %{customdata}" in pruned["hovertemplate"]
+    assert len(browser.find_elements("css selector", "#chart-loss .legendtext")) == 4, "a legend entry per trace"
     assert browser.find_elements("css selector", "#chart-loss .main-svg"), "the loss chart was rendered"
     assert browser.find_elements("css selector", "#chart-parallel .parcoords"), "parallel coordinates rendered"
     parallel = chart_data(browser, "chart-parallel")[0]
@@ -140,7 +156,20 @@ def test_run_page_draws_every_chart(browser: Any, base_url: str, seeded: tuple[D
     assert len(parallel["dimensions"][-1]["values"]) == len(sd.done)
     matrix = chart_data(browser, "chart-matrix")[0]
     assert matrix["type"] == "splom" and len(matrix["dimensions"]) == 4
-    assert len(chart_data(browser, "chart-curves")) == 10
+    curves = chart_data(browser, "chart-curves")
+    assert len(curves) == TOP_CURVES
+    shown = [c for c in curves if int(c["name"].split()[1]) in sd.pruned]
+    assert shown
+    for curve in curves:
+        tid = int(curve["name"].split()[1])
+        if tid in sd.pruned:
+            assert f"pruned at step {sd.pruned[tid]}" in curve["name"] and curve["line"]["dash"] == "dash"
+            assert curve["marker"]["symbol"][-1] == "x" and len(curve["x"]) == sd.pruned[tid]
+        else:
+            assert "pruned" not in curve["name"] and curve["line"]["dash"] == "solid" and len(curve["x"]) == EPOCHS
+    legend = [t.get_attribute("textContent") for t in browser.find_elements("css selector", "#chart-curves .legendtext")]
+    assert sum("pruned at step" in text for text in legend) == len(shown)
+    assert browser.find_element("id", "pruner").text.startswith("pruner\nasha on val_loss")
     assert len(browser.find_elements("css selector", "#chart-importance .barlayer .point")) == 4
     total = len(sd.done) + len(sd.errors) + 2 + len(sd.new)
     assert len(table_tids(browser)) == total
@@ -154,6 +183,8 @@ def test_run_page_draws_every_chart(browser: Any, base_url: str, seeded: tuple[D
 
 
 def test_trial_table_sorts_and_filters(browser: Any, base_url: str, seeded: tuple[Database, Seeded]) -> None:
+    from selenium.webdriver.support.select import Select
+
     _, sd = seeded
     open_page(browser, f"{base_url}/runs/{RUN}")
     browser.find_element("css selector", "#trials th[data-sort='loss']").click()
@@ -162,6 +193,14 @@ def test_trial_table_sorts_and_filters(browser: Any, base_url: str, seeded: tupl
     browser.find_element("css selector", "#trial-filter select[name='state']").send_keys("error")
     browser.find_element("css selector", "#trial-filter button").click()
     wait_for(lambda: table_tids(browser) == [str(t) for t in sd.errors], WAIT_S, "the table filtered to error trials")
+    Select(browser.find_element("css selector", "#trial-filter select[name='state']")).select_by_visible_text("any")
+    Select(browser.find_element("css selector", "#trial-filter select[name='pruned']")).select_by_visible_text("pruned")
+    browser.find_element("css selector", "#trial-filter button").click()
+    wait_for(lambda: sorted(map(int, table_tids(browser))) == sorted(sd.pruned), WAIT_S,
+             "the table filtered to pruned trials")
+    badges = browser.execute_script("return Object.fromEntries([...document.querySelectorAll('#trials tbody tr.pruned')]"
+                                    ".map((r) => [r.dataset.tid, r.querySelector('.badge.pruned').textContent]))")
+    assert badges == {str(tid): f"pruned at step {step}" for tid, step in sd.pruned.items()}
 
 
 def test_trial_page(browser: Any, base_url: str, seeded: tuple[Database, Seeded], shots: Path) -> None:
@@ -174,7 +213,12 @@ def test_trial_page(browser: Any, base_url: str, seeded: tuple[Database, Seeded]
     events = [row.text.split(" ")[0] for row in browser.find_elements("css selector", "#timeline tr")]
     assert events[:2] == ["queued", "claimed"] and events[-1] == "finished"
     assert browser.find_element("id", "error-section").get_attribute("hidden") is not None
+    assert not browser.find_elements("id", "trial-pruned")
     browser.save_screenshot(str(shots / "trial.png"))
+    stopped, step = next(iter(sd.pruned.items()))
+    open_page(browser, f"{base_url}/runs/{RUN}/trials/{stopped}")
+    assert browser.find_element("id", "trial-pruned").text == f"pruned\nat step {step}"
+    assert browser.find_elements("css selector", "#chart-metrics .annotation-text")[0].text == f"pruned at step {step}"
     open_page(browser, f"{base_url}/runs/{RUN}/trials/{sd.errors[0]}")
     error = browser.find_element("id", "error").text
     assert "ConnectionError" in error and "alice:***@" in error and SECRET not in browser.page_source

@@ -14,6 +14,7 @@ import pytest
 from pymongo.database import Database
 
 from jobstore.embedded import free_port
+from jobstore.fatal import EXIT_THREAD_DIED
 from tests.coordinator.test_bad_input import Ran, assert_user_error
 from tests.support.dashboard import RUN, finish_next, seed
 from tests.support.processes import run_cli, start_dashboard, stop, wait_for
@@ -89,3 +90,28 @@ def test_serves_the_run_pushes_a_finished_trial_and_stops_with_a_page_open(
         # SIGTERM while a page's event stream is open: uvicorn shuts down and re-raises the
         # signal (-SIGTERM); a server waiting for the stream to end is killed (-SIGKILL)
         assert stop(process) == -signal.SIGTERM
+
+
+def test_a_dying_feed_thread_takes_the_dashboard_down_loudly(db: Database, db_url: str, tmp_path: Path) -> None:
+    seed(db, done=1, errors=0, new=1)
+    port = free_port()
+    log = tmp_path / "dashboard.log"
+    process = start_dashboard(db_url, port, "--polling", "--objective", "tests.support.faults:sleeper", log=log,
+                              env={"HPO_TEST_FAULT": "dashboard-feed"})
+    try:
+        def watched() -> bool:  # the feed polls a run once a page follows it
+            try:
+                with httpx.stream("GET", f"http://127.0.0.1:{port}/api/events", params={"key": RUN}, timeout=5) as events:
+                    for _ in events.iter_lines():
+                        pass
+            except httpx.TransportError:
+                pass
+            return process.poll() is not None
+
+        wait_for(watched, 60, "the dashboard to exit")
+    finally:
+        code = stop(process)
+    text = log.read_text()
+    assert code == EXIT_THREAD_DIED, text
+    assert "the dashboard change feed thread died" in text and "injected fault: dashboard-feed" in text, text
+    assert "CRITICAL" in text and "Traceback" in text, text

@@ -24,4 +24,4 @@ def test_quick_benchmark_appends_a_section(tmp_path: Path, mongo_server_url: str
     assert text.startswith("# Benchmarks\n\nintro\n\n## Opening a 500-trial run in the dashboard")
     assert f"`python bench/dashboard_open.py --quick --output {report}`" in text
     rows = re.findall(r"^\| (.+?) \| \**([\d.]+)\** \|$", text, re.M)
-    assert len(rows) == 11 and all(float(seconds) > 0 for _, seconds in rows)
+    assert len(rows) == 12 and all(float(seconds) > 0 for _, seconds in rows)
