@@ -9,7 +9,11 @@ their own on a free port, stopped when the command ends.
 
 Guarantees: at most one process serves a directory's data (the storage engine allows
 only one); a second ``start`` over a directory in use is refused in one line before
-anything is written, and so is a port that another program listens on.
+anything is written, naming the process that uses it, and so is a port that another
+program listens on.  Whether the data is in use is read from the storage engine's lock
+(:func:`~jobstore.embedded.storage_in_use`), not from the server, so a server too busy
+to answer in time still gets a second ``start`` refused and a monitoring command
+attached to it.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from rich.console import Console
 
 from cli_support.console import stderr
 from jobstore.connection import url_from_environment
-from jobstore.embedded import EmbeddedServer, EmbeddedServerError, free_port, port_is_free, recorded_server
+from jobstore.embedded import (EmbeddedServer, EmbeddedServerError, ServerRecord, free_port, port_is_free,
+                               recorded_server, storage_in_use)
 from user_errors import UserError
 
 DEFAULT_LOCAL_DIR = Path(".hpo")
@@ -49,6 +54,23 @@ def _start(server: EmbeddedServer) -> None:
         raise UserError(str(exc)) from None
 
 
+def _serving(local_dir: Path) -> ServerRecord | None:
+    """The recorded server of ``local_dir`` if a server serves its data, else None.
+
+    Raises:
+        UserError: a server serves the data but has not recorded itself (it is still
+            starting, or another program started it).
+    """
+    if not storage_in_use(local_dir / "db"):
+        return None
+    found = recorded_server(local_dir / RECORD, check=False)  # the server may be too busy to answer
+    if found is None or not found.server_alive:
+        raise UserError(f"the local data in {local_dir} is in use by a server that has not recorded its "
+                        f"address in {local_dir / RECORD} (it is still starting, or another program "
+                        "started it); wait for it to end or give another --local-dir")
+    return found
+
+
 def serve_for_start(local_dir: Path, port: int) -> EmbeddedServer:
     """The started server over ``local_dir`` for ``hpo-coord start``; the caller stops it.
 
@@ -56,7 +78,7 @@ def serve_for_start(local_dir: Path, port: int) -> EmbeddedServer:
         UserError: another live process serves ``local_dir`` (or a server it left behind
             still does), or another program listens on ``port``; nothing was started.
     """
-    found = recorded_server(local_dir / RECORD)
+    found = _serving(local_dir)
     if found is not None:
         url = f"{found.url}/{DATABASE}"
         if found.owner_alive:
@@ -79,15 +101,16 @@ def serve_for_start(local_dir: Path, port: int) -> EmbeddedServer:
 def open_for_reading(local_dir: Path, console: Console) -> tuple[str, EmbeddedServer | None] | None:
     """The URL of the local data in ``local_dir`` for a monitoring command, and the
     server started for it (the caller stops it when the command ends; None when the
-    recorded server of a running ``start`` is used).  None when ``local_dir`` holds no
-    data.  Says on ``console``, in one line, which it is.
+    recorded server of a running ``start`` is used, however slow it is to answer).
+    None when ``local_dir`` holds no data.  Says on ``console``, in one line, which it is.
 
     Raises:
-        UserError: the server could not be started.
+        UserError: the server could not be started, or a server that has not recorded
+            its address serves the data.
     """
     if not (local_dir / "db").is_dir():
         return None
-    found = recorded_server(local_dir / RECORD)
+    found = _serving(local_dir)
     if found is not None:
         url = f"{found.url}/{DATABASE}"
         console.print(f"reading the local data in {local_dir} through its running server {url}",

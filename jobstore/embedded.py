@@ -11,6 +11,8 @@ store acknowledged survives a crash of the server.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import logging
 import os
@@ -30,6 +32,8 @@ from pymongo.errors import OperationFailure, PyMongoError
 log = logging.getLogger(__name__)
 
 SERVER_PROGRAM = "secantusd-py"
+STORAGE_LOCK = "WiredTiger.lock"
+"""The file in a server's storage directory that the running server holds locked."""
 
 
 class EmbeddedServerError(RuntimeError):
@@ -75,6 +79,10 @@ class ServerRecord:
     @property
     def owner_alive(self) -> bool:
         return _alive(self.owner)
+
+    @property
+    def server_alive(self) -> bool:
+        return _alive(self.pid)
 
 
 def _alive(pid: int) -> bool:
@@ -122,6 +130,24 @@ def _answers_as(client: pymongo.MongoClient, pid: int) -> bool:
     return status.get("pid") in (None, pid)
 
 
+def storage_in_use(storage: Path) -> bool:
+    """Whether a running server serves ``storage``: the storage engine's lock file
+    (:data:`STORAGE_LOCK`), which the server holds locked from opening its data until it
+    exits, is locked.  Asked of the operating system (a non-blocking POSIX record lock,
+    released at once when it is granted), not of the server, so a server that is too
+    busy to answer, or still starting, counts as running."""
+    try:
+        with open(storage / STORAGE_LOCK, "r+b") as handle:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EAGAIN):
+            return True
+        raise
+    return False
+
+
 def _program() -> str:
     beside_python = Path(sys.executable).with_name(SERVER_PROGRAM)
     if beside_python.exists():
@@ -145,7 +171,8 @@ class EmbeddedServer:
     With ``record``, a running server is described in that JSON file (a
     :class:`ServerRecord`, see :func:`recorded_server`), written once it answers and
     removed when it stops (unless the file names another server by then), so other
-    processes can find it.
+    processes can find it; :func:`storage_in_use` tells whether some server serves
+    ``storage``.
     """
 
     def __init__(self, storage: Path, port: int | None = None, log_file: Path | None = None,

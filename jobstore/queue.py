@@ -314,10 +314,19 @@ class JobQueue:
     def heartbeat(self, claim: Claim, lease_s: float = DEFAULT_LEASE_S) -> bool:
         """Extend the lease; False if this claim no longer holds the job.
 
+        Once this claim's own result is written (the job done or an error with its token,
+        see :meth:`finish`) there is no lease left to extend and nobody took the job: True,
+        so a heartbeat kept running until the result write returns does not report the
+        lease lost.
+
         Not retried: the :class:`jobstore.heartbeat.Heartbeat` calling it skips a beat on
         a transient error instead of blocking (the error reaches it)."""
         update = stamped({s.REFRESH_TIME: Expr.now()}, lease_ms=int(lease_s * 1000))
-        return self.jobs.update_one(self._held(claim), update).matched_count == 1
+        if self.jobs.update_one(self._held(claim), update).matched_count == 1:
+            return True
+        # the states a holder's finish writes; only that write keeps the token (module doc)
+        finished = {s.ID: claim.id, s.LEASE_TOKEN: claim.token, s.STATE: {"$in": [State.DONE, State.ERROR]}}
+        return self.jobs.find_one(finished, {s.ID: 1}) is not None
 
     def report(
         self, claim: Claim, step: int, metrics: Mapping[str, Any], lease_s: float = DEFAULT_LEASE_S

@@ -20,14 +20,19 @@ Behaviour a user can rely on:
   in a ``__del__``) has :data:`INTERRUPT_BACKSTOP_S` more seconds; then its job is handed
   back all the same and the worker exits with 128 + the signal's number.
 * While the database is away, every operation is retried with backoff; a result
-  computed meanwhile is written once the database is back.
+  computed meanwhile is written once the database is back.  The heartbeat runs until
+  the result write returns, so the lease is renewed as soon as the database answers
+  again and the requeuer does not hand the finished trial to another worker while the
+  write waits for its next retry.
 * A lost lease ends only that trial: a cooperative objective stops (or a finished
   one's write is refused), nothing is written over the job's next holder, and the
   worker goes on claiming.  Only a stop signal (or :meth:`Worker.request_stop`) stops it.
 * A poison job never kills the worker: a job document with a field missing or of the
   wrong type, or an objective whose result MongoDB cannot hold (an integer beyond 64
   bits, more than 8 MiB), ends as an error with the reason ``malformed job`` or
-  ``unstorable result``; an objective that calls ``sys.exit`` is an ordinary error.
+  ``unstorable result``; an objective that calls ``sys.exit`` is an ordinary error
+  (but not the :class:`jobstore.fatal.ThreadDied` a dying heartbeat thread raises into
+  it: that ends the worker at once, and the job is left to its lease).
   Error messages and tracebacks are cut to a few kilobytes (logged: 500 characters),
   so a megabyte-long exception message is written as quickly as a short one.  A
   malformed run document (its ``settings`` not a document) refuses that run.
@@ -68,6 +73,7 @@ from pymongo.errors import OperationFailure, PyMongoError, WriteError
 
 from cli_support.console import EXIT_TRIAL_HUNG, EXIT_USER_ERROR
 from jobstore import schema as s
+from jobstore.fatal import ThreadDied
 from jobstore.gpu_lease import GpuLease, wait_for_gpus
 from jobstore.heartbeat import Heartbeat
 from jobstore.queue import DEFAULT_LEASE_S, Claim, JobQueue
@@ -425,23 +431,31 @@ class Worker:
             "trials_done": self.jobs_done,
         }
 
+    def _holding(self, claim: Claim, name: str, on_lost: Callable[[], None] | None = None) -> Heartbeat:
+        """The heartbeat that renews ``claim``'s lease (``name`` says whose in the log)."""
+        return Heartbeat(lambda: self.queue.heartbeat(claim, self.config.lease), self.config.heartbeat,
+                         name=name, on_lost=on_lost)
+
     def _process(self, claim: Claim) -> None:
+        """Evaluate ``claim``'s job and write its outcome.  The job's lease is renewed from
+        the claim to the end of the result write: loading the experiment can take longer
+        than the lease (importing torch on a loaded host), and a result write retried
+        through a database outage must not let the lease lapse, or the requeuer would hand
+        a finished trial to another worker once the database is back (fencing would then
+        refuse the result, and the trial would run again)."""
         label = _label(claim)
-        try:
-            # Loading the experiment can take longer than the lease (importing torch on a
-            # loaded host): keep the lease meanwhile.
-            with Heartbeat(lambda: self.queue.heartbeat(claim, self.config.lease),
-                           self.config.heartbeat, name=f"{label} (loading)"):
+        with self._holding(claim, f"{label} (loading)"):
+            try:
                 task, settings, limit, pruning = self._prepare(claim)
-        except Refused:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a malformed job must not kill the worker
-            if isinstance(exc, (PyMongoError, DatabaseOutage)):  # the database's trouble, not the job's
+            except Refused:
                 raise
-            outcome = _unprepared(label, exc)
-            log.error("%s: %s", label, clip(outcome.error["message"] if outcome.error else "", LOG_LIMIT))
-            self._write(claim, outcome)
-            return
+            except Exception as exc:  # noqa: BLE001 - a malformed job must not kill the worker
+                if isinstance(exc, (PyMongoError, DatabaseOutage)):  # the database's trouble, not the job's
+                    raise
+                outcome = _unprepared(label, exc)
+                log.error("%s: %s", label, clip(outcome.error["message"] if outcome.error else "", LOG_LIMIT))
+                self._write(claim, outcome)
+                return
         if task is None:
             return
         if self._stop.is_set():  # a stop signal came while the experiment loaded
@@ -449,67 +463,67 @@ class Worker:
                 log.warning("%s returned to the queue before it started (stop signal)", label)
             return
         reporter = JobReporter(self.queue, claim, settings, self._stop, self.config.lease, pruning)
-        beat = Heartbeat(
-            lambda: self.queue.heartbeat(claim, self.config.lease),
-            self.config.heartbeat,
-            name=label,
-            on_lost=reporter.lease_lost,
-        )
+        beat = self._holding(claim, label, on_lost=reporter.lease_lost)
         timer = TrialTimer(limit, self.config.grace, name=label,
                            on_expired=lambda: self._time_up(reporter, label, limit),
                            on_hung=lambda: self._end_hung_trial(claim, label, limit))
         interrupted: TrialInterrupted | None = None
         outcome: Outcome | None = None
         started = time.monotonic()
-        with beat, timer:
-            self._current = claim
-            value: Any = None
-            raised: BaseException | None = None
-            try:
-                value = task(reporter)
-            except (Exception, SystemExit) as exc:  # noqa: BLE001 - the objective's failure is data
-                raised = exc
-            finally:
-                self._current = None
-                _disarm_grace_timer()
-        elapsed_s = time.monotonic() - started
-        if reporter.pruned is not None:
-            # The pruner's decision is final, however the objective ended after it: by
-            # letting TrialPruned propagate, or by catching it and returning, raising
-            # something else, or being interrupted (a stop signal or the time limit
-            # that came after the decision).  The write is fenced by the lease as always.
-            self._write(claim, _pruned_outcome(label, reporter.pruned, raised, value),
-                        elapsed_s=elapsed_s, scored=reporter.scored)
-            return
-        if isinstance(raised, TrialInterrupted):
-            interrupted = raised
-        elif isinstance(raised, TrialPruned):  # raised by the objective: nothing pruned it
-            log.warning("%s raised TrialPruned although the run's pruner did not prune it", label)
-            outcome = from_exception(raised)
-        elif raised is not None:
-            log.warning("%s raised %s: %s", label, exception_name(raised), clip(exception_text(raised), LOG_LIMIT))
-            outcome = from_exception(raised)
-        else:
-            outcome = interpret(value)
-        if timer.expired:
-            assert limit is not None
-            log.warning("%s ran past its time limit of %g s; recorded as an error (timeout)", label, limit)
-            _free_gpu_memory()
-            self._write(claim, timed_out(limit), elapsed_s=elapsed_s)
-        elif interrupted is not None and reporter.lost:
-            log.warning("%s: lease lost, so the trial is dropped (the job's next holder owns it); it "
-                        "stopped with: %s", label, clip(exception_text(interrupted), LOG_LIMIT))
-        elif interrupted is not None and self._stop.is_set():
-            log.warning("%s interrupted: %s", label, clip(exception_text(interrupted), LOG_LIMIT))
-            if self.queue.release(claim):
-                log.warning("%s returned to the queue", label)
-        else:
-            if interrupted is not None:  # raised although nothing asked the trial to stop
-                log.warning("%s raised TrialInterrupted although it was not asked to stop: %s",
-                            label, clip(exception_text(interrupted), LOG_LIMIT))
-                outcome = from_exception(interrupted)
-            assert outcome is not None
-            self._write(claim, outcome, elapsed_s=elapsed_s, scored=reporter.scored)
+        hand_back = False
+        with beat:  # until the outcome is written (see above)
+            with timer:
+                self._current = claim
+                value: Any = None
+                raised: BaseException | None = None
+                try:
+                    value = task(reporter)
+                except ThreadDied:  # a heartbeat of this process died: not the trial's failure
+                    raise
+                except (Exception, SystemExit) as exc:  # noqa: BLE001 - the objective's failure is data
+                    raised = exc
+                finally:
+                    self._current = None
+                    _disarm_grace_timer()
+            elapsed_s = time.monotonic() - started
+            if reporter.pruned is not None:
+                # The pruner's decision is final, however the objective ended after it: by
+                # letting TrialPruned propagate, or by catching it and returning, raising
+                # something else, or being interrupted (a stop signal or the time limit
+                # that came after the decision).  The write is fenced by the lease as always.
+                self._write(claim, _pruned_outcome(label, reporter.pruned, raised, value),
+                            elapsed_s=elapsed_s, scored=reporter.scored)
+                return
+            if isinstance(raised, TrialInterrupted):
+                interrupted = raised
+            elif isinstance(raised, TrialPruned):  # raised by the objective: nothing pruned it
+                log.warning("%s raised TrialPruned although the run's pruner did not prune it", label)
+                outcome = from_exception(raised)
+            elif raised is not None:
+                log.warning("%s raised %s: %s", label, exception_name(raised), clip(exception_text(raised), LOG_LIMIT))
+                outcome = from_exception(raised)
+            else:
+                outcome = interpret(value)
+            if timer.expired:
+                assert limit is not None
+                log.warning("%s ran past its time limit of %g s; recorded as an error (timeout)", label, limit)
+                _free_gpu_memory()
+                self._write(claim, timed_out(limit), elapsed_s=elapsed_s)
+            elif interrupted is not None and reporter.lost:
+                log.warning("%s: lease lost, so the trial is dropped (the job's next holder owns it); it "
+                            "stopped with: %s", label, clip(exception_text(interrupted), LOG_LIMIT))
+            elif interrupted is not None and self._stop.is_set():
+                log.warning("%s interrupted: %s", label, clip(exception_text(interrupted), LOG_LIMIT))
+                hand_back = True  # after the heartbeat: a beat must not find the job gone and call it lost
+            else:
+                if interrupted is not None:  # raised although nothing asked the trial to stop
+                    log.warning("%s raised TrialInterrupted although it was not asked to stop: %s",
+                                label, clip(exception_text(interrupted), LOG_LIMIT))
+                    outcome = from_exception(interrupted)
+                assert outcome is not None
+                self._write(claim, outcome, elapsed_s=elapsed_s, scored=reporter.scored)
+        if hand_back and self.queue.release(claim):
+            log.warning("%s returned to the queue", label)
 
     def _time_up(self, reporter: JobReporter, label: str, limit: float | None) -> None:
         log.warning("%s ran past its time limit of %g s; asking it to stop (it has %.0f s before "

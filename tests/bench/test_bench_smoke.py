@@ -33,6 +33,11 @@ def run_script(script: str, *args: str, report: Path, timeout: float = 420) -> s
     return output
 
 
+# The longer quick runs are in the slow set (CI runs it); the default run keeps the
+# cheaper smoke tests of the other scripts, and the guarantees these scripts measure
+# have faster tests of their own (named in each reason).
+@pytest.mark.slow(reason="dispatch by real workers is tested by tests/coordinator/test_start.py::"
+                  "test_two_workers_find_the_quadratic_minimum_and_no_job_runs_twice")
 def test_dispatch_quick(tmp_path: Path) -> None:
     report = tmp_path / "benchmarks.md"
     output = run_script("dispatch.py", report=report)
@@ -68,6 +73,8 @@ def _table(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow(reason="the script's simulated side runs in test_search_quality_takes_the_accuracy_column; "
+                  "real hpo-coord runs are tested by tests/coordinator/test_start.py")
 def test_search_quality_quick(tmp_path: Path) -> None:
     report = tmp_path / "benchmarks.md"
     run_script("search_quality.py", "--table", str(_table(tmp_path)), report=report)
@@ -141,6 +148,8 @@ def test_mask_cost_quick(tmp_path: Path) -> None:
     assert len([line for line in text.splitlines() if "| 2.0 MB |" in line]) == 5
 
 
+@pytest.mark.slow(reason="real training: digits learning is tested by tests/objectives/test_digits.py::"
+                  "test_short_trial_learns_and_reports_every_epoch, local workers by tests/coordinator/test_local_workers.py")
 def test_digits_quality_quick(tmp_path: Path) -> None:
     report = tmp_path / "benchmarks.md"
     run_script("digits_quality.py", report=report)
@@ -151,6 +160,8 @@ def test_digits_quality_quick(tmp_path: Path) -> None:
     assert all(0 < float(r[3].split("±")[0]) <= 100 for r in rows)
 
 
+@pytest.mark.slow(reason="real training: pruning by real workers is tested by tests/worker/test_worker_pruning.py::"
+                  "test_two_workers_prune_a_run_with_asha")
 def test_pruning_quick(tmp_path: Path) -> None:
     report = tmp_path / "benchmarks.md"
     run_script("pruning.py", "--pruners", "none,asha", report=report)

@@ -3,30 +3,41 @@
 from __future__ import annotations
 
 import re
+import subprocess
 
 import pytest
 
-from tests.support.processes import run_cli
+from tests.support.processes import finish_cli, start_cli
 
 COORDINATOR_COMMANDS = ["start", "retrain", "experiments", "status", "runs", "best", "trials", "plot", "space",
                         "dashboard"]
 HELP_PAGES = [("worker", []), ("coordinator", [])] + [("coordinator", [name]) for name in COORDINATOR_COMMANDS]
 
 
-def _help(module: str, args: list[str]) -> str:
-    done = run_cli(module, *args, "--help", env={"COLUMNS": "100"})
+@pytest.fixture(scope="module")
+def pages() -> dict[tuple[str, ...], subprocess.CompletedProcess[str]]:
+    """Every help page, each from its own process as a user runs it (``COLUMNS=100``),
+    started all at once: each process spends seconds importing the programs."""
+    running = {(module, *args): start_cli(module, *args, "--help", env={"COLUMNS": "100"})
+               for module, args in HELP_PAGES}
+    return {page: finish_cli(process) for page, process in running.items()}
+
+
+def _help(pages: dict[tuple[str, ...], subprocess.CompletedProcess[str]], module: str, args: list[str]) -> str:
+    done = pages[(module, *args)]
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
 
-def test_the_command_list_is_complete() -> None:
-    listed = re.findall(r"^  (\w+) ", _help("coordinator", []).split("Commands:")[1], re.MULTILINE)
+def test_the_command_list_is_complete(pages: dict[tuple[str, ...], subprocess.CompletedProcess[str]]) -> None:
+    listed = re.findall(r"^  (\w+) ", _help(pages, "coordinator", []).split("Commands:")[1], re.MULTILINE)
     assert sorted(listed) == sorted(COORDINATOR_COMMANDS)
 
 
 @pytest.mark.parametrize(("module", "args"), HELP_PAGES, ids=[" ".join([m, *a]) for m, a in HELP_PAGES])
-def test_help_is_plain_text_without_markup(module: str, args: list[str]) -> None:
-    text = _help(module, args)
+def test_help_is_plain_text_without_markup(pages: dict[tuple[str, ...], subprocess.CompletedProcess[str]],
+                                           module: str, args: list[str]) -> None:
+    text = _help(pages, module, args)
     assert "`" not in text, text
     assert "<bool>" not in text, text
     assert re.search(r"^  --help\s+Show this message and exit\.$", text, re.MULTILINE), text
@@ -36,6 +47,7 @@ def test_help_is_plain_text_without_markup(module: str, args: list[str]) -> None
     ("coordinator", ["status"], "--watch", "Redraw until Ctrl-C."),
     ("worker", [], "--allow-pickle", "Run jobs whose objective is a pickled"),
 ])
-def test_boolean_options_are_shown_as_flags(module: str, args: list[str], flag: str, help_start: str) -> None:
+def test_boolean_options_are_shown_as_flags(pages: dict[tuple[str, ...], subprocess.CompletedProcess[str]],
+                                            module: str, args: list[str], flag: str, help_start: str) -> None:
     """A flag takes no value (``--watch true`` is refused), so none is shown."""
-    assert re.search(rf"^  {flag}\s+{re.escape(help_start)}", _help(module, args), re.MULTILINE)
+    assert re.search(rf"^  {flag}\s+{re.escape(help_start)}", _help(pages, module, args), re.MULTILINE)

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pymongo
+import pytest
 from pymongo.database import Database
 
 from jobstore import schema as s
@@ -93,6 +94,9 @@ def test_a_dying_requeuer_takes_the_coordinator_down_loudly(db: Database, db_url
     _assert_died_loudly(log, "coordinator keeper", "requeuer")
 
 
+@pytest.mark.slow(reason="the default run has the same guarantee with real processes in tests/chaos/test_database.py::"
+                  "test_long_database_outage[20] (coordinator --lease 2, workers --lease 30: no job claimed twice) "
+                  "and in tests/jobstore/test_queue.py::test_an_expired_job_is_lost_only_after_its_holders_lease_was_observed")
 def test_after_an_outage_a_live_worker_with_a_longer_lease_keeps_its_job(private_server, tmp_path: Path) -> None:
     """Defect 6: the coordinator's requeuer (--lease 2) must give the job's holder (its
     own --lease 12, heartbeat every 10 s) its whole lease after the database returns.

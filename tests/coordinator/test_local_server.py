@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from jobstore.embedded import free_port, port_is_free
+import pytest
+from rich.console import Console
+
+from coordinator.local_server import open_for_reading, serve_for_start
+from jobstore.embedded import EmbeddedServer, free_port, port_is_free
+from user_errors import UserError
 from tests.support.processes import RECORDING, run_cli, start_coordinator, stop, wait_for
 
 
@@ -62,6 +71,44 @@ def test_a_second_start_in_the_same_directory_is_refused_in_one_line_and_status_
         assert "run recording" in status.stdout
     finally:
         assert stop(first) in (0, 130), log.read_text()
+
+
+@contextmanager
+def _unresponsive(server: EmbeddedServer) -> Iterator[None]:
+    """``server`` stopped (SIGSTOP) inside the block: it holds its data but answers
+    nothing, as a server too busy to reply in time."""
+    assert server.pid is not None
+    os.killpg(server.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.killpg(server.pid, signal.SIGCONT)
+
+
+def test_a_server_too_slow_to_answer_still_gets_a_second_start_refused_and_status_attached(
+    tmp_path: Path
+) -> None:
+    """Before, a server that did not answer a ping within 2 s counted as gone: a second
+    start went on to start another server over the same data, which the storage lock
+    refused with a message about the lock instead of naming the process in the way."""
+    local = tmp_path / ".hpo"
+    first = serve_for_start(local, free_port())
+    try:
+        with _unresponsive(first):
+            with pytest.raises(UserError, match=f"in use by process {os.getpid()} "
+                                                f"\\(server mongodb://127.0.0.1:{first.port}/hpo\\)"):
+                serve_for_start(local, free_port())
+            console = Console(record=True, width=300)
+            assert open_for_reading(local, console) == (f"{first.url}/hpo", None)
+            assert "through its running server" in console.export_text()
+        (local / "server.json").unlink()  # a server that has not recorded itself: still starting
+        with pytest.raises(UserError, match="in use by a server that has not recorded its address"):
+            serve_for_start(local, free_port())
+    finally:
+        first.stop()
+    # a record left behind, naming a live owner (a reused pid): the data is free all the same
+    (local / "server.json").write_text(json.dumps({"port": first.port, "pid": 1, "owner": os.getpid()}))
+    serve_for_start(local, free_port()).stop()
 
 
 def test_a_port_taken_by_another_program_is_one_line(tmp_path: Path) -> None:

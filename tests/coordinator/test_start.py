@@ -90,6 +90,9 @@ def test_interrupted_coordinator_says_how_to_resume_and_resume_completes(
     assert len(set(tids)) == 30
 
 
+@pytest.mark.slow(reason="the default run kills (-9) and replaces the coordinator, which waits for the lease and "
+                  "ends the run at exactly max-evals, in tests/chaos/test_coordinator.py::"
+                  "test_coordinator_killed_and_terminated_then_resumed[4]")
 def test_killed_coordinator_is_replaced_and_the_run_ends_at_max_evals(
     db: Database, db_url: str, tmp_path: Path
 ) -> None:

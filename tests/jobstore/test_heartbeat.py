@@ -35,11 +35,17 @@ def _worker_with_fault(db: Database, db_url: str, tmp_path: Path, fault: str, *a
 
 
 def test_a_dying_job_heartbeat_takes_the_worker_down_loudly(db: Database, db_url: str, tmp_path: Path) -> None:
+    """The exception raised into the trial ends the worker at once; before, the worker's
+    catch of an objective's ``sys.exit`` took it for the trial's failure, recorded the
+    job as an error and worked on until the watchdog's deadline (30 s)."""
     enqueue(db, "r", 1, experiment="sleeper", settings={"seconds": 120})
     code, log = _worker_with_fault(db, db_url, tmp_path, "job-heartbeat")
     assert code == EXIT_THREAD_DIED, log
     assert "the trial 0 of run 'r' heartbeat thread died" in log and "CRITICAL" in log
     assert "Traceback" in log and "RuntimeError: injected fault: job-heartbeat" in log
+    assert "did not stop in time" not in log and "raised ThreadDied" not in log
+    job = db.jobs.find_one({s.EXP_KEY: "r"})
+    assert job[s.STATE] == State.RUNNING, job  # left to its lease: the requeuer hands it on
 
 
 def test_a_dying_worker_record_heartbeat_takes_the_worker_down_loudly(

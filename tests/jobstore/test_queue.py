@@ -121,6 +121,20 @@ def test_heartbeat_extends_the_lease_only_for_the_holder(db: Database) -> None:
     assert not queue.heartbeat(claim)
 
 
+def test_a_heartbeat_after_the_holders_own_result_is_not_a_lost_lease(db: Database) -> None:
+    """A worker's heartbeat runs until its result write returns, so a beat can land after
+    the write: it must not report the lease lost.  A job handed back is no longer held."""
+    enqueue(db, "r", 3)
+    queue = JobQueue(db)
+    done, failed, released = (queue.claim("w", exp_key="r") for _ in range(3))
+    assert queue.finish(done, State.DONE, {"status": "ok", "loss": 1.0})
+    assert queue.finish(failed, State.ERROR, {"status": "fail"}, {"message": "boom"})
+    assert queue.release(released)
+    assert queue.heartbeat(done) and queue.heartbeat(failed)
+    assert not queue.heartbeat(released)
+    assert job(db, "r", done.tid)[s.STATE] == State.DONE and job(db, "r", failed.tid)[s.STATE] == State.ERROR
+
+
 def test_finish_writes_result_and_is_fenced(db: Database) -> None:
     enqueue(db, "r", 1)
     queue = JobQueue(db)

@@ -42,11 +42,29 @@ def start_coordinator(url: str | None, *args: str, log: Path, env: dict[str, str
         )
 
 
+def start_cli(module: str, *args: str, url: str = "", env: dict[str, str] | None = None,
+              cwd: Path = REPO) -> subprocess.Popen[str]:
+    """Start ``python -m MODULE ARGS`` with its output captured; :func:`finish_cli` waits for it."""
+    return subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_env(url, env), cwd=cwd)
+
+
+def finish_cli(process: subprocess.Popen[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Wait for a process of :func:`start_cli` and return its output; after ``timeout``
+    seconds it is killed and :class:`subprocess.TimeoutExpired` raised."""
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
 def run_cli(module: str, *args: str, url: str = "", env: dict[str, str] | None = None,
             timeout: float = 120, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     """Run ``python -m MODULE ARGS`` to completion and capture its output."""
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
-                          env=_env(url, env), timeout=timeout, cwd=cwd)
+    return finish_cli(start_cli(module, *args, url=url, env=env, cwd=cwd), timeout)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 60, what: str = "condition") -> None:
