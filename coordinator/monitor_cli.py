@@ -166,10 +166,12 @@ def render_status(st: monitor.RunStatus) -> Group:
 
 
 def render_runs(runs: list[monitor.RunOverview]) -> Table:
+    """One row per run; on a narrow terminal the run names stay whole (what a reader
+    copies into ``--run``) and the other cells wrap."""
     table = Table(title="runs", title_justify="left")
     for column in ("run", "experiment", "trials", "new", "running", "done", "error",
                    "max evals", "best loss", "pruner", "created (UTC)"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold", no_wrap=column == "run")
     for r in runs:
         c = r.counts
         table.add_row(r.run, r.experiment or "-", str(c.total), str(c.new), str(c.running),

@@ -16,7 +16,6 @@ import io
 import json
 import re
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -485,12 +484,11 @@ def test_hpo_coord_entry_point_has_the_commands(seeded: tuple[str, Database]) ->
     import sys
 
     url, _ = seeded
-    started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "coordinator", "runs", "--mongo", url],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+    # not a terminal: rich's 80 columns, where the run names must stay whole
     assert RUN in done.stdout and OTHER_RUN in done.stdout
-    assert time.monotonic() - started < 60
 
 
 # -- the README's Mongo queries run, and say what they claim -----------------------------
