@@ -106,7 +106,7 @@ class ChangeFeed:
     def _bump(self, key: str) -> None:
         with self._lock:
             self._versions[key] += 1
-            if key != WORKERS_KEY:
+            if key not in (WORKERS_KEY, ANY_RUN_KEY):  # a run's change is also a change of any run
                 self._versions[ANY_RUN_KEY] += 1
 
     def _run(self) -> None:
@@ -166,11 +166,7 @@ class ChangeFeed:
                     log.warning("dashboard: polling failed (%s); trying again", exc)
                     break
                 if key in seen and seen[key] != latest:
-                    if key == ANY_RUN_KEY:
-                        with self._lock:
-                            self._versions[ANY_RUN_KEY] += 1
-                    else:
-                        self._bump(key)
+                    self._bump(key)
                 seen[key] = latest
             self._stop.wait(self._poll_interval_s)
 
