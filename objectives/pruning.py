@@ -52,6 +52,15 @@ DEFAULT_WARMUP_STEPS = 0
 DEFAULT_STARTUP_TRIALS = 5
 
 
+RULE_SETTINGS = {
+    "median": ("warmup_steps", "startup_trials", "max_resource"),
+    "asha": ("min_resource", "max_resource", "reduction_factor"),
+    "hyperband": ("min_resource", "max_resource", "reduction_factor"),
+}
+"""The :class:`PrunerSettings` fields each kind's rule reads, besides the metric and
+its direction (what a display of a run's pruner shows)."""
+
+
 class BadPrunerSettings(ValueError):
     """Pruner settings that cannot work; the message says which and why."""
 
@@ -71,7 +80,7 @@ class PrunerSettings:
     ``min_resource`` and ``max_resource`` are in steps (the ``step`` of
     ``reporter.report``, usually epochs); ``max_resource`` is the trial's budget.
     ``warmup_steps`` and ``startup_trials`` apply to ``median``; ``min_resource``,
-    ``reduction_factor`` to ``asha`` and ``hyperband``.
+    ``reduction_factor`` to ``asha`` and ``hyperband`` (:data:`RULE_SETTINGS`).
     """
 
     kind: str

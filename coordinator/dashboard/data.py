@@ -37,6 +37,7 @@ from jobstore.connection import mask
 from user_errors import UserError
 from jobstore.schema import State
 from jobstore.view import ReadOnlyView
+from objectives.pruning import RULE_SETTINGS
 
 MAX_PAGE = 200
 """Most trials one page of the trial table or the error list holds."""
@@ -97,13 +98,6 @@ order; the others' ties by tid in the page's direction); ``attempts``, ``worker`
 ``duration`` (started_at -> finished_at) and ``pruned_step`` are sorted in the server's
 memory, a cost that grows with the run (see docs/monitoring.md)."""
 STATE_NAMES = {state.name.lower(): state for state in State}
-PRUNER_KEY_SETTINGS = {
-    "median": ("warmup_steps", "startup_trials", "max_resource"),
-    "asha": ("min_resource", "max_resource", "reduction_factor"),
-    "hyperband": ("min_resource", "max_resource", "reduction_factor"),
-}
-"""The settings of each pruner kind that :func:`pruner_text` shows (those its rule uses;
-see ``objectives.pruning.PrunerSettings``)."""
 
 
 class UnknownTrial(UserError):
@@ -411,13 +405,13 @@ def _both(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 def pruner_text(settings: Mapping[str, Any] | None) -> str:
     """A run's pruner in one line: its kind, metric and direction, and the settings
-    :data:`PRUNER_KEY_SETTINGS` names for that kind (every other one for an unknown
+    :data:`objectives.pruning.RULE_SETTINGS` names for that kind (every other one for an unknown
     kind), e.g. ``asha on val_loss (minimize): min_resource 1, max_resource 15,
     reduction_factor 3``; ``none`` without a pruner."""
     if settings is None:
         return "none"
     rule = {"kind", "metric", "direction"}
-    keys = PRUNER_KEY_SETTINGS.get(str(settings.get("kind")), tuple(k for k in settings if k not in rule))
+    keys = RULE_SETTINGS.get(str(settings.get("kind")), tuple(k for k in settings if k not in rule))
     shown = ", ".join(f"{key} {settings[key]}" for key in keys if key in settings)
     return (f"{settings.get('kind')} on {settings.get('metric', '?')} ({settings.get('direction', '?')})"
             + (f": {shown}" if shown else ""))
