@@ -453,7 +453,8 @@ class JobQueue:
 
     def _lost(self, job: dict[str, Any], outcome: RequeueOutcome) -> None:
         """Requeue or fail the well-formed, lost ``job``."""
-        condition = {s.ID: job[s.ID], s.STATE: State.RUNNING, s.LEASE_TOKEN: job[s.LEASE]["token"]}
+        token = job[s.LEASE]["token"]
+        condition = {s.ID: job[s.ID], s.STATE: State.RUNNING, s.LEASE_TOKEN: token}
         attempts = s.as_int(job.get(s.ATTEMPTS)) or 0
         allowed = s.as_int(job.get(s.MAX_ATTEMPTS)) or DEFAULT_MAX_ATTEMPTS
         key = (str(job.get(s.EXP_KEY)), int(job[s.TID]))
@@ -475,7 +476,7 @@ class JobQueue:
                 outcome.failed.append(key)
                 log.error("run %r trial %d failed: %s", key[0], key[1], message)
         elif self.jobs.update_one(condition, stamped(_BACK_TO_NEW)).modified_count:
-            self.curves.forget(job.get(s.EXP_KEY), job[s.TID], job[s.LEASE]["token"])
+            self.curves.forget(job.get(s.EXP_KEY), job[s.TID], token)
             outcome.requeued.append(key)
             log.warning(
                 "run %r trial %d: worker %s stopped heartbeating; job requeued "
