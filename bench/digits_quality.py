@@ -19,6 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import _common as c
+from jobstore import schema as s
+from jobstore.schema import State
 
 
 def one_run(server: c.Server, tmp: Path, algo: str, seed: int, args: argparse.Namespace) -> tuple[float | None, float, str]:
@@ -32,7 +34,8 @@ def one_run(server: c.Server, tmp: Path, algo: str, seed: int, args: argparse.Na
     log = tmp / f"{run}.log"
     wall, note = c.run_logged(command, log, tmp, args.timeout)
     with server.client() as client:
-        accuracies = [d["result"].get("val_accuracy") for d in client[db_name].jobs.find({"exp_key": run, "state": 2})]
+        accuracies = [d[s.RESULT].get("val_accuracy")
+                      for d in client[db_name][s.JOBS].find({s.EXP_KEY: run, s.STATE: State.DONE})]
     server.drop(db_name)
     accuracies = [a for a in accuracies if isinstance(a, (int, float))]
     return (max(accuracies) if accuracies else None), wall, note

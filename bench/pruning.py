@@ -30,6 +30,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import _common as c
+from jobstore import schema as s
+from jobstore.schema import State
 from jobstore.view import ReadOnlyView
 
 PRUNERS = ("none", "median", "asha", "hyperband")
@@ -60,14 +62,14 @@ def one_run(server: c.Server, tmp: Path, pruner: str, seed: int, args: argparse.
     log = tmp / f"{run}.log"
     wall, note = c.run_logged(command, log, tmp, args.timeout)
     with server.client() as client:
-        jobs = list(client[db_name].jobs.find({"exp_key": run}, {"metrics.step": 1, "result": 1, "state": 1}))
+        jobs = list(client[db_name][s.JOBS].find({s.EXP_KEY: run}, {s.METRICS + ".step": 1, s.RESULT: 1, s.STATE: 1}))
         best = ReadOnlyView(client[db_name]).best_trial(run)
     server.drop(db_name)
-    epochs = sum(len(job.get("metrics") or []) for job in jobs)
-    results = [job.get("result") or {} for job in jobs if job.get("state") == 2]
-    pruned = sum(1 for result in results if result.get("pruned"))
-    complete = sum(1 for result in results if result.get("status") == "ok" and not result.get("pruned"))
-    accuracy = None if best is None else best["result"].get("val_accuracy")
+    epochs = sum(len(job.get(s.METRICS) or []) for job in jobs)
+    results = [job.get(s.RESULT) or {} for job in jobs if job.get(s.STATE) == State.DONE]
+    pruned = sum(1 for result in results if result.get(s.RESULT_PRUNED))
+    complete = sum(1 for result in results if result.get("status") == "ok" and not result.get(s.RESULT_PRUNED))
+    accuracy = None if best is None else best[s.RESULT].get("val_accuracy")
     return RunResult(epochs, pruned, complete, accuracy, wall, note)
 
 
