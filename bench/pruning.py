@@ -59,6 +59,8 @@ def one_run(server: c.Server, tmp: Path, pruner: str, seed: int, args: argparse.
                "--set", f"epochs={args.epochs}", "--log-level", "warning"]
     if pruner != "none" and args.min_resource is not None:
         command += ["--min-resource", str(args.min_resource)]
+    if pruner != "none" and args.pruner_metric is not None:
+        command += ["--pruner-metric", args.pruner_metric]
     log = tmp / f"{run}.log"
     wall, note = c.run_logged(command, log, tmp, args.timeout)
     with server.client() as client:
@@ -94,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="hpo-coord --local-workers")
     parser.add_argument("--min-resource", type=int, default=None,
                         help="hpo-coord --min-resource for the pruned runs (default: hpo-coord's, 1)")
+    parser.add_argument("--pruner-metric", default=None,
+                        help="hpo-coord --pruner-metric for the pruned runs (default: the experiment's)")
     parser.add_argument("--budget-s", type=float, default=None, help="start no new seed after this many seconds")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds one run may take")
     parser.add_argument("--out", type=Path, default=c.DEFAULT_REPORT)
@@ -156,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                      headers=headers, rows=rows)
     title = (f"Pruning with real training: digits, TPE, {args.evals} evaluations of {args.epochs} epochs, "
              f"{args.workers} local workers, {seeds_run} seeds"
-             + (f", first rung at step {args.min_resource}" if args.min_resource is not None else ""))
+             + (f", first rung at step {args.min_resource}" if args.min_resource is not None else "")
+             + (f", pruning on {args.pruner_metric}" if args.pruner_metric is not None else ""))
     c.publish(args.out, title, body, quick=args.quick)
     print(f"on cifar100 with a GPU: {cifar100_command(args)}")
     return 0
