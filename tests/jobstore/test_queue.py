@@ -224,28 +224,37 @@ def test_zombie_cannot_overwrite_the_retry(db: Database) -> None:
     assert stored[s.RESULT]["loss"] == 1.0 and stored[s.OWNER] == "healthy"
 
 
-def _claim_all(url: str, run: str, owner: str, out: "multiprocessing.Queue[list[int]]") -> None:
+def _claim_all(url: str, run: str, owner: str, out: "multiprocessing.Queue[list[int]]",
+               start: Any) -> None:
+    """Claim jobs of ``run`` until none is left, from the moment every process is
+    connected (``start``, a barrier), and put the tids claimed on ``out``."""
     import pymongo
 
     client = pymongo.MongoClient(url)
     queue = JobQueue(client.get_default_database())
+    client.admin.command("ping")
+    start.wait(120)
     got = []
     while (claim := queue.claim(owner, exp_key=run)) is not None:
         got.append(claim.tid)
     out.put(got)
 
 
-def test_racing_processes_never_claim_a_job_twice(db: Database, db_url: str) -> None:
-    enqueue(db, "race", 1000)
+@pytest.mark.parametrize("jobs", [200, pytest.param(1000, marks=pytest.mark.slow)])
+def test_racing_processes_never_claim_a_job_twice(db: Database, db_url: str, jobs: int) -> None:
+    enqueue(db, "race", jobs)
     out: multiprocessing.Queue[list[int]] = multiprocessing.get_context("spawn").Queue()
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_claim_all, args=(db_url, "race", f"w{i}", out)) for i in range(8)]
+    start = context.Barrier(8)
+    workers = [context.Process(target=_claim_all, args=(db_url, "race", f"w{i}", out, start)) for i in range(8)]
     for process in workers:
         process.start()
-    claimed = [tid for _ in workers for tid in out.get(timeout=300)]
+    per_process = [out.get(timeout=300) for _ in workers]
     for process in workers:
         process.join(30)
-    assert sorted(claimed) == list(range(1000))
+    assert sum(1 for got in per_process if got) > 1, "the processes did not race"
+    claimed = [tid for got in per_process for tid in got]
+    assert sorted(claimed) == list(range(jobs))
     assert db.jobs.count_documents({s.EXP_KEY: "race", s.ATTEMPTS: {"$ne": 1}}) == 0
 
 

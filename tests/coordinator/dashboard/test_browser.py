@@ -24,6 +24,7 @@ import uvicorn
 from pymongo.database import Database
 
 from coordinator.dashboard.app import create_app
+from coordinator.dashboard.cli import SHUTDOWN_S
 from coordinator.dashboard.data import TOP_CURVES, DashboardData
 from coordinator.dashboard.live import ChangeFeed
 from jobstore import schema as s
@@ -61,14 +62,17 @@ def seeded(mongo_server_url: str) -> Iterator[tuple[Database, Seeded]]:
 def base_url(seeded: tuple[Database, Seeded]) -> Iterator[str]:
     db, _ = seeded
     port = free_port()
+    # as `hpo-coord dashboard` serves it: the browser's page still holds its event stream
+    # when this server stops, which without the limit would wait for the page to close
     server = uvicorn.Server(uvicorn.Config(create_app(DashboardData(ReadOnlyView(db)), ChangeFeed(db)), host="127.0.0.1",
-                                           port=port, log_level="warning"))
+                                           port=port, log_level="warning", timeout_graceful_shutdown=SHUTDOWN_S))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_for(lambda: server.started, WAIT_S, "the dashboard to start")
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(30)
+    assert not thread.is_alive(), "the dashboard did not stop within 30 s"
 
 
 @pytest.fixture(scope="module")
