@@ -205,15 +205,16 @@ def test_a_local_worker_gives_up_after_the_coordinators_outage_limit(
     workers = LocalWorkers(1, {"HPO_MONGO_URL": url, "PYTHONPATH": str(REPO)}, "r", outage_timeout=2,
                            extra_args=["--objective", RECORDING, *FAST, "--connect-timeout", "1",
                                        "--gpus-per-worker", "0"])
-    client: pymongo.MongoClient = pymongo.MongoClient(url)
     try:
         workers.start()
-        wait_for(lambda: client.hpo.workers.count_documents({}) == 1, what="the worker to register")
+        # closed before the server stops: closing a client whose server is gone waits
+        # out its server selection timeout (30 s) to end its sessions
+        with pymongo.MongoClient(url) as client:
+            wait_for(lambda: client.hpo.workers.count_documents({}) == 1, what="the worker to register")
         process = workers.processes[0]
         assert process is not None
         private_server.stop()
         assert process.wait(60) == 2
     finally:
-        client.close()
         workers.stop()
     assert "longer than the outage limit of 2 s" in " ".join(capfd.readouterr().err.split())
