@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -13,7 +14,12 @@ from collections import deque
 from collections.abc import Mapping
 from types import TracebackType
 
+from pymongo.errors import PyMongoError
+
 from cli_support.console import EXIT_TRIAL_HUNG, EXIT_USER_ERROR
+from jobstore import schema as s
+from jobstore.queue import JobQueue
+from jobstore.retry import describe
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +45,19 @@ class LocalWorkers:
     such exits do not count as crashes).  A slot whose worker crashed
     :data:`MAX_RESTARTS` times within :data:`RESTART_WINDOW_S` seconds stays down, with
     an error.  Exit 0 (the worker was stopped) and exit 2 (it refused the run: other
-    code, bad options) are not restarted.  On exit the workers get SIGTERM (they return
+    code, bad options) are not restarted.  Given the run's ``queue``, the watcher first
+    returns the trials an exited worker still held to the queue (or fails them past
+    ``--max-attempts``), as their lapsed lease would about a lease length later; if the
+    database does not answer, the lease does it.  On exit the workers get SIGTERM (they return
     unfinished jobs to the queue) and are killed if they do not exit within ``grace``
     seconds.
     """
 
     def __init__(self, count: int, environment: Mapping[str, str], run: str, *, extra_args: list[str],
                  outage_timeout: float | None = None, grace: float = 10.0,
-                 check_interval: float = CHECK_INTERVAL_S) -> None:
+                 check_interval: float = CHECK_INTERVAL_S, queue: JobQueue | None = None) -> None:
         self.count = count
+        self.queue = queue
         self.outage_timeout = outage_timeout
         self.environment = dict(environment)
         self.run = run
@@ -98,6 +108,7 @@ class LocalWorkers:
         code = process.poll()
         if code is None or self._stopping.is_set():
             return
+        self._requeue_trials_of(process.pid, code)
         if code in (0, EXIT_USER_ERROR):
             log.error("local worker %d exited with code %d; not restarting it%s", process.pid, code,
                       " (it refused the run: see its message above)" if code else "")
@@ -121,6 +132,16 @@ class LocalWorkers:
         self.restarts += 1
         log.warning("local worker %d exited with code %d; restarting it (%s) as pid %d",
                     process.pid, code, why, replacement.pid)
+
+    def _requeue_trials_of(self, pid: int, code: int) -> None:
+        """Return the trials the exited worker ``pid`` still held to the queue (see the class doc)."""
+        if self.queue is None:
+            return
+        try:
+            self.queue.requeue_abandoned(s.worker_id(socket.gethostname(), pid), f"exited with code {code}")
+        except PyMongoError as exc:
+            log.warning("could not return the trials of local worker %d to the queue (%s); they are "
+                        "requeued when their lease lapses", pid, describe(exc))
 
     def stop(self) -> None:
         self._stopping.set()

@@ -237,7 +237,8 @@ def _start_run(store: Store, experiment: Experiment, options: StartOptions, cons
     settings = run_settings(experiment, options, runs.get(options.run))
     workers = LocalWorkers(options.local_workers, store.child_environment(), options.run,
                            extra_args=options.worker_args,
-                           outage_timeout=options.outage_timeout) if options.local_workers else None
+                           outage_timeout=options.outage_timeout,
+                           queue=store.queue) if options.local_workers else None
     runs.ensure(options.run, experiment=experiment.name, fingerprint=experiment.fingerprint())
     token = runs.acquire_coordinator(options.run, options.lease)
     rstate = np.random.default_rng(options.seed)

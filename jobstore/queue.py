@@ -451,8 +451,22 @@ class JobQueue:
                 outcome.malformed.append(job[s.ID])
         return outcome
 
-    def _lost(self, job: dict[str, Any], outcome: RequeueOutcome) -> None:
-        """Requeue or fail the well-formed, lost ``job``."""
+    def requeue_abandoned(self, owner: str, why: str) -> RequeueOutcome:
+        """Return the running jobs of ``owner``, a worker known to hold nothing any more
+        (its process has exited), to the queue at once, or fail them after too many
+        losses, as :meth:`requeue_expired` does once their lease has lapsed; ``why`` says
+        what became of the worker (for the log and the error message).  Malformed jobs
+        are left to :meth:`requeue_expired`.  Not retried: errors reach the caller, and
+        a job not requeued here is requeued when its lease lapses.
+        """
+        outcome = RequeueOutcome()
+        for job in self.jobs.find({s.STATE: State.RUNNING, s.OWNER: owner}, _QUEUE_PROJECTION):
+            if not s.job_problems(job, (*s.QUEUE_FIELDS, s.LEASE)):
+                self._lost(job, outcome, why)
+        return outcome
+
+    def _lost(self, job: dict[str, Any], outcome: RequeueOutcome, why: str = "stopped heartbeating") -> None:
+        """Requeue or fail the well-formed, lost ``job``, whose worker ``why``."""
         token = job[s.LEASE]["token"]
         condition = {s.ID: job[s.ID], s.STATE: State.RUNNING, s.LEASE_TOKEN: token}
         attempts = s.as_int(job.get(s.ATTEMPTS)) or 0
@@ -460,7 +474,7 @@ class JobQueue:
         key = (str(job.get(s.EXP_KEY)), int(job[s.TID]))
         if attempts >= allowed:
             message = (
-                f"worker {job.get(s.OWNER)} stopped heartbeating; the job was lost "
+                f"worker {job.get(s.OWNER)} {why}; the job was lost "
                 f"{attempts} time(s), the limit is {allowed} (--max-attempts)"
             )
             fields: dict[str, Any] = {
@@ -479,9 +493,8 @@ class JobQueue:
             self.curves.forget(job.get(s.EXP_KEY), job[s.TID], token)
             outcome.requeued.append(key)
             log.warning(
-                "run %r trial %d: worker %s stopped heartbeating; job requeued "
-                "(attempt %d of %d)",
-                key[0], key[1], job.get(s.OWNER), attempts, allowed,
+                "run %r trial %d: worker %s %s; job requeued (attempt %d of %d)",
+                key[0], key[1], job.get(s.OWNER), why, attempts, allowed,
             )
 
     def _unskipped(self, query: dict[str, Any]) -> dict[str, Any]:

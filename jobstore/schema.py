@@ -426,3 +426,9 @@ def lease_seconds(job: Mapping[str, Any]) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         return None
     return float(value)
+
+
+def worker_id(host: str, pid: int) -> str:
+    """The name a worker process claims jobs under (``owner``, and its record's id):
+    ``host:pid``."""
+    return f"{host}:{pid}"

@@ -251,7 +251,7 @@ class Worker:
         self.queue = store.queue
         self.registry = store.workers
         self.requeuer = Requeuer(self.queue, interval=max(1.0, config.heartbeat / 2), grace=config.lease)
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.worker_id = s.worker_id(socket.gethostname(), os.getpid())
         self.refused: set[Any] = set()
         self.jobs_done = 0
         self._stop = threading.Event()

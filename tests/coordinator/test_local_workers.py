@@ -23,23 +23,32 @@ from jobstore.schema import State
 from tests.support.processes import FAST, RECORDING, REPO, run_cli, start_coordinator, stop, wait_for
 
 
-def test_a_local_worker_killed_mid_run_is_restarted_and_the_run_completes(
+def test_a_local_worker_killed_mid_run_is_restarted_and_its_trial_requeued_at_once(
     db: Database, db_url: str, tmp_path: Path
 ) -> None:
+    """The worker is killed in its first trial (which hangs: only a kill ends it); the
+    coordinator, which saw it die, returns that trial to the queue at once rather than
+    when its 30 s lease lapses, and the replacement runs it (as an ordinary trial) and
+    the rest."""
     coordinator = start_coordinator(db_url, "--exp", "recording", "--objective", RECORDING, "--run", "r",
-                                    "--max-evals", "8", "--local-workers", "1", "--set", "mode=slow",
-                                    "--set", "seconds=0.2", log=tmp_path / "c.log")
+                                    "--max-evals", "5", "--local-workers", "1", "--set", "mode=hang",
+                                    "--set", "only_first=true", log=tmp_path / "c.log")
     try:
-        wait_for(lambda: db.jobs.count_documents({s.EXP_KEY: "r", s.STATE: State.DONE}) >= 2,
-                 what="some trials to finish")
+        wait_for(lambda: db.evaluations.count_documents({"mode": "hang"}) == 1, timeout=120,
+                 what="the first trial to start")
+        held = db.jobs.find_one({s.EXP_KEY: "r", s.STATE: State.RUNNING})
         first = db.workers.find_one()[s.WORKER_PID]
+        assert held[s.OWNER].endswith(f":{first}")
         os.kill(first, signal.SIGKILL)
         assert coordinator.wait(240) == 0, (tmp_path / "c.log").read_text()[-3000:]
     finally:
         stop(coordinator)
     log = " ".join((tmp_path / "c.log").read_text().split())
     assert f"local worker {first} exited with code -9; restarting it" in log
-    assert db.jobs.count_documents({s.EXP_KEY: "r", s.STATE: State.DONE}) == 8
+    assert (f"run 'r' trial {held[s.TID]}: worker {held[s.OWNER]} exited with code -9; "
+            "job requeued (attempt 1 of 3)") in log
+    assert db.jobs.count_documents({s.EXP_KEY: "r", s.STATE: State.DONE}) == 5
+    assert db.jobs.find_one({s.EXP_KEY: "r", s.TID: held[s.TID]})[s.ATTEMPTS] == 2
     assert db.workers.count_documents({}) == 2
 
 

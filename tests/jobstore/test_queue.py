@@ -200,6 +200,29 @@ def test_expired_lease_is_requeued_then_failed_after_max_attempts(db: Database) 
     assert not queue.finish(claim, State.DONE, {"status": "ok", "loss": 0.0})
 
 
+def test_an_exited_workers_jobs_are_requeued_at_once_then_failed_after_max_attempts(db: Database) -> None:
+    """A worker known to have exited (a local worker the coordinator saw die) holds
+    nothing: its jobs go back at once, live leases and all, and no other worker's."""
+    enqueue(db, "r", 2, max_attempts=2)
+    queue = JobQueue(db)
+    other = queue.claim("host:2", exp_key="r", lease_s=60)
+    assert other is not None
+    for attempt in (1, 2):
+        claim = queue.claim("host:1", exp_key="r", lease_s=60)
+        assert claim is not None and claim.tid != other.tid and job(db, "r", claim.tid)[s.ATTEMPTS] == attempt
+        outcome = queue.requeue_abandoned("host:1", "exited with code -9")
+        if attempt == 1:
+            assert outcome.requeued == [("r", claim.tid)] and not outcome.failed
+            assert job(db, "r", claim.tid)[s.STATE] == State.NEW
+        else:
+            assert outcome.failed == [("r", claim.tid)] and not outcome.requeued
+    stored = job(db, "r", claim.tid)
+    assert stored[s.STATE] == State.ERROR and stored[s.RESULT]["reason"] == LOST_WORKER
+    assert stored[s.ERROR]["message"].startswith("worker host:1 exited with code -9; the job was lost 2 time(s)")
+    assert not queue.finish(claim, State.DONE, {"status": "ok", "loss": 0.0})
+    assert job(db, "r", other.tid)[s.STATE] == State.RUNNING and queue.heartbeat(other)
+
+
 def test_live_leases_are_not_requeued(db: Database) -> None:
     enqueue(db, "r", 1)
     queue = JobQueue(db)
