@@ -14,6 +14,15 @@ its best accuracy is within one standard error of no pruning's.
 Seeds run whole (every pruner of a seed before the next seed); with ``--budget-s`` no
 new seed starts once that many seconds have passed, and the report says how many ran.
 
+A second table replays ASHA on the learning curves of the runs without pruning (when
+``none`` is among the pruners): the same 60 configurations, each stopped where this
+project's ASHA rule (:class:`objectives.pruning.Pruner`, the run's settings) would have
+stopped it, trials starting in trial-id order on as many virtual workers as the run had,
+every epoch taking the same time.  It separates the rule's choice of survivors from TPE
+adapting to pruned results, and it gives the best accuracy that many survivors would
+have had if drawn at random from the same 60 (the exact expectation): how much of
+no pruning's best comes from taking the maximum over more noisy validation accuracies.
+
     python bench/pruning.py                # 4 pruners x 5 seeds, 60 evaluations of 15 epochs, 2 workers
     python bench/pruning.py --quick        # smoke test: 1 seed, 6 evaluations of 3 epochs
 """
@@ -21,6 +30,7 @@ new seed starts once that many seconds have passed, and the report says how many
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 import uuid
@@ -33,8 +43,24 @@ from bench import _common as c
 from jobstore import schema as s
 from jobstore.schema import State
 from jobstore.view import ReadOnlyView
+from objectives.pruning import DEFAULT_MIN_RESOURCE, MemoryPopulation, Pruner, PrunerSettings
 
 PRUNERS = ("none", "median", "asha", "hyperband")
+
+
+REPLAY_METRICS = ("loss", "val_loss")
+"""The digits metrics ASHA is replayed on: the objective's pruning metric (the validation
+error, in steps of 1/360) and the validation cross-entropy."""
+
+
+@dataclass
+class Curve:
+    """One trial of a run without pruning: its reports by step, and its result."""
+
+    tid: int
+    reports: dict[int, dict[str, float]]
+    loss: float
+    accuracy: float
 
 
 @dataclass
@@ -48,6 +74,61 @@ class RunResult:
     best_accuracy: float | None
     wall_s: float
     note: str
+    curves: list[Curve]
+    """The trials that trained their whole budget, for the replay (runs without pruning)."""
+
+
+@dataclass
+class Replay:
+    """ASHA replayed on one run's curves."""
+
+    epochs: int
+    survivors: int
+    best_accuracy: float
+    random_accuracy: float
+    """The expected best accuracy of as many trials drawn at random from the run's."""
+
+
+def replay_asha(curves: list[Curve], metric: str, budget: int, workers: int, min_resource: int) -> Replay:
+    """Which of ``curves`` this project's ASHA (pruning on ``metric``, first rung at
+    ``min_resource``, the default reduction factor) lets train ``budget`` steps, when
+    trials start in tid order on ``workers`` virtual workers that each train one step per
+    time unit (the lowest worker first in a unit)."""
+    settings = PrunerSettings("asha", metric, "minimize", max_resource=budget, min_resource=min_resource)
+    population = MemoryPopulation()
+    waiting = sorted(curves, key=lambda curve: curve.tid)
+    running: list[tuple[Curve, Pruner, int] | None] = [None] * workers
+    survivors: list[Curve] = []
+    epochs = 0
+    while waiting or any(running):
+        for slot in range(workers):
+            if running[slot] is None and waiting:
+                curve = waiting.pop(0)
+                running[slot] = (curve, Pruner(settings, population.for_trial(curve.tid), "replay", curve.tid), 0)
+            if running[slot] is None:
+                continue
+            curve, pruner, step = running[slot]
+            step += 1
+            epochs += 1
+            if pruner.should_prune(step, curve.reports[step][metric]):
+                running[slot] = None
+            elif step == budget:
+                survivors.append(curve)
+                population.complete(curve.tid)
+                running[slot] = None
+            else:
+                running[slot] = (curve, pruner, step)
+    best = min(survivors, key=lambda curve: curve.loss)
+    return Replay(epochs, len(survivors), best.accuracy,
+                  expected_best_of(sorted(curve.accuracy for curve in curves), len(survivors)))
+
+
+def expected_best_of(values: list[float], k: int) -> float:
+    """The expected maximum of ``k`` of the ascending ``values`` drawn without
+    replacement: the i-th smallest (1-based) is the maximum of C(i-1, k-1) of the
+    C(n, k) draws."""
+    n = len(values)
+    return sum(value * math.comb(i - 1, k - 1) for i, value in enumerate(values, start=1)) / math.comb(n, k)
 
 
 def one_run(server: c.Server, tmp: Path, pruner: str, seed: int, args: argparse.Namespace) -> RunResult:
@@ -64,7 +145,7 @@ def one_run(server: c.Server, tmp: Path, pruner: str, seed: int, args: argparse.
     log = tmp / f"{run}.log"
     wall, note = c.run_logged(command, log, tmp, args.timeout)
     with server.client() as client:
-        jobs = list(client[db_name][s.JOBS].find({s.EXP_KEY: run}, {s.METRICS + ".step": 1, s.RESULT: 1, s.STATE: 1}))
+        jobs = list(client[db_name][s.JOBS].find({s.EXP_KEY: run}, {s.TID: 1, s.METRICS: 1, s.RESULT: 1, s.STATE: 1}))
         best = ReadOnlyView(client[db_name]).best_trial(run)
     server.drop(db_name)
     epochs = sum(len(job.get(s.METRICS) or []) for job in jobs)
@@ -72,7 +153,28 @@ def one_run(server: c.Server, tmp: Path, pruner: str, seed: int, args: argparse.
     pruned = sum(1 for result in results if result.get(s.RESULT_PRUNED))
     complete = sum(1 for result in results if result.get("status") == "ok" and not result.get(s.RESULT_PRUNED))
     accuracy = None if best is None else best[s.RESULT].get("val_accuracy")
-    return RunResult(epochs, pruned, complete, accuracy, wall, note)
+    curves = [Curve(job[s.TID], {report["step"]: report for report in job[s.METRICS]}, job[s.RESULT]["loss"],
+                    job[s.RESULT]["val_accuracy"])
+              for job in jobs if pruner == "none" and job.get(s.STATE) == State.DONE
+              and (job.get(s.RESULT) or {}).get("status") == "ok" and len(job.get(s.METRICS) or []) == args.epochs]
+    return RunResult(epochs, pruned, complete, accuracy, wall, note, curves)
+
+
+def replay_table(runs: list[RunResult], args: argparse.Namespace) -> str:
+    """The replay of ASHA on the runs without pruning (see the module doc), one row a metric."""
+    min_resource = args.min_resource if args.min_resource is not None else DEFAULT_MIN_RESOURCE
+    rows = []
+    for metric in REPLAY_METRICS:
+        replays = [replay_asha(r.curves, metric, args.epochs, args.workers, min_resource) for r in runs if r.curves]
+        epochs = c.mean_se([r.epochs for r in replays])
+        best = c.mean_se([r.best_accuracy for r in replays])
+        chance = c.mean_se([r.random_accuracy for r in replays])
+        rows.append([f"asha on {metric}, replayed", f"{len(replays)}", f"{epochs[0]:.0f} ± {epochs[1]:.0f}",
+                     f"{sum(r.survivors for r in replays) / len(replays):.1f}",
+                     f"{100 * best[0]:.2f} ± {100 * best[1]:.2f}", f"{100 * chance[0]:.2f} ± {100 * chance[1]:.2f}"])
+    return c.table(["replayed on no pruning's curves", "runs", "epochs trained per run (mean ± s.e.)",
+                    "trials that trained the whole budget, per run", "best val. accuracy % (mean ± s.e.)",
+                    "as many trials at random: expected best % (mean ± s.e.)"], rows)
 
 
 def verdict(value: str, met: bool) -> str:
@@ -158,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
                "wall per run", "notes"]
     body = c.section(script="pruning.py", server=label, start=start, extra=extra,
                      headers=headers, rows=rows)
+    if runs.get("none"):
+        body += "\n" + replay_table(runs["none"], args) + "\n"
     title = (f"Pruning with real training: digits, TPE, {args.evals} evaluations of {args.epochs} epochs, "
              f"{args.workers} local workers, {seeds_run} seeds"
              + (f", first rung at step {args.min_resource}" if args.min_resource is not None else "")
