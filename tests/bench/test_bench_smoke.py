@@ -174,8 +174,11 @@ def test_pruning_quick(tmp_path: Path) -> None:
     assert int(rows["asha"][3].split("±")[0]) < 18 and float(rows["asha"][4]) > 0
     # every trial trained its whole budget or was pruned (none of the 6 seeded random points diverges)
     assert float(rows["none"][5]) == 6 and float(rows["asha"][4]) + float(rows["asha"][5]) == 6
-    # the best accuracy is the one of the trial hpo-coord best names: a trial that trained its whole budget
+    # the best accuracy is the one of the trial hpo-coord best names: a trial that trained its whole budget;
+    # its configuration is then trained again on another split
     assert all(0 < float(rows[p][6].split("±")[0]) <= 100 for p in ("none", "asha"))
+    assert all(0 < float(rows[p][7].split("±")[0]) <= 100 for p in ("none", "asha"))
+    assert "re-validated on 1 other split," in text
     # ASHA replayed on no pruning's 6 curves: each trial trains an epoch at least, some but
     # not all their whole budget
     for name in replayed:
