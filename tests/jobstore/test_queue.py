@@ -266,8 +266,11 @@ def _claim_all(url: str, run: str, owner: str, out: "multiprocessing.Queue[list[
 @pytest.mark.parametrize("jobs", [200, pytest.param(1000, marks=pytest.mark.slow)])
 def test_racing_processes_never_claim_a_job_twice(db: Database, db_url: str, jobs: int) -> None:
     enqueue(db, "race", jobs)
-    out: multiprocessing.Queue[list[int]] = multiprocessing.get_context("spawn").Queue()
-    context = multiprocessing.get_context("spawn")
+    # forked from a server that imported the store once (a fresh interpreter per process
+    # spent most of the test importing it), never from this multithreaded process
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["jobstore.queue", "pymongo"])
+    out: multiprocessing.Queue[list[int]] = context.Queue()
     start = context.Barrier(8)
     workers = [context.Process(target=_claim_all, args=(db_url, "race", f"w{i}", out, start)) for i in range(8)]
     for process in workers:
