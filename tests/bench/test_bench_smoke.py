@@ -168,13 +168,22 @@ def test_pruning_quick(tmp_path: Path) -> None:
     text = report.read_text()
     assert "## Pruning with real training: digits, TPE, 6 evaluations of 3 epochs, 2 local workers, 1 seeds" in text
     rows = {r[1].strip(): r for r in (line.split("|") for line in text.splitlines() if line.startswith("| "))}
-    assert set(rows) == {"pruner", "none", "asha"}
+    replayed = {"asha on loss, replayed", "asha on val_loss, replayed"}
+    assert set(rows) == {"pruner", "none", "asha", "replayed on no pruning's curves"} | replayed
     assert rows["none"][3].strip().startswith("18 ")  # 6 trials x 3 epochs, none pruned
     assert int(rows["asha"][3].split("±")[0]) < 18 and float(rows["asha"][4]) > 0
     # every trial trained its whole budget or was pruned (none of the 6 seeded random points diverges)
     assert float(rows["none"][5]) == 6 and float(rows["asha"][4]) + float(rows["asha"][5]) == 6
-    # the best accuracy is the one of the trial hpo-coord best names: a trial that trained its whole budget
+    # the best accuracy is the one of the trial hpo-coord best names: a trial that trained its whole budget;
+    # its configuration is then trained again on another split
     assert all(0 < float(rows[p][6].split("±")[0]) <= 100 for p in ("none", "asha"))
+    assert all(0 < float(rows[p][7].split("±")[0]) <= 100 for p in ("none", "asha"))
+    assert "re-validated on 1 other split," in text
+    # ASHA replayed on no pruning's 6 curves: each trial trains an epoch at least, some but
+    # not all their whole budget
+    for name in replayed:
+        assert 6 <= float(rows[name][3].split("±")[0]) < 18 and 0 < float(rows[name][4]) < 6
+        assert 0 < float(rows[name][5].split("±")[0]) <= 100 and 0 < float(rows[name][6].split("±")[0]) <= 100
     assert "hpo-coord start --exp cifar100" in text
 
 

@@ -11,7 +11,7 @@ import torch
 from hyperopt.pyll.stochastic import sample
 
 from objectives.base import NullReporter, TrialInterrupted
-from objectives.digits import build_model, digits
+from objectives.digits import SPLIT_SEED, build_model, digits
 from objectives.registry import get_experiment
 
 GOOD_POINT = {
@@ -61,6 +61,22 @@ def test_same_point_same_loss() -> None:
     first = _trial(GOOD_POINT, NullReporter({"epochs": 1}))
     second = _trial(GOOD_POINT, NullReporter({"epochs": 1}))
     assert first["loss"] == second["loss"]
+
+
+def _val_loss(settings: dict[str, int]) -> float:
+    reporter = NullReporter({"epochs": 1, **settings})
+    _trial(GOOD_POINT, reporter)
+    return reporter.metrics[-1]["val_loss"]
+
+
+def test_split_seed_trains_and_validates_on_other_data() -> None:
+    default = _val_loss({})
+    assert _val_loss({"split_seed": SPLIT_SEED}) == default
+    other = [_val_loss({"split_seed": seed}) for seed in (1, 2)]
+    assert all(loss != default for loss in other) and other[0] != other[1]
+    setting = next(setting for setting in digits.settings if setting.name == "split_seed")
+    assert setting.default is None  # a run that does not set it stores nothing: the default split
+    assert setting.parse(3) == 3
 
 
 def test_space_samples_build_models() -> None:
