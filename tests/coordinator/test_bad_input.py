@@ -123,7 +123,8 @@ def test_bad_worker_options(args: list[str], message: str, db_url: str) -> None:
     ("setting", "message"),
     [
         ("foo=1", "experiment 'digits' has no setting 'foo'; its settings: epochs (int, at least 1, default 10): "
-                  "training epochs of each trial; trial_timeout (float, at least 0)"),
+                  "training epochs of each trial; split_seed (int, at least 0): seed of the train/validation split "
+                  "(default 0); another seed checks a configuration on other data; trial_timeout (float, at least 0)"),
         ("epochs=abc", "setting 'epochs' must be an integer, not 'abc'"),
         ("epochs=2.5", "setting 'epochs' must be an integer, not 2.5"),
         ("epochs=0", "setting 'epochs' must be at least 1, not 0"),
