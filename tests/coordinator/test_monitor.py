@@ -38,7 +38,7 @@ from typer.testing import CliRunner
 from coordinator import monitor, monitor_cli, plots
 from jobstore import schema as s
 from jobstore.connection import server_time
-from jobstore.queue import JobQueue
+from jobstore.queue import Claim, JobQueue
 from jobstore.schema import State
 from jobstore.store import Store
 from jobstore.trials import MongoTrials
@@ -49,6 +49,9 @@ from objectives.registry import register
 from worker.loop import Worker, WorkerConfig
 
 RUN = "demo"
+LIVE_WORKER = "node-c:103"
+DEAD_WORKER = "node-d:104"
+"""The seeded run's live and dead workers (see :func:`seeded`)."""
 OTHER_RUN = "other"
 FMIN_EVALS = 16
 PRUNER = PrunerSettings("median", "val_loss", "minimize", max_resource=3, startup_trials=2)
@@ -125,7 +128,7 @@ def _fmin_with_workers(db: Database) -> None:
 
 
 @pytest.fixture(scope="module")
-def seeded(mongo_server_url: str) -> Iterator[tuple[str, Database]]:
+def seeded_once(mongo_server_url: str) -> Iterator[tuple[str, Database]]:
     """The URL and a handle of a database holding the ``demo`` and ``other`` runs."""
     name = f"t_monitor_{uuid.uuid4().hex[:6]}"
     client: pymongo.MongoClient = pymongo.MongoClient(mongo_server_url)
@@ -150,11 +153,11 @@ def seeded(mongo_server_url: str) -> Iterator[tuple[str, Database]]:
     _backdate(db, {s.ID: "node-d:104"}, s.WORKERS, [s.WORKER_LAST_SEEN])
     # A running trial on a live worker.
     live = _add_trial(db, RUN, seed=3)
-    claim = queue.claim("node-c:103", exp_key=RUN)
+    claim = queue.claim(LIVE_WORKER, exp_key=RUN)
     assert claim is not None and claim.tid == live
     queue.report(claim, 1, {"val_loss": 0.7, "val_accuracy": 0.4})
-    registry.register("node-c:103", host="node-c", pid=103, device="cuda:2", version="test")
-    registry.update("node-c:103", status="busy", current={"exp_key": RUN, "tid": live})
+    registry.register(LIVE_WORKER, host="node-c", pid=103, device="cuda:2", version="test")
+    registry.update(LIVE_WORKER, status="busy", current={"exp_key": RUN, "tid": live})
     # A trial nobody took yet, and another run.
     _add_trial(db, RUN, seed=4)
     for seed in (5, 6):
@@ -162,6 +165,23 @@ def seeded(mongo_server_url: str) -> Iterator[tuple[str, Database]]:
     yield f"{mongo_server_url}/{name}", db
     client.drop_database(name)
     client.close()
+
+
+@pytest.fixture
+def seeded(seeded_once: tuple[str, Database]) -> tuple[str, Database]:
+    """``seeded_once`` as of now: its live worker's heartbeat renewed (its job's lease and
+    its record), as that worker would keep doing, and its dead worker last heard from
+    ``DEAD_FOR`` ago.  The module's tests can run for longer than the lease (30 s) or
+    :data:`coordinator.monitor.STALE_AFTER` (60 s) on a busy host: a worker last heard from
+    when the module began is then rightly shown lost, and a dead one dead for 6 minutes."""
+    _, db = seeded_once
+    job = db[s.JOBS].find_one({s.EXP_KEY: RUN, s.OWNER: LIVE_WORKER, s.STATE: State.RUNNING})
+    assert JobQueue(db).heartbeat(Claim(job=job, token=job[s.LEASE]["token"], owner=LIVE_WORKER))
+    assert WorkerRegistry(db).beat(LIVE_WORKER, status="busy", current={"exp_key": RUN, "tid": job[s.TID]})
+    _backdate(db, {s.EXP_KEY: RUN, s.OWNER: DEAD_WORKER, s.STATE: State.RUNNING}, s.JOBS,
+              [s.REFRESH_TIME, s.LEASE_EXPIRES])
+    _backdate(db, {s.ID: DEAD_WORKER}, s.WORKERS, [s.WORKER_LAST_SEEN])
+    return seeded_once
 
 
 @pytest.fixture(scope="module")

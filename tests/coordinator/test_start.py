@@ -34,8 +34,20 @@ def test_two_workers_find_the_quadratic_minimum_and_no_job_runs_twice(db: Databa
     evaluated = [e["x"] for e in db.evaluations.find()]
     assert len(evaluated) == 100 and len(set(evaluated)) == 100
     assert len({e["pid"] for e in db.evaluations.find()}) == 2
+    # How well the model converged depends on when each result reached it (two workers,
+    # fmin's queue counting unclaimed jobs only), so these two checks are statistical.
+    # Simulating this run (joint TPE, 100 evaluations, 1 to 4 trials pending, completions
+    # in random order) 297 times: evaluations within 0.5 of the minimum x = 0.5 numbered
+    # 36 to 44 (mean 39.9, sd 1.3), so 25 lies 11 sd below; a search that ignores the
+    # losses puts Binomial(100, 0.1) there and reaches 25 with probability 1.3e-5.  The
+    # best x was at most 0.029 from 0.5 (median 0.0032; an exponential tail gives
+    # 2 ** -(0.1 / 0.0032), below 1e-9, of missing 0.1; of missing 0.05, the bound this
+    # check had, 2e-5), and the best alone hardly tells a model from chance: a random
+    # search gets within 0.05 with probability 1 - 0.99 ** 100 = 63%.
+    near = db.jobs.count_documents({s.EXP_KEY: "q", s.PARAMS: {"$gt": 0.0, "$lt": 1.0}})
+    assert near >= 25, near
     best = db.jobs.find({s.EXP_KEY: "q", s.STATE: State.DONE}).sort(s.LOSS, 1).limit(1)[0]
-    assert abs(best[s.PARAMS] - 0.5) < 0.05
+    assert abs(best[s.PARAMS] - 0.5) < 0.1
     assert best[s.RESULT]["loss"] == best[s.PARAMS] ** 2 - best[s.PARAMS] + 1
     assert "100 trial(s) done" in result.stdout
     assert f"{best[s.PARAMS]}" in result.stdout.replace("\n", "")

@@ -11,6 +11,7 @@ import pytest
 from jobstore.connection import connect, mask, parse_url
 from jobstore.embedded import EmbeddedServer, free_port
 from jobstore.errors import AuthenticationFailed, BadUrl, DatabaseUnreachable
+from tests.support.ports import refusing_port
 
 
 def test_mongodb_url_with_database_and_options() -> None:
@@ -73,9 +74,8 @@ def test_mask_hides_passwords() -> None:
 
 
 def test_refused_connection_fails_at_once_with_a_masked_message() -> None:
-    target = parse_url(f"mongodb://bob:hunter2@127.0.0.1:{free_port()}/db")
-    with pytest.raises(DatabaseUnreachable) as caught:
-        connect(target, timeout_s=60)
+    with refusing_port() as port, pytest.raises(DatabaseUnreachable) as caught:
+        connect(parse_url(f"mongodb://bob:hunter2@127.0.0.1:{port}/db"), timeout_s=60)
     # pymongo alone waits out the whole timeout on a refused connection, then names no
     # cause: the cause in the message shows the refusal was seen at once
     assert "hunter2" not in str(caught.value)

@@ -86,11 +86,15 @@ def test_concurrent_acquires_never_share_a_gpu(db_url: str) -> None:
 
 
 def test_killed_workers_gpu_is_reclaimed_after_expiry(db, caplog) -> None:
-    killed = lease(db, "killed", gpus=TWO[:1], ttl=1.0)
-    killed.acquire()  # and never renewed
+    killed = lease(db, "killed", gpus=TWO[:1], ttl=60)
+    killed.acquire()
     survivor = lease(db, "survivor", gpus=TWO[:1])
     with pytest.raises(NoFreeGpu, match="held by killed"):
         survivor.acquire()
+    # Its last renewal, to a lease that lapses in 1 s (a 1 s lease from the start could
+    # lapse before the check above on a busy host), and then it is never renewed again.
+    killed.ttl = 1.0
+    assert killed.renew() is True
     stop = threading.Event()
     give_up = threading.Timer(60, stop.set)
     give_up.start()

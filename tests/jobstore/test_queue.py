@@ -288,10 +288,13 @@ def test_racing_processes_never_claim_a_job_twice(db: Database, db_url: str, job
 def test_server_time_is_used_for_leases(db: Database, lease_s: float) -> None:
     enqueue(db, "r", 1)
     queue = JobQueue(db)
-    now = server_time(db)
+    before = server_time(db)
     queue.claim("w", exp_key="r", lease_s=lease_s)
+    after = server_time(db)
     expires = job(db, "r", 0)[s.LEASE]["expires"]
-    assert abs((expires - now).total_seconds() - lease_s) < 5
+    # the claim's server time lies between the two readings (all in the server's
+    # milliseconds), however long the claim took
+    assert before + timedelta(seconds=lease_s) <= expires <= after + timedelta(seconds=lease_s)
 
 
 # -- malformed documents are poison, never a crash (issue 12, defects 3 and 9) -----------
@@ -491,5 +494,7 @@ def test_the_requeuer_waits_for_the_holders_lease_after_regaining_contact(db: Da
     while job(db, "r", 0)[s.STATE] == State.RUNNING:
         requeuer.tick()
         time.sleep(0.02)
-        assert time.monotonic() - started < 10
+        # a guard against hanging, not a speed claim: a stall of more than a second
+        # between ticks on a busy host counts as a break in contact and restarts the wait
+        assert time.monotonic() - started < 120, "the job was never requeued"
     assert time.monotonic() - started >= 1.5

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import pytest
 from pymongo.database import Database
 
+from jobstore import schema as s
 from jobstore.errors import CoordinatorBusy, RunMismatch
 from jobstore.runs import MalformedRun, RunStore
 from tests.support.jobs import enqueue
@@ -34,11 +36,15 @@ def test_counter_starts_above_existing_jobs(db: Database) -> None:
 def test_one_coordinator_per_run_and_takeover_after_expiry(db: Database) -> None:
     runs = RunStore(db)
     runs.ensure("r", experiment="quadratic", fingerprint="f")
-    first = runs.acquire_coordinator("r", lease_s=1.0)
+    first = runs.acquire_coordinator("r", lease_s=30.0)
+    holder = runs.get("r")[s.RUN_COORDINATOR]
+    assert holder["expires"] - holder["since"] == timedelta(seconds=30)  # one server "now" for both
     with pytest.raises(CoordinatorBusy, match="already being coordinated by .* pid"):
-        runs.acquire_coordinator("r", lease_s=1.0)
-    assert runs.renew_coordinator("r", first, lease_s=1.0)
-    time.sleep(1.2)
+        runs.acquire_coordinator("r", lease_s=30.0)
+    # a renewal sets the lease it asks for: a short one, so this test can outlive it
+    # without a 1 s lease that a busy host could outlive before the busy check above
+    assert runs.renew_coordinator("r", first, lease_s=0.5)
+    time.sleep(1.0)
     second = runs.acquire_coordinator("r", lease_s=30.0)
     assert second != first
     assert not runs.renew_coordinator("r", first, lease_s=1.0)

@@ -270,6 +270,10 @@ def test_fmin_drives_the_store_like_base_trials(db: Database) -> None:
         best = fmin(lambda x: 0, space, algo=tpe.suggest, max_evals=30, trials=trials,
                     max_queue_len=2, show_progressbar=False, rstate=__import__("numpy").random.default_rng(0))
     assert len(trials) == 30 and trials.count_by_state_unsynced(State.DONE) == 30
+    # Statistical (which suggestions see which results depends on the thread's timing),
+    # with a wide margin: the same fmin on in-memory Trials with 3000 seeds ended at most
+    # 0.16 from x = 1, and a miss needs the 20 random startup points all outside
+    # [0.5, 1.5] (0.75 ** 20 = 0.3%) and then the 10 model-guided ones too.
     assert abs(best["x"] - 1) < 0.5
     assert isinstance(trials, Trials)
 

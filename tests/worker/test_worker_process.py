@@ -77,11 +77,13 @@ def test_a_cooperative_trial_stops_at_its_next_safe_point(db: Database, db_url: 
     worker = start_worker(db_url, "--run", "r", "--grace", "60", *FAST, log=tmp_path / "w.log")
     wait_for(lambda: db.jobs.count_documents({s.EXP_KEY: "r", "metrics.0": {"$exists": True}}) == 1,
              what="the trial to start")
-    started = time.monotonic()
     worker.send_signal(signal.SIGINT)
-    assert worker.wait(30) == 0
-    assert time.monotonic() - started < 30  # well before the 60 s grace ran out
+    assert worker.wait(120) == 0  # a guard against hanging, not a speed claim
     assert db.jobs.find_one({s.EXP_KEY: "r"})[s.STATE] == State.NEW
+    # the trial's own TrialInterrupted at its next report, not the one raised into it
+    # when the 60 s grace ran out (no clock needed to tell them apart)
+    log = (tmp_path / "w.log").read_text()
+    assert "interrupted: asked to stop" in log and "grace period after the stop signal is over" not in log, log
 
 
 def test_killed_worker_job_is_requeued_and_completed_by_another(db: Database, db_url: str, tmp_path: Path) -> None:
@@ -91,8 +93,15 @@ def test_killed_worker_job_is_requeued_and_completed_by_another(db: Database, db
              what="the trial to start")
     doomed.kill()
     doomed.wait()
-    rescuer = start_worker(db_url, "--run", "r", "--idle-exit", "5", *FAST, log=tmp_path / "rescuer.log")
-    assert rescuer.wait(120) == 0
+    # No --idle-exit: finding the lost job takes the lease plus a requeue tick or two, which
+    # a busy host can stretch past any idle limit short enough to keep this test quick.
+    rescuer = start_worker(db_url, "--run", "r", *FAST, log=tmp_path / "rescuer.log")
+    try:
+        wait_for(lambda: db.jobs.count_documents({s.EXP_KEY: "r", s.STATE: State.DONE}) == 1, timeout=120,
+                 what="the rescuer to finish the requeued job")
+    finally:
+        code = stop(rescuer)
+    assert code == 0
     job = db.jobs.find_one({s.EXP_KEY: "r"})
     assert job[s.STATE] == State.DONE and job[s.ATTEMPTS] == 2
     assert job[s.OWNER].endswith(f":{rescuer.pid}")
@@ -105,21 +114,25 @@ def test_zombie_worker_result_is_refused_and_the_retry_stands(db: Database, db_u
     wait_for(lambda: db.jobs.count_documents({s.EXP_KEY: "r", s.STATE: State.RUNNING}) == 1,
              what="the trial to start")
     zombie.send_signal(signal.SIGSTOP)  # frozen: no heartbeats, as if cut off
+    # no --idle-exit (see test_killed_worker_job_is_requeued_and_completed_by_another)
+    rescuer = start_worker(db_url, "--run", "r", *FAST, log=tmp_path / "rescuer.log")
     try:
-        rescuer = start_worker(db_url, "--run", "r", "--idle-exit", "4", *FAST, log=tmp_path / "rescuer.log")
-        wait_for(lambda: db.jobs.count_documents({s.EXP_KEY: "r", s.STATE: State.DONE}) == 1, timeout=120,
-                 what="the retry to finish")
-        retry_result = db.jobs.find_one({s.EXP_KEY: "r"})[s.RESULT]
+        try:
+            wait_for(lambda: db.jobs.count_documents({s.EXP_KEY: "r", s.STATE: State.DONE}) == 1, timeout=120,
+                     what="the retry to finish")
+            retry_result = db.jobs.find_one({s.EXP_KEY: "r"})[s.RESULT]
+        finally:
+            zombie.send_signal(signal.SIGCONT)
+        wait_for(lambda: "refused" in (tmp_path / "zombie.log").read_text() or "lease lost" in
+                 (tmp_path / "zombie.log").read_text(), timeout=60, what="the zombie to notice")
+        time.sleep(3)
+        job = db.jobs.find_one({s.EXP_KEY: "r"})
+        assert job[s.RESULT] == retry_result and job[s.OWNER].endswith(f":{rescuer.pid}")
+        assert job[s.STATE] == State.DONE
     finally:
-        zombie.send_signal(signal.SIGCONT)
-    wait_for(lambda: "refused" in (tmp_path / "zombie.log").read_text() or "lease lost" in
-             (tmp_path / "zombie.log").read_text(), timeout=60, what="the zombie to notice")
-    time.sleep(3)
-    job = db.jobs.find_one({s.EXP_KEY: "r"})
-    assert job[s.RESULT] == retry_result and job[s.OWNER].endswith(f":{rescuer.pid}")
-    assert job[s.STATE] == State.DONE
-    stop(zombie)
-    assert rescuer.wait(60) == 0
+        stop(zombie)
+        code = stop(rescuer)
+    assert code == 0
 
 
 def test_version_skew_is_refused_and_the_job_left_alone(db: Database, db_url: str, tmp_path: Path) -> None:

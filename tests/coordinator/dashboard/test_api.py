@@ -324,6 +324,29 @@ def test_token_is_required_everywhere(seeded: tuple[Database, Seeded]) -> None:
         assert c.get("/api/runs").status_code == 200, "the cookie set on opening carries the token"
 
 
+def until_the_feed_follows(feed: ChangeFeed, db: Database) -> None:
+    """Return once ``feed``'s thread follows changes: its change stream is open, or its
+    poller has a reading of every key watched so far (a sleep cannot promise either on a
+    busy host, and a change made before would be missed for good).
+
+    A new worker record is a change of :data:`WORKERS_KEY` in both modes; one written
+    before the stream opened is never counted, so it is written again until one is.
+    Polling, a pass counts the workers at most once and reads every watched key unless
+    it fails: two counted records in a row are counted in two passes, so the first of
+    them was complete."""
+    registry = WorkerRegistry(db)
+    deadline = time.monotonic() + WAIT_S
+    for _ in range(2):
+        while True:
+            seen = feed.version(WORKERS_KEY)
+            registry.register(f"barrier-{uuid.uuid4().hex[:6]}", host="barrier", pid=1, device="cpu", version="test")
+            try:
+                wait_for(lambda: feed.version(WORKERS_KEY) > seen, 5, "the feed to count a new worker record")
+                break
+            except AssertionError:
+                assert time.monotonic() < deadline, f"the feed counted no new worker record in {WAIT_S:.0f} s"
+
+
 @pytest.mark.parametrize("use_stream", [True, False], ids=["change-stream", "polling"])
 def test_feed_sees_a_trial_finish_and_a_worker_write(mongo_server_url: str, use_stream: bool) -> None:
     client: pymongo.MongoClient = pymongo.MongoClient(mongo_server_url)
@@ -336,7 +359,7 @@ def test_feed_sees_a_trial_finish_and_a_worker_write(mongo_server_url: str, use_
             feed.version(key)  # watched from now on
         feed.start()
         try:
-            time.sleep(1.0)  # the stream is open / the poller has its first reading
+            until_the_feed_follows(feed, db)
             start = {key: feed.version(key) for key in keys}
             finish_next(db)
             wait_for(lambda: feed.version(RUN) > start[RUN] and feed.version(ANY_RUN_KEY) > start[ANY_RUN_KEY],
@@ -414,7 +437,7 @@ def test_polling_rides_out_an_outage(db: Database, monkeypatch: pytest.MonkeyPat
     feed.start()
     try:
         wait_for(lambda: not failures, WAIT_S, "the feed to poll through the outage")
-        time.sleep(1.0)  # the poller has its first reading
+        until_the_feed_follows(feed, db)
         finish_next(db)
         wait_for(lambda: feed.version(RUN) > 0, WAIT_S, "the feed to see the finish after the outage")
     finally:
