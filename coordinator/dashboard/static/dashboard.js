@@ -77,21 +77,36 @@ function throttled(fn) {
   return go;
 }
 
-// Server-sent events for the given keys; calls onChange(key) and onTick().
+// Server-sent events for the given keys; calls onChange(key) and onTick().  The stream is
+// closed when the page is hidden (navigated away from): a page kept in the browser's
+// back/forward cache would otherwise hold its connection, and browsers allow six
+// connections per host over HTTP/1.1, so a few visited pages starved the next page's
+// requests.  A page restored from that cache reconnects and re-reads every key (changes
+// may have happened meanwhile).
 function live(keys, onChange, onTick) {
   const feed = document.getElementById("feed");
   const params = new URLSearchParams();
   keys.forEach((key) => params.append("key", key));
-  const source = new EventSource("/api/events?" + params);
   const show = (event) => {
     const info = JSON.parse(event.data);
     feed.textContent = info.mode === "change stream" ? "live (MongoDB change stream)" : `live (polling: ${info.note})`;
     feed.dataset.mode = info.mode;
   };
-  source.addEventListener("hello", show);
-  source.addEventListener("tick", (event) => { show(event); if (onTick) onTick(); });
-  source.addEventListener("change", (event) => onChange(JSON.parse(event.data).key));
-  source.onerror = () => { feed.textContent = "disconnected; retrying"; };
+  const connect = () => {
+    const source = new EventSource("/api/events?" + params);
+    source.addEventListener("hello", show);
+    source.addEventListener("tick", (event) => { show(event); if (onTick) onTick(); });
+    source.addEventListener("change", (event) => onChange(JSON.parse(event.data).key));
+    source.onerror = () => { feed.textContent = "disconnected; retrying"; };
+    return source;
+  };
+  let source = connect();
+  window.addEventListener("pagehide", () => source.close());
+  window.addEventListener("pageshow", (event) => {
+    if (!event.persisted) return;
+    source = connect();
+    keys.forEach((key) => onChange(key));
+  });
 }
 
 // -- runs page -------------------------------------------------------------------------
@@ -115,6 +130,7 @@ async function runsPage() {
       el("td", {}, r.eta_s === 0 ? "complete" : duration(r.eta_s)))));
   });
   await load();
+  document.body.dataset.loaded = "true";
   live(["*"], load);
 }
 

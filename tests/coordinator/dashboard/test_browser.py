@@ -46,6 +46,10 @@ WAIT_S = 60.0
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--window-size=1400,2600"]
+STREAM_CLOSE_S = 30.0
+"""How long a test waits for the server to see a left page's event stream closed (a
+timeout, not a speed claim: it takes about a second; Chromium let a page kept in its
+back/forward cache hold the stream for a minute)."""
 
 
 @pytest.fixture(scope="module")
@@ -58,13 +62,36 @@ def seeded(mongo_server_url: str) -> Iterator[tuple[Database, Seeded]]:
     client.close()
 
 
+class EventStreams:
+    """The dashboard's ASGI app, counting the event streams it is serving (what the
+    browser's pages hold open)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.open = 0
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != "/api/events":
+            return await self.app(scope, receive, send)
+        self.open += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.open -= 1
+
+
 @pytest.fixture(scope="module")
-def base_url(seeded: tuple[Database, Seeded]) -> Iterator[str]:
+def streams(seeded: tuple[Database, Seeded]) -> EventStreams:
     db, _ = seeded
+    return EventStreams(create_app(DashboardData(ReadOnlyView(db)), ChangeFeed(db)))
+
+
+@pytest.fixture(scope="module")
+def base_url(streams: EventStreams) -> Iterator[str]:
     port = free_port()
     # as `hpo-coord dashboard` serves it: the browser's page still holds its event stream
     # when this server stops, which without the limit would wait for the page to close
-    server = uvicorn.Server(uvicorn.Config(create_app(DashboardData(ReadOnlyView(db)), ChangeFeed(db)), host="127.0.0.1",
+    server = uvicorn.Server(uvicorn.Config(streams, host="127.0.0.1",
                                            port=port, log_level="warning", timeout_graceful_shutdown=SHUTDOWN_S))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -245,3 +272,34 @@ def test_a_finished_trial_and_a_stale_worker_appear_without_reload(
              WAIT_S, "the worker flagged stale")
     assert browser.execute_script("return window.__notReloaded === true"), "the page was reloaded"
     browser.save_screenshot(str(shots / "run-live.png"))
+
+
+def test_a_page_left_closes_its_event_stream(browser: Any, base_url: str, seeded: tuple[Database, Seeded],
+                                              streams: EventStreams) -> None:
+    """Browsers allow six connections per host: pages left open streams starved the next
+    page's requests (the previous test took 50 s instead of 5 after the other tests)."""
+    _, sd = seeded
+    for url in [f"{base_url}/", f"{base_url}/runs/{RUN}", f"{base_url}/runs/{RUN}/trials/{sd.errors[0]}"]:
+        open_page(browser, url)
+    wait_for(lambda: streams.open == 1, STREAM_CLOSE_S, "only the shown page's event stream to stay open")
+
+
+def test_a_page_restored_by_back_is_live_again(browser: Any, base_url: str, seeded: tuple[Database, Seeded],
+                                               streams: EventStreams) -> None:
+    db, _ = seeded
+    open_page(browser, f"{base_url}/")
+    browser.execute_script("window.__notReloaded = true")
+    open_page(browser, f"{base_url}/runs/{RUN}")
+    browser.back()
+    wait_for(lambda: browser.execute_script("return location.pathname") == "/", WAIT_S, "the runs page again")
+    wait_for(lambda: streams.open == 1, STREAM_CLOSE_S, "only the runs page's event stream to stay open")
+    headers = [th.text for th in browser.find_elements("css selector", "#runs thead th")]
+
+    def done() -> str:
+        return browser.execute_script(f"const r = document.querySelector(\"#runs tr[data-run='{RUN}']\"); "
+                                      f"return r ? r.cells[{headers.index('done')}].textContent : null")
+
+    before = int(done())
+    finish_next(db)
+    wait_for(lambda: done() == str(before + 1), WAIT_S, "the finished trial counted on the restored runs page")
+    assert browser.execute_script("return window.__notReloaded === true"), "the page was reloaded, not restored"
