@@ -8,6 +8,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from jobstore import schema as s
+from jobstore.schema import State
 
 RECORDING = "tests.support.experiments:recording"
 REPO = Path(__file__).resolve().parents[2]
@@ -85,6 +89,25 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 30) -> int:
         except subprocess.TimeoutExpired:
             process.kill()
     return process.wait()
+
+
+def finish_lost_job(db: Any, url: str, *args: str, log: Path) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    """Start a worker (``hpo-worker --mongo URL ARGS``) to take over run ``r``'s one job,
+    lost by a worker the test killed; wait until the job is done, stop the worker (it must
+    exit 0) and return it with the job, which must be done on its second attempt.
+
+    No --idle-exit: finding the lost job takes the lease plus a requeue tick or two, which
+    a busy host can stretch past any idle limit short enough to keep a test quick."""
+    worker = start_worker(url, "--run", "r", *args, log=log)
+    try:
+        wait_for(lambda: db.jobs.count_documents({s.EXP_KEY: "r", s.STATE: State.DONE}) == 1, timeout=120,
+                 what="a new worker to finish the requeued job")
+    finally:
+        code = stop(worker)
+    assert code == 0
+    job = db.jobs.find_one({s.EXP_KEY: "r"})
+    assert job[s.STATE] == State.DONE and job[s.ATTEMPTS] == 2
+    return worker, job
 
 
 def start_dashboard(url: str, port: int, *args: str, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:

@@ -14,7 +14,7 @@ from jobstore.schema import State
 from objectives.registry import register
 from tests.support.experiments import recording, slow_loading
 from tests.support.jobs import enqueue, jobs
-from tests.support.processes import FAST, start_worker, stop, wait_for
+from tests.support.processes import FAST, finish_lost_job, start_worker, stop, wait_for
 
 register(recording)
 register(slow_loading)
@@ -93,17 +93,7 @@ def test_killed_worker_job_is_requeued_and_completed_by_another(db: Database, db
              what="the trial to start")
     doomed.kill()
     doomed.wait()
-    # No --idle-exit: finding the lost job takes the lease plus a requeue tick or two, which
-    # a busy host can stretch past any idle limit short enough to keep this test quick.
-    rescuer = start_worker(db_url, "--run", "r", *FAST, log=tmp_path / "rescuer.log")
-    try:
-        wait_for(lambda: db.jobs.count_documents({s.EXP_KEY: "r", s.STATE: State.DONE}) == 1, timeout=120,
-                 what="the rescuer to finish the requeued job")
-    finally:
-        code = stop(rescuer)
-    assert code == 0
-    job = db.jobs.find_one({s.EXP_KEY: "r"})
-    assert job[s.STATE] == State.DONE and job[s.ATTEMPTS] == 2
+    rescuer, job = finish_lost_job(db, db_url, *FAST, log=tmp_path / "rescuer.log")
     assert job[s.OWNER].endswith(f":{rescuer.pid}")
     assert "stopped heartbeating; job requeued" in (tmp_path / "rescuer.log").read_text()
 

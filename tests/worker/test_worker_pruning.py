@@ -14,7 +14,7 @@ from objectives.pruning import PrunerSettings
 from objectives.registry import register
 from tests.support.experiments import curve
 from tests.support.jobs import enqueue, jobs
-from tests.support.processes import FAST, start_worker, stop, wait_for
+from tests.support.processes import FAST, finish_lost_job, start_worker, wait_for
 
 register(curve)
 CURVE = ["--objective", "tests.support.experiments:curve"]
@@ -126,17 +126,7 @@ def test_a_trial_requeued_after_its_worker_died_keeps_only_its_new_history(
     assert db[s.CURVES].count_documents({s.CURVE_TOKEN: first_token}) == 2  # rungs 0 and 1
     doomed.send_signal(signal.SIGKILL)
     doomed.wait(30)
-    # No --idle-exit: finding the lost job takes the lease plus a requeue tick or two, which
-    # a busy host can stretch past any idle limit short enough to keep this test quick.
-    heir = start_worker(db_url, "--run", "r", *CURVE, *FAST, log=tmp_path / "heir.log")
-    try:
-        wait_for(lambda: db.jobs.count_documents({s.EXP_KEY: "r", s.STATE: State.DONE}) == 1, timeout=120,
-                 what="the heir to finish the requeued trial")
-    finally:
-        code = stop(heir)
-    assert code == 0
-    job = db.jobs.find_one({s.EXP_KEY: "r"})
-    assert job[s.STATE] == State.DONE and job[s.ATTEMPTS] == 2
+    _, job = finish_lost_job(db, db_url, *CURVE, *FAST, log=tmp_path / "heir.log")
     assert [m["step"] for m in job[s.METRICS]] == list(range(1, 10))
     # the dead attempt's scores went when its job was requeued; the new attempt's rungs are there
     assert db[s.CURVES].count_documents({s.CURVE_TOKEN: first_token, **LIVE}) == 0
