@@ -154,8 +154,10 @@ def start(
     Exit codes: 0 the run is done and a trial succeeded; 2 bad input or a refused start
     (nothing was changed), or the database stayed unreachable longer than --outage-timeout
     (the run is resumable); 3 the run is done but has no best trial (no trial succeeded, or
-    every one that did was pruned); 130 stopped by Ctrl-C or SIGTERM (resumable); 1 an
-    unexpected error (a bug, with its traceback).
+    every one that did was pruned); 130 stopped by Ctrl-C or SIGTERM (resumable); 70 a
+    background thread died, the run's keeper or the one restarting --local-workers (its
+    CRITICAL log line says why; resumable); 1 an unexpected error (a bug, with its
+    traceback).
     """
     setup_logging(log_level)
     if pruner is not None and pruner not in KINDS:

@@ -18,6 +18,7 @@ from pymongo.errors import PyMongoError
 
 from cli_support.console import EXIT_TRIAL_HUNG, EXIT_USER_ERROR
 from jobstore import schema as s
+from jobstore.fatal import die
 from jobstore.queue import JobQueue
 from jobstore.retry import describe
 
@@ -27,6 +28,9 @@ MAX_RESTARTS = 5
 """Crashes of one worker slot within :data:`RESTART_WINDOW_S` after which it stays down."""
 RESTART_WINDOW_S = 600.0
 CHECK_INTERVAL_S = 0.5
+WATCHER = "local-workers"
+"""The watcher thread's name (in the log line of its death)."""
+WATCHER_LOST = "the coordinator cannot restart its workers or return their trials without it"
 
 
 class LocalWorkers:
@@ -48,7 +52,9 @@ class LocalWorkers:
     code, bad options) are not restarted.  Given the run's ``queue``, the watcher first
     returns the trials an exited worker still held to the queue (or fails them past
     ``--max-attempts``), as their lapsed lease would about a lease length later; if the
-    database does not answer, the lease does it.  On exit the workers get SIGTERM (they return
+    database does not answer, the lease does it.  A watcher that meets an error it cannot
+    ride out takes the coordinator down (:func:`jobstore.fatal.die`: exit status 70, the
+    workers stopped and the run released on the way out).  On exit the workers get SIGTERM (they return
     unfinished jobs to the queue) and are killed if they do not exit within ``grace``
     seconds.
     """
@@ -88,7 +94,7 @@ class LocalWorkers:
         log.info("started %d local worker(s) (pids %s)", self.count,
                  ", ".join(str(p.pid) for p in self.processes if p is not None))
         self._stopping.clear()
-        self._watcher = threading.Thread(target=self._watch, name="local-workers", daemon=True)
+        self._watcher = threading.Thread(target=self._watch, name=WATCHER, daemon=True)
         self._watcher.start()
 
     def _watch(self) -> None:
@@ -96,10 +102,8 @@ class LocalWorkers:
             while not self._stopping.wait(self.check_interval):
                 for slot in range(len(self.processes)):
                     self._check(slot)
-        except BaseException:  # noqa: BLE001 - this thread must not die quietly
-            log.critical("the thread restarting local workers failed; stopping the coordinator",
-                         exc_info=True)
-            os.kill(os.getpid(), signal.SIGTERM)
+        except BaseException as exc:  # noqa: BLE001 - this thread must not die quietly
+            die(WATCHER, exc, consequence=WATCHER_LOST)
 
     def _check(self, slot: int) -> None:
         process = self.processes[slot]

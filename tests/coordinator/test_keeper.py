@@ -1,11 +1,16 @@
-"""The coordinator's keeper thread (coordinator/keeper.py) with real processes: it
-survives malformed jobs, a failure it cannot ride out takes the coordinator down
-loudly, and after an outage it leaves a live worker with a long lease its job."""
+"""The coordinator's background threads with real processes: its keeper
+(coordinator/keeper.py) survives malformed jobs, a failure the keeper or the thread
+watching the local workers (coordinator/local_workers.py) cannot ride out takes the
+coordinator down loudly, and after an outage the keeper leaves a live worker with a long
+lease its job."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pymongo
@@ -61,9 +66,10 @@ def test_malformed_running_jobs_in_another_run_do_not_stop_the_keeper(
     assert "Traceback" not in (tmp_path / "c.log").read_text()
 
 
-def _coordinator_with_fault(db: Database, db_url: str, tmp_path: Path, fault: str) -> tuple[int, str]:
+def _coordinator_with_fault(db: Database, db_url: str, tmp_path: Path, fault: str,
+                            then: Callable[[], None] = lambda: None) -> tuple[int, str]:
     """Exit code and log of a coordinator whose ``fault`` strikes once its local worker
-    is running a trial."""
+    is running a trial (and ``then`` has run)."""
     trigger = tmp_path / "strike"
     coordinator = start_coordinator(db_url, "--exp", "sleeper", "--objective", FAULTS, "--run", "r",
                                     "--max-evals", "2", "--lease", "3", "--local-workers", "1",
@@ -73,6 +79,7 @@ def _coordinator_with_fault(db: Database, db_url: str, tmp_path: Path, fault: st
         wait_for(lambda: db.jobs.count_documents({s.EXP_KEY: "r", s.STATE: State.RUNNING}) == 1,
                  timeout=120, what="the local worker to run a trial")
         trigger.touch()
+        then()
     finally:
         code = _wait_exit(coordinator, 120)
     return code, (tmp_path / "c.log").read_text()
@@ -92,6 +99,20 @@ def test_a_dying_requeuer_takes_the_coordinator_down_loudly(db: Database, db_url
     code, log = _coordinator_with_fault(db, db_url, tmp_path, "requeuer")
     assert code == EXIT_THREAD_DIED, log
     _assert_died_loudly(log, "coordinator keeper", "requeuer")
+
+
+def test_a_dying_local_workers_watcher_takes_the_coordinator_down_loudly(
+    db: Database, db_url: str, tmp_path: Path
+) -> None:
+    """The local worker is killed; returning its trial to the queue fails, which kills the
+    thread that watches the local workers: the coordinator must not run on without it."""
+    def kill_the_worker() -> None:
+        os.kill(db.workers.find_one()[s.WORKER_PID], signal.SIGKILL)
+
+    code, log = _coordinator_with_fault(db, db_url, tmp_path, "local-workers", then=kill_the_worker)
+    assert code == EXIT_THREAD_DIED, log
+    _assert_died_loudly(log, "local-workers", "local-workers")
+    assert db.runs.find_one({s.ID: "r"})[s.RUN_COORDINATOR] is None
 
 
 @pytest.mark.slow(reason="the default run has the same guarantee with real processes in tests/chaos/test_database.py::"

@@ -12,6 +12,8 @@ background thread calling it fails:
 * ``worker-heartbeat``: ``WorkerRegistry.beat`` (a worker's record heartbeat thread)
 * ``keeper``: ``RunStore.renew_coordinator`` (the coordinator's keeper thread)
 * ``requeuer``: ``JobQueue.requeue_expired`` (the keeper's or an idle worker's requeuer)
+* ``local-workers``: ``JobQueue.requeue_abandoned`` (the coordinator's thread watching its
+  ``--local-workers``, when one exits)
 * ``dashboard-feed``: ``ChangeFeed.signature`` (the dashboard's polling feed thread)
 
 With ``HPO_TEST_FAULT_WHEN`` naming a file, the operation works until that file exists.
@@ -67,6 +69,7 @@ _TARGETS = {
     "worker-heartbeat": (WorkerRegistry, "beat"),
     "keeper": (RunStore, "renew_coordinator"),
     "requeuer": (JobQueue, "requeue_expired"),
+    "local-workers": (JobQueue, "requeue_abandoned"),
     "dashboard-feed": (ChangeFeed, "signature"),
 }
 
