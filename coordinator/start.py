@@ -294,7 +294,7 @@ def run_settings(experiment: Experiment, options: StartOptions, run: Mapping[str
     if options.pruner is not None:
         settings[s.RUN_PRUNER] = pruner_settings(experiment, options.pruner, settings)
     elif isinstance(stored, Mapping) and s.RUN_PRUNER in stored:
-        settings[s.RUN_PRUNER] = stored[s.RUN_PRUNER]
+        settings[s.RUN_PRUNER] = usable_stored_pruner(stored[s.RUN_PRUNER])
     if options.trial_timeout is not None:
         settings[s.RUN_TRIAL_TIMEOUT] = options.trial_timeout
     elif s.RUN_TRIAL_TIMEOUT not in settings:  # not given with --set either
@@ -303,6 +303,23 @@ def run_settings(experiment: Experiment, options: StartOptions, run: Mapping[str
         elif experiment.trial_timeout is not None:
             settings[s.RUN_TRIAL_TIMEOUT] = experiment.trial_timeout
     return settings
+
+
+def usable_stored_pruner(stored: Any) -> Any:
+    """``stored``, the pruner a resumed run keeps, if workers can use it (None: no pruner).
+
+    Raises:
+        UserError: workers would refuse the run's jobs for these settings; the message
+            says why and to replace them with ``--pruner``.
+    """
+    if stored is not None:
+        try:
+            PrunerSettings.from_document(stored)
+        except BadPrunerSettings as exc:
+            raise UserError(f"the run's stored pruner settings are unusable ({exc}), so every worker would "
+                            "refuse its trials; pass --pruner median|asha|hyperband (with its options) or "
+                            "--pruner none to replace them") from None
+    return stored
 
 
 def pruner_settings(experiment: Experiment, choice: PrunerChoice, settings: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -69,3 +69,20 @@ def test_a_start_refused_for_its_pruner_settings_writes_no_run(db: Database) -> 
     with pytest.raises(UserError, match=r"min_resource \(20\) is above max_resource \(15\)"):
         start_run(Store(db), digits, bad, Console())
     assert db[s.RUNS].find_one({s.ID: run}) is None
+
+
+@pytest.mark.parametrize("stored", [
+    {"kind": "asha", "metric": "loss", "direction": "minimize", "max_resource": 15, "reduction_factor": 1},
+    {"kind": "median", "metric": "loss"},
+    "asha",
+])
+def test_a_resume_refuses_a_stored_pruner_no_worker_can_use(stored: object) -> None:
+    """Workers refuse a run whose stored pruner is unusable, so a resume that would keep
+    it says so (and how to replace it) instead of queueing trials nobody runs."""
+    run = {s.RUN_SETTINGS: {"epochs": 15, s.RUN_PRUNER: stored}}
+    with pytest.raises(UserError, match=r"stored pruner settings .*--pruner"):
+        run_settings(digits, options(None), run)
+    replaced = run_settings(digits, options(PrunerChoice("median")), run)[s.RUN_PRUNER]
+    assert PrunerSettings.from_document(replaced).kind == "median"
+    assert run_settings(digits, options(PrunerChoice("none")), run)[s.RUN_PRUNER] is None
+
