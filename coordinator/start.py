@@ -45,6 +45,7 @@ from objectives.pruning import (
     DEFAULT_REDUCTION_FACTOR,
     DEFAULT_STARTUP_TRIALS,
     DEFAULT_WARMUP_STEPS,
+    RULE_SETTINGS,
     BadPrunerSettings,
     PrunerSettings,
 )
@@ -305,6 +306,13 @@ def run_settings(experiment: Experiment, options: StartOptions, run: Mapping[str
     return settings
 
 
+_TUNING = ("metric", "direction", "max_resource", "min_resource", "reduction_factor", "warmup_steps",
+           "startup_trials")
+"""The :class:`PrunerChoice` fields of ``hpo-coord start``'s pruner options."""
+_EVERY_RULE = ("metric", "direction", "max_resource")
+"""Those every rule reads (the others: :data:`objectives.pruning.RULE_SETTINGS`)."""
+
+
 def usable_stored_pruner(stored: Any) -> Any:
     """``stored``, the pruner a resumed run keeps, if workers can use it (None: no pruner).
 
@@ -329,9 +337,17 @@ def pruner_settings(experiment: Experiment, choice: PrunerChoice, settings: Mapp
     (:attr:`Experiment.pruning`), the maximum resource to the run's ``epochs`` setting.
 
     Raises:
-        UserError: no metric or no maximum resource to default to, or settings that
-            cannot work (the message names the option to change).
+        UserError: an option the chosen pruner does not read; no metric or no maximum
+            resource to default to; settings that cannot work or could never prune (the
+            message names the option to change).
     """
+    for option in _TUNING:
+        readers = [kind for kind in RULE_SETTINGS if option in (*_EVERY_RULE, *RULE_SETTINGS[kind])]
+        if getattr(choice, option) is not None and choice.kind not in readers:
+            flag = f"--pruner-{option}" if option in ("metric", "direction") else f"--{option.replace('_', '-')}"
+            kinds = " and ".join([", ".join(readers[:-1]), readers[-1]] if len(readers) > 1 else readers)
+            raise UserError(f"{flag} applies to {kinds} only, not {choice.kind}; drop it, or choose a "
+                            "pruner that reads it")
     if choice.kind == "none":
         return None
     declared = experiment.pruning
@@ -355,6 +371,9 @@ def pruner_settings(experiment: Experiment, choice: PrunerChoice, settings: Mapp
         )
     except BadPrunerSettings as exc:
         raise UserError(f"{exc}; change the --pruner options (hpo-coord start --help)") from None
+    useless = pruner.never_prunes()
+    if useless is not None:
+        raise UserError(f"pruner settings: {useless}; change the --pruner options (hpo-coord start --help)")
     return pruner.to_document()
 
 

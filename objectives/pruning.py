@@ -115,6 +115,19 @@ class PrunerSettings:
                             f"({self.max_resource}), so no rung would ever be reached")
         return problems
 
+    def never_prunes(self) -> str | None:
+        """Why these settings can never prune a trial, or None when they can: no decision
+        is taken at or past ``max_resource``, so a first rung (asha, hyperband) or the end
+        of the warm-up (median) there leaves none.  ``hpo-coord start`` refuses such
+        settings; a run that already stores them still runs (and prunes nothing)."""
+        if self.kind in ("asha", "hyperband") and self.min_resource >= self.max_resource:
+            return (f"min_resource ({self.min_resource}) is not below max_resource ({self.max_resource}); "
+                    "no decision is taken at or past max_resource, so no trial would ever be pruned")
+        if self.kind == "median" and self.warmup_steps >= self.max_resource:
+            return (f"warmup_steps ({self.warmup_steps}) is not below max_resource ({self.max_resource}); "
+                    "no decision is taken at or past max_resource, so no trial would ever be pruned")
+        return None
+
     def to_document(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -86,3 +86,20 @@ def test_a_resume_refuses_a_stored_pruner_no_worker_can_use(stored: object) -> N
     assert PrunerSettings.from_document(replaced).kind == "median"
     assert run_settings(digits, options(PrunerChoice("none")), run)[s.RUN_PRUNER] is None
 
+
+@pytest.mark.parametrize("choice, message", [
+    (PrunerChoice("asha", min_resource=15), r"min_resource \(15\) is not below max_resource \(15\)"),
+    (PrunerChoice("hyperband", max_resource=4, min_resource=4), r"min_resource \(4\) is not below max_resource"),
+    (PrunerChoice("median", warmup_steps=15), r"warmup_steps \(15\) is not below max_resource \(15\)"),
+    (PrunerChoice("asha", warmup_steps=2), r"--warmup-steps applies to median only, not asha"),
+    (PrunerChoice("median", reduction_factor=2), r"--reduction-factor applies to asha and hyperband only"),
+    (PrunerChoice("none", startup_trials=2), r"--startup-trials applies to median only, not none"),
+])
+def test_settings_that_would_never_prune_or_are_ignored_are_refused(choice: PrunerChoice, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        run_settings(digits, options(choice, epochs=15), None)
+
+
+def test_none_takes_no_pruning_options() -> None:
+    with pytest.raises(UserError, match="--pruner-metric applies to median, asha and hyperband only, not none"):
+        run_settings(digits, options(PrunerChoice("none", metric="loss")), None)
