@@ -73,10 +73,11 @@ import math
 import numbers
 import threading
 from bisect import bisect_left, insort
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from datetime import datetime, timedelta
 from typing import Any
 
+import bson
 from pymongo.collection import Collection
 from pymongo.database import Database
 
@@ -133,6 +134,12 @@ def population_query(exp_key: str, key: PopulationKey) -> dict[str, Any]:
 def changes_query(exp_key: str, since: datetime) -> dict[str, Any]:
     """The query that reads the score documents of ``exp_key`` written at or after ``since``."""
     return {s.CURVE_EXP_KEY: exp_key, s.CURVE_CHANGED: {"$gte": since}}
+
+
+def _identity(doc_id: Any) -> Hashable:
+    """A score document's ``_id`` as a dict key: a document ``_id`` (legal, if unusual)
+    as its BSON encoding (what the server compares), any other as it is."""
+    return doc_id if isinstance(doc_id, Hashable) else ("bson", bson.encode({"_id": doc_id}))
 
 
 class CurveStore:
@@ -237,7 +244,7 @@ class RunScores:
 
     def _apply(self, doc: dict[str, Any]) -> None:
         """Bring the copy to ``doc``'s state (idempotent)."""
-        held = self._held.pop(doc[s.ID], None)
+        held = self._held.pop(_identity(doc[s.ID]), None)
         if held is not None:
             scores = self._populations[held[0]]
             del scores[bisect_left(scores, held[1])]
@@ -245,7 +252,7 @@ class RunScores:
         if key in self._populations:
             score = float(doc[s.CURVE_SCORE])
             insort(self._populations[key], score)
-            self._held[doc[s.ID]] = (key, score)
+            self._held[_identity(doc[s.ID])] = (key, score)
 
     def completed_trials(self, at_least: int) -> int:
         """Completed (not pruned) trials of the run, counted by the server up to

@@ -84,6 +84,20 @@ def test_the_copy_answers_as_the_list_does(db: Database) -> None:
         copied.nearest(min(scores))
 
 
+def test_a_score_document_with_a_document_id_is_followed_like_any_other(db: Database) -> None:
+    """An ``_id`` that is a document (legal in MongoDB, say from a hand-made copy) must not
+    make every decision of the run raise (it was a dict key of the copy's index)."""
+    store = CurveStore(db, s.JOBS, RetryPolicy())
+    store.ensure_indexes()
+    by_hand = {"copied": "by hand", "n": 1}
+    db[s.CURVES].insert_many([_rung_doc(1, 0.5), {**_rung_doc(2, 0.2), s.ID: by_hand}])
+    attempt = store.attempt("r", 99, "mine", holds=lambda: True)
+    assert attempt.at_rung(0, 1).count_below(0.3, 10) == 1
+    db[s.CURVES].update_one({s.ID: by_hand}, [{"$set": {s.CURVE_SCORE: 0.9, s.CURVE_CHANGED: "$$NOW"}}])
+    rung = attempt.at_rung(0, 1)
+    assert (rung.size(), rung.count_below(0.6, 10)) == (2, 1)
+
+
 def test_every_query_uses_an_index(db: Database) -> None:
     store = CurveStore(db, s.JOBS, RetryPolicy())
     store.ensure_indexes()
