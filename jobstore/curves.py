@@ -47,7 +47,8 @@ every rung it reached (asha, hyperband).  :class:`AttemptCurves` is the
 * **Fencing**: a score is recorded only by the holder of the job's lease.  The worker
   records after its fenced metrics write succeeded; the record then checks the lease
   again and removes its own scores if it was lost meanwhile.  Whenever the queue gives
-  a job back (requeued or released), it then removes the departing attempt's scores,
+  a job back (requeued or released), or fails it because its last allowed attempt's
+  worker was lost, it then removes the departing attempt's scores,
   those recorded under its lease token (:meth:`CurveStore.forget`), and no others: the
   job may already be held, and scored, by its next attempt, whose scores count.  So an
   attempt that lost its claim leaves nothing that counts (a record that lands before

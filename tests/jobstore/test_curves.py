@@ -277,6 +277,24 @@ def test_an_attempt_that_lost_its_claim_leaves_no_score(db: Database) -> None:
     assert theirs.at_rung(0, 0).size() == 1 and theirs.at_rung(0, 1).size() == 0
 
 
+def test_an_attempt_whose_job_failed_as_lost_leaves_no_score(db: Database) -> None:
+    """The last allowed attempt's worker is lost: the job ends as an error (lost worker),
+    and that attempt's scores stop counting as when a job is requeued (a zombie holder
+    would remove its own scores at its next record anyway: the outcome must not depend
+    on whether it is still alive)."""
+    enqueue(db, "r", 1, max_attempts=1)
+    queue = JobQueue(db)
+    queue.ensure_indexes()
+    claim = queue.claim("a", lease_s=30)
+    assert claim is not None
+    queue.curves.attempt("r", claim.tid, claim.token, holds=lambda: queue.holds(claim)).record_rung(0, 0, 0.5)
+    deciding = queue.curves.attempt("r", 9, "x", holds=lambda: True)
+    assert deciding.at_rung(0, 0).size() == 1
+    assert queue.requeue_expired(server_time(db) + timedelta(seconds=60)).failed == [("r", claim.tid)]
+    assert db[s.CURVES].count_documents(LIVE) == 0
+    assert deciding.at_rung(0, 0).size() == 0
+
+
 def test_a_new_attempt_clears_scores_an_earlier_one_left(db: Database) -> None:
     queue = _queue(db, 1)
     claim = queue.claim("a", lease_s=30)
