@@ -23,13 +23,17 @@ decision on the same learning curves (tests/objectives/test_pruning.py checks it
   bracket its ``(run, tid)`` hashes to (CRC-32, weighted as Optuna weighs them) and
   competes only within it.
 
-One deliberate difference from Optuna: no decision is taken at or past
-``max_resource`` (the trial's budget): a trial that reached it has spent its training, so
-pruning it would only throw its result away.
+Two differences from Optuna.  No decision is taken at or past ``max_resource`` (the
+trial's budget): a trial that reached it has spent its training, so pruning it would
+only throw its result away.  And an infinite value is an ordinary value in the median:
+Optuna takes the median with numpy's interpolation, which gives NaN when an infinity
+sits at or next to the middle (the median of 0.1, 0.2 and inf is NaN there, 0.2 here),
+and then prunes nothing; asha and hyperband treat infinities alike.
 
 Values are *scores*: lower is better (a maximized metric's value is negated), so the
-store keeps one ordering whatever the direction.  NaN is worse than anything (a trial
-whose value is NaN is pruned at its next decision and its NaN is not recorded).
+store keeps one ordering whatever the direction.  NaN is never recorded; as in Optuna,
+asha and hyperband prune a trial whose value at a rung is NaN, and the median prunes
+one whose values so far are all NaN (its best value so far ignores NaN).
 """
 
 from __future__ import annotations
