@@ -34,6 +34,7 @@ from coordinator.local_workers import LocalWorkers
 from coordinator.progress import rich_progress
 from jobstore import schema as s
 from jobstore.connection import PASSWORD_ENV, mask
+from jobstore.curves import CurveStore
 from jobstore.queue import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS
 from jobstore.retry import describe
 from jobstore.runs import RunStore
@@ -235,7 +236,9 @@ def _start_run(store: Store, experiment: Experiment, options: StartOptions, cons
     # connection to a child) before writing anything; then check (or create)
     # the run and take its lease before changing it: a refused start (another experiment
     # or code version, a live coordinator) leaves the run as it was.
-    settings = run_settings(experiment, options, runs.get(options.run))
+    stored = runs.get(options.run)
+    settings = run_settings(experiment, options, stored)
+    refuse_incomparable_pruner(store.queue.curves, options.run, stored, settings)
     workers = LocalWorkers(options.local_workers, store.child_environment(), options.run,
                            extra_args=options.worker_args,
                            outage_timeout=options.outage_timeout,
@@ -328,6 +331,32 @@ def usable_stored_pruner(stored: Any) -> Any:
                             "refuse its trials; pass --pruner median|asha|hyperband (with its options) or "
                             "--pruner none to replace them") from None
     return stored
+
+
+def refuse_incomparable_pruner(curves: CurveStore, run: str, stored: Mapping[str, Any] | None,
+                               settings: Mapping[str, Any]) -> None:
+    """Refuse a resume whose new pruner would compare the run's trials with the scores
+    its stored pruner had them record on another scale (another metric or direction) or
+    at other steps (another asha/hyperband rung layout), when such scores exist.
+
+    Raises:
+        UserError: saying what changed and what to do instead.
+    """
+    old = (stored or {}).get(s.RUN_SETTINGS)
+    old = old.get(s.RUN_PRUNER) if isinstance(old, Mapping) else None
+    new = settings.get(s.RUN_PRUNER)
+    if old is None or new is None or old == new:
+        return
+    try:
+        earlier = PrunerSettings.from_document(old)
+    except BadPrunerSettings:  # unusable: no worker recorded scores under it
+        return
+    changed = PrunerSettings.from_document(new).incomparable_scores(earlier)
+    if changed is not None and curves.has_scores(run):
+        raise UserError(f"run {run!r} has pruning scores recorded under its pruner's settings, and the new "
+                        f"ones change {changed}: its trials would be compared with scores of another kind. "
+                        "Start a new run (--run NAME) to prune with these settings, or resume this one "
+                        "without --pruner (or with --pruner none)")
 
 
 def pruner_settings(experiment: Experiment, choice: PrunerChoice, settings: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -173,6 +173,12 @@ class CurveStore:
                 del self._runs[next(iter(self._runs))]
             return scores
 
+    def has_scores(self, exp_key: str) -> bool:
+        """Whether run ``exp_key`` has a score that counts (recorded, not removed)."""
+        query = {s.CURVE_EXP_KEY: exp_key, s.CURVE_REMOVED: {"$ne": True}}
+        return self.retry(lambda: self.curves.find_one(query, {s.ID: 1}) is not None,
+                          f"looking for pruning scores of run {exp_key!r}")
+
     def forget(self, exp_key: Any, tid: Any, token: Any) -> None:
         """Remove the scores attempt ``token`` of the trial recorded, and no other's: a
         job that went back to the queue may already be held, and scored, by its next

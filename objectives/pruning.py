@@ -132,6 +132,19 @@ class PrunerSettings:
                     "no decision is taken at or past max_resource, so no trial would ever be pruned")
         return None
 
+    def incomparable_scores(self, earlier: "PrunerSettings") -> str | None:
+        """What makes the scores recorded under ``earlier`` settings mean something else
+        under these (None when they compare alike): another metric or direction; between
+        asha and hyperband, rungs at other steps (another ``min_resource`` or
+        ``reduction_factor``).  The median reads step scores, asha and hyperband rung
+        scores, so a change of kind between them compares nothing of the other's."""
+        changed = ["metric", "direction"]
+        if self.kind in ("asha", "hyperband") and earlier.kind in ("asha", "hyperband"):
+            changed += ["min_resource", "reduction_factor"]
+        changes = [f"{name} {getattr(earlier, name)!r} -> {getattr(self, name)!r}" for name in changed
+                   if getattr(self, name) != getattr(earlier, name)]
+        return ", ".join(changes) or None
+
     def to_document(self) -> dict[str, Any]:
         return asdict(self)
 

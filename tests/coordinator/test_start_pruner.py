@@ -103,3 +103,31 @@ def test_settings_that_would_never_prune_or_are_ignored_are_refused(choice: Prun
 def test_none_takes_no_pruning_options() -> None:
     with pytest.raises(UserError, match="--pruner-metric applies to median, asha and hyperband only, not none"):
         run_settings(digits, options(PrunerChoice("none", metric="loss")), None)
+
+
+def test_scores_recorded_under_other_settings_are_named() -> None:
+    earlier = PrunerSettings("asha", "loss", "minimize", max_resource=15)
+    assert PrunerSettings("hyperband", "loss", "minimize", max_resource=27).incomparable_scores(earlier) is None
+    assert PrunerSettings("median", "loss", "minimize", max_resource=15,
+                          reduction_factor=2).incomparable_scores(earlier) is None  # median reads step scores
+    assert PrunerSettings("asha", "val_accuracy", "maximize", max_resource=15).incomparable_scores(earlier) == (
+        "metric 'loss' -> 'val_accuracy', direction 'minimize' -> 'maximize'")
+    assert PrunerSettings("hyperband", "loss", "minimize", max_resource=15,
+                          reduction_factor=2).incomparable_scores(earlier) == "reduction_factor 3 -> 2"
+
+
+def test_a_resume_refuses_a_pruner_that_would_compare_scores_of_another_kind(db: Database) -> None:
+    """A run whose trials recorded pruning scores of one metric and direction (or at the
+    rungs of one min_resource and reduction_factor) cannot be resumed with a pruner that
+    would compare new trials with them: loss scores against accuracies prune nothing."""
+    run = f"changed-pruner-{uuid.uuid4().hex[:8]}"
+    first = run_settings(digits, options(PrunerChoice("median"), epochs=15), None)
+    Store(db).runs.ensure(run, experiment=digits.name, fingerprint=digits.fingerprint(), settings=first)
+    changed = StartOptions(run=run, max_evals=0, algo=None, settings={"epochs": 15},
+                           pruner=PrunerChoice("median", metric="val_accuracy", direction="maximize"))
+    db[s.CURVES].insert_one({s.CURVE_EXP_KEY: run, s.CURVE_TID: 0, s.CURVE_TOKEN: "t", s.CURVE_STEP: 1,
+                             s.CURVE_RUNG: None, s.CURVE_BRACKET: None, s.CURVE_SCORE: 0.3,
+                             s.CURVE_COMPLETE: True, s.CURVE_REMOVED: False})
+    with pytest.raises(UserError, match=r"metric 'loss' -> 'val_accuracy'.*new run \(--run NAME\)"):
+        start_run(Store(db), digits, changed, Console())
+    assert db[s.RUNS].find_one({s.ID: run})[s.RUN_SETTINGS][s.RUN_PRUNER] == first[s.RUN_PRUNER]
