@@ -174,9 +174,11 @@ class CurveStore:
             return scores
 
     def has_scores(self, exp_key: str) -> bool:
-        """Whether run ``exp_key`` has a score that counts (recorded, not removed)."""
-        query = {s.CURVE_EXP_KEY: exp_key, s.CURVE_REMOVED: {"$ne": True}}
-        return self.retry(lambda: self.curves.find_one(query, {s.ID: 1}) is not None,
+        """Whether run ``exp_key`` has a score that counts (recorded, not removed); the
+        removed ones, few, are skipped here, not by the query (see :func:`population_query`)."""
+        query = {s.CURVE_EXP_KEY: exp_key}
+        return self.retry(lambda: any(doc.get(s.CURVE_REMOVED) is not True
+                                      for doc in self.curves.find(query, {s.CURVE_REMOVED: 1})),
                           f"looking for pruning scores of run {exp_key!r}")
 
     def forget(self, exp_key: Any, tid: Any, token: Any) -> None:

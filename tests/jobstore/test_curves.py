@@ -107,7 +107,8 @@ def test_every_query_uses_an_index(db: Database) -> None:
     for query, index in ((population_query("r", ("step", 3)), "run_complete_step_score"),
                          (population_query("r", ("rung", 0, 2)), "run_bracket_rung_score"),
                          (changes_query("r", server_time(db)), "run_changed"),
-                         (trial, "run_tid_attempt"), (attempt, "run_tid_attempt"), (score, "run_tid_attempt")):
+                         (trial, "run_tid_attempt"), (attempt, "run_tid_attempt"), (score, "run_tid_attempt"),
+                         ({s.CURVE_EXP_KEY: "r"}, "run_")):  # has_scores: any index on the run
         plan = db[s.CURVES].find(query).explain()["queryPlanner"]
         assert index in str(plan["winningPlan"]), plan
 
