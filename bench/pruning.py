@@ -153,7 +153,7 @@ def one_run(server: c.Server, tmp: Path, pruner: str, seed: int, args: argparse.
                server.database_url(db_name), "--run", run, "--max-evals", str(args.evals), "--algo", "tpe",
                "--seed", str(seed), "--local-workers", str(args.workers), "--pruner", pruner,
                "--set", f"epochs={args.epochs}", "--log-level", "warning"]
-    if pruner != "none" and args.min_resource is not None:
+    if pruner in ("asha", "hyperband") and args.min_resource is not None:  # median reads none
         command += ["--min-resource", str(args.min_resource)]
     if pruner != "none" and args.pruner_metric is not None:
         command += ["--pruner-metric", args.pruner_metric]
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=15, help="each trial's budget (the run setting epochs)")
     parser.add_argument("--workers", type=int, default=2, help="hpo-coord --local-workers")
     parser.add_argument("--min-resource", type=int, default=None,
-                        help="hpo-coord --min-resource for the pruned runs (default: hpo-coord's, 1)")
+                        help="hpo-coord --min-resource for the asha and hyperband runs (default: hpo-coord's, 1)")
     parser.add_argument("--pruner-metric", default=None,
                         help="hpo-coord --pruner-metric for the pruned runs (default: the experiment's)")
     parser.add_argument("--revalidate", type=int, default=3, metavar="N",

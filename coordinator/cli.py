@@ -131,7 +131,7 @@ def start(
         help=f"{' or '.join(DIRECTIONS)}: whether lower or higher --pruner-metric is better. Default: the "
         "experiment's for its metric, else minimize.", rich_help_panel="Pruning")] = None,
     min_resource: Annotated[Optional[int], typer.Option(
-        min=1, help="asha/hyperband: the step of the first rung. Default: 1.", rich_help_panel="Pruning")] = None,
+        min=1, help="asha/hyperband: the step of the first rung, below --max-resource. Default: 1.", rich_help_panel="Pruning")] = None,
     max_resource: Annotated[Optional[int], typer.Option(
         min=1, help="A trial's budget in steps (no decision is taken at or past it; hyperband sizes its "
         "brackets by it). Default: the run's epochs setting.", rich_help_panel="Pruning")] = None,
@@ -139,7 +139,7 @@ def start(
         min=2, help="asha/hyperband: rungs are this factor apart and keep the best 1/factor. Default: 3.",
         rich_help_panel="Pruning")] = None,
     warmup_steps: Annotated[Optional[int], typer.Option(
-        min=0, help="median: no decision before this step. Default: 0.", rich_help_panel="Pruning")] = None,
+        min=0, help="median: no decision before this step, below --max-resource. Default: 0.", rich_help_panel="Pruning")] = None,
     startup_trials: Annotated[Optional[int], typer.Option(
         min=0, help="median: no decision before this many trials completed. Default: 5.",
         rich_help_panel="Pruning")] = None,

@@ -356,8 +356,8 @@ class PruningStatus:
     """Trials a pruner stopped."""
     steps_saved: int | None
     """Steps (epochs) the pruned trials did not train: ``max_resource`` less the step each
-    stopped at, summed (a trial whose ``pruned_step`` is not a number between 0 and
-    ``max_resource`` counts as none); None when the settings have no usable ``max_resource``."""
+    stopped at, summed (a trial whose ``pruned_step`` is not a number (int or double)
+    between 0 and ``max_resource`` counts as none); None when the settings have no usable ``max_resource``."""
 
 
 def run_pruner(doc: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -381,9 +381,11 @@ def pruning_status(view: ReadOnlyView, run: str, settings: dict[str, Any] | None
     group: dict[str, Any] = {s.ID: None, "n": {"$sum": 1}}
     if budget is not None:
         # a trial saved the budget less the step it stopped at; a pruned_step that is
-        # not a step within the budget (malformed: NaN, a string, ...) saved nothing
+        # not a step within the budget (malformed: NaN, a string, a decimal, ...) saved
+        # nothing (a decimal would make the sum one, which int() refuses)
         step = "$" + s.PRUNED_STEP
-        within = {"$and": [{"$isNumber": step}, {"$gte": [step, 0]}, {"$lte": [step, budget]}]}
+        within = {"$and": [{"$in": [{"$type": step}, ["int", "long", "double"]]}, {"$gte": [step, 0]},
+                           {"$lte": [step, budget]}]}
         group["saved"] = {"$sum": {"$cond": [within, {"$subtract": [budget, step]}, 0]}}
     pipeline = [{"$match": {s.EXP_KEY: run, s.PRUNED: True}}, {"$group": group}]
     row = next(iter(view.jobs.aggregate(pipeline)), {"n": 0, "saved": 0})

@@ -34,6 +34,7 @@ from coordinator.local_workers import LocalWorkers
 from coordinator.progress import rich_progress
 from jobstore import schema as s
 from jobstore.connection import PASSWORD_ENV, mask
+from jobstore.curves import CurveStore
 from jobstore.queue import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS
 from jobstore.retry import describe
 from jobstore.runs import RunStore
@@ -45,6 +46,7 @@ from objectives.pruning import (
     DEFAULT_REDUCTION_FACTOR,
     DEFAULT_STARTUP_TRIALS,
     DEFAULT_WARMUP_STEPS,
+    RULE_SETTINGS,
     BadPrunerSettings,
     PrunerSettings,
 )
@@ -234,7 +236,9 @@ def _start_run(store: Store, experiment: Experiment, options: StartOptions, cons
     # connection to a child) before writing anything; then check (or create)
     # the run and take its lease before changing it: a refused start (another experiment
     # or code version, a live coordinator) leaves the run as it was.
-    settings = run_settings(experiment, options, runs.get(options.run))
+    stored = runs.get(options.run)
+    settings = run_settings(experiment, options, stored)
+    refuse_incomparable_pruner(store.queue.curves, options.run, stored, settings)
     workers = LocalWorkers(options.local_workers, store.child_environment(), options.run,
                            extra_args=options.worker_args,
                            outage_timeout=options.outage_timeout,
@@ -294,7 +298,7 @@ def run_settings(experiment: Experiment, options: StartOptions, run: Mapping[str
     if options.pruner is not None:
         settings[s.RUN_PRUNER] = pruner_settings(experiment, options.pruner, settings)
     elif isinstance(stored, Mapping) and s.RUN_PRUNER in stored:
-        settings[s.RUN_PRUNER] = stored[s.RUN_PRUNER]
+        settings[s.RUN_PRUNER] = usable_stored_pruner(stored[s.RUN_PRUNER])
     if options.trial_timeout is not None:
         settings[s.RUN_TRIAL_TIMEOUT] = options.trial_timeout
     elif s.RUN_TRIAL_TIMEOUT not in settings:  # not given with --set either
@@ -305,6 +309,56 @@ def run_settings(experiment: Experiment, options: StartOptions, run: Mapping[str
     return settings
 
 
+_TUNING = ("metric", "direction", "max_resource", "min_resource", "reduction_factor", "warmup_steps",
+           "startup_trials")
+"""The :class:`PrunerChoice` fields of ``hpo-coord start``'s pruner options."""
+_EVERY_RULE = ("metric", "direction", "max_resource")
+"""Those every rule reads (the others: :data:`objectives.pruning.RULE_SETTINGS`)."""
+
+
+def usable_stored_pruner(stored: Any) -> Any:
+    """``stored``, the pruner a resumed run keeps, if workers can use it (None: no pruner).
+
+    Raises:
+        UserError: workers would refuse the run's jobs for these settings; the message
+            says why and to replace them with ``--pruner``.
+    """
+    if stored is not None:
+        try:
+            PrunerSettings.from_document(stored)
+        except BadPrunerSettings as exc:
+            raise UserError(f"the run's stored pruner settings are unusable ({exc}), so every worker would "
+                            "refuse its trials; pass --pruner median|asha|hyperband (with its options) or "
+                            "--pruner none to replace them") from None
+    return stored
+
+
+def refuse_incomparable_pruner(curves: CurveStore, run: str, stored: Mapping[str, Any] | None,
+                               settings: Mapping[str, Any]) -> None:
+    """Refuse a resume whose new pruner would compare the run's trials with the scores
+    its stored pruner had them record on another scale (another metric or direction) or
+    at other steps (another asha/hyperband rung layout), when such scores exist.
+
+    Raises:
+        UserError: saying what changed and what to do instead.
+    """
+    old = (stored or {}).get(s.RUN_SETTINGS)
+    old = old.get(s.RUN_PRUNER) if isinstance(old, Mapping) else None
+    new = settings.get(s.RUN_PRUNER)
+    if old is None or new is None or old == new:
+        return
+    try:
+        earlier = PrunerSettings.from_document(old)
+    except BadPrunerSettings:  # unusable: no worker recorded scores under it
+        return
+    changed = PrunerSettings.from_document(new).incomparable_scores(earlier)
+    if changed is not None and curves.has_scores(run):
+        raise UserError(f"run {run!r} has pruning scores recorded under its pruner's settings, and the new "
+                        f"ones change {changed}: its trials would be compared with scores of another kind. "
+                        "Start a new run (--run NAME) to prune with these settings, or resume this one "
+                        "without --pruner (or with --pruner none)")
+
+
 def pruner_settings(experiment: Experiment, choice: PrunerChoice, settings: Mapping[str, Any]) -> dict[str, Any] | None:
     """The run document's pruner for ``choice`` (None for ``--pruner none``).
 
@@ -312,9 +366,17 @@ def pruner_settings(experiment: Experiment, choice: PrunerChoice, settings: Mapp
     (:attr:`Experiment.pruning`), the maximum resource to the run's ``epochs`` setting.
 
     Raises:
-        UserError: no metric or no maximum resource to default to, or settings that
-            cannot work (the message names the option to change).
+        UserError: an option the chosen pruner does not read; no metric or no maximum
+            resource to default to; settings that cannot work or could never prune (the
+            message names the option to change).
     """
+    for option in _TUNING:
+        readers = [kind for kind in RULE_SETTINGS if option in (*_EVERY_RULE, *RULE_SETTINGS[kind])]
+        if getattr(choice, option) is not None and choice.kind not in readers:
+            flag = f"--pruner-{option}" if option in ("metric", "direction") else f"--{option.replace('_', '-')}"
+            kinds = " and ".join([", ".join(readers[:-1]), readers[-1]] if len(readers) > 1 else readers)
+            raise UserError(f"{flag} applies to {kinds} only, not {choice.kind}; drop it, or choose a "
+                            "pruner that reads it")
     if choice.kind == "none":
         return None
     declared = experiment.pruning
@@ -338,6 +400,9 @@ def pruner_settings(experiment: Experiment, choice: PrunerChoice, settings: Mapp
         )
     except BadPrunerSettings as exc:
         raise UserError(f"{exc}; change the --pruner options (hpo-coord start --help)") from None
+    useless = pruner.never_prunes()
+    if useless is not None:
+        raise UserError(f"pruner settings: {useless}; change the --pruner options (hpo-coord start --help)")
     return pruner.to_document()
 
 

@@ -47,7 +47,8 @@ every rung it reached (asha, hyperband).  :class:`AttemptCurves` is the
 * **Fencing**: a score is recorded only by the holder of the job's lease.  The worker
   records after its fenced metrics write succeeded; the record then checks the lease
   again and removes its own scores if it was lost meanwhile.  Whenever the queue gives
-  a job back (requeued or released), it then removes the departing attempt's scores,
+  a job back (requeued or released), or fails it because its last allowed attempt's
+  worker was lost, it then removes the departing attempt's scores,
   those recorded under its lease token (:meth:`CurveStore.forget`), and no others: the
   job may already be held, and scored, by its next attempt, whose scores count.  So an
   attempt that lost its claim leaves nothing that counts (a record that lands before
@@ -73,10 +74,11 @@ import math
 import numbers
 import threading
 from bisect import bisect_left, insort
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from datetime import datetime, timedelta
 from typing import Any
 
+import bson
 from pymongo.collection import Collection
 from pymongo.database import Database
 
@@ -135,6 +137,12 @@ def changes_query(exp_key: str, since: datetime) -> dict[str, Any]:
     return {s.CURVE_EXP_KEY: exp_key, s.CURVE_CHANGED: {"$gte": since}}
 
 
+def _identity(doc_id: Any) -> Hashable:
+    """A score document's ``_id`` as a dict key: a document ``_id`` (legal, if unusual)
+    as its BSON encoding (what the server compares), any other as it is."""
+    return doc_id if isinstance(doc_id, Hashable) else ("bson", bson.encode({"_id": doc_id}))
+
+
 class CurveStore:
     """The ``curves`` collection of one database, and this process's copies of its runs."""
 
@@ -164,6 +172,14 @@ class CurveStore:
             while len(self._runs) > CACHED_RUNS:
                 del self._runs[next(iter(self._runs))]
             return scores
+
+    def has_scores(self, exp_key: str) -> bool:
+        """Whether run ``exp_key`` has a score that counts (recorded, not removed); the
+        removed ones, few, are skipped here, not by the query (see :func:`population_query`)."""
+        query = {s.CURVE_EXP_KEY: exp_key}
+        return self.retry(lambda: any(doc.get(s.CURVE_REMOVED) is not True
+                                      for doc in self.curves.find(query, {s.CURVE_REMOVED: 1})),
+                          f"looking for pruning scores of run {exp_key!r}")
 
     def forget(self, exp_key: Any, tid: Any, token: Any) -> None:
         """Remove the scores attempt ``token`` of the trial recorded, and no other's: a
@@ -237,7 +253,7 @@ class RunScores:
 
     def _apply(self, doc: dict[str, Any]) -> None:
         """Bring the copy to ``doc``'s state (idempotent)."""
-        held = self._held.pop(doc[s.ID], None)
+        held = self._held.pop(_identity(doc[s.ID]), None)
         if held is not None:
             scores = self._populations[held[0]]
             del scores[bisect_left(scores, held[1])]
@@ -245,7 +261,7 @@ class RunScores:
         if key in self._populations:
             score = float(doc[s.CURVE_SCORE])
             insort(self._populations[key], score)
-            self._held[doc[s.ID]] = (key, score)
+            self._held[_identity(doc[s.ID])] = (key, score)
 
     def completed_trials(self, at_least: int) -> int:
         """Completed (not pruned) trials of the run, counted by the server up to

@@ -487,6 +487,7 @@ class JobQueue:
                 s.FINISHED_AT: Expr.now(),
             }
             if self.jobs.update_one(condition, stamped(fields)).modified_count:
+                self.curves.forget(job.get(s.EXP_KEY), job[s.TID], token)
                 outcome.failed.append(key)
                 log.error("run %r trial %d failed: %s", key[0], key[1], message)
         elif self.jobs.update_one(condition, stamped(_BACK_TO_NEW)).modified_count:

@@ -23,13 +23,17 @@ decision on the same learning curves (tests/objectives/test_pruning.py checks it
   bracket its ``(run, tid)`` hashes to (CRC-32, weighted as Optuna weighs them) and
   competes only within it.
 
-One deliberate difference from Optuna: no decision is taken at or past
-``max_resource`` (the trial's budget): a trial that reached it has spent its training, so
-pruning it would only throw its result away.
+Two differences from Optuna.  No decision is taken at or past ``max_resource`` (the
+trial's budget): a trial that reached it has spent its training, so pruning it would
+only throw its result away.  And an infinite value is an ordinary value in the median:
+Optuna takes the median with numpy's interpolation, which gives NaN when an infinity
+sits at or next to the middle (the median of 0.1, 0.2 and inf is NaN there, 0.2 here),
+and then prunes nothing; asha and hyperband treat infinities alike.
 
 Values are *scores*: lower is better (a maximized metric's value is negated), so the
-store keeps one ordering whatever the direction.  NaN is worse than anything (a trial
-whose value is NaN is pruned at its next decision and its NaN is not recorded).
+store keeps one ordering whatever the direction.  NaN is never recorded; as in Optuna,
+asha and hyperband prune a trial whose value at a rung is NaN, and the median prunes
+one whose values so far are all NaN (its best value so far ignores NaN).
 """
 
 from __future__ import annotations
@@ -114,6 +118,32 @@ class PrunerSettings:
             problems.append(f"min_resource ({self.min_resource}) is above max_resource "
                             f"({self.max_resource}), so no rung would ever be reached")
         return problems
+
+    def never_prunes(self) -> str | None:
+        """Why these settings can never prune a trial, or None when they can: no decision
+        is taken at or past ``max_resource``, so a first rung (asha, hyperband) or the end
+        of the warm-up (median) there leaves none.  ``hpo-coord start`` refuses such
+        settings; a run that already stores them still runs (and prunes nothing)."""
+        if self.kind in ("asha", "hyperband") and self.min_resource >= self.max_resource:
+            return (f"min_resource ({self.min_resource}) is not below max_resource ({self.max_resource}); "
+                    "no decision is taken at or past max_resource, so no trial would ever be pruned")
+        if self.kind == "median" and self.warmup_steps >= self.max_resource:
+            return (f"warmup_steps ({self.warmup_steps}) is not below max_resource ({self.max_resource}); "
+                    "no decision is taken at or past max_resource, so no trial would ever be pruned")
+        return None
+
+    def incomparable_scores(self, earlier: "PrunerSettings") -> str | None:
+        """What makes the scores recorded under ``earlier`` settings mean something else
+        under these (None when they compare alike): another metric or direction; between
+        asha and hyperband, rungs at other steps (another ``min_resource`` or
+        ``reduction_factor``).  The median reads step scores, asha and hyperband rung
+        scores, so a change of kind between them compares nothing of the other's."""
+        changed = ["metric", "direction"]
+        if self.kind in ("asha", "hyperband") and earlier.kind in ("asha", "hyperband"):
+            changed += ["min_resource", "reduction_factor"]
+        changes = [f"{name} {getattr(earlier, name)!r} -> {getattr(self, name)!r}" for name in changed
+                   if getattr(self, name) != getattr(earlier, name)]
+        return ", ".join(changes) or None
 
     def to_document(self) -> dict[str, Any]:
         return asdict(self)

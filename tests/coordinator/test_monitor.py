@@ -31,6 +31,7 @@ import pytest
 import typer
 from hyperopt import base, hp, rand
 from matplotlib.image import imread
+from bson import Decimal128
 from pymongo.database import Database
 from rich.console import Console
 from typer.testing import CliRunner
@@ -719,11 +720,12 @@ def test_plots_mark_pruned_trials(seeded: tuple[str, Database], tmp_path: Path) 
     assert f"pruned at step {pruned[tid]}" in ax.get_legend().get_texts()[0].get_text()
 
 
-@pytest.mark.parametrize("bad_step", [float("nan"), float("inf"), -4, 99, "3"])
+@pytest.mark.parametrize("bad_step", [float("nan"), float("inf"), -4, 99, "3", Decimal128("3")])
 def test_a_malformed_pruned_step_saves_nothing_and_breaks_no_status(db: Database, bad_step: Any) -> None:
     """A pruned trial whose ``result.pruned_step`` is not a step within the budget (NaN,
-    infinite, negative, past ``max_resource``, a string) counts as pruned and saves no
-    step; the other pruned trials' savings are still summed."""
+    infinite, negative, past ``max_resource``, a string, a decimal as mongosh's
+    NumberDecimal writes) counts as pruned and saves no step; the other pruned trials'
+    savings are still summed."""
     run = f"malformed-step-{uuid.uuid4().hex[:8]}"
     for tid, step in ((0, 1), (1, bad_step)):
         db[s.JOBS].insert_one({s.EXP_KEY: run, s.TID: tid, s.STATE: State.DONE,

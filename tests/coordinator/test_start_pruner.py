@@ -69,3 +69,65 @@ def test_a_start_refused_for_its_pruner_settings_writes_no_run(db: Database) -> 
     with pytest.raises(UserError, match=r"min_resource \(20\) is above max_resource \(15\)"):
         start_run(Store(db), digits, bad, Console())
     assert db[s.RUNS].find_one({s.ID: run}) is None
+
+
+@pytest.mark.parametrize("stored", [
+    {"kind": "asha", "metric": "loss", "direction": "minimize", "max_resource": 15, "reduction_factor": 1},
+    {"kind": "median", "metric": "loss"},
+    "asha",
+])
+def test_a_resume_refuses_a_stored_pruner_no_worker_can_use(stored: object) -> None:
+    """Workers refuse a run whose stored pruner is unusable, so a resume that would keep
+    it says so (and how to replace it) instead of queueing trials nobody runs."""
+    run = {s.RUN_SETTINGS: {"epochs": 15, s.RUN_PRUNER: stored}}
+    with pytest.raises(UserError, match=r"stored pruner settings .*--pruner"):
+        run_settings(digits, options(None), run)
+    replaced = run_settings(digits, options(PrunerChoice("median")), run)[s.RUN_PRUNER]
+    assert PrunerSettings.from_document(replaced).kind == "median"
+    assert run_settings(digits, options(PrunerChoice("none")), run)[s.RUN_PRUNER] is None
+
+
+@pytest.mark.parametrize("choice, message", [
+    (PrunerChoice("asha", min_resource=15), r"min_resource \(15\) is not below max_resource \(15\)"),
+    (PrunerChoice("hyperband", max_resource=4, min_resource=4), r"min_resource \(4\) is not below max_resource"),
+    (PrunerChoice("median", warmup_steps=15), r"warmup_steps \(15\) is not below max_resource \(15\)"),
+    (PrunerChoice("asha", warmup_steps=2), r"--warmup-steps applies to median only, not asha"),
+    (PrunerChoice("median", reduction_factor=2), r"--reduction-factor applies to asha and hyperband only"),
+    (PrunerChoice("none", startup_trials=2), r"--startup-trials applies to median only, not none"),
+])
+def test_settings_that_would_never_prune_or_are_ignored_are_refused(choice: PrunerChoice, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        run_settings(digits, options(choice, epochs=15), None)
+
+
+def test_none_takes_no_pruning_options() -> None:
+    with pytest.raises(UserError, match="--pruner-metric applies to median, asha and hyperband only, not none"):
+        run_settings(digits, options(PrunerChoice("none", metric="loss")), None)
+
+
+def test_scores_recorded_under_other_settings_are_named() -> None:
+    earlier = PrunerSettings("asha", "loss", "minimize", max_resource=15)
+    assert PrunerSettings("hyperband", "loss", "minimize", max_resource=27).incomparable_scores(earlier) is None
+    assert PrunerSettings("median", "loss", "minimize", max_resource=15,
+                          reduction_factor=2).incomparable_scores(earlier) is None  # median reads step scores
+    assert PrunerSettings("asha", "val_accuracy", "maximize", max_resource=15).incomparable_scores(earlier) == (
+        "metric 'loss' -> 'val_accuracy', direction 'minimize' -> 'maximize'")
+    assert PrunerSettings("hyperband", "loss", "minimize", max_resource=15,
+                          reduction_factor=2).incomparable_scores(earlier) == "reduction_factor 3 -> 2"
+
+
+def test_a_resume_refuses_a_pruner_that_would_compare_scores_of_another_kind(db: Database) -> None:
+    """A run whose trials recorded pruning scores of one metric and direction (or at the
+    rungs of one min_resource and reduction_factor) cannot be resumed with a pruner that
+    would compare new trials with them: loss scores against accuracies prune nothing."""
+    run = f"changed-pruner-{uuid.uuid4().hex[:8]}"
+    first = run_settings(digits, options(PrunerChoice("median"), epochs=15), None)
+    Store(db).runs.ensure(run, experiment=digits.name, fingerprint=digits.fingerprint(), settings=first)
+    changed = StartOptions(run=run, max_evals=0, algo=None, settings={"epochs": 15},
+                           pruner=PrunerChoice("median", metric="val_accuracy", direction="maximize"))
+    db[s.CURVES].insert_one({s.CURVE_EXP_KEY: run, s.CURVE_TID: 0, s.CURVE_TOKEN: "t", s.CURVE_STEP: 1,
+                             s.CURVE_RUNG: None, s.CURVE_BRACKET: None, s.CURVE_SCORE: 0.3,
+                             s.CURVE_COMPLETE: True, s.CURVE_REMOVED: False})
+    with pytest.raises(UserError, match=r"metric 'loss' -> 'val_accuracy'.*new run \(--run NAME\)"):
+        start_run(Store(db), digits, changed, Console())
+    assert db[s.RUNS].find_one({s.ID: run})[s.RUN_SETTINGS][s.RUN_PRUNER] == first[s.RUN_PRUNER]

@@ -84,6 +84,20 @@ def test_the_copy_answers_as_the_list_does(db: Database) -> None:
         copied.nearest(min(scores))
 
 
+def test_a_score_document_with_a_document_id_is_followed_like_any_other(db: Database) -> None:
+    """An ``_id`` that is a document (legal in MongoDB, say from a hand-made copy) must not
+    make every decision of the run raise (it was a dict key of the copy's index)."""
+    store = CurveStore(db, s.JOBS, RetryPolicy())
+    store.ensure_indexes()
+    by_hand = {"copied": "by hand", "n": 1}
+    db[s.CURVES].insert_many([_rung_doc(1, 0.5), {**_rung_doc(2, 0.2), s.ID: by_hand}])
+    attempt = store.attempt("r", 99, "mine", holds=lambda: True)
+    assert attempt.at_rung(0, 1).count_below(0.3, 10) == 1
+    db[s.CURVES].update_one({s.ID: by_hand}, [{"$set": {s.CURVE_SCORE: 0.9, s.CURVE_CHANGED: "$$NOW"}}])
+    rung = attempt.at_rung(0, 1)
+    assert (rung.size(), rung.count_below(0.6, 10)) == (2, 1)
+
+
 def test_every_query_uses_an_index(db: Database) -> None:
     store = CurveStore(db, s.JOBS, RetryPolicy())
     store.ensure_indexes()
@@ -93,7 +107,8 @@ def test_every_query_uses_an_index(db: Database) -> None:
     for query, index in ((population_query("r", ("step", 3)), "run_complete_step_score"),
                          (population_query("r", ("rung", 0, 2)), "run_bracket_rung_score"),
                          (changes_query("r", server_time(db)), "run_changed"),
-                         (trial, "run_tid_attempt"), (attempt, "run_tid_attempt"), (score, "run_tid_attempt")):
+                         (trial, "run_tid_attempt"), (attempt, "run_tid_attempt"), (score, "run_tid_attempt"),
+                         ({s.CURVE_EXP_KEY: "r"}, "run_")):  # has_scores: any index on the run
         plan = db[s.CURVES].find(query).explain()["queryPlanner"]
         assert index in str(plan["winningPlan"]), plan
 
@@ -261,6 +276,24 @@ def test_an_attempt_that_lost_its_claim_leaves_no_score(db: Database) -> None:
     assert mine.lost and not theirs.lost
     assert [d[s.CURVE_TOKEN] for d in db[s.CURVES].find(LIVE)] == [second.token]
     assert theirs.at_rung(0, 0).size() == 1 and theirs.at_rung(0, 1).size() == 0
+
+
+def test_an_attempt_whose_job_failed_as_lost_leaves_no_score(db: Database) -> None:
+    """The last allowed attempt's worker is lost: the job ends as an error (lost worker),
+    and that attempt's scores stop counting as when a job is requeued (a zombie holder
+    would remove its own scores at its next record anyway: the outcome must not depend
+    on whether it is still alive)."""
+    enqueue(db, "r", 1, max_attempts=1)
+    queue = JobQueue(db)
+    queue.ensure_indexes()
+    claim = queue.claim("a", lease_s=30)
+    assert claim is not None
+    queue.curves.attempt("r", claim.tid, claim.token, holds=lambda: queue.holds(claim)).record_rung(0, 0, 0.5)
+    deciding = queue.curves.attempt("r", 9, "x", holds=lambda: True)
+    assert deciding.at_rung(0, 0).size() == 1
+    assert queue.requeue_expired(server_time(db) + timedelta(seconds=60)).failed == [("r", claim.tid)]
+    assert db[s.CURVES].count_documents(LIVE) == 0
+    assert deciding.at_rung(0, 0).size() == 0
 
 
 def test_a_new_attempt_clears_scores_an_earlier_one_left(db: Database) -> None:

@@ -95,6 +95,14 @@ def test_no_decision_at_the_budget() -> None:
 def test_nan_is_pruned() -> None:
     pruner = Pruner(settings("asha"), MemoryPopulation().for_trial(0), "run", 0)
     assert pruner.should_prune(1, math.nan)
+    # the median judges the best value so far, NaN left out: NaN only prunes when all are
+    population = MemoryPopulation()
+    population.report(0, 1, 0.5)
+    population.report(0, 2, 0.5)
+    population.complete(0)
+    median = Pruner(settings("median", startup_trials=1), population.for_trial(1), "run", 1)
+    assert not median.should_prune(1, 0.1) and not median.should_prune(2, math.nan)
+    assert Pruner(settings("median", startup_trials=1), population.for_trial(2), "run", 2).should_prune(1, math.nan)
 
 
 @pytest.mark.parametrize("bad, message", [
