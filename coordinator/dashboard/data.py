@@ -41,6 +41,8 @@ from objectives.pruning import RULE_SETTINGS
 
 MAX_PAGE = 200
 """Most trials one page of the trial table or the error list holds."""
+BSON_INT_LIMIT = 2**63
+"""Offsets and tids are sent as 64-bit BSON integers: below this."""
 IMPORTANCE_EVERY_S = 30.0
 """Hyperparameter importance is refitted at most this often per run."""
 TOP_CURVES = 10
@@ -298,14 +300,13 @@ class DashboardData:
         that match.
 
         Raises:
-            BadQuery: an unknown state or sort key, a negative offset, or a limit
-                outside 1..:data:`MAX_PAGE`.
+            BadQuery: an unknown state or sort key, an offset outside
+                0..:data:`BSON_INT_LIMIT` - 1, or a limit outside 1..:data:`MAX_PAGE`.
         """
         name = self.require_run(run)
         if sort not in TRIAL_SORTS:
             raise BadQuery(f"unknown sort key {sort!r}; use one of {', '.join(TRIAL_SORTS)}")
-        if offset < 0 or not 1 <= limit <= MAX_PAGE:
-            raise BadQuery(f"offset must be >= 0 and limit between 1 and {MAX_PAGE}")
+        _check_page(offset, limit)
         match: dict[str, Any] = {s.EXP_KEY: name}
         if states:
             unknown = [state for state in states if state not in STATE_NAMES]
@@ -343,10 +344,9 @@ class DashboardData:
 
     def errors(self, run: str, offset: int = 0, limit: int = 20) -> dict[str, Any]:
         """A page of the run's error trials, latest tid first, with type, reason,
-        message and traceback (masked)."""
+        message and traceback (masked); ``offset`` and ``limit`` as for :meth:`trial_page`."""
         name = self.require_run(run)
-        if offset < 0 or not 1 <= limit <= MAX_PAGE:
-            raise BadQuery(f"offset must be >= 0 and limit between 1 and {MAX_PAGE}")
+        _check_page(offset, limit)
         match = {s.EXP_KEY: name, s.STATE: State.ERROR}
         found = self.view.jobs.aggregate([{"$match": match}, {"$sort": {s.TID: DESCENDING}}, {"$skip": offset},
                                      {"$limit": limit},
@@ -369,7 +369,8 @@ class DashboardData:
             UnknownTrial: the run has no trial ``tid``.
         """
         name = self.require_run(run)
-        job = self.view.jobs.find_one({s.EXP_KEY: name, s.TID: tid}, {s.SPEC: 0, s.LEASE_TOKEN: 0})
+        fits = -BSON_INT_LIMIT <= tid < BSON_INT_LIMIT  # a tid BSON cannot hold is in no job
+        job = self.view.jobs.find_one({s.EXP_KEY: name, s.TID: tid}, {s.SPEC: 0, s.LEASE_TOKEN: 0}) if fits else None
         if job is None:
             raise UnknownTrial(f"run {name!r} has no trial {tid}")
         result = job.get(s.RESULT) if isinstance(job.get(s.RESULT), Mapping) else {}
@@ -395,6 +396,12 @@ class DashboardData:
             "timeline": [{"event": event, "at": iso(at)} for event, at in timeline if at is not None],
             "metrics": entries, "error": _error(job) if job.get(s.ERROR) is not None else None,
         }
+
+
+def _check_page(offset: int, limit: int) -> None:
+    """Raise :class:`BadQuery` unless ``offset`` and ``limit`` make a page the server can read."""
+    if not 0 <= offset < BSON_INT_LIMIT or not 1 <= limit <= MAX_PAGE:
+        raise BadQuery(f"offset must be >= 0 and below 2**63, and limit between 1 and {MAX_PAGE}")
 
 
 def _both(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:

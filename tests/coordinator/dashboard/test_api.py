@@ -245,12 +245,22 @@ def test_importance_is_refitted_at_most_every_interval(db: Database, monkeypatch
     ({"state": "finished"}, "unknown state 'finished'"),
     ({"limit": MAX_PAGE + 1}, f"limit between 1 and {MAX_PAGE}"),
     ({"offset": -1}, "offset must be >= 0"),
+    ({"offset": 2**63}, "offset must be >= 0 and below 2**63"),
     ({"offset": "x"}, "offset must be an integer"),
     ({"order": "up"}, "order must be asc or desc"),
     ({"pruned": "yes"}, "pruned must be true or false"),
 ])
 def test_bad_table_queries_are_400(client: TestClient, params: dict[str, Any], message: str) -> None:
     assert message in get(client, f"/api/runs/{RUN}/trials", 400, **params)["error"]
+
+
+def test_offsets_and_tids_past_what_mongodb_stores_are_a_bad_query_or_no_trial(client: TestClient) -> None:
+    """BSON integers have 64 bits: a larger offset or tid could not even be sent to the
+    server (pymongo raised OverflowError, a 500)."""
+    assert "below 2**63" in get(client, f"/api/runs/{RUN}/errors", 400, offset=2**63)["error"]
+    assert get(client, f"/api/runs/{RUN}/errors", offset=2**63 - 1)["rows"] == []
+    assert get(client, f"/api/runs/{RUN}/trials", offset=2**63 - 1, sort="loss")["rows"] == []
+    assert f"no trial {2**70}" in get(client, f"/api/runs/{RUN}/trials/{2**70}", 404)["error"]
 
 
 def test_errors_with_tracebacks_masked(client: TestClient, seeded: tuple[Database, Seeded]) -> None:
