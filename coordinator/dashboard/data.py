@@ -337,7 +337,10 @@ class DashboardData:
         projected to what a row shows."""
         pipeline: list[dict[str, Any]] = [{"$match": match}]
         if "duration" in order:
-            pipeline.append({"$addFields": {"duration": {"$subtract": ["$" + s.FINISHED_AT, "$" + s.STARTED_AT]}}})
+            # only between two dates: the server refuses to subtract a malformed value (a string)
+            dates = [{"$eq": [{"$type": "$" + f}, "date"]} for f in (s.STARTED_AT, s.FINISHED_AT)]
+            duration = {"$subtract": ["$" + s.FINISHED_AT, "$" + s.STARTED_AT]}
+            pipeline.append({"$addFields": {"duration": {"$cond": [{"$and": dates}, duration, None]}}})
         pipeline += [{"$sort": order}, {"$skip": skip}, {"$limit": limit},
                      {"$project": monitor.TRIAL_ROW_PROJECTION}]
         return self.view.jobs.aggregate(pipeline)

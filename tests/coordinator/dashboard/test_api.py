@@ -212,7 +212,9 @@ def test_table_pages_hold_every_trial_once_in_order(db: Database) -> None:
     malformed value): pages of any size meet at that seam without losing a trial."""
     sd = seed(db, done=6, errors=1, new=2)
     junk = min(sd.done)
-    db[s.JOBS].update_one({s.EXP_KEY: RUN, s.TID: junk}, {"$set": {s.LOSS: "abc", s.ATTEMPTS: "x"}})
+    # a start time that is not a date: the server cannot subtract it from the finish (duration)
+    db[s.JOBS].update_one({s.EXP_KEY: RUN, s.TID: junk}, {"$set": {s.LOSS: "abc", s.ATTEMPTS: "x",
+                                                                   s.STARTED_AT: "yesterday"}})
     data = DashboardData(ReadOnlyView(db))
     tids = sorted(job[s.TID] for job in db[s.JOBS].find({s.EXP_KEY: RUN}))
     for sort in TRIAL_SORTS:
