@@ -15,6 +15,7 @@ from typing import Any
 
 import pymongo
 import pytest
+from bson import Decimal128
 from pymongo.database import Database
 from starlette.testclient import TestClient
 
@@ -120,6 +121,18 @@ def test_summary_best_and_workers(client: TestClient, seeded: tuple[Database, Se
     assert summary["pruner"] == PRUNER.to_document() and summary["pruner_text"].startswith("asha on val_loss")
     assert summary["pruning"] == {"pruned": len(sd.pruned),
                                   "steps_saved": sum(EPOCHS - step for step in sd.pruned.values())}
+
+
+def test_a_best_loss_stored_as_a_decimal_is_passed_over(db: Database) -> None:
+    """A loss written as NumberDecimal (by hand, in mongosh) is a number to the server's
+    best-trial query but no float: the runs list and the summary failed with a 500."""
+    sd = seed(db, done=3, errors=0, new=1)
+    lowest = min(sd.done, key=sd.done.__getitem__)
+    db[s.JOBS].update_one({s.EXP_KEY: RUN, s.TID: lowest}, {"$set": {s.LOSS: Decimal128("-1")}})
+    runner_up = min((t for t in sd.done if t != lowest), key=sd.done.__getitem__)
+    with TestClient(create_app(DashboardData(ReadOnlyView(db)), ChangeFeed(db, use_stream=False))) as c:
+        assert get(c, "/api/runs")["runs"][0]["best_loss"] == sd.done[runner_up]
+        assert get(c, f"/api/runs/{RUN}")["best"]["tid"] == runner_up
 
 
 def test_workers_endpoint_is_the_summarys_liveness(client: TestClient, seeded: tuple[Database, Seeded]) -> None:
