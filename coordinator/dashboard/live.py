@@ -18,7 +18,8 @@ and re-read what they show when one moves.  Contracts:
   which workers there are and their state (busy, idle, stopped, or lost once not seen
   for ``stale_after``), never ``updated_at`` or ``last_seen``.
 * **Read-only**, and one background thread.  A stream that breaks (server restart)
-  is reopened after :data:`RETRY_S`; if it cannot be reopened the feed polls.  An
+  is reopened after :data:`RETRY_S`, one the server ended (the database was dropped)
+  at once; if it cannot be reopened the feed polls.  An
   error the thread cannot ride out (anything but a database error) takes the process
   down loudly (:func:`jobstore.fatal.die`): a dashboard whose pages silently stopped
   updating would show a stale run as live.
@@ -140,7 +141,8 @@ class ChangeFeed:
         ]
         with self._db.watch(pipeline, full_document="updateLookup", max_await_time_ms=500) as stream:
             self.mode, self.note = STREAM, ""
-            while not self._stop.is_set():
+            # a dropped or renamed database ends (invalidates) the stream: return to reopen it
+            while not self._stop.is_set() and stream.alive:
                 change = stream.try_next()
                 if change is None:
                     continue

@@ -414,6 +414,32 @@ def test_feed_sees_a_trial_finish_and_a_worker_write(mongo_server_url: str, use_
         client.close()
 
 
+def test_the_change_stream_is_reopened_after_the_database_is_dropped(mongo_server_url: str) -> None:
+    """Dropping the database ends (invalidates) a database's change stream: the feed
+    kept asking the closed stream for changes, never saw another one, and spun a core."""
+    client: pymongo.MongoClient = pymongo.MongoClient(mongo_server_url)
+    db = client[f"t_feed_{uuid.uuid4().hex[:6]}"]
+    try:
+        seed(db, done=1, errors=0, new=1)
+        feed = ChangeFeed(db, poll_interval_s=0.2)
+        feed.version(RUN)
+        feed.start()
+        try:
+            until_the_feed_follows(feed, db)
+            client.drop_database(db.name)
+            seed(db, done=1, errors=0, new=2)
+            until_the_feed_follows(feed, db)
+            before = feed.version(RUN)
+            finish_next(db)
+            wait_for(lambda: feed.version(RUN) > before, WAIT_S, "the feed to see a trial finish after the drop")
+            assert feed.mode == STREAM
+        finally:
+            feed.stop()
+    finally:
+        client.drop_database(db.name)
+        client.close()
+
+
 def test_polling_sees_states_and_stale_workers_not_heartbeats(db: Database) -> None:
     """Heartbeats rewrite ``updated_at`` and ``last_seen`` every few seconds: were they
     changes, every open page would re-read the run that often."""
