@@ -64,6 +64,8 @@ PLOTLY_JS = Path(str(files("plotly") / "package_data" / "plotly.min.js"))
 COOKIE = "hpo_dashboard_token"
 MAX_EVENT_KEYS = 64
 """Most runs one event stream follows."""
+_PATH_CHARS = "/:@!$&'()*+,;="
+"""What a path holds unescaped besides letters, digits and ``-._~`` (RFC 3986)."""
 EVENT_CHECK_S = 0.25
 """How often an event stream looks at the feed's counters (in memory, no query)."""
 
@@ -175,8 +177,13 @@ def create_app(data: DashboardData, feed: ChangeFeed, *, run: str | None = None,
         if given is not None and hmac.compare_digest(given.encode(), token.encode()):
             if request.url.path.startswith("/api/"):
                 return await call_next(request)
-            target = request.url.remove_query_params("token")
-            response = RedirectResponse(str(target.path) + (f"?{target.query}" if target.query else ""), 303)
+            # to the path as sent (decoded, a run name's escaped % would escape what follows it),
+            # on this server ("//host/" would be another host's address)
+            raw = request.scope.get("raw_path")  # optional in ASGI; uvicorn sets it
+            sent = quote(raw, safe=_PATH_CHARS + "%") if raw else quote(request.scope["path"], safe=_PATH_CHARS)
+            path = "/" + sent.lstrip("/")
+            query = request.url.remove_query_params("token").query
+            response = RedirectResponse(path + (f"?{query}" if query else ""), 303)
             response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
             return response
         header = request.headers.get("authorization", "")

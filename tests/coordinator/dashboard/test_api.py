@@ -349,6 +349,19 @@ def test_token_is_required_everywhere(seeded: tuple[Database, Seeded]) -> None:
         assert c.get("/api/runs").status_code == 200, "the cookie set on opening carries the token"
 
 
+def test_opening_a_page_with_the_token_redirects_to_that_page_here(db: Database) -> None:
+    """The redirect that drops ``?token=`` goes to the address as it was opened: an
+    escaped ``%`` in a run name stayed unescaped (``50%2541`` led to run ``50A``), and a
+    path opened as ``//host/`` sent the browser to that host."""
+    app = create_app(DashboardData(ReadOnlyView(db)), ChangeFeed(db, use_stream=False), token="tok-123")
+    with TestClient(app) as c:
+        page = "/runs/lr%3D1e-3%2050%2541%3F/b/trials/3"  # run 'lr=1e-3 50%41?/b'
+        opened = c.get(page + "?token=tok-123&x=%26", follow_redirects=False)
+        assert opened.status_code == 303 and opened.headers["location"] == page + "?x=%26"
+        elsewhere = c.get("http://testserver//evil.example/x?token=tok-123", follow_redirects=False)
+        assert elsewhere.status_code == 303 and elsewhere.headers["location"] == "/evil.example/x"
+
+
 def until_the_feed_follows(feed: ChangeFeed, db: Database) -> None:
     """Return once ``feed``'s thread follows changes: its change stream is open, or its
     poller has a reading of every key watched so far (a sleep cannot promise either on a
