@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
+import re
 from datetime import timedelta
 from typing import Annotated, Optional
 
@@ -45,6 +47,19 @@ def is_local(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+class HideToken(logging.Filter):
+    """Shows the ``token`` query parameter as ``***`` in uvicorn's access log lines
+    (``--log-level debug`` logs each request's path with its query)."""
+
+    QUERY = re.compile(r"([?&]token=)[^&]*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and len(record.args) == 5:  # uvicorn's: client, method, path, ...
+            client, method, path, version, status = record.args
+            record.args = (client, method, self.QUERY.sub(r"\1***", str(path)), version, status)
+        return True
 
 
 def register(app: typer.Typer, console: Console) -> None:
@@ -96,6 +111,8 @@ def register(app: typer.Typer, console: Console) -> None:
         shown = f"[{host}]" if ":" in host else host
         console.print(f"dashboard of {store.server} at [bold]http://{shown}:{port}/[/]"
                       + (" (append ?token=TOKEN once)" if secret else ""), highlight=False)
+        if secret:
+            logging.getLogger("uvicorn.access").addFilter(HideToken())  # uvicorn's logging config keeps it
         # open pages hold event streams: without a limit, Ctrl-C would wait for their tabs to close
         uvicorn.run(web, host=host, port=port, log_level=log_level, access_log=log_level == "debug",
                     timeout_graceful_shutdown=SHUTDOWN_S)
