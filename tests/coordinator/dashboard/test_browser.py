@@ -303,3 +303,31 @@ def test_a_page_restored_by_back_is_live_again(browser: Any, base_url: str, seed
     finish_next(db)
     wait_for(lambda: done() == str(before + 1), WAIT_S, "the finished trial counted on the restored runs page")
     assert browser.execute_script("return window.__notReloaded === true"), "the page was reloaded, not restored"
+
+
+def test_text_from_the_database_is_not_markup_in_the_charts(browser: Any, base_url: str,
+                                                            seeded: tuple[Database, Seeded]) -> None:
+    """Plotly reads its labels as HTML-like markup (links, bold, ...): a hyperparameter
+    label or a metric name in a job document drew a link to another site into the charts."""
+    db, _ = seeded
+    run, markup = "markup", '<a href="https://evil/">link</a><b>bold</b>'
+    sd = seed(db, done=12, errors=0, new=1, run=run)
+    for job in db[s.JOBS].find({s.EXP_KEY: run, s.TID: {"$in": list(sd.done)}}):
+        db[s.JOBS].update_one({s.ID: job[s.ID]}, {"$set": {
+            s.VALS: {**job[s.MISC]["vals"], markup: [job[s.TID] / 10]},
+            s.METRICS: [{"step": step, markup: 1 / step, "lr": step / 3} for step in (1, 2)]}})
+    charts = ["chart-parallel", "chart-matrix", "chart-importance", "chart-curves"]
+    open_page(browser, f"{base_url}/runs/{run}")
+    wait_for(lambda: all(chart_data(browser, chart) for chart in charts), WAIT_S, "the charts")
+    open_page(browser, f"{base_url}/runs/{run}/trials/{min(sd.done)}")
+    wait_for(lambda: chart_data(browser, "chart-metrics"), WAIT_S, "the metrics chart")
+    # the text shows as written, and no link or bold text came of it
+    legend = browser.execute_script(
+        "return [...document.querySelectorAll('#chart-metrics .legendtext')].map((t) => t.textContent)")
+    assert sorted(legend) == sorted([markup, "lr"])
+    assert not browser.find_elements("css selector", "#chart-metrics a, #chart-metrics tspan[style*='bold']")
+    browser.back()
+    wait_for(lambda: all(chart_data(browser, chart) for chart in charts), WAIT_S, "the charts again")
+    for chart in charts:
+        assert markup in browser.execute_script(f"return document.getElementById('{chart}').textContent"), chart
+        assert not browser.find_elements("css selector", f"#{chart} a, #{chart} tspan[style*='bold']"), chart
