@@ -10,7 +10,7 @@ import math
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pymongo
@@ -181,6 +181,19 @@ def test_figures_are_the_runs_data(client: TestClient, seeded: tuple[Database, S
         assert c["steps"] == list(range(1, (c["pruned_step"] or EPOCHS) + 1))
     assert any(c["pruned_step"] for c in curves["series"]), "no pruned trial among the curves: the seed tests nothing"
     assert figures["skipped"] == {}
+
+
+def test_a_step_that_is_not_a_number_is_the_entrys_position_in_the_curves(db: Database) -> None:
+    """A metrics entry's ``step`` of a type JSON lacks (a date, a decimal) failed the run
+    page's charts with a 500."""
+    sd = seed(db, done=3, errors=0, new=1)
+    best = min(sd.done, key=sd.done.__getitem__)
+    db[s.JOBS].update_one({s.EXP_KEY: RUN, s.TID: best}, {"$set": {s.METRICS: [
+        {"step": datetime(2026, 1, 1), "val_accuracy": 0.5}, {"step": Decimal128("2"), "val_accuracy": 0.6},
+        {"step": 3, "val_accuracy": 0.7}]}})
+    with TestClient(create_app(DashboardData(ReadOnlyView(db)), ChangeFeed(db, use_stream=False))) as c:
+        [curve] = [c for c in get(c, f"/api/runs/{RUN}/figures")["curves"]["series"] if c["tid"] == best]
+    assert curve["steps"] == [1, 2, 3] and curve["values"] == [0.5, 0.6, 0.7]
 
 
 def test_importance(client: TestClient) -> None:
