@@ -248,8 +248,10 @@ def eta(max_evals: int | None, counts: StateCounts, rate: Throughput) -> timedel
     hyperopt's fmin does when a run starts or resumes: it queues trials until the done,
     new and running ones make ``max_evals``.  Error trials do not count: a session
     whose trials errored ends short of ``max_evals``, and a resume queues replacements.
-    Zero once ``max_evals`` are done; None without ``max_evals`` or a throughput.  The
-    throughput counts errors too, so with errors the estimate runs a little short.
+    Zero once ``max_evals`` are done; None without ``max_evals`` or a throughput, or
+    when the estimate is past what a timedelta holds (2.7 million years: a malformed
+    ``max_evals``).  The throughput counts errors too, so with errors the estimate runs
+    a little short.
     """
     if max_evals is None:
         return None
@@ -258,7 +260,10 @@ def eta(max_evals: int | None, counts: StateCounts, rate: Throughput) -> timedel
         return timedelta(0)
     if not rate.per_hour:
         return None
-    return timedelta(hours=remaining / rate.per_hour)
+    try:
+        return timedelta(hours=remaining / rate.per_hour)
+    except OverflowError:
+        return None
 
 
 @dataclass

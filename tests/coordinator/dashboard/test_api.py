@@ -135,6 +135,18 @@ def test_a_best_loss_stored_as_a_decimal_is_passed_over(db: Database) -> None:
         assert get(c, f"/api/runs/{RUN}")["best"]["tid"] == runner_up
 
 
+def test_a_max_evals_too_far_ahead_for_an_eta_has_none(db: Database) -> None:
+    """An ETA past what a timedelta holds (a max_evals of 2**62 in the run document)
+    failed the runs list and the summary with a 500 (OverflowError)."""
+    seed(db, done=3, errors=0, new=1)
+    db[s.RUNS].update_one({s.ID: RUN}, {"$set": {s.RUN_MAX_EVALS: 2**62}})
+    with TestClient(create_app(DashboardData(ReadOnlyView(db)), ChangeFeed(db, use_stream=False))) as c:
+        [run] = get(c, "/api/runs")["runs"]
+        summary = get(c, f"/api/runs/{RUN}")
+    assert run["max_evals"] == summary["max_evals"] == 2**62 and run["per_hour"] > 0
+    assert run["eta_s"] is None and summary["eta_s"] is None
+
+
 def test_workers_endpoint_is_the_summarys_liveness(client: TestClient, seeded: tuple[Database, Seeded]) -> None:
     _, sd = seeded
     workers = get(client, f"/api/runs/{RUN}/workers")
