@@ -147,6 +147,21 @@ def test_a_max_evals_too_far_ahead_for_an_eta_has_none(db: Database) -> None:
     assert run["eta_s"] is None and summary["eta_s"] is None
 
 
+def test_run_names_that_are_not_strings_are_listed_as_text(db: Database) -> None:
+    """A job whose exp_key is a document or a decimal, or a run document with such an
+    _id, failed the runs list and every unknown-run answer with a 500 (unhashable), and
+    the polling feed's thread with them, which takes the dashboard down."""
+    seed(db, done=1, errors=0, new=1)
+    db[s.JOBS].insert_many([{s.EXP_KEY: {"name": "x"}, s.TID: 0, s.STATE: int(State.NEW)},
+                            {s.EXP_KEY: Decimal128("1.5"), s.TID: 0, s.STATE: int(State.NEW)}])
+    db[s.RUNS].insert_one({s.ID: Decimal128("2.5"), s.RUN_EXPERIMENT: "nested"})
+    with TestClient(create_app(DashboardData(ReadOnlyView(db)), ChangeFeed(db, use_stream=False))) as c:
+        names = [run["run"] for run in get(c, "/api/runs")["runs"]]
+        assert "unknown run 'nope'" in get(c, "/api/runs/nope", 404)["error"]
+    assert sorted(names) == sorted([RUN, "{'name': 'x'}", "1.5", "2.5"])
+    assert RUN in dict(ChangeFeed(db, use_stream=False).signature(ANY_RUN_KEY))
+
+
 def test_workers_endpoint_is_the_summarys_liveness(client: TestClient, seeded: tuple[Database, Seeded]) -> None:
     _, sd = seeded
     workers = get(client, f"/api/runs/{RUN}/workers")
