@@ -95,7 +95,9 @@ function live(keys, onChange, onTick) {
   keys.forEach((key) => params.append("key", key));
   const show = (event) => {
     const info = JSON.parse(event.data);
-    feed.textContent = info.mode === "change stream" ? "live (MongoDB change stream)" : `live (polling: ${info.note})`;
+    // with a change stream, a note says it is interrupted: what the page shows may be stale
+    feed.textContent = info.mode !== "change stream" ? `live (polling: ${info.note})`
+      : info.note ? `not live: ${info.note}` : "live (MongoDB change stream)";
     feed.dataset.mode = info.mode;
   };
   const connect = () => {

@@ -575,6 +575,36 @@ def test_feed_falls_back_to_polling_without_change_streams(seeded: tuple[Databas
         feed.stop()
 
 
+def test_an_interrupted_change_stream_is_not_shown_as_live(seeded: tuple[Database, Seeded]) -> None:
+    """While the change stream cannot be reopened (the server is away), the pages said
+    "live (MongoDB change stream)" over data that no longer changed."""
+    db, _ = seeded
+    away = [True]
+
+    class Away:
+        """A database whose server is unreachable until ``away`` is cleared."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(db, name)
+
+        def __getitem__(self, name: str) -> Any:
+            return db[name]
+
+        def watch(self, *args: Any, **kwargs: Any) -> Any:
+            if away[0]:
+                raise pymongo.errors.AutoReconnect("injected: connection refused")
+            return db.watch(*args, **kwargs)
+
+    feed = ChangeFeed(Away())  # type: ignore[arg-type]
+    with TestClient(create_app(DashboardData(ReadOnlyView(db)), feed)) as c:
+        wait_for(lambda: feed.note, WAIT_S, "the feed to say the stream is interrupted")
+        shown = get(c, f"/api/runs/{RUN}")["feed"]
+        assert shown["mode"] == STREAM and "change stream interrupted" in shown["note"], shown
+        assert "injected: connection refused" in shown["note"] and "reopening" in shown["note"], shown
+        away[0] = False
+        wait_for(lambda: not feed.note, WAIT_S, "the feed to reopen the stream")
+
+
 def test_an_outage_past_the_limit_answers_503(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     """An outage longer than the store's limit (``DatabaseOutage``, not a pymongo error)
     is a 503 saying the database is unavailable, as a pymongo error is, not a 500."""

@@ -14,6 +14,7 @@ import shutil
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -86,12 +87,13 @@ def streams(seeded: tuple[Database, Seeded]) -> EventStreams:
     return EventStreams(create_app(DashboardData(ReadOnlyView(db)), ChangeFeed(db)))
 
 
-@pytest.fixture(scope="module")
-def base_url(streams: EventStreams) -> Iterator[str]:
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """``app`` served on a free local port (its base URL) until the block ends."""
     port = free_port()
     # as `hpo-coord dashboard` serves it: the browser's page still holds its event stream
     # when this server stops, which without the limit would wait for the page to close
-    server = uvicorn.Server(uvicorn.Config(streams, host="127.0.0.1",
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1",
                                            port=port, log_level="warning", timeout_graceful_shutdown=SHUTDOWN_S))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -100,6 +102,12 @@ def base_url(streams: EventStreams) -> Iterator[str]:
     server.should_exit = True
     thread.join(30)
     assert not thread.is_alive(), "the dashboard did not stop within 30 s"
+
+
+@pytest.fixture(scope="module")
+def base_url(streams: EventStreams) -> Iterator[str]:
+    with serving(streams) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -331,3 +339,26 @@ def test_text_from_the_database_is_not_markup_in_the_charts(browser: Any, base_u
     for chart in charts:
         assert markup in browser.execute_script(f"return document.getElementById('{chart}').textContent"), chart
         assert not browser.find_elements("css selector", f"#{chart} a, #{chart} tspan[style*='bold']"), chart
+
+
+def test_an_interrupted_change_stream_is_not_shown_as_live(browser: Any, seeded: tuple[Database, Seeded]) -> None:
+    db, _ = seeded
+
+    class Away:
+        """A database whose change stream cannot be opened (its server is away)."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(db, name)
+
+        def __getitem__(self, name: str) -> Any:
+            return db[name]
+
+        def watch(self, *args: Any, **kwargs: Any) -> Any:
+            raise pymongo.errors.AutoReconnect("injected: connection refused")
+
+    with serving(create_app(DashboardData(ReadOnlyView(db)), ChangeFeed(Away()))) as url:  # type: ignore[arg-type]
+        open_page(browser, f"{url}/runs/{RUN}")
+        feed = browser.find_element("id", "feed")
+        wait_for(lambda: "interrupted" in feed.text, WAIT_S, "the header to say the stream is interrupted")
+        assert feed.text.startswith("not live: change stream interrupted (AutoReconnect: injected"), feed.text
+        browser.get("about:blank")  # the page's event stream closes before the server stops
