@@ -30,7 +30,8 @@ from jobstore.schema import State
 from jobstore.view import ReadOnlyView
 from jobstore.queue import JobQueue
 from jobstore.workers import WorkerRegistry
-from tests.support.dashboard import DEAD_WORKER, EPOCHS, LIVE_WORKER, PRUNER, RUN, SECRET, Seeded, finish_next, seed
+from tests.support.dashboard import (DEAD_WORKER, EPOCHS, LIVE_WORKER, PRUNER, RUN, SECRET, Seeded, WatchFails,
+                                     finish_next, seed)
 from tests.support.processes import wait_for
 
 WAIT_S = 30.0
@@ -551,22 +552,10 @@ def test_polling_rides_out_an_outage(db: Database, monkeypatch: pytest.MonkeyPat
 
 def test_feed_falls_back_to_polling_without_change_streams(seeded: tuple[Database, Seeded]) -> None:
     db, _ = seeded
-
-    class NoStreams:
-        """A database whose server has no change streams, as a standalone mongod."""
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(db, name)
-
-        def __getitem__(self, name: str) -> Any:
-            return db[name]
-
-        def watch(self, *args: Any, **kwargs: Any) -> Any:
-            raise pymongo.errors.OperationFailure(
-                "The $changeStream stage is only supported on replica sets", 40573,
-                {"errmsg": "The $changeStream stage is only supported on replica sets", "code": 40573})
-
-    feed = ChangeFeed(NoStreams(), poll_interval_s=0.2)  # type: ignore[arg-type]
+    no_streams = WatchFails(db, pymongo.errors.OperationFailure(  # as a standalone mongod
+        "The $changeStream stage is only supported on replica sets", 40573,
+        {"errmsg": "The $changeStream stage is only supported on replica sets", "code": 40573}))
+    feed = ChangeFeed(no_streams, poll_interval_s=0.2)  # type: ignore[arg-type]
     feed.start()
     try:
         wait_for(lambda: feed.mode == POLLING, WAIT_S, "the feed to fall back to polling")
@@ -579,29 +568,14 @@ def test_an_interrupted_change_stream_is_not_shown_as_live(seeded: tuple[Databas
     """While the change stream cannot be reopened (the server is away), the pages said
     "live (MongoDB change stream)" over data that no longer changed."""
     db, _ = seeded
-    away = [True]
-
-    class Away:
-        """A database whose server is unreachable until ``away`` is cleared."""
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(db, name)
-
-        def __getitem__(self, name: str) -> Any:
-            return db[name]
-
-        def watch(self, *args: Any, **kwargs: Any) -> Any:
-            if away[0]:
-                raise pymongo.errors.AutoReconnect("injected: connection refused")
-            return db.watch(*args, **kwargs)
-
-    feed = ChangeFeed(Away())  # type: ignore[arg-type]
+    away = WatchFails(db, pymongo.errors.AutoReconnect("injected: connection refused"))
+    feed = ChangeFeed(away)  # type: ignore[arg-type]
     with TestClient(create_app(DashboardData(ReadOnlyView(db)), feed)) as c:
         wait_for(lambda: feed.note, WAIT_S, "the feed to say the stream is interrupted")
         shown = get(c, f"/api/runs/{RUN}")["feed"]
         assert shown["mode"] == STREAM and "change stream interrupted" in shown["note"], shown
         assert "injected: connection refused" in shown["note"] and "reopening" in shown["note"], shown
-        away[0] = False
+        away.failing = False
         wait_for(lambda: not feed.note, WAIT_S, "the feed to reopen the stream")
 
 

@@ -32,7 +32,7 @@ from jobstore import schema as s
 from jobstore.view import ReadOnlyView
 from jobstore.connection import server_time
 from jobstore.embedded import free_port
-from tests.support.dashboard import DEAD_WORKER, EPOCHS, LIVE_WORKER, RUN, SECRET, Seeded, finish_next, seed
+from tests.support.dashboard import DEAD_WORKER, EPOCHS, LIVE_WORKER, RUN, SECRET, Seeded, WatchFails, finish_next, seed
 from tests.support.processes import wait_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -343,20 +343,8 @@ def test_text_from_the_database_is_not_markup_in_the_charts(browser: Any, base_u
 
 def test_an_interrupted_change_stream_is_not_shown_as_live(browser: Any, seeded: tuple[Database, Seeded]) -> None:
     db, _ = seeded
-
-    class Away:
-        """A database whose change stream cannot be opened (its server is away)."""
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(db, name)
-
-        def __getitem__(self, name: str) -> Any:
-            return db[name]
-
-        def watch(self, *args: Any, **kwargs: Any) -> Any:
-            raise pymongo.errors.AutoReconnect("injected: connection refused")
-
-    with serving(create_app(DashboardData(ReadOnlyView(db)), ChangeFeed(Away()))) as url:  # type: ignore[arg-type]
+    away = WatchFails(db, pymongo.errors.AutoReconnect("injected: connection refused"))
+    with serving(create_app(DashboardData(ReadOnlyView(db)), ChangeFeed(away))) as url:  # type: ignore[arg-type]
         open_page(browser, f"{url}/runs/{RUN}")
         feed = browser.find_element("id", "feed")
         wait_for(lambda: "interrupted" in feed.text, WAIT_S, "the header to say the stream is interrupted")
