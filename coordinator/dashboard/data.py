@@ -9,7 +9,7 @@ Contracts:
 * **Read-only.**  Nothing here writes to the database.
 * **No whole-history read per update.**  A run's trial points are read once, then
   kept in memory and refreshed with the trials written since the last read (through
-  the ``run_updated`` index); the trial table and the error list are pages of at most
+  the ``run_updated`` index; read again in full only after trials were deleted); the trial table and the error list are pages of at most
   :data:`MAX_PAGE` trials, sorted and filtered by the server.
 * **No secrets.**  Error messages and tracebacks pass through
   :func:`jobstore.connection.mask`, so a password that leaked into an objective's
@@ -200,12 +200,16 @@ class DashboardData:
 
     def points(self, run: str) -> list[TrialPoint]:
         """The run's trial points, by tid: read in full the first time, then refreshed
-        with the trials written since the previous read."""
+        with the trials written since the previous read; read in full again when the run
+        has fewer jobs than points kept (trials were deleted, which no write shows)."""
         with self._points_lock:
             cache = self._points.setdefault(run, _Points())
         with cache.lock:
             started = self.view.server_time()
             since = None if cache.read_at is None else cache.read_at - REREAD_MARGIN
+            if since is not None and len(cache.by_tid) > self.view.jobs.count({s.EXP_KEY: run}):
+                cache.by_tid.clear()
+                since = None
             for point in monitor.trial_points(self.view, run, since):
                 cache.by_tid[point.tid] = point
             cache.read_at = started

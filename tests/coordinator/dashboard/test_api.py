@@ -224,6 +224,17 @@ def test_a_step_that_is_not_a_number_is_the_entrys_position_in_the_curves(db: Da
     assert curve["steps"] == [1, 2, 3] and curve["values"] == [0.5, 0.6, 0.7]
 
 
+def test_trials_deleted_from_a_run_leave_its_charts(db: Database) -> None:
+    """The charts' points are kept and refreshed with the trials written since: trials
+    deleted from the run (hyperopt's ``trials.delete_all()``) stayed in the charts."""
+    sd = seed(db, done=5, errors=0, new=1)
+    data = DashboardData(ReadOnlyView(db))
+    assert data.figures(RUN)["loss"]["tids"] == sorted(sd.done)
+    gone = sorted(sd.done)[:2]
+    assert JobQueue(db).delete({s.EXP_KEY: RUN, s.TID: {"$in": gone}}) == 2
+    assert data.figures(RUN)["loss"]["tids"] == sorted(sd.done)[2:]
+
+
 def test_importance(client: TestClient) -> None:
     body = get(client, f"/api/runs/{RUN}/importance")
     assert {r["label"] for r in body["importance"]} == {"model", "a", "freq", "phase"}
