@@ -28,13 +28,17 @@ Contracts: every endpoint only reads; errors are JSON ``{"error": ...}`` with 40
 (bad query), 404 (unknown run or trial) or 503 (database unreachable; message masked).
 With a token every request must carry it, as ``?token=`` (a page then sets an HttpOnly
 same-site cookie and redirects to the address without it), the cookie, or an
-``Authorization: Bearer`` header; otherwise 401.
+``Authorization: Bearer`` header; otherwise 401.  ``local_only`` (``hpo-coord dashboard``
+without a token) answers only requests addressed to a loopback name (their ``Host``:
+``localhost``, ``127.0.0.1``, ``[::1]``, ...); otherwise 403: a page of another site could
+point its own host name at 127.0.0.1 (DNS rebinding) and read the dashboard.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import json
 import math
 from contextlib import asynccontextmanager
@@ -92,6 +96,23 @@ def _page(name: str) -> Callable[[Request], Response]:
     return page
 
 
+def is_local(host: str) -> bool:
+    """Whether ``host`` is a loopback address (or ``localhost``)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_name(header: str) -> str:
+    """The host of a ``Host`` header: without its port, an IPv6 address without brackets."""
+    if header.startswith("["):
+        return header[1:].partition("]")[0]
+    return header.partition(":")[0]
+
+
 def _int(request: Request, name: str, default: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
@@ -103,9 +124,11 @@ def _int(request: Request, name: str, default: int) -> int:
 
 
 def create_app(data: DashboardData, feed: ChangeFeed, *, run: str | None = None,
-               token: str | None = None) -> Starlette:
+               token: str | None = None, local_only: bool = False) -> Starlette:
     """The application; ``run`` makes ``/`` open that run; ``token`` is required by
-    every request when given.  The feed is started and stopped with the app."""
+    every request when given; with ``local_only``, requests addressed to a host name that
+    is not a loopback one are refused (see the module doc).  The feed is started and
+    stopped with the app."""
 
     def api(handler: Callable[[Request], Any]) -> Callable[[Request], Response]:
         def endpoint(request: Request) -> Response:
@@ -171,6 +194,10 @@ def create_app(data: DashboardData, feed: ChangeFeed, *, run: str | None = None,
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     async def check_token(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if local_only and not is_local(_host_name(request.headers.get("host", ""))):
+            return PlainTextResponse("this dashboard answers only requests to this machine's loopback addresses "
+                                     "(http://localhost:PORT/, http://127.0.0.1:PORT/); to serve it under other "
+                                     "names, start it with --token", status_code=403)
         if token is None:
             return await call_next(request)
         given = request.query_params.get("token")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import re
@@ -14,7 +13,7 @@ import uvicorn
 from rich.console import Console
 
 from coordinator import monitor
-from coordinator.dashboard.app import create_app
+from coordinator.dashboard.app import create_app, is_local
 from coordinator.dashboard.data import DashboardData
 from coordinator.dashboard.live import ChangeFeed
 from coordinator.local_server import DEFAULT_LOCAL_DIR, LocalDirOption, database_url
@@ -37,16 +36,6 @@ TOKEN_ENV = "HPO_DASHBOARD_TOKEN"
 DEFAULT_PORT = 8080
 SHUTDOWN_S = 2
 """Seconds open connections (the pages' event streams) get to close on Ctrl-C / SIGTERM."""
-
-
-def is_local(host: str) -> bool:
-    """Whether ``host`` is a loopback address (or ``localhost``)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class HideToken(logging.Filter):
@@ -107,7 +96,8 @@ def register(app: typer.Typer, console: Console) -> None:
         data = DashboardData(store.view, stale)
         # the change stream is a read too; the view has no watch of its own
         feed = ChangeFeed(store.db, store.jobs_collection, use_stream=not polling, stale_after=stale)
-        web = create_app(data, feed, run=run, token=secret)
+        # without a token, a page from another site must not reach it through a rebound host name
+        web = create_app(data, feed, run=run, token=secret, local_only=secret is None)
         shown = f"[{host}]" if ":" in host else host
         console.print(f"dashboard of {store.server} at [bold]http://{shown}:{port}/[/]"
                       + (" (append ?token=TOKEN once)" if secret else ""), highlight=False)

@@ -414,6 +414,20 @@ def test_opening_a_page_with_the_token_redirects_to_that_page_here(db: Database)
         assert elsewhere.status_code == 303 and elsewhere.headers["location"] == "/evil.example/x"
 
 
+def test_without_a_token_only_requests_to_this_machine_are_answered(seeded: tuple[Database, Seeded]) -> None:
+    """A page from another site can point its own host name at 127.0.0.1 (DNS rebinding)
+    and read a dashboard served there without a token: its requests name that host."""
+    db, _ = seeded
+    app = create_app(DashboardData(ReadOnlyView(db)), ChangeFeed(db, use_stream=False), local_only=True)
+    with TestClient(app) as c:
+        for host in ("localhost:8080", "127.0.0.1:8080", "127.0.0.2", "[::1]:8080"):
+            assert c.get("/api/runs", headers={"Host": host}).status_code == 200, host
+        for host in ("evil.example:8080", "evil.example", "10.0.0.5:8080", ""):
+            refused = c.get("/api/runs", headers={"Host": host})
+            assert refused.status_code == 403 and "--token" in refused.text, host
+        assert c.get("/", headers={"Host": "evil.example"}).status_code == 403
+
+
 def until_the_feed_follows(feed: ChangeFeed, db: Database) -> None:
     """Return once ``feed``'s thread follows changes: its change stream is open, or its
     poller has a reading of every key watched so far (a sleep cannot promise either on a

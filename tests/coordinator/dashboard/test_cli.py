@@ -117,6 +117,14 @@ def test_the_access_log_does_not_show_the_token(db: Database, db_url: str, tmp_p
     assert "GET /api/runs?token=***&x=1 HTTP/1.1" in text and token not in text, text
 
 
+def test_without_a_token_a_request_for_another_host_name_is_refused(
+        served: tuple[str, subprocess.Popen[bytes]]) -> None:
+    """DNS rebinding: another site's page, its host name pointed at 127.0.0.1, would read the runs."""
+    base, _ = served
+    assert httpx.get(base + "/api/runs", headers={"Host": "rebound.example:8080"}).status_code == 403
+    assert httpx.get(base + "/api/runs").status_code == 200
+
+
 def test_a_dying_feed_thread_takes_the_dashboard_down_loudly(db: Database, db_url: str, tmp_path: Path) -> None:
     seed(db, done=1, errors=0, new=1)
     port = free_port()
