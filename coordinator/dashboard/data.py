@@ -9,8 +9,9 @@ Contracts:
 * **Read-only.**  Nothing here writes to the database.
 * **No whole-history read per update.**  A run's trial points are read once, then
   kept in memory and refreshed with the trials written since the last read (through
-  the ``run_updated`` index; read again in full only after trials were deleted); the trial table and the error list are pages of at most
-  :data:`MAX_PAGE` trials, sorted and filtered by the server.
+  the ``run_updated`` index; read again in full only after trials were deleted); the
+  trial table and the error list are pages of at most :data:`MAX_PAGE` trials, sorted
+  and filtered by the server.
 * **No secrets.**  Error messages and tracebacks pass through
   :func:`jobstore.connection.mask`, so a password that leaked into an objective's
   exception is shown as ``***``.
