@@ -12,9 +12,9 @@ Contracts:
   the ``run_updated`` index; read again in full only after trials were deleted); the
   trial table and the error list are pages of at most :data:`MAX_PAGE` trials, sorted
   and filtered by the server.
-* **No secrets.**  Error messages and tracebacks pass through
+* **No secrets.**  Error messages and tracebacks, and a trial's result, pass through
   :func:`jobstore.connection.mask`, so a password that leaked into an objective's
-  exception is shown as ``***``.
+  exception or result is shown as ``***``.
 * **Unknown runs and trials** raise :class:`coordinator.monitor.UnknownRun` and
   :class:`UnknownTrial`.
 """
@@ -368,7 +368,7 @@ class DashboardData:
         return {"total": self.view.jobs.count(match), "offset": offset, "limit": limit, "rows": rows}
 
     def trial(self, run: str, tid: int) -> dict[str, Any]:
-        """One trial: state, result, the step where a pruner stopped it (``pruned_step``,
+        """One trial: state, result (its strings masked), the step where a pruner stopped it (``pruned_step``,
         None if it was not pruned), parameters, metrics per step, timeline (queued,
         claimed, started, last heartbeat, finished; ``attempts`` claims, so
         ``attempts - 1`` requeues after lost workers) and its error, if any.
@@ -396,7 +396,7 @@ class DashboardData:
         ]
         return {
             "run": name, "tid": tid, "state": monitor.state_name(job.get(s.STATE)),
-            "result": monitor.plain(result), "pruned_step": monitor.pruned_step(result),
+            "result": _masked(monitor.plain(result)), "pruned_step": monitor.pruned_step(result),
             "params": monitor.trial_params(job),
             "worker": monitor.text(job.get(s.OWNER)), "attempts": attempts,
             "max_attempts": s.as_int(job.get(s.MAX_ATTEMPTS)),
@@ -443,6 +443,17 @@ def _liveness(now: datetime, stale: list[monitor.StaleJob], workers: list[monito
                      "seen_ago_s": None if w.last_seen is None else (now - w.last_seen).total_seconds(),
                      "trials_done": w.trials_done} for w in workers],
     }
+
+
+def _masked(value: Any) -> Any:
+    """A plain value (:func:`coordinator.monitor.plain`) with every string masked."""
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, dict):
+        return {key: _masked(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_masked(item) for item in value]
+    return value
 
 
 def _error(job: Mapping[str, Any]) -> dict[str, Any]:

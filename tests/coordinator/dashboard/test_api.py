@@ -30,8 +30,8 @@ from jobstore.schema import State
 from jobstore.view import ReadOnlyView
 from jobstore.queue import JobQueue
 from jobstore.workers import WorkerRegistry
-from tests.support.dashboard import (DEAD_WORKER, EPOCHS, LIVE_WORKER, PRUNER, RUN, SECRET, Seeded, WatchFails,
-                                     finish_next, seed)
+from tests.support.dashboard import (DEAD_WORKER, EPOCHS, LEAKY_URL, LIVE_WORKER, PRUNER, RUN, SECRET, Seeded,
+                                     WatchFails, finish_next, seed)
 from tests.support.processes import wait_for
 
 WAIT_S = 30.0
@@ -357,6 +357,19 @@ def test_one_trial(client: TestClient, seeded: tuple[Database, Seeded]) -> None:
     stale = get(client, f"/api/runs/{RUN}/trials/{sd.stale}")
     assert "lease expires" in [e["event"] for e in stale["timeline"]]
     assert "no trial 9999" in get(client, f"/api/runs/{RUN}/trials/9999", 404)["error"]
+
+
+def test_a_password_in_a_trials_result_is_masked(db: Database) -> None:
+    """An objective's result is free-form (``{"status": "fail", "reason": ...}``): a URL
+    with its password there was shown on the trial page as written."""
+    sd = seed(db, done=1, errors=0, new=1)
+    [tid] = sd.done
+    db[s.JOBS].update_one({s.EXP_KEY: RUN, s.TID: tid}, {"$set": {
+        s.STATUS: "fail", "result.reason": f"cannot reach {LEAKY_URL}", "result.notes": [{"db": LEAKY_URL}]}})
+    with TestClient(create_app(DashboardData(ReadOnlyView(db)), ChangeFeed(db, use_stream=False))) as c:
+        result = get(c, f"/api/runs/{RUN}/trials/{tid}")["result"]  # get() checks SECRET is in no answer
+    assert result["reason"] == "cannot reach mongodb://alice:***@db.example:27017/hpo"
+    assert result["notes"] == [{"db": "mongodb://alice:***@db.example:27017/hpo"}]
 
 
 def test_pages_and_local_plotly(client: TestClient, seeded: tuple[Database, Seeded]) -> None:
