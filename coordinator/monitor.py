@@ -64,9 +64,10 @@ class UnknownRun(UserError):
 
 
 def known_runs(view: ReadOnlyView) -> list[str]:
-    """Every run name: those with a run document and those that only have jobs."""
-    names = set(view.runs.distinct(s.ID)) | set(view.jobs.distinct(s.EXP_KEY))
-    return sorted(str(name) for name in names if name is not None)
+    """Every run name: those with a run document and those that only have jobs (a
+    malformed name, not a string, as its text)."""
+    names = view.runs.distinct(s.ID) + view.jobs.distinct(s.EXP_KEY)
+    return sorted({str(name) for name in names if name is not None})
 
 
 def require_run(view: ReadOnlyView, run: str | None) -> str:
@@ -248,8 +249,10 @@ def eta(max_evals: int | None, counts: StateCounts, rate: Throughput) -> timedel
     hyperopt's fmin does when a run starts or resumes: it queues trials until the done,
     new and running ones make ``max_evals``.  Error trials do not count: a session
     whose trials errored ends short of ``max_evals``, and a resume queues replacements.
-    Zero once ``max_evals`` are done; None without ``max_evals`` or a throughput.  The
-    throughput counts errors too, so with errors the estimate runs a little short.
+    Zero once ``max_evals`` are done; None without ``max_evals`` or a throughput, or
+    when the estimate is past what a timedelta holds (2.7 million years: a malformed
+    ``max_evals``).  The throughput counts errors too, so with errors the estimate runs
+    a little short.
     """
     if max_evals is None:
         return None
@@ -258,7 +261,10 @@ def eta(max_evals: int | None, counts: StateCounts, rate: Throughput) -> timedel
         return timedelta(0)
     if not rate.per_hour:
         return None
-    return timedelta(hours=remaining / rate.per_hour)
+    try:
+        return timedelta(hours=remaining / rate.per_hour)
+    except OverflowError:
+        return None
 
 
 @dataclass
@@ -446,10 +452,11 @@ class RunOverview:
 
 def list_runs(view: ReadOnlyView) -> list[RunOverview]:
     """Every run with its counts by state and best loss, by name."""
-    docs = {
+    docs = {  # a run named by an _id that is not a string is found by no query for its name
         doc[s.ID]: doc
         for doc in view.runs.find({}, {s.RUN_EXPERIMENT: 1, s.RUN_ALGO: 1, s.RUN_CREATED_AT: 1, s.RUN_MAX_EVALS: 1,
                                        f"{s.RUN_SETTINGS}.{s.RUN_PRUNER}": 1})
+        if isinstance(doc[s.ID], str)
     }
     overview = []
     for run in known_runs(view):

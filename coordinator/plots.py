@@ -37,6 +37,7 @@ from matplotlib.ticker import MaxNLocator, NullFormatter
 from matplotlib.transforms import blended_transform_factory
 
 from coordinator.monitor import TrialPoint
+from jobstore.schema import is_finite_number
 from objectives.registry import get_experiment
 from user_errors import UnknownExperiment
 
@@ -441,7 +442,7 @@ class Curve:
 
     tid: int
     loss: float | None
-    steps: list[Any]
+    steps: list[float]
     values: list[float]
     pruned_step: int | None
     """The step where a pruner stopped the trial; None if it was not pruned."""
@@ -460,7 +461,8 @@ def curve_series(curves: Mapping[int, Sequence[Mapping[str, Any]]], losses: Mapp
     """The curves of ``curves`` (tid -> metrics entries) for the metric :func:`pick_metric`
     chooses, by loss (``losses``: tid -> loss); ``pruned``: tid -> the step where a
     pruner stopped the trial.  A trial that never reported the metric has no curve; an
-    entry without ``step`` is at its position (1, 2, ...).
+    entry without a numeric ``step`` (none, or a date, a string, ...) is at its position
+    (1, 2, ...).
 
     Raises:
         Skipped: no trial reported a numeric metric.
@@ -472,7 +474,8 @@ def curve_series(curves: Mapping[int, Sequence[Mapping[str, Any]]], losses: Mapp
     for tid in sorted(curves, key=lambda t: losses.get(t, math.inf)):
         entries = [e for e in curves[tid] if isinstance(e.get(metric), (int, float))]
         if entries:
-            series.append(Curve(tid, losses.get(tid), [e.get("step", i + 1) for i, e in enumerate(entries)],
+            steps = [e["step"] if is_finite_number(e.get("step")) else i + 1 for i, e in enumerate(entries)]
+            series.append(Curve(tid, losses.get(tid), steps,
                                 [float(e[metric]) for e in entries], pruned.get(tid)))
     return LearningCurves(metric, series)
 

@@ -50,6 +50,14 @@ BEST_TRIAL_PROJECTION = {s.TID: 1, s.RESULT: 1, s.PARAMS: 1, s.VALS: 1, s.FINISH
 """What :meth:`ReadOnlyView.best_trial` reads of the best job."""
 
 
+def _plain_best(job: Mapping[str, Any]) -> bool:
+    """Whether a job the best-trial query found has a loss and a tid a reader can use:
+    the query's ranges also match decimals, fractional tids and arrays holding numbers."""
+    result = job.get(s.RESULT)
+    return (isinstance(result, Mapping) and s.is_finite_number(result.get("loss"))
+            and s.as_int(job.get(s.TID)) is not None)
+
+
 class ReadOnlyCollection:
     """Reads of one collection, retried; no method writes."""
 
@@ -131,9 +139,11 @@ class ReadOnlyView:
         ``result``, ``params``, ``misc.vals``, ``finished_at``); None when no trial that
         trained its whole budget succeeded (:meth:`no_best_trial` says why, for users).
 
-        The best trial is the done job with status ok, a finite loss, a numeric ``tid``
-        and no ``result.pruned: true`` that has the lowest loss, among those for which
-        ``usable(job)`` is true when ``usable`` is given (e.g.
+        The best trial is the done job with status ok, a finite loss that is an int or
+        a float (not a BSON decimal, which the server ranks as a number), an integral
+        ``tid`` (:func:`jobstore.schema.as_int`) and no ``result.pruned: true`` that has
+        the lowest loss, among those for which ``usable(job)`` is true when ``usable``
+        is given (e.g.
         :func:`jobstore.schema.has_point`, for callers that decode the point from
         ``misc.vals``).  A pruned trial is never the best, whatever its loss: it carries
         the loss it reported where a pruner stopped it (docs/objectives.md), not the
@@ -153,7 +163,7 @@ class ReadOnlyView:
                 batch_size=_BEST_BATCH,
             )
             with cursor:
-                return next((job for job in cursor if usable is None or usable(job)), None)
+                return next((job for job in cursor if _plain_best(job) and (usable is None or usable(job))), None)
 
         return self._retry(first, "reading the best trial")
 

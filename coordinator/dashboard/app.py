@@ -28,13 +28,17 @@ Contracts: every endpoint only reads; errors are JSON ``{"error": ...}`` with 40
 (bad query), 404 (unknown run or trial) or 503 (database unreachable; message masked).
 With a token every request must carry it, as ``?token=`` (a page then sets an HttpOnly
 same-site cookie and redirects to the address without it), the cookie, or an
-``Authorization: Bearer`` header; otherwise 401.
+``Authorization: Bearer`` header; otherwise 401.  ``local_only`` (``hpo-coord dashboard``
+without a token) answers only requests addressed to a loopback name (their ``Host``:
+``localhost``, ``127.0.0.1``, ``[::1]``, ...); otherwise 403: a page of another site could
+point its own host name at 127.0.0.1 (DNS rebinding) and read the dashboard.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import json
 import math
 from contextlib import asynccontextmanager
@@ -64,6 +68,8 @@ PLOTLY_JS = Path(str(files("plotly") / "package_data" / "plotly.min.js"))
 COOKIE = "hpo_dashboard_token"
 MAX_EVENT_KEYS = 64
 """Most runs one event stream follows."""
+_PATH_CHARS = "/:@!$&'()*+,;="
+"""What a path holds unescaped besides letters, digits and ``-._~`` (RFC 3986)."""
 EVENT_CHECK_S = 0.25
 """How often an event stream looks at the feed's counters (in memory, no query)."""
 
@@ -90,6 +96,23 @@ def _page(name: str) -> Callable[[Request], Response]:
     return page
 
 
+def is_local(host: str) -> bool:
+    """Whether ``host`` is a loopback address (or ``localhost``)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_name(header: str) -> str:
+    """The host of a ``Host`` header: without its port, an IPv6 address without brackets."""
+    if header.startswith("["):
+        return header[1:].partition("]")[0]
+    return header.partition(":")[0]
+
+
 def _int(request: Request, name: str, default: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
@@ -101,9 +124,11 @@ def _int(request: Request, name: str, default: int) -> int:
 
 
 def create_app(data: DashboardData, feed: ChangeFeed, *, run: str | None = None,
-               token: str | None = None) -> Starlette:
+               token: str | None = None, local_only: bool = False) -> Starlette:
     """The application; ``run`` makes ``/`` open that run; ``token`` is required by
-    every request when given.  The feed is started and stopped with the app."""
+    every request when given; with ``local_only``, requests addressed to a host name that
+    is not a loopback one are refused (see the module doc).  The feed is started and
+    stopped with the app."""
 
     def api(handler: Callable[[Request], Any]) -> Callable[[Request], Response]:
         def endpoint(request: Request) -> Response:
@@ -169,14 +194,23 @@ def create_app(data: DashboardData, feed: ChangeFeed, *, run: str | None = None,
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     async def check_token(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if local_only and not is_local(_host_name(request.headers.get("host", ""))):
+            return PlainTextResponse("this dashboard answers only requests to this machine's loopback addresses "
+                                     "(http://localhost:PORT/, http://127.0.0.1:PORT/); to serve it under other "
+                                     "names, start it with --token", status_code=403)
         if token is None:
             return await call_next(request)
         given = request.query_params.get("token")
         if given is not None and hmac.compare_digest(given.encode(), token.encode()):
             if request.url.path.startswith("/api/"):
                 return await call_next(request)
-            target = request.url.remove_query_params("token")
-            response = RedirectResponse(str(target.path) + (f"?{target.query}" if target.query else ""), 303)
+            # to the path as sent (decoded, a run name's escaped % would escape what follows it),
+            # on this server ("//host/" would be another host's address)
+            raw = request.scope.get("raw_path")  # optional in ASGI; uvicorn sets it
+            sent = quote(raw, safe=_PATH_CHARS + "%") if raw else quote(request.scope["path"], safe=_PATH_CHARS)
+            path = "/" + sent.lstrip("/")
+            query = request.url.remove_query_params("token").query
+            response = RedirectResponse(path + (f"?{query}" if query else ""), 303)
             response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
             return response
         header = request.headers.get("authorization", "")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import ipaddress
+import logging
 import os
+import re
 from datetime import timedelta
 from typing import Annotated, Optional
 
@@ -12,7 +13,7 @@ import uvicorn
 from rich.console import Console
 
 from coordinator import monitor
-from coordinator.dashboard.app import create_app
+from coordinator.dashboard.app import create_app, is_local
 from coordinator.dashboard.data import DashboardData
 from coordinator.dashboard.live import ChangeFeed
 from coordinator.local_server import DEFAULT_LOCAL_DIR, LocalDirOption, database_url
@@ -37,14 +38,17 @@ SHUTDOWN_S = 2
 """Seconds open connections (the pages' event streams) get to close on Ctrl-C / SIGTERM."""
 
 
-def is_local(host: str) -> bool:
-    """Whether ``host`` is a loopback address (or ``localhost``)."""
-    if host == "localhost":
+class HideToken(logging.Filter):
+    """Shows the ``token`` query parameter as ``***`` in uvicorn's access log lines
+    (``--log-level debug`` logs each request's path with its query)."""
+
+    QUERY = re.compile(r"([?&]token=)[^&]*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and len(record.args) == 5:  # uvicorn's: client, method, path, ...
+            client, method, path, version, status = record.args
+            record.args = (client, method, self.QUERY.sub(r"\1***", str(path)), version, status)
         return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def register(app: typer.Typer, console: Console) -> None:
@@ -92,10 +96,13 @@ def register(app: typer.Typer, console: Console) -> None:
         data = DashboardData(store.view, stale)
         # the change stream is a read too; the view has no watch of its own
         feed = ChangeFeed(store.db, store.jobs_collection, use_stream=not polling, stale_after=stale)
-        web = create_app(data, feed, run=run, token=secret)
+        # without a token, a page from another site must not reach it through a rebound host name
+        web = create_app(data, feed, run=run, token=secret, local_only=secret is None)
         shown = f"[{host}]" if ":" in host else host
         console.print(f"dashboard of {store.server} at [bold]http://{shown}:{port}/[/]"
                       + (" (append ?token=TOKEN once)" if secret else ""), highlight=False)
+        if secret:
+            logging.getLogger("uvicorn.access").addFilter(HideToken())  # uvicorn's logging config keeps it
         # open pages hold event streams: without a limit, Ctrl-C would wait for their tabs to close
         uvicorn.run(web, host=host, port=port, log_level=log_level, access_log=log_level == "debug",
                     timeout_graceful_shutdown=SHUTDOWN_S)

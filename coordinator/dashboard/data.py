@@ -9,11 +9,12 @@ Contracts:
 * **Read-only.**  Nothing here writes to the database.
 * **No whole-history read per update.**  A run's trial points are read once, then
   kept in memory and refreshed with the trials written since the last read (through
-  the ``run_updated`` index); the trial table and the error list are pages of at most
-  :data:`MAX_PAGE` trials, sorted and filtered by the server.
-* **No secrets.**  Error messages and tracebacks pass through
+  the ``run_updated`` index; read again in full only after trials were deleted); the
+  trial table and the error list are pages of at most :data:`MAX_PAGE` trials, sorted
+  and filtered by the server.
+* **No secrets.**  Error messages and tracebacks, and a trial's result, pass through
   :func:`jobstore.connection.mask`, so a password that leaked into an objective's
-  exception is shown as ``***``.
+  exception or result is shown as ``***``.
 * **Unknown runs and trials** raise :class:`coordinator.monitor.UnknownRun` and
   :class:`UnknownTrial`.
 """
@@ -41,6 +42,8 @@ from objectives.pruning import RULE_SETTINGS
 
 MAX_PAGE = 200
 """Most trials one page of the trial table or the error list holds."""
+BSON_INT_LIMIT = 2**63
+"""Offsets and tids are sent as 64-bit BSON integers: below this."""
 IMPORTANCE_EVERY_S = 30.0
 """Hyperparameter importance is refitted at most this often per run."""
 TOP_CURVES = 10
@@ -198,12 +201,16 @@ class DashboardData:
 
     def points(self, run: str) -> list[TrialPoint]:
         """The run's trial points, by tid: read in full the first time, then refreshed
-        with the trials written since the previous read."""
+        with the trials written since the previous read; read in full again when the run
+        has fewer jobs than points kept (trials were deleted, which no write shows)."""
         with self._points_lock:
             cache = self._points.setdefault(run, _Points())
         with cache.lock:
             started = self.view.server_time()
             since = None if cache.read_at is None else cache.read_at - REREAD_MARGIN
+            if since is not None and len(cache.by_tid) > self.view.jobs.count({s.EXP_KEY: run}):
+                cache.by_tid.clear()
+                since = None
             for point in monitor.trial_points(self.view, run, since):
                 cache.by_tid[point.tid] = point
             cache.read_at = started
@@ -298,14 +305,13 @@ class DashboardData:
         that match.
 
         Raises:
-            BadQuery: an unknown state or sort key, a negative offset, or a limit
-                outside 1..:data:`MAX_PAGE`.
+            BadQuery: an unknown state or sort key, an offset outside
+                0..:data:`BSON_INT_LIMIT` - 1, or a limit outside 1..:data:`MAX_PAGE`.
         """
         name = self.require_run(run)
         if sort not in TRIAL_SORTS:
             raise BadQuery(f"unknown sort key {sort!r}; use one of {', '.join(TRIAL_SORTS)}")
-        if offset < 0 or not 1 <= limit <= MAX_PAGE:
-            raise BadQuery(f"offset must be >= 0 and limit between 1 and {MAX_PAGE}")
+        _check_page(offset, limit)
         match: dict[str, Any] = {s.EXP_KEY: name}
         if states:
             unknown = [state for state in states if state not in STATE_NAMES]
@@ -336,17 +342,19 @@ class DashboardData:
         projected to what a row shows."""
         pipeline: list[dict[str, Any]] = [{"$match": match}]
         if "duration" in order:
-            pipeline.append({"$addFields": {"duration": {"$subtract": ["$" + s.FINISHED_AT, "$" + s.STARTED_AT]}}})
+            # only between two dates: the server refuses to subtract a malformed value (a string)
+            dates = [{"$eq": [{"$type": "$" + f}, "date"]} for f in (s.STARTED_AT, s.FINISHED_AT)]
+            duration = {"$subtract": ["$" + s.FINISHED_AT, "$" + s.STARTED_AT]}
+            pipeline.append({"$addFields": {"duration": {"$cond": [{"$and": dates}, duration, None]}}})
         pipeline += [{"$sort": order}, {"$skip": skip}, {"$limit": limit},
                      {"$project": monitor.TRIAL_ROW_PROJECTION}]
         return self.view.jobs.aggregate(pipeline)
 
     def errors(self, run: str, offset: int = 0, limit: int = 20) -> dict[str, Any]:
         """A page of the run's error trials, latest tid first, with type, reason,
-        message and traceback (masked)."""
+        message and traceback (masked); ``offset`` and ``limit`` as for :meth:`trial_page`."""
         name = self.require_run(run)
-        if offset < 0 or not 1 <= limit <= MAX_PAGE:
-            raise BadQuery(f"offset must be >= 0 and limit between 1 and {MAX_PAGE}")
+        _check_page(offset, limit)
         match = {s.EXP_KEY: name, s.STATE: State.ERROR}
         found = self.view.jobs.aggregate([{"$match": match}, {"$sort": {s.TID: DESCENDING}}, {"$skip": offset},
                                      {"$limit": limit},
@@ -360,7 +368,7 @@ class DashboardData:
         return {"total": self.view.jobs.count(match), "offset": offset, "limit": limit, "rows": rows}
 
     def trial(self, run: str, tid: int) -> dict[str, Any]:
-        """One trial: state, result, the step where a pruner stopped it (``pruned_step``,
+        """One trial: state, result (its strings masked), the step where a pruner stopped it (``pruned_step``,
         None if it was not pruned), parameters, metrics per step, timeline (queued,
         claimed, started, last heartbeat, finished; ``attempts`` claims, so
         ``attempts - 1`` requeues after lost workers) and its error, if any.
@@ -369,7 +377,8 @@ class DashboardData:
             UnknownTrial: the run has no trial ``tid``.
         """
         name = self.require_run(run)
-        job = self.view.jobs.find_one({s.EXP_KEY: name, s.TID: tid}, {s.SPEC: 0, s.LEASE_TOKEN: 0})
+        fits = -BSON_INT_LIMIT <= tid < BSON_INT_LIMIT  # a tid BSON cannot hold is in no job
+        job = self.view.jobs.find_one({s.EXP_KEY: name, s.TID: tid}, {s.SPEC: 0, s.LEASE_TOKEN: 0}) if fits else None
         if job is None:
             raise UnknownTrial(f"run {name!r} has no trial {tid}")
         result = job.get(s.RESULT) if isinstance(job.get(s.RESULT), Mapping) else {}
@@ -387,7 +396,7 @@ class DashboardData:
         ]
         return {
             "run": name, "tid": tid, "state": monitor.state_name(job.get(s.STATE)),
-            "result": monitor.plain(result), "pruned_step": monitor.pruned_step(result),
+            "result": _masked(monitor.plain(result)), "pruned_step": monitor.pruned_step(result),
             "params": monitor.trial_params(job),
             "worker": monitor.text(job.get(s.OWNER)), "attempts": attempts,
             "max_attempts": s.as_int(job.get(s.MAX_ATTEMPTS)),
@@ -395,6 +404,12 @@ class DashboardData:
             "timeline": [{"event": event, "at": iso(at)} for event, at in timeline if at is not None],
             "metrics": entries, "error": _error(job) if job.get(s.ERROR) is not None else None,
         }
+
+
+def _check_page(offset: int, limit: int) -> None:
+    """Raise :class:`BadQuery` unless ``offset`` and ``limit`` make a page the server can read."""
+    if not 0 <= offset < BSON_INT_LIMIT or not 1 <= limit <= MAX_PAGE:
+        raise BadQuery(f"offset must be >= 0 and below 2**63, and limit between 1 and {MAX_PAGE}")
 
 
 def _both(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -428,6 +443,17 @@ def _liveness(now: datetime, stale: list[monitor.StaleJob], workers: list[monito
                      "seen_ago_s": None if w.last_seen is None else (now - w.last_seen).total_seconds(),
                      "trials_done": w.trials_done} for w in workers],
     }
+
+
+def _masked(value: Any) -> Any:
+    """A plain value (:func:`coordinator.monitor.plain`) with every string masked."""
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, dict):
+        return {key: _masked(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_masked(item) for item in value]
+    return value
 
 
 def _error(job: Mapping[str, Any]) -> dict[str, Any]:

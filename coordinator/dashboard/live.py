@@ -18,7 +18,9 @@ and re-read what they show when one moves.  Contracts:
   which workers there are and their state (busy, idle, stopped, or lost once not seen
   for ``stale_after``), never ``updated_at`` or ``last_seen``.
 * **Read-only**, and one background thread.  A stream that breaks (server restart)
-  is reopened after :data:`RETRY_S`; if it cannot be reopened the feed polls.  An
+  is reopened after :data:`RETRY_S` (:attr:`ChangeFeed.note` says so meanwhile, and
+  the pages show it rather than "live"), one the server ended (the database was
+  dropped) at once; if it cannot be reopened the feed polls.  An
   error the thread cannot ride out (anything but a database error) takes the process
   down loudly (:func:`jobstore.fatal.die`): a dashboard whose pages silently stopped
   updating would show a stale run as live.
@@ -41,7 +43,7 @@ from pymongo.errors import OperationFailure, PyMongoError
 from coordinator import monitor
 from jobstore import schema as s
 from jobstore.fatal import die
-from jobstore.retry import DatabaseOutage
+from jobstore.retry import DatabaseOutage, describe
 from jobstore.schema import State
 from jobstore.view import ReadOnlyView
 
@@ -87,7 +89,8 @@ class ChangeFeed:
         self.mode = STREAM if use_stream else POLLING
         """:data:`STREAM` or :data:`POLLING`; may change to polling once the thread runs."""
         self.note = ""
-        """Why the feed polls, when it does."""
+        """Why the feed polls, when it does; why the change stream is not followed, while
+        it is being reopened."""
 
     def start(self) -> None:
         self._thread.start()
@@ -124,8 +127,9 @@ class ChangeFeed:
                 except OperationFailure as exc:
                     self.mode, self.note = POLLING, f"this server has no change streams ({exc.details and exc.details.get('errmsg') or exc}); polling every {self._poll_interval_s:g} s"
                     log.warning("dashboard: %s", self.note)
-                except PyMongoError as exc:
-                    log.warning("dashboard: change stream interrupted (%s); reopening in %g s", exc, RETRY_S)
+                except PyMongoError as exc:  # shown on the pages until the stream is open again
+                    self.note = f"change stream interrupted ({describe(exc)}); reopening every {RETRY_S:g} s"
+                    log.warning("dashboard: %s", self.note)
                     self._stop.wait(RETRY_S)
                     continue
             self._poll()
@@ -140,7 +144,8 @@ class ChangeFeed:
         ]
         with self._db.watch(pipeline, full_document="updateLookup", max_await_time_ms=500) as stream:
             self.mode, self.note = STREAM, ""
-            while not self._stop.is_set():
+            # a dropped or renamed database ends (invalidates) the stream: return to reopen it
+            while not self._stop.is_set() and stream.alive:
                 change = stream.try_next()
                 if change is None:
                     continue

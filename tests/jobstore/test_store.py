@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from bson import Decimal128
 from pymongo.database import Database
 from pymongo.errors import AutoReconnect, InvalidOperation, OperationFailure
 
@@ -243,6 +244,10 @@ def test_the_best_trial_is_the_lowest_finite_ok_loss(db: Database) -> None:
         {**base, s.TID: 7, s.RESULT: {"status": "ok", "loss": 0.01}, s.MISC: None},
         {**base, s.TID: 8, s.RESULT: {"status": "ok", "loss": 0.02}, s.MISC: {"vals": {"x": 0.7}}},
         {**base, s.TID: 9, s.RESULT: {"status": "ok", "loss": 0.03}, s.MISC: {"vals": {"x": [1, 2]}}},
+        # numbers to the server, but no float loss or integer tid to a reader
+        {**base, s.TID: 10, s.RESULT: {"status": "ok", "loss": Decimal128("0.001")}},
+        {**base, s.TID: 10.5, s.RESULT: {"status": "ok", "loss": 0.002}},
+        {**base, s.TID: [11], s.RESULT: [{"status": "ok", "loss": 0.003}]},
     ])
     Store(db).queue.ensure_indexes()  # the view names its index, as coordinators and workers create it
     view = Store(db).view

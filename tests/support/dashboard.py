@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 from pymongo.database import Database
+from pymongo.errors import PyMongoError
 
 from jobstore import schema as s
 from jobstore.connection import server_time
@@ -121,3 +122,25 @@ def seed(db: Database, *, done: int = 24, pruned: int = 0, errors: int = 2, new:
     seeded.new = [job[s.TID] for job in db[s.JOBS].find({s.EXP_KEY: run, s.STATE: State.NEW}, {s.TID: 1})]
     assert len(seeded.new) == new and all(math.isfinite(v) for v in seeded.done.values())
     return seeded
+
+
+class WatchFails:
+    """``db`` whose ``watch`` raises ``error`` while :attr:`failing` (a server without change
+    streams raises ``OperationFailure``, one that is away ``AutoReconnect``); everything else
+    is ``db``'s."""
+
+    def __init__(self, db: Database, error: PyMongoError) -> None:
+        self.db = db
+        self.error = error
+        self.failing = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.db, name)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.db[name]
+
+    def watch(self, *args: Any, **kwargs: Any) -> Any:
+        if self.failing:
+            raise self.error
+        return self.db.watch(*args, **kwargs)

@@ -1,6 +1,6 @@
 // The dashboard's pages: read the JSON API, draw with Plotly (served locally), and
 // re-read when the server-sent events say something changed.  Text from the database
-// is always set with textContent, never parsed as HTML.
+// is always set with textContent, never parsed as HTML, and escaped for Plotly (plotText).
 "use strict";
 
 const PAGE_SIZE = 50;
@@ -16,6 +16,12 @@ function el(tag, attrs, ...children) {
     node.append(child instanceof Node ? child : String(child));
   }
   return node;
+}
+
+// Text as Plotly shows it as written: Plotly reads labels, names and titles as HTML-like
+// markup (links, bold, ...), so a label from a job document could draw a link.
+function plotText(text) {
+  return String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 }
 
 function num(value, digits = 6) {
@@ -89,7 +95,9 @@ function live(keys, onChange, onTick) {
   keys.forEach((key) => params.append("key", key));
   const show = (event) => {
     const info = JSON.parse(event.data);
-    feed.textContent = info.mode === "change stream" ? "live (MongoDB change stream)" : `live (polling: ${info.note})`;
+    // with a change stream, a note says it is interrupted: what the page shows may be stale
+    feed.textContent = info.mode !== "change stream" ? `live (polling: ${info.note})`
+      : info.note ? `not live: ${info.note}` : "live (MongoDB change stream)";
     feed.dataset.mode = info.mode;
   };
   const connect = () => {
@@ -183,6 +191,7 @@ function lossChart(loss, reason) {
 // entry and hover text say where it was pruned (as learning_curves.png draws it).
 function curvesChart(curves, reason) {
   if (!curves) return skipped("chart-curves", reason);
+  const metric = plotText(curves.metric);
   draw("chart-curves", curves.series.map((s) => {
     const note = s.pruned_step === null ? "" : `, pruned at step ${s.pruned_step}`;
     const last = s.steps.length - 1;
@@ -190,16 +199,16 @@ function curvesChart(curves, reason) {
       line: { dash: s.pruned_step === null ? "solid" : "dash" },
       marker: s.pruned_step === null ? { size: 6 } : { symbol: s.steps.map((_, i) => (i === last ? "x" : "circle")),
                                                        size: s.steps.map((_, i) => (i === last ? 12 : 6)) },
-      hovertemplate: `trial ${s.tid}${note}<br>step %{x}<br>${curves.metric} %{y}<extra></extra>` };
+      hovertemplate: `trial ${s.tid}${note}<br>step %{x}<br>${metric} %{y}<extra></extra>` };
   }),
-  { xaxis: { title: { text: "step" }, dtick: 1 }, yaxis: { title: { text: curves.metric } } });
+  { xaxis: { title: { text: "step" }, dtick: 1 }, yaxis: { title: { text: metric } } });
 }
 
 // A hyperparameter as a Plotly dimension: choices by option name, log distributions
 // in log10, inactive values below the axis' range (parcoords) or left out (splom).
 function dimension(d, inactiveMark) {
   const present = d.values.filter((v) => v !== null);
-  let values = d.values, label = d.label, extra = {};
+  let values = d.values, label = plotText(d.label), extra = {};
   if (d.log && present.every((v) => v > 0)) {
     values = values.map((v) => (v === null ? null : Math.log10(v)));
     label += " (log10)";
@@ -243,7 +252,7 @@ async function importanceChart(run) {
   const data = await getJSON(apiRun(run) + "/importance");
   if (!data.importance) { skipped("chart-importance", data.skipped); return data.ok; }
   const ranked = data.importance.slice().reverse();
-  draw("chart-importance", [{ type: "bar", orientation: "h", x: ranked.map((r) => r.value), y: ranked.map((r) => r.label),
+  draw("chart-importance", [{ type: "bar", orientation: "h", x: ranked.map((r) => r.value), y: ranked.map((r) => plotText(r.label)),
     marker: { color: "#43a047" } }], { xaxis: { title: { text: `importance (random forest, ${data.ok} ok trials)` } },
     margin: { t: 20, r: 20, b: 50, l: 120 } });
   return data.ok;
@@ -387,7 +396,7 @@ async function trialPage() {
     const numeric = keys.filter((k) => t.metrics.some((m) => typeof m[k] === "number"));
     if (t.metrics.length && numeric.length) {
       draw("chart-metrics", numeric.map((k) => ({ x: t.metrics.map((m, i) => m.step ?? i + 1), y: t.metrics.map((m) => m[k] ?? null),
-        mode: "lines+markers", type: "scatter", name: k })), { xaxis: { title: { text: "step" }, dtick: 1 },
+        mode: "lines+markers", type: "scatter", name: plotText(k) })), { xaxis: { title: { text: "step" }, dtick: 1 },
         shapes: t.pruned_step === null ? [] : [{ type: "line", xref: "x", yref: "paper", x0: t.pruned_step, x1: t.pruned_step,
           y0: 0, y1: 1, line: { dash: "dash", color: "#757575" } }],
         annotations: t.pruned_step === null ? [] : [{ xref: "x", yref: "paper", x: t.pruned_step, y: 1, yanchor: "bottom",

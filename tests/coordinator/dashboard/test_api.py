@@ -10,11 +10,12 @@ import math
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pymongo
 import pytest
+from bson import Decimal128
 from pymongo.database import Database
 from starlette.testclient import TestClient
 
@@ -29,7 +30,8 @@ from jobstore.schema import State
 from jobstore.view import ReadOnlyView
 from jobstore.queue import JobQueue
 from jobstore.workers import WorkerRegistry
-from tests.support.dashboard import DEAD_WORKER, EPOCHS, LIVE_WORKER, PRUNER, RUN, SECRET, Seeded, finish_next, seed
+from tests.support.dashboard import (DEAD_WORKER, EPOCHS, LEAKY_URL, LIVE_WORKER, PRUNER, RUN, SECRET, Seeded,
+                                     WatchFails, finish_next, seed)
 from tests.support.processes import wait_for
 
 WAIT_S = 30.0
@@ -122,6 +124,45 @@ def test_summary_best_and_workers(client: TestClient, seeded: tuple[Database, Se
                                   "steps_saved": sum(EPOCHS - step for step in sd.pruned.values())}
 
 
+def test_a_best_loss_stored_as_a_decimal_is_passed_over(db: Database) -> None:
+    """A loss written as NumberDecimal (by hand, in mongosh) is a number to the server's
+    best-trial query but no float: the runs list and the summary failed with a 500."""
+    sd = seed(db, done=3, errors=0, new=1)
+    lowest = min(sd.done, key=sd.done.__getitem__)
+    db[s.JOBS].update_one({s.EXP_KEY: RUN, s.TID: lowest}, {"$set": {s.LOSS: Decimal128("-1")}})
+    runner_up = min((t for t in sd.done if t != lowest), key=sd.done.__getitem__)
+    with TestClient(create_app(DashboardData(ReadOnlyView(db)), ChangeFeed(db, use_stream=False))) as c:
+        assert get(c, "/api/runs")["runs"][0]["best_loss"] == sd.done[runner_up]
+        assert get(c, f"/api/runs/{RUN}")["best"]["tid"] == runner_up
+
+
+def test_a_max_evals_too_far_ahead_for_an_eta_has_none(db: Database) -> None:
+    """An ETA past what a timedelta holds (a max_evals of 2**62 in the run document)
+    failed the runs list and the summary with a 500 (OverflowError)."""
+    seed(db, done=3, errors=0, new=1)
+    db[s.RUNS].update_one({s.ID: RUN}, {"$set": {s.RUN_MAX_EVALS: 2**62}})
+    with TestClient(create_app(DashboardData(ReadOnlyView(db)), ChangeFeed(db, use_stream=False))) as c:
+        [run] = get(c, "/api/runs")["runs"]
+        summary = get(c, f"/api/runs/{RUN}")
+    assert run["max_evals"] == summary["max_evals"] == 2**62 and run["per_hour"] > 0
+    assert run["eta_s"] is None and summary["eta_s"] is None
+
+
+def test_run_names_that_are_not_strings_are_listed_as_text(db: Database) -> None:
+    """A job whose exp_key is a document or a decimal, or a run document with such an
+    _id, failed the runs list and every unknown-run answer with a 500 (unhashable), and
+    the polling feed's thread with them, which takes the dashboard down."""
+    seed(db, done=1, errors=0, new=1)
+    db[s.JOBS].insert_many([{s.EXP_KEY: {"name": "x"}, s.TID: 0, s.STATE: int(State.NEW)},
+                            {s.EXP_KEY: Decimal128("1.5"), s.TID: 0, s.STATE: int(State.NEW)}])
+    db[s.RUNS].insert_one({s.ID: Decimal128("2.5"), s.RUN_EXPERIMENT: "nested"})
+    with TestClient(create_app(DashboardData(ReadOnlyView(db)), ChangeFeed(db, use_stream=False))) as c:
+        names = [run["run"] for run in get(c, "/api/runs")["runs"]]
+        assert "unknown run 'nope'" in get(c, "/api/runs/nope", 404)["error"]
+    assert sorted(names) == sorted([RUN, "{'name': 'x'}", "1.5", "2.5"])
+    assert RUN in dict(ChangeFeed(db, use_stream=False).signature(ANY_RUN_KEY))
+
+
 def test_workers_endpoint_is_the_summarys_liveness(client: TestClient, seeded: tuple[Database, Seeded]) -> None:
     _, sd = seeded
     workers = get(client, f"/api/runs/{RUN}/workers")
@@ -170,6 +211,30 @@ def test_figures_are_the_runs_data(client: TestClient, seeded: tuple[Database, S
     assert figures["skipped"] == {}
 
 
+def test_a_step_that_is_not_a_number_is_the_entrys_position_in_the_curves(db: Database) -> None:
+    """A metrics entry's ``step`` of a type JSON lacks (a date, a decimal) failed the run
+    page's charts with a 500."""
+    sd = seed(db, done=3, errors=0, new=1)
+    best = min(sd.done, key=sd.done.__getitem__)
+    db[s.JOBS].update_one({s.EXP_KEY: RUN, s.TID: best}, {"$set": {s.METRICS: [
+        {"step": datetime(2026, 1, 1), "val_accuracy": 0.5}, {"step": Decimal128("2"), "val_accuracy": 0.6},
+        {"step": 3, "val_accuracy": 0.7}]}})
+    with TestClient(create_app(DashboardData(ReadOnlyView(db)), ChangeFeed(db, use_stream=False))) as c:
+        [curve] = [c for c in get(c, f"/api/runs/{RUN}/figures")["curves"]["series"] if c["tid"] == best]
+    assert curve["steps"] == [1, 2, 3] and curve["values"] == [0.5, 0.6, 0.7]
+
+
+def test_trials_deleted_from_a_run_leave_its_charts(db: Database) -> None:
+    """The charts' points are kept and refreshed with the trials written since: trials
+    deleted from the run (hyperopt's ``trials.delete_all()``) stayed in the charts."""
+    sd = seed(db, done=5, errors=0, new=1)
+    data = DashboardData(ReadOnlyView(db))
+    assert data.figures(RUN)["loss"]["tids"] == sorted(sd.done)
+    gone = sorted(sd.done)[:2]
+    assert JobQueue(db).delete({s.EXP_KEY: RUN, s.TID: {"$in": gone}}) == 2
+    assert data.figures(RUN)["loss"]["tids"] == sorted(sd.done)[2:]
+
+
 def test_importance(client: TestClient) -> None:
     body = get(client, f"/api/runs/{RUN}/importance")
     assert {r["label"] for r in body["importance"]} == {"model", "a", "freq", "phase"}
@@ -212,7 +277,9 @@ def test_table_pages_hold_every_trial_once_in_order(db: Database) -> None:
     malformed value): pages of any size meet at that seam without losing a trial."""
     sd = seed(db, done=6, errors=1, new=2)
     junk = min(sd.done)
-    db[s.JOBS].update_one({s.EXP_KEY: RUN, s.TID: junk}, {"$set": {s.LOSS: "abc", s.ATTEMPTS: "x"}})
+    # a start time that is not a date: the server cannot subtract it from the finish (duration)
+    db[s.JOBS].update_one({s.EXP_KEY: RUN, s.TID: junk}, {"$set": {s.LOSS: "abc", s.ATTEMPTS: "x",
+                                                                   s.STARTED_AT: "yesterday"}})
     data = DashboardData(ReadOnlyView(db))
     tids = sorted(job[s.TID] for job in db[s.JOBS].find({s.EXP_KEY: RUN}))
     for sort in TRIAL_SORTS:
@@ -245,12 +312,22 @@ def test_importance_is_refitted_at_most_every_interval(db: Database, monkeypatch
     ({"state": "finished"}, "unknown state 'finished'"),
     ({"limit": MAX_PAGE + 1}, f"limit between 1 and {MAX_PAGE}"),
     ({"offset": -1}, "offset must be >= 0"),
+    ({"offset": 2**63}, "offset must be >= 0 and below 2**63"),
     ({"offset": "x"}, "offset must be an integer"),
     ({"order": "up"}, "order must be asc or desc"),
     ({"pruned": "yes"}, "pruned must be true or false"),
 ])
 def test_bad_table_queries_are_400(client: TestClient, params: dict[str, Any], message: str) -> None:
     assert message in get(client, f"/api/runs/{RUN}/trials", 400, **params)["error"]
+
+
+def test_offsets_and_tids_past_what_mongodb_stores_are_a_bad_query_or_no_trial(client: TestClient) -> None:
+    """BSON integers have 64 bits: a larger offset or tid could not even be sent to the
+    server (pymongo raised OverflowError, a 500)."""
+    assert "below 2**63" in get(client, f"/api/runs/{RUN}/errors", 400, offset=2**63)["error"]
+    assert get(client, f"/api/runs/{RUN}/errors", offset=2**63 - 1)["rows"] == []
+    assert get(client, f"/api/runs/{RUN}/trials", offset=2**63 - 1, sort="loss")["rows"] == []
+    assert f"no trial {2**70}" in get(client, f"/api/runs/{RUN}/trials/{2**70}", 404)["error"]
 
 
 def test_errors_with_tracebacks_masked(client: TestClient, seeded: tuple[Database, Seeded]) -> None:
@@ -280,6 +357,19 @@ def test_one_trial(client: TestClient, seeded: tuple[Database, Seeded]) -> None:
     stale = get(client, f"/api/runs/{RUN}/trials/{sd.stale}")
     assert "lease expires" in [e["event"] for e in stale["timeline"]]
     assert "no trial 9999" in get(client, f"/api/runs/{RUN}/trials/9999", 404)["error"]
+
+
+def test_a_password_in_a_trials_result_is_masked(db: Database) -> None:
+    """An objective's result is free-form (``{"status": "fail", "reason": ...}``): a URL
+    with its password there was shown on the trial page as written."""
+    sd = seed(db, done=1, errors=0, new=1)
+    [tid] = sd.done
+    db[s.JOBS].update_one({s.EXP_KEY: RUN, s.TID: tid}, {"$set": {
+        s.STATUS: "fail", "result.reason": f"cannot reach {LEAKY_URL}", "result.notes": [{"db": LEAKY_URL}]}})
+    with TestClient(create_app(DashboardData(ReadOnlyView(db)), ChangeFeed(db, use_stream=False))) as c:
+        result = get(c, f"/api/runs/{RUN}/trials/{tid}")["result"]  # get() checks SECRET is in no answer
+    assert result["reason"] == "cannot reach mongodb://alice:***@db.example:27017/hpo"
+    assert result["notes"] == [{"db": "mongodb://alice:***@db.example:27017/hpo"}]
 
 
 def test_pages_and_local_plotly(client: TestClient, seeded: tuple[Database, Seeded]) -> None:
@@ -322,6 +412,33 @@ def test_token_is_required_everywhere(seeded: tuple[Database, Seeded]) -> None:
         assert opened.status_code == 303 and opened.headers["location"] == f"/runs/{RUN}?x=1"
         assert COOKIE in opened.headers["set-cookie"] and "HttpOnly" in opened.headers["set-cookie"]
         assert c.get("/api/runs").status_code == 200, "the cookie set on opening carries the token"
+
+
+def test_opening_a_page_with_the_token_redirects_to_that_page_here(db: Database) -> None:
+    """The redirect that drops ``?token=`` goes to the address as it was opened: an
+    escaped ``%`` in a run name stayed unescaped (``50%2541`` led to run ``50A``), and a
+    path opened as ``//host/`` sent the browser to that host."""
+    app = create_app(DashboardData(ReadOnlyView(db)), ChangeFeed(db, use_stream=False), token="tok-123")
+    with TestClient(app) as c:
+        page = "/runs/lr%3D1e-3%2050%2541%3F/b/trials/3"  # run 'lr=1e-3 50%41?/b'
+        opened = c.get(page + "?token=tok-123&x=%26", follow_redirects=False)
+        assert opened.status_code == 303 and opened.headers["location"] == page + "?x=%26"
+        elsewhere = c.get("http://testserver//evil.example/x?token=tok-123", follow_redirects=False)
+        assert elsewhere.status_code == 303 and elsewhere.headers["location"] == "/evil.example/x"
+
+
+def test_without_a_token_only_requests_to_this_machine_are_answered(seeded: tuple[Database, Seeded]) -> None:
+    """A page from another site can point its own host name at 127.0.0.1 (DNS rebinding)
+    and read a dashboard served there without a token: its requests name that host."""
+    db, _ = seeded
+    app = create_app(DashboardData(ReadOnlyView(db)), ChangeFeed(db, use_stream=False), local_only=True)
+    with TestClient(app) as c:
+        for host in ("localhost:8080", "127.0.0.1:8080", "127.0.0.2", "[::1]:8080"):
+            assert c.get("/api/runs", headers={"Host": host}).status_code == 200, host
+        for host in ("evil.example:8080", "evil.example", "10.0.0.5:8080", ""):
+            refused = c.get("/api/runs", headers={"Host": host})
+            assert refused.status_code == 403 and "--token" in refused.text, host
+        assert c.get("/", headers={"Host": "evil.example"}).status_code == 403
 
 
 def until_the_feed_follows(feed: ChangeFeed, db: Database) -> None:
@@ -389,6 +506,32 @@ def test_feed_sees_a_trial_finish_and_a_worker_write(mongo_server_url: str, use_
         client.close()
 
 
+def test_the_change_stream_is_reopened_after_the_database_is_dropped(mongo_server_url: str) -> None:
+    """Dropping the database ends (invalidates) a database's change stream: the feed
+    kept asking the closed stream for changes, never saw another one, and spun a core."""
+    client: pymongo.MongoClient = pymongo.MongoClient(mongo_server_url)
+    db = client[f"t_feed_{uuid.uuid4().hex[:6]}"]
+    try:
+        seed(db, done=1, errors=0, new=1)
+        feed = ChangeFeed(db, poll_interval_s=0.2)
+        feed.version(RUN)
+        feed.start()
+        try:
+            until_the_feed_follows(feed, db)
+            client.drop_database(db.name)
+            seed(db, done=1, errors=0, new=2)
+            until_the_feed_follows(feed, db)
+            before = feed.version(RUN)
+            finish_next(db)
+            wait_for(lambda: feed.version(RUN) > before, WAIT_S, "the feed to see a trial finish after the drop")
+            assert feed.mode == STREAM
+        finally:
+            feed.stop()
+    finally:
+        client.drop_database(db.name)
+        client.close()
+
+
 def test_polling_sees_states_and_stale_workers_not_heartbeats(db: Database) -> None:
     """Heartbeats rewrite ``updated_at`` and ``last_seen`` every few seconds: were they
     changes, every open page would re-read the run that often."""
@@ -447,28 +590,31 @@ def test_polling_rides_out_an_outage(db: Database, monkeypatch: pytest.MonkeyPat
 
 def test_feed_falls_back_to_polling_without_change_streams(seeded: tuple[Database, Seeded]) -> None:
     db, _ = seeded
-
-    class NoStreams:
-        """A database whose server has no change streams, as a standalone mongod."""
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(db, name)
-
-        def __getitem__(self, name: str) -> Any:
-            return db[name]
-
-        def watch(self, *args: Any, **kwargs: Any) -> Any:
-            raise pymongo.errors.OperationFailure(
-                "The $changeStream stage is only supported on replica sets", 40573,
-                {"errmsg": "The $changeStream stage is only supported on replica sets", "code": 40573})
-
-    feed = ChangeFeed(NoStreams(), poll_interval_s=0.2)  # type: ignore[arg-type]
+    no_streams = WatchFails(db, pymongo.errors.OperationFailure(  # as a standalone mongod
+        "The $changeStream stage is only supported on replica sets", 40573,
+        {"errmsg": "The $changeStream stage is only supported on replica sets", "code": 40573}))
+    feed = ChangeFeed(no_streams, poll_interval_s=0.2)  # type: ignore[arg-type]
     feed.start()
     try:
         wait_for(lambda: feed.mode == POLLING, WAIT_S, "the feed to fall back to polling")
         assert "only supported on replica sets" in feed.note and "polling every 0.2 s" in feed.note
     finally:
         feed.stop()
+
+
+def test_an_interrupted_change_stream_is_not_shown_as_live(seeded: tuple[Database, Seeded]) -> None:
+    """While the change stream cannot be reopened (the server is away), the pages said
+    "live (MongoDB change stream)" over data that no longer changed."""
+    db, _ = seeded
+    away = WatchFails(db, pymongo.errors.AutoReconnect("injected: connection refused"))
+    feed = ChangeFeed(away)  # type: ignore[arg-type]
+    with TestClient(create_app(DashboardData(ReadOnlyView(db)), feed)) as c:
+        wait_for(lambda: feed.note, WAIT_S, "the feed to say the stream is interrupted")
+        shown = get(c, f"/api/runs/{RUN}")["feed"]
+        assert shown["mode"] == STREAM and "change stream interrupted" in shown["note"], shown
+        assert "injected: connection refused" in shown["note"] and "reopening" in shown["note"], shown
+        away.failing = False
+        wait_for(lambda: not feed.note, WAIT_S, "the feed to reopen the stream")
 
 
 def test_an_outage_past_the_limit_answers_503(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:

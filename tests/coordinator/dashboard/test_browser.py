@@ -14,6 +14,7 @@ import shutil
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from jobstore import schema as s
 from jobstore.view import ReadOnlyView
 from jobstore.connection import server_time
 from jobstore.embedded import free_port
-from tests.support.dashboard import DEAD_WORKER, EPOCHS, LIVE_WORKER, RUN, SECRET, Seeded, finish_next, seed
+from tests.support.dashboard import DEAD_WORKER, EPOCHS, LIVE_WORKER, RUN, SECRET, Seeded, WatchFails, finish_next, seed
 from tests.support.processes import wait_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -86,12 +87,13 @@ def streams(seeded: tuple[Database, Seeded]) -> EventStreams:
     return EventStreams(create_app(DashboardData(ReadOnlyView(db)), ChangeFeed(db)))
 
 
-@pytest.fixture(scope="module")
-def base_url(streams: EventStreams) -> Iterator[str]:
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """``app`` served on a free local port (its base URL) until the block ends."""
     port = free_port()
     # as `hpo-coord dashboard` serves it: the browser's page still holds its event stream
     # when this server stops, which without the limit would wait for the page to close
-    server = uvicorn.Server(uvicorn.Config(streams, host="127.0.0.1",
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1",
                                            port=port, log_level="warning", timeout_graceful_shutdown=SHUTDOWN_S))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -100,6 +102,12 @@ def base_url(streams: EventStreams) -> Iterator[str]:
     server.should_exit = True
     thread.join(30)
     assert not thread.is_alive(), "the dashboard did not stop within 30 s"
+
+
+@pytest.fixture(scope="module")
+def base_url(streams: EventStreams) -> Iterator[str]:
+    with serving(streams) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -303,3 +311,42 @@ def test_a_page_restored_by_back_is_live_again(browser: Any, base_url: str, seed
     finish_next(db)
     wait_for(lambda: done() == str(before + 1), WAIT_S, "the finished trial counted on the restored runs page")
     assert browser.execute_script("return window.__notReloaded === true"), "the page was reloaded, not restored"
+
+
+def test_text_from_the_database_is_not_markup_in_the_charts(browser: Any, base_url: str,
+                                                            seeded: tuple[Database, Seeded]) -> None:
+    """Plotly reads its labels as HTML-like markup (links, bold, ...): a hyperparameter
+    label or a metric name in a job document drew a link to another site into the charts."""
+    db, _ = seeded
+    run, markup = "markup", '<a href="https://evil/">link</a><b>bold</b>'
+    sd = seed(db, done=12, errors=0, new=1, run=run)
+    for job in db[s.JOBS].find({s.EXP_KEY: run, s.TID: {"$in": list(sd.done)}}):
+        db[s.JOBS].update_one({s.ID: job[s.ID]}, {"$set": {
+            s.VALS: {**job[s.MISC]["vals"], markup: [job[s.TID] / 10]},
+            s.METRICS: [{"step": step, markup: 1 / step, "lr": step / 3} for step in (1, 2)]}})
+    charts = ["chart-parallel", "chart-matrix", "chart-importance", "chart-curves"]
+    open_page(browser, f"{base_url}/runs/{run}")
+    wait_for(lambda: all(chart_data(browser, chart) for chart in charts), WAIT_S, "the charts")
+    open_page(browser, f"{base_url}/runs/{run}/trials/{min(sd.done)}")
+    wait_for(lambda: chart_data(browser, "chart-metrics"), WAIT_S, "the metrics chart")
+    # the text shows as written, and no link or bold text came of it
+    legend = browser.execute_script(
+        "return [...document.querySelectorAll('#chart-metrics .legendtext')].map((t) => t.textContent)")
+    assert sorted(legend) == sorted([markup, "lr"])
+    assert not browser.find_elements("css selector", "#chart-metrics a, #chart-metrics tspan[style*='bold']")
+    browser.back()
+    wait_for(lambda: all(chart_data(browser, chart) for chart in charts), WAIT_S, "the charts again")
+    for chart in charts:
+        assert markup in browser.execute_script(f"return document.getElementById('{chart}').textContent"), chart
+        assert not browser.find_elements("css selector", f"#{chart} a, #{chart} tspan[style*='bold']"), chart
+
+
+def test_an_interrupted_change_stream_is_not_shown_as_live(browser: Any, seeded: tuple[Database, Seeded]) -> None:
+    db, _ = seeded
+    away = WatchFails(db, pymongo.errors.AutoReconnect("injected: connection refused"))
+    with serving(create_app(DashboardData(ReadOnlyView(db)), ChangeFeed(away))) as url:  # type: ignore[arg-type]
+        open_page(browser, f"{url}/runs/{RUN}")
+        feed = browser.find_element("id", "feed")
+        wait_for(lambda: "interrupted" in feed.text, WAIT_S, "the header to say the stream is interrupted")
+        assert feed.text.startswith("not live: change stream interrupted (AutoReconnect: injected"), feed.text
+        browser.get("about:blank")  # the page's event stream closes before the server stops

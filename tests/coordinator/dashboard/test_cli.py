@@ -92,6 +92,39 @@ def test_serves_the_run_pushes_a_finished_trial_and_stops_with_a_page_open(
         assert stop(process) == -signal.SIGTERM
 
 
+def test_the_access_log_does_not_show_the_token(db: Database, db_url: str, tmp_path: Path) -> None:
+    """``--log-level debug`` logs every request with its query: the token opened with
+    (``?token=``) stood in the log for anyone who reads it."""
+    seed(db, done=1, errors=0, new=1)
+    port, token = free_port(), "tok-in-log-7f3a"
+    log = tmp_path / "dashboard.log"
+    process = start_dashboard(db_url, port, "--log-level", "debug", "--token", token, log=log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        def answered() -> bool:
+            try:
+                return httpx.get(base + "/api/runs", params={"token": token, "x": "1"}).status_code == 200
+            except httpx.TransportError:
+                assert process.poll() is None, log.read_text()
+                return False
+
+        wait_for(answered, 60, "the dashboard to answer")
+        assert httpx.get(base + f"/runs/{RUN}", params={"token": token}).status_code == 303
+        wait_for(lambda: '" 303' in log.read_text(), 30, "the access log line of the redirect")
+    finally:
+        stop(process)
+    text = log.read_text()
+    assert "GET /api/runs?token=***&x=1 HTTP/1.1" in text and token not in text, text
+
+
+def test_without_a_token_a_request_for_another_host_name_is_refused(
+        served: tuple[str, subprocess.Popen[bytes]]) -> None:
+    """DNS rebinding: another site's page, its host name pointed at 127.0.0.1, would read the runs."""
+    base, _ = served
+    assert httpx.get(base + "/api/runs", headers={"Host": "rebound.example:8080"}).status_code == 403
+    assert httpx.get(base + "/api/runs").status_code == 200
+
+
 def test_a_dying_feed_thread_takes_the_dashboard_down_loudly(db: Database, db_url: str, tmp_path: Path) -> None:
     seed(db, done=1, errors=0, new=1)
     port = free_port()
