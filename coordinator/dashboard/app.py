@@ -213,8 +213,9 @@ def create_app(data: DashboardData, feed: ChangeFeed, *, run: str | None = None,
             response = RedirectResponse(path + (f"?{query}" if query else ""), 303)
             response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
             return response
-        header = request.headers.get("authorization", "")
-        candidates = [request.cookies.get(COOKIE, ""), header.removeprefix("Bearer ").strip()]
+        scheme, _, credentials = request.headers.get("authorization", "").strip().partition(" ")
+        bearer = credentials.strip() if scheme.lower() == "bearer" else ""  # schemes ignore case (RFC 9110)
+        candidates = [request.cookies.get(COOKIE, ""), bearer]
         if any(c and hmac.compare_digest(c.encode(), token.encode()) for c in candidates):
             return await call_next(request)
         return PlainTextResponse("this dashboard needs its access token: open it as "

@@ -20,7 +20,8 @@ and re-read what they show when one moves.  Contracts:
 * **Read-only**, and one background thread.  A stream that breaks (server restart)
   is reopened after :data:`RETRY_S` (:attr:`ChangeFeed.note` says so meanwhile, and
   the pages show it rather than "live"), one the server ended (the database was
-  dropped) at once; if it cannot be reopened the feed polls.  An
+  dropped) at once; if the server refuses one (a standalone mongod, or an error such as
+  lost change history), the feed polls from then on.  An
   error the thread cannot ride out (anything but a database error) takes the process
   down loudly (:func:`jobstore.fatal.die`): a dashboard whose pages silently stopped
   updating would show a stale run as live.
@@ -125,7 +126,7 @@ class ChangeFeed:
                     self._stream()
                     continue
                 except OperationFailure as exc:
-                    self.mode, self.note = POLLING, f"this server has no change streams ({exc.details and exc.details.get('errmsg') or exc}); polling every {self._poll_interval_s:g} s"
+                    self.mode, self.note = POLLING, f"the server refused a change stream ({exc.details and exc.details.get('errmsg') or exc}); polling every {self._poll_interval_s:g} s"
                     log.warning("dashboard: %s", self.note)
                 except PyMongoError as exc:  # shown on the pages until the stream is open again
                     self.note = f"change stream interrupted ({describe(exc)}); reopening every {RETRY_S:g} s"

@@ -407,7 +407,9 @@ def test_token_is_required_everywhere(seeded: tuple[Database, Seeded]) -> None:
         for url in ("/", f"/runs/{RUN}", "/api/runs", "/static/plotly.min.js", "/api/events"):
             assert c.get(url).status_code == 401, url
         assert c.get("/api/runs", params={"token": "wrong"}).status_code == 401
-        assert c.get("/api/runs", headers={"Authorization": "Bearer tok-123"}).status_code == 200
+        for header, status in (("Bearer tok-123", 200), ("bearer  tok-123", 200), ("tok-123", 401),
+                               ("Basic tok-123", 401), ("Bearer tok-1234", 401)):
+            assert c.get("/api/runs", headers={"Authorization": header}).status_code == status, header
         opened = c.get(f"/runs/{RUN}", params={"token": "tok-123", "x": "1"}, follow_redirects=False)
         assert opened.status_code == 303 and opened.headers["location"] == f"/runs/{RUN}?x=1"
         assert COOKIE in opened.headers["set-cookie"] and "HttpOnly" in opened.headers["set-cookie"]
