@@ -61,7 +61,9 @@ def register(app: typer.Typer, console: Console) -> None:
             help="Open this run at / (every run stays reachable). Default: the list of runs.",
             callback=not_empty("--run"))] = None,
         host: Annotated[str, typer.Option(help="Address to listen on. Anything but a loopback "
-                                          f"address needs --token (or ${TOKEN_ENV}).")] = "127.0.0.1",
+                                          f"address needs --token (or ${TOKEN_ENV}); without a token, "
+                                          "only requests to localhost or a loopback address are "
+                                          "answered.")] = "127.0.0.1",
         port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = DEFAULT_PORT,
         token: Annotated[Optional[str], typer.Option(
             help=f"Access token every request must carry (open the page once as "
