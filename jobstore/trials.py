@@ -311,7 +311,7 @@ class MongoTrials(base.Trials):
 
     @property
     def handle(self) -> "MongoTrials":
-        """hyperopt's ``trials.handle``; here the store itself (see ``.db``, ``.queue``)."""
+        """hyperopt's ``trials.handle``; here this object itself (see ``.db``, ``.queue``, ``.store``)."""
         return self
 
     def view(self, exp_key: str | None = None, refresh: bool = True) -> "MongoTrials":

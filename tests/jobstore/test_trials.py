@@ -238,6 +238,17 @@ def test_view_shares_the_database(db: Database) -> None:
     assert len(MongoTrials(db, exp_key="b").view(exp_key="a")) == 2
 
 
+def test_handle_db_and_store_are_what_the_readme_says(db: Database) -> None:
+    """README, "Coming from hyperopt.mongoexp": ``trials.handle`` is the trials object
+    itself, ``trials.db`` the pymongo database, ``trials.store`` the store."""
+    from jobstore.store import Store
+
+    trials = MongoTrials(db, exp_key="r")
+    assert trials.handle is trials
+    assert isinstance(trials.db, Database) and trials.db.name == db.name
+    assert isinstance(trials.store, Store) and trials.store.db.name == db.name
+
+
 @contextmanager
 def evaluating_thread(db: Database, exp_key: str) -> Iterator[None]:
     """While the block runs, a thread claims ``exp_key``'s jobs through the queue and
