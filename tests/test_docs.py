@@ -1,0 +1,104 @@
+"""README.md, docs/ and deploy/README.md name things that exist: the tests they cite,
+the repository's files, and the command-line options of ``hpo-coord`` and
+``hpo-worker``, each on the command that has it.
+
+What the documents say about documents in MongoDB is checked elsewhere: the README's
+Mongo queries in ``tests/coordinator/test_monitor.py``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "deploy" / "README.md"]
+TOP_LEVEL = ("bench", "cli_support", "coordinator", "deploy", "docs", "examples", "jobstore", "objectives",
+             "tests", "user_errors", "worker")
+
+
+def _name(doc: Path) -> str:
+    return str(doc.relative_to(REPO))
+
+
+def _code_spans(text: str) -> Iterator[str]:
+    """Inline code spans, then each line of the fenced blocks."""
+    yield from re.findall(r"`([^`\n]+)`", text)
+    for block in re.findall(r"```[\w-]*\n(.*?)```", text, re.S):
+        yield from block.splitlines()
+
+
+def test_cited_tests_exist() -> None:
+    """``tests/x.py::test_name`` names a test of that file; ``...::test_name`` and
+    ``::test_name`` one of the file named last before it."""
+    cited = re.compile(r"(?<![\w/.-])(tests/[\w/]+\.py)(?:::(\w+))?|(?<=`)(?:\.\.\.)?::(\w+)")
+    missing = []
+    for doc in DOCS:
+        last = None
+        for match in cited.finditer(doc.read_text()):
+            if match.group(1):
+                last = match.group(1)
+                assert (REPO / last).is_file(), f"{_name(doc)}: {last} does not exist"
+            test = match.group(2) or match.group(3)
+            if test is None:
+                continue
+            assert last is not None, f"{_name(doc)}: ::{test} follows no test file"
+            if not re.search(rf"^(async )?def {test}\(", (REPO / last).read_text(), re.M):
+                missing.append(f"{_name(doc)}: {last}::{test}")
+    assert not missing, "cited tests that do not exist:\n" + "\n".join(missing)
+
+
+def test_repository_paths_exist() -> None:
+    path = re.compile(rf"(?<![\w./-])(?:\./)?((?:{'|'.join(TOP_LEVEL)})/[\w./-]*\w)")
+    missing = sorted({f"{_name(doc)}: {found}" for doc in DOCS for span in _code_spans(doc.read_text())
+                      for found in path.findall(span) if not (REPO / found).exists()})
+    assert not missing, "paths that do not exist:\n" + "\n".join(missing)
+
+
+def _commands() -> dict[str, Any]:
+    """``"hpo-worker"`` and ``"hpo-coord NAME"`` for each command, as ``main`` builds them."""
+    from coordinator import monitor_cli
+    from coordinator.cli import app as coordinator_app
+    from coordinator.dashboard import cli as dashboard_cli
+    from worker.cli import app as worker_app
+
+    more = typer.Typer()  # main() registers these on the real app; not twice in one process
+    monitor_cli.register(more, Console())
+    dashboard_cli.register(more, Console())
+    groups = [typer.main.get_command(coordinator_app), typer.main.get_command(more)]
+    commands = {f"hpo-coord {name}": command for group in groups
+                for name, command in group.commands.items()}  # type: ignore[attr-defined]
+    return {"hpo-worker": typer.main.get_command(worker_app), **commands}
+
+
+def _command_lines(text: str) -> Iterator[tuple[str, list[str]]]:
+    """``(program, words)`` of each ``hpo-coord``/``hpo-worker`` command line in code."""
+    for span in _code_spans(text):
+        for match in re.finditer(r"(?<![\w/-])(hpo-coord|hpo-worker)((?:[ \t]+[^\s#|;&>]+)*)", span):
+            yield match.group(1), match.group(2).split()
+
+
+def test_commands_and_options_in_the_docs_exist() -> None:
+    commands = _commands()
+    wrong = []
+    for doc in DOCS:
+        for program, words in _command_lines(doc.read_text()):
+            if program == "hpo-coord":
+                if not words or not re.fullmatch(r"[a-z]+", words[0]):
+                    continue  # the program alone, or a placeholder
+                program, words = f"{program} {words[0]}", words[1:]
+                if program not in commands:
+                    wrong.append(f"{_name(doc)}: no command {program!r}")
+                    continue
+            options = {name for param in commands[program].params for name in param.opts} | {"--help"}
+            for word in words:
+                option = word.split("=")[0].strip("[]")
+                if re.fullmatch(r"--[a-z][a-z-]*", option) and option not in options:
+                    wrong.append(f"{_name(doc)}: {program} has no {option}")
+    assert not wrong, "\n".join(wrong)
+
