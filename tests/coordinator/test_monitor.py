@@ -618,6 +618,64 @@ def test_documented_queries_run_and_agree(seeded: tuple[str, Database]) -> None:
         assert _shape(title, namespace["result"]) == expected[title], title
 
 
+
+SCHEMA_DOC = DOC.parent / "docs" / "schema.md"
+MONITORING_DOC = DOC.parent / "docs" / "monitoring.md"
+
+
+def _mongosh_best_query(doc: Path, section: str) -> tuple[dict[str, Any], list[tuple[str, int]], int]:
+    """The ``db.jobs.find(FILTER).sort(SORT).limit(N)`` of ``doc``'s ``section``, as
+    pymongo takes it (mongosh's bare keys quoted)."""
+    text = doc.read_text()
+    text = text[text.index(section):]
+    found = re.search(r"```js\n\s*db\.jobs\.find\((\{.*?\})\)\s*\.sort\((\{.*?\})\)\.limit\((\d+)\)\s*```", text, re.S)
+    assert found, f"{doc.name}: no best-trial query in {section!r}"
+
+    def parsed(literal: str) -> Any:
+        return json.loads(re.sub(r"([{,]\s*)([$A-Za-z_][\w.]*)\s*:", r'\1"\2":', literal))
+
+    return parsed(found.group(1)), list(parsed(found.group(2)).items()), int(found.group(3))
+
+
+@pytest.mark.parametrize(("doc", "section"), [(DOC, "## The job documents"), (SCHEMA_DOC, "## `jobs`")],
+                         ids=["README", "schema.md"])
+def test_the_documented_best_trial_query_finds_what_hpo_coord_best_does(
+        db: Database, doc: Path, section: str) -> None:
+    """Among trials with lower losses that are not the best (pruned, failed, errored,
+    still running, of another run), the query finds the one ``best_trial`` names."""
+    query, sort, limit = _mongosh_best_query(doc, section)
+    JobQueue(db).ensure_indexes()
+    ok = {"status": "ok"}
+    db[s.JOBS].insert_many([
+        {s.EXP_KEY: RUN, s.TID: 0, s.STATE: State.DONE, s.RESULT: {**ok, "loss": 0.5}},
+        {s.EXP_KEY: RUN, s.TID: 1, s.STATE: State.DONE, s.RESULT: {**ok, "loss": 0.3}},  # the best
+        {s.EXP_KEY: RUN, s.TID: 2, s.STATE: State.DONE,
+         s.RESULT: {**ok, "loss": 0.1, "pruned": True, "pruned_step": 1, "pruned_value": 0.1}},
+        {s.EXP_KEY: RUN, s.TID: 3, s.STATE: State.DONE, s.RESULT: {"status": "fail", "loss": 0.05}},
+        {s.EXP_KEY: RUN, s.TID: 4, s.STATE: State.ERROR, s.RESULT: {**ok, "loss": 0.04}},
+        {s.EXP_KEY: RUN, s.TID: 5, s.STATE: State.RUNNING, s.RESULT: {**ok, "loss": 0.03}},
+        {s.EXP_KEY: OTHER_RUN, s.TID: 0, s.STATE: State.DONE, s.RESULT: {**ok, "loss": 0.01}},
+    ])
+    found = list(db[s.JOBS].find({**query, s.EXP_KEY: RUN}).sort(sort).limit(limit))
+    best = Store(db).view.best_trial(RUN)
+    assert best is not None and best[s.TID] == 1
+    assert [j[s.TID] for j in found] == [1]
+
+
+def test_the_monitoring_pages_python_example_runs(seeded: tuple[str, Database],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    url, db = seeded
+    text = MONITORING_DOC.read_text()
+    example = re.search(r"```python\n(from coordinator import monitor\n.*?)```", text, re.S)
+    assert example, "docs/monitoring.md: the example using coordinator.monitor is gone"
+    code = example.group(1)
+    assert '"mongodb://localhost:27017/hpo"' in code and '"cifar-1"' in code, code
+    exec(code.replace('"mongodb://localhost:27017/hpo"', repr(url)).replace('"cifar-1"', repr(RUN)),  # noqa: S102
+         {})
+    best = monitor.run_status(Store(db).view, RUN).best
+    assert best is not None and capsys.readouterr().out == f"{best}\n"
+
+
 # -- malformed documents (issue 12, defect 9) ----------------------------------------------
 
 
