@@ -67,3 +67,21 @@ def test_settings_every_experiment_takes_are_accepted() -> None:
 def test_a_setting_of_an_unsupported_type_is_refused_when_declared() -> None:
     with pytest.raises(TypeError, match="setting 'when': type must be one of int, float, bool, str, dict, list"):
         Setting("when", tuple)
+
+
+def test_the_example_of_docs_objectives_md_builds_and_checks_its_settings() -> None:
+    """The first example of docs/objectives.md is valid code for this API, and the
+    message it quotes for ``--set epochs=0`` is the one given."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "objectives.md").read_text()
+    namespace: dict[str, object] = {}
+    exec(re.findall(r"```python\n(.*?)```", text, re.S)[0], namespace)  # noqa: S102 - the doc's own example
+    mine = namespace["mine"]
+    assert isinstance(mine, Experiment)
+    assert (mine.name, mine.algo, mine.trial_timeout, mine.default_settings) == ("mine", "tpe", 3600, {"epochs": 10})
+    quoted = re.search(r'`--set epochs=0`: "(.*?)"', " ".join(text.split()))
+    assert quoted is not None
+    with pytest.raises(BadSetting, match=re.escape(quoted.group(1))):
+        mine.check_settings({"epochs": 0})
