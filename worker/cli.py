@@ -68,7 +68,11 @@ def work(
     Exit codes: 0 stopped (signal, --max-jobs, --idle-exit); 2 bad options, the --run's
     jobs are refused (other experiment code), or the database stayed unreachable longer
     than --outage-timeout; 75 the GPU lease was taken over;
-    76 a trial ignored its time limit (restart the worker: it frees the GPU).
+    76 a trial ignored its time limit (restart the worker: it frees the GPU); 70 a
+    background thread died (a heartbeat; its CRITICAL log line says why); 128 + the
+    signal's number (143 for SIGTERM) after a second stop signal, or when the trial
+    ignored the first one's interruption (its job is handed back); 1 an unexpected error
+    (a bug, with its traceback).
     """
     setup_logging(log_level)
     lease_s = lease if lease is not None else 3 * heartbeat

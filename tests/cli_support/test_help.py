@@ -51,3 +51,22 @@ def test_boolean_options_are_shown_as_flags(pages: dict[tuple[str, ...], subproc
                                             module: str, args: list[str], flag: str, help_start: str) -> None:
     """A flag takes no value (``--watch true`` is refused), so none is shown."""
     assert re.search(rf"^  {flag}\s+{re.escape(help_start)}", _help(pages, module, args), re.MULTILINE)
+
+
+def _exit_codes(text: str) -> set[int]:
+    """The codes the help's ``Exit codes: N what; N what; ...`` paragraph lists."""
+    paragraph = " ".join(text.split()).split("Exit codes:")[1].split(" Options:")[0]
+    return {int(code) for code in re.findall(r"(?:^|; )(\d+) (?!\+)", paragraph.strip())}
+
+
+def test_every_exit_code_is_in_the_help(pages: dict[tuple[str, ...], subprocess.CompletedProcess[str]]) -> None:
+    """The codes the programs exit with, from the constants they use."""
+    from cli_support.console import EXIT_TRIAL_HUNG, EXIT_USER_ERROR
+    from jobstore.fatal import EXIT_THREAD_DIED
+    from worker.loop import EXIT_GPU_LOST, EXIT_REFUSED
+
+    worker = _help(pages, "worker", [])
+    assert _exit_codes(worker) == {0, 1, EXIT_USER_ERROR, EXIT_REFUSED, EXIT_GPU_LOST, EXIT_TRIAL_HUNG,
+                                   EXIT_THREAD_DIED}
+    assert "128 + the signal's number (143 for SIGTERM)" in " ".join(worker.split())
+    assert _exit_codes(_help(pages, "coordinator", ["start"])) == {0, 1, 2, 3, 70, 130}
