@@ -42,7 +42,8 @@ def work(
     poll_max: Annotated[float, typer.Option(min=0.001, help="Longest wait (s) between polls; waits double up to it.")] = DEFAULT_POLL_MAX_S,
     heartbeat: Annotated[float, typer.Option(min=0.1, help="Seconds between lease renewals.")] = 10.0,
     lease: Annotated[Optional[float], typer.Option(
-        min=0.3, help="Lease length (s): a job not renewed for this long is lost. Default: 3 heartbeats.")] = None,
+        min=0.3, help="Lease length (s): a job not renewed for this long is lost, and so is the GPU "
+        "lease (--gpus-per-worker). Default: 3 heartbeats.")] = None,
     grace: Annotated[float, typer.Option(
         min=0, help="After SIGTERM/SIGINT, seconds the current trial may take before it is "
         "interrupted and returned to the queue. Also the seconds a trial past its time limit "

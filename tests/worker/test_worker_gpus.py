@@ -5,11 +5,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from pymongo.database import Database
 
 from jobstore import schema as s
+from jobstore.store import Store
 from tests.support.gpus import fake_nvidia_smi
 from tests.support.processes import FAST, start_worker, stop, wait_for
+from worker.loop import Worker, WorkerConfig
 
 GPUS = {"HPO_FAKE_GPUS": "GPU-aaaa,GPU-bbbb"}
 def test_two_workers_get_distinct_gpus_and_a_third_waits(db: Database, db_url: str, tmp_path: Path) -> None:
@@ -97,3 +100,22 @@ def test_a_worker_creates_the_index_its_record_is_read_by(db: Database, db_url: 
     worker = start_worker(db_url, "--gpus-per-worker", "0", "--idle-exit", "0.5", log=tmp_path / "w.log")
     assert worker.wait(60) == 0
     assert "last_seen" in db.workers.index_information()
+
+
+def test_the_gpu_lease_lasts_the_workers_lease(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``hpo-worker --lease`` is also the GPU lease's length (its --help and
+    docs/deploy.md say so): a dead worker's GPU is free one lease after its last renewal."""
+    asked: dict[str, object] = {}
+
+    class Asked(Exception):
+        pass
+
+    def gpu_lease(store: Store, worker_id: str, **options: object) -> None:
+        asked.update(options)
+        raise Asked
+
+    monkeypatch.setattr(Store, "gpu_lease", gpu_lease)
+    monkeypatch.setenv("HPO_FAKE_GPUS", "GPU-aaaa")
+    with pytest.raises(Asked):
+        Worker(Store(db), WorkerConfig(heartbeat=2.0, lease=7.0)).run()
+    assert (asked["ttl"], asked["count"]) == (7.0, 1)
