@@ -165,3 +165,11 @@ def test_settings_from_strings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         Cifar100Settings.from_mapping({"compile": "maybe"})
     with pytest.raises(ValueError, match="epochs"):
         Cifar100Settings.from_mapping({"epochs": 0})
+
+
+def test_the_learning_rate_schedule_is_the_one_docs_cifar100_md_describes() -> None:
+    """Linear warm-up over the first 20 % of the steps, then a linear fall towards zero
+    that the last step does not reach (it trains at the peak / steps after the warm-up)."""
+    factor = training_module.warmup_then_decay(10)
+    assert [factor(step) for step in range(10)] == pytest.approx(
+        [0.5, 1.0, 1.0, 7 / 8, 6 / 8, 5 / 8, 4 / 8, 3 / 8, 2 / 8, 1 / 8])
