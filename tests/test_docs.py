@@ -1,6 +1,7 @@
 """README.md, docs/ and deploy/README.md name things that exist: the tests they cite,
-the repository's files, and the command-line options of ``hpo-coord`` and
-``hpo-worker``, each on the command that has it.
+the repository's files, the command-line options of ``hpo-coord`` and ``hpo-worker``,
+each on the command that has it (also through ``docker compose run coordinator``), and
+the services of docker-compose.yml.
 
 What the documents say about documents in MongoDB is checked elsewhere: the README's
 Mongo queries in ``tests/coordinator/test_monitor.py``.
@@ -76,9 +77,14 @@ def _commands() -> dict[str, Any]:
     return {"hpo-worker": typer.main.get_command(worker_app), **commands}
 
 
+COMPOSE_RUN = re.compile(r"docker compose run(?:[ \t]+(?:--rm|-d))*[ \t]+coordinator(?=[ \t])")
+"""``docker compose run coordinator ARGS`` runs ``hpo-coord ARGS`` (the image's entrypoint)."""
+
+
 def _command_lines(text: str) -> Iterator[tuple[str, list[str]]]:
     """``(program, words)`` of each ``hpo-coord``/``hpo-worker`` command line in code."""
     for span in _code_spans(text):
+        span = COMPOSE_RUN.sub("hpo-coord", span)
         for match in re.finditer(r"(?<![\w/-])(hpo-coord|hpo-worker)((?:[ \t]+[^\s#|;&>]+)*)", span):
             yield match.group(1), match.group(2).split()
 
@@ -102,3 +108,23 @@ def test_commands_and_options_in_the_docs_exist() -> None:
                     wrong.append(f"{_name(doc)}: {program} has no {option}")
     assert not wrong, "\n".join(wrong)
 
+
+
+def test_docker_compose_commands_name_its_services() -> None:
+    """``docker compose VERB [options] SERVICE`` and ``--scale SERVICE=N`` in the
+    documents name services of docker-compose.yml."""
+    import yaml
+
+    services = set(yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"])
+    verbs = r"(?:up|stop|logs|exec|run|build|start|restart|rm|pull)"
+    wrong = []
+    for doc in [*DOCS, REPO / "docker-compose.yml"]:
+        text = doc.read_text()
+        text = text if doc.suffix == ".yml" else "\n".join(_code_spans(text))
+        options = r"(?:[ \t]+(?:--scale[ \t]+[\w-]+=(?:<[^>\n]*>|\S+)|--build-arg[ \t]+\S+|-[-\w]+))*"
+        named = re.findall(rf"docker compose {verbs}({options})[ \t]+([a-z][\w-]*)\b", text)
+        scaled = re.findall(r"--scale[ \t]+([\w-]+)=", text)
+        for name in [service for _, service in named] + scaled:
+            if name not in services:
+                wrong.append(f"{_name(doc)}: no service {name!r}")
+    assert not wrong, "\n".join(wrong)
