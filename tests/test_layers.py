@@ -1,4 +1,4 @@
-"""The packages' layering (DEVELOPERS.md "Layout"): imports only point down.
+"""The packages' layering (README.md, "Layout"): imports only point down.
 
 ``coordinator`` and ``worker`` never import each other; the store (``jobstore``) imports
 neither the CLI libraries nor the experiments; ``user_errors`` is the neutral bottom.
