@@ -128,3 +128,26 @@ def test_docker_compose_commands_name_its_services() -> None:
             if name not in services:
                 wrong.append(f"{_name(doc)}: no service {name!r}")
     assert not wrong, "\n".join(wrong)
+
+
+def _anchors(doc: Path) -> set[str]:
+    """GitHub's anchors of ``doc``'s headings (lower case, punctuation dropped, spaces
+    to dashes), outside fenced code."""
+    text = re.sub(r"```.*?```", "", doc.read_text(), flags=re.S)
+    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+            for heading in re.findall(r"^#+ (.+)$", text, re.M)}
+
+
+def test_links_reach_their_files_and_headings() -> None:
+    wrong = []
+    for doc in DOCS:
+        for target in re.findall(r"\]\(([^)\s]+)\)", doc.read_text()):
+            if re.match(r"[a-z]+://", target):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (doc.parent / path).resolve() if path else doc
+            if not linked.exists():
+                wrong.append(f"{_name(doc)}: {target} (no such file)")
+            elif anchor and linked.suffix == ".md" and anchor not in _anchors(linked):
+                wrong.append(f"{_name(doc)}: {target} (no such heading)")
+    assert not wrong, "\n".join(wrong)
