@@ -98,8 +98,9 @@ def start(
                                                "processes, restarted if they die (up to 5 crashes "
                                                "in 10 min each) and stopped at the end.")] = 0,
     poll_interval: Annotated[float, typer.Option(min=0.001, help="Seconds between looks at the queue.")] = DEFAULT_POLL_INTERVAL_S,
-    max_attempts: Annotated[int, typer.Option(min=1, help="Lost-worker claims a trial survives "
-                                              "before it is marked as an error.")] = DEFAULT_MAX_ATTEMPTS,
+    max_attempts: Annotated[int, typer.Option(min=1, help="Times a trial's worker may be lost: the "
+                                              "last time marks the trial as an error ('lost worker') "
+                                              "instead of returning it to the queue.")] = DEFAULT_MAX_ATTEMPTS,
     lease: Annotated[float, typer.Option(min=1, help="Coordinator lease (s). After a database "
                                          "outage a job is presumed lost only once its worker's own "
                                          "lease has passed (this one for jobs that did not record theirs).")] = DEFAULT_LEASE_S,

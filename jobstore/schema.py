@@ -22,7 +22,7 @@ field               meaning
 ``params``          the point as plain readable values (``hyperopt.space_eval``)
 ``experiment``      registered experiment name; absent for pickled-Domain jobs
 ``attempts``        claims that did not end in a graceful return to the queue
-``max_attempts``    lost-worker claims allowed before the job becomes an error
+``max_attempts``    times the job's worker may be lost; the last makes it an error
 ``lease``           ``{"token", "expires", "seconds"}`` while running: the fencing token,
                     the server time after which the job counts as lost, and the lease
                     length the holder renews (what a requeuer waits for after an outage)

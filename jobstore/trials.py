@@ -221,7 +221,7 @@ class MongoTrials(base.Trials):
         exp_key: the run.  ``None`` means all jobs in the collection, as in hyperopt.
         refresh: load the run's trials now.
         experiment: the registered experiment the run evaluates; set by ``hpo-coord``.
-        max_attempts: lost-worker claims a job survives before it becomes an error.
+        max_attempts: times a job's worker may be lost; the last makes it an error.
         poll_interval: seconds fmin sleeps between looks at the queue.
         jobs_collection: the collection, when ``arg`` is a Database (a URL or a Store
             names its own).
