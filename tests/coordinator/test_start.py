@@ -17,6 +17,7 @@ import pytest
 from pymongo.database import Database
 
 from jobstore import schema as s
+from jobstore.connection import server_time
 from jobstore.schema import State
 from tests.support.processes import REPO, RECORDING, run_cli, start_coordinator, start_worker, stop, wait_for
 
@@ -117,6 +118,10 @@ def test_killed_coordinator_is_replaced_and_the_run_ends_at_max_evals(
                  what="some trials to finish")
         first.kill()
         first.wait()
+        # A killed coordinator's run is taken over once its lease lapses (2 s here); a
+        # start before that is refused (test_runs), so wait for it by the server's clock.
+        wait_for(lambda: db.runs.find_one({s.ID: "r"})[s.RUN_COORDINATOR]["expires"] < server_time(db),
+                 what="the killed coordinator's lease to lapse")
         second = start_coordinator(db_url, *args, log=tmp_path / "c2.log")
         code = second.wait(300)
         assert code == 0, (tmp_path / "c2.log").read_text()
