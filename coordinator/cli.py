@@ -117,6 +117,8 @@ def start(
                                                       "to the objective (e.g. epochs=10), checked against "
                                                       "the experiment's declared settings before anything "
                                                       "is queued (hpo-coord experiments lists them). "
+                                                      "Stored in the run: a resumed run keeps its "
+                                                      "settings, and --set changes those it names. "
                                                       "Repeatable.")] = None,
     pruner: Annotated[Optional[str], typer.Option(
         help=f"Stop hopeless trials early: one of {', '.join(KINDS)} (median: worse than the median of "
