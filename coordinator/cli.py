@@ -23,7 +23,7 @@ from cli_support.console import (
     typer_app,
     user_errors,
 )
-from coordinator.algorithms import ALGORITHMS, DEFAULT_ALGORITHM
+from coordinator.algorithms import ALGORITHMS, DEFAULT_ALGORITHM, suggest_function
 from coordinator.display import number_text, whole_floats_as_ints
 from coordinator.local_server import DATABASE as LOCAL_DATABASE
 from coordinator.local_server import DEFAULT_LOCAL_DIR, DEFAULT_PORT, LocalDirOption, database_url, serve_for_start
@@ -118,6 +118,8 @@ def start(
                                                       "to the objective (e.g. epochs=10), checked against "
                                                       "the experiment's declared settings before anything "
                                                       "is queued (hpo-coord experiments lists them). "
+                                                      "Stored in the run: a resumed run keeps its "
+                                                      "settings, and --set changes those it names. "
                                                       "Repeatable.")] = None,
     pruner: Annotated[Optional[str], typer.Option(
         help=f"Stop hopeless trials early: one of {', '.join(KINDS)} (median: worse than the median of "
@@ -176,6 +178,8 @@ def start(
         register_objectives(objective)
         experiment = get_experiment(exp)
         settings = checked_settings(experiment, set_)
+        if algo is not None:
+            suggest_function(algo)  # refused before a local server starts and prints its worker command
         url = url_from_environment(mongo)
         run_name = run or experiment.name
         worker_args = [arg for ref in objective or [] for arg in ("--objective", ref)]

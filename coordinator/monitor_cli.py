@@ -103,6 +103,15 @@ def _compact_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
+def _span(delta: timedelta) -> str:
+    """The span a throughput was measured over: to a tenth of a second under a minute
+    (whole seconds read "6 finished in the last 0s" for a sub-second burst), else as
+    :func:`monitor.duration`."""
+    if delta < timedelta(minutes=1):
+        return f"{delta.total_seconds():.1f}s"
+    return monitor.duration(delta)
+
+
 def render_status(st: monitor.RunStatus) -> Group:
     """The status of a run as rich tables: summary, stale jobs, workers."""
     c = st.counts
@@ -127,7 +136,7 @@ def render_status(st: monitor.RunStatus) -> Group:
         summary.add_row("throughput", "not enough finished trials yet")
     else:
         summary.add_row("throughput", f"{rate.per_hour:.1f} trials/h ({rate.window_trials} finished "
-                        f"in the last {monitor.ago(rate.last_finish, rate.window_start)} of activity)")
+                        f"in the last {_span(rate.last_finish - rate.window_start)} of activity)")
     if rate.last_finish is not None:
         summary.add_row("last finish", f"{monitor.ago(st.now, rate.last_finish)} ago")
     if st.eta is not None:

@@ -290,11 +290,14 @@ def _start_run(store: Store, experiment: Experiment, options: StartOptions, cons
 
 
 def run_settings(experiment: Experiment, options: StartOptions, run: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The settings a (re)started run stores: the experiment's defaults, ``--set``, the
+    """The settings a (re)started run stores: the experiment's defaults, then the run's
+    stored settings (a resume keeps them, e.g. its ``epochs``), then ``--set``; the
     pruner (``--pruner``; else the one the run already has), and the trial time limit (``--trial-timeout``; else the one the run already has, so a
     resume keeps it; else the experiment's default)."""
-    settings = {**experiment.default_settings, **options.settings}
     stored = (run or {}).get(s.RUN_SETTINGS)
+    kept = {key: value for key, value in stored.items() if key not in (s.RUN_PRUNER, s.RUN_TRIAL_TIMEOUT)} \
+        if isinstance(stored, Mapping) else {}
+    settings = {**experiment.default_settings, **kept, **options.settings}
     if options.pruner is not None:
         settings[s.RUN_PRUNER] = pruner_settings(experiment, options.pruner, settings)
     elif isinstance(stored, Mapping) and s.RUN_PRUNER in stored:

@@ -41,6 +41,7 @@ import hmac
 import ipaddress
 import json
 import math
+import threading
 from contextlib import asynccontextmanager
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib.resources import files
@@ -124,11 +125,15 @@ def _int(request: Request, name: str, default: int) -> int:
 
 
 def create_app(data: DashboardData, feed: ChangeFeed, *, run: str | None = None,
-               token: str | None = None, local_only: bool = False) -> Starlette:
+               token: str | None = None, local_only: bool = False,
+               stopping: threading.Event | None = None) -> Starlette:
     """The application; ``run`` makes ``/`` open that run; ``token`` is required by
     every request when given; with ``local_only``, requests addressed to a host name that
     is not a loopback one are refused (see the module doc).  The feed is started and
-    stopped with the app."""
+    stopped with the app.  Once ``stopping`` is set (the server was asked to exit), the
+    open event streams end within :data:`EVENT_CHECK_S`, so a graceful shutdown does not
+    wait for the pages to be closed."""
+    stopping = stopping if stopping is not None else threading.Event()
 
     def api(handler: Callable[[Request], Any]) -> Callable[[Request], Response]:
         def endpoint(request: Request) -> Response:
@@ -178,7 +183,7 @@ def create_app(data: DashboardData, feed: ChangeFeed, *, run: str | None = None,
             yield f"event: hello\ndata: {json.dumps({'mode': feed.mode, 'note': feed.note})}\n\n"
             last = {key: feed.version(key) for key in keys}
             ticks = 0.0
-            while not await request.is_disconnected():
+            while not stopping.is_set() and not await request.is_disconnected():
                 await asyncio.sleep(EVENT_CHECK_S)
                 for key in keys:
                     now = feed.version(key)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from datetime import timedelta
+from types import FrameType
 from typing import Annotated, Optional
 
 import typer
@@ -36,6 +38,20 @@ TOKEN_ENV = "HPO_DASHBOARD_TOKEN"
 DEFAULT_PORT = 8080
 SHUTDOWN_S = 2
 """Seconds open connections (the pages' event streams) get to close on Ctrl-C / SIGTERM."""
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server that, when asked to exit (Ctrl-C, SIGTERM), also sets ``stopping``,
+    which ends the pages' event streams; without it the shutdown waited :data:`SHUTDOWN_S`
+    for them, then cancelled them with an ERROR and a traceback per open page."""
+
+    def __init__(self, config: uvicorn.Config, stopping: threading.Event) -> None:
+        super().__init__(config)
+        self.stopping = stopping
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.stopping.set()
+        super().handle_exit(sig, frame)
 
 
 class HideToken(logging.Filter):
@@ -99,12 +115,19 @@ def register(app: typer.Typer, console: Console) -> None:
         # the change stream is a read too; the view has no watch of its own
         feed = ChangeFeed(store.db, store.jobs_collection, use_stream=not polling, stale_after=stale)
         # without a token, a page from another site must not reach it through a rebound host name
-        web = create_app(data, feed, run=run, token=secret, local_only=secret is None)
+        stopping = threading.Event()
+        web = create_app(data, feed, run=run, token=secret, local_only=secret is None, stopping=stopping)
         shown = f"[{host}]" if ":" in host else host
         console.print(f"dashboard of {store.server} at [bold]http://{shown}:{port}/[/]"
                       + (" (append ?token=TOKEN once)" if secret else ""), highlight=False)
         if secret:
             logging.getLogger("uvicorn.access").addFilter(HideToken())  # uvicorn's logging config keeps it
-        # open pages hold event streams: without a limit, Ctrl-C would wait for their tabs to close
-        uvicorn.run(web, host=host, port=port, log_level=log_level, access_log=log_level == "debug",
-                    timeout_graceful_shutdown=SHUTDOWN_S)
+        # open pages hold event streams: they end once ``stopping`` is set, and the limit
+        # bounds the wait for anything else still open
+        server = _Server(uvicorn.Config(web, host=host, port=port, log_level=log_level,
+                                        access_log=log_level == "debug", timeout_graceful_shutdown=SHUTDOWN_S),
+                         stopping)
+        try:
+            server.run()
+        except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it shut down for; as uvicorn.run, exit 0
+            pass

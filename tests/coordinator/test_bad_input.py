@@ -7,12 +7,14 @@ Most cases run the CLIs in-process (typer's CliRunner); the ones about processes
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from pymongo.database import Database
 from typer.testing import CliRunner
 
 from coordinator.cli import app as coordinator_app
+from jobstore.embedded import free_port
 from tests.support.ports import refusing_port
 from tests.support.processes import run_cli
 from worker.cli import app as worker_app
@@ -104,6 +106,17 @@ def test_bad_coordinator_options(args: list[str], message: str, db_url: str) -> 
     base = ["start", "--exp", "quadratic", "--mongo", db_url]
     merged = base + args if args[0] != "--exp" else ["start", "--mongo", db_url] + args
     assert_user_error(invoke("coordinator", *merged), message)
+
+
+def test_an_unknown_algorithm_is_refused_before_a_local_server_starts(tmp_path: Path) -> None:
+    """Local mode: the refusal used to come after the local server had started and the
+    command had printed its URL and how more workers could attach to the run."""
+    data = tmp_path / "data"
+    result = invoke("coordinator", "start", "--exp", "quadratic", "--algo", "sgd", "--local-dir", str(data),
+                    "--local-port", str(free_port()))
+    assert_user_error(result, "unknown algorithm 'sgd'; choose one of: joint-tpe, tpe, rand, anneal, atpe")
+    assert "more workers can attach" not in result.stdout + result.stderr
+    assert not data.exists()
 
 
 @pytest.mark.parametrize(

@@ -805,3 +805,18 @@ def test_best_so_far_never_comes_from_a_pruned_trial() -> None:
     assert plots.loss_figure(points, "r").axes[0].get_title() == "run r: loss per trial, best 0.3"
     only_pruned = plots.loss_figure(points[:1], "r").axes[0].get_title()
     assert only_pruned == "run r: loss per trial, no trial trained its whole budget yet"
+
+
+def test_status_gives_a_short_throughput_span_to_a_tenth_of_a_second() -> None:
+    """Six trials finished within 0.8 s: the span read "in the last 0s of activity" beside
+    a rate of 22,500 trials/h (whole seconds, truncated)."""
+    last = datetime(2026, 1, 1, 12, 0, 0, 800000)
+    start = datetime(2026, 1, 1, 12, 0, 0)
+    status = monitor.RunStatus(
+        run="r", experiment=None, algo=None, max_evals=None, now=last, counts=monitor.StateCounts(done=6),
+        best=None, throughput=monitor.Throughput(5 / (0.8 / 3600), 6, start, last), eta=None, stale=[],
+        workers=[])
+    console = Console(width=200, record=True)
+    console.print(monitor_cli.render_status(status))
+    text = console.export_text()
+    assert "22500.0 trials/h (6 finished in the last 0.8s of activity)" in text, text

@@ -131,3 +131,16 @@ def test_a_resume_refuses_a_pruner_that_would_compare_scores_of_another_kind(db:
     with pytest.raises(UserError, match=r"metric 'loss' -> 'val_accuracy'.*new run \(--run NAME\)"):
         start_run(Store(db), digits, changed, Console())
     assert db[s.RUNS].find_one({s.ID: run})[s.RUN_SETTINGS][s.RUN_PRUNER] == first[s.RUN_PRUNER]
+
+
+def test_a_resumed_run_keeps_its_settings_and_its_pruner_budget() -> None:
+    """A resume without --set keeps the run's epochs (it was reset to the experiment's
+    default, so the resumed trials trained another budget), and a new --pruner takes its
+    maximum resource from them; --set on the resume changes the setting it names."""
+    first = run_settings(digits, options(PrunerChoice("asha"), epochs=3, split_seed=2), None)
+    run = {s.RUN_SETTINGS: first}
+    resumed = run_settings(digits, options(None), run)
+    assert resumed == first
+    assert run_settings(digits, options(PrunerChoice("median")), run)[s.RUN_PRUNER]["max_resource"] == 3
+    changed = run_settings(digits, options(None, epochs=5), run)
+    assert changed["epochs"] == 5 and changed["split_seed"] == 2

@@ -92,6 +92,23 @@ def test_serves_the_run_pushes_a_finished_trial_and_stops_with_a_page_open(
         assert stop(process) == -signal.SIGTERM
 
 
+def test_ctrl_c_with_a_page_open_ends_its_event_stream_and_exits_cleanly(
+        served: tuple[str, subprocess.Popen[bytes]], tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT) while a page's event stream is open: the stream ends and the
+    dashboard exits 0 without an error.  It used to wait out the graceful-shutdown limit,
+    then cancel the stream, logging ERROR and a traceback, and cut the stream off."""
+    base, process = served
+    with httpx.stream("GET", base + "/api/events", params={"key": RUN}, timeout=60) as events:
+        lines = events.iter_lines()
+        assert next(lines) == "event: hello"
+        process.send_signal(signal.SIGINT)
+        rest = list(lines)  # the stream ends: its last event and a clean end of the body
+    assert all(line.startswith(("event: ", "data: ")) or line == "" for line in rest)
+    assert process.wait(60) == 0
+    log = (tmp_path / "dashboard.log").read_text()
+    assert "Traceback" not in log and "ERROR" not in log, log
+
+
 def test_the_access_log_does_not_show_the_token(db: Database, db_url: str, tmp_path: Path) -> None:
     """``--log-level debug`` logs every request with its query: the token opened with
     (``?token=``) stood in the log for anyone who reads it."""
