@@ -40,7 +40,7 @@ from jobstore.retry import describe
 from jobstore.runs import RunStore
 from jobstore.store import Store
 from jobstore.trials import DEFAULT_POLL_INTERVAL_S, MongoTrials
-from objectives.base import Experiment, Setting
+from objectives.base import BadSetting, Experiment, Setting
 from objectives.pruning import (
     DEFAULT_MIN_RESOURCE,
     DEFAULT_REDUCTION_FACTOR,
@@ -295,9 +295,8 @@ def run_settings(experiment: Experiment, options: StartOptions, run: Mapping[str
     pruner (``--pruner``; else the one the run already has), and the trial time limit (``--trial-timeout``; else the one the run already has, so a
     resume keeps it; else the experiment's default)."""
     stored = (run or {}).get(s.RUN_SETTINGS)
-    kept = {key: value for key, value in stored.items() if key not in (s.RUN_PRUNER, s.RUN_TRIAL_TIMEOUT)} \
-        if isinstance(stored, Mapping) else {}
-    settings = {**experiment.default_settings, **kept, **options.settings}
+    settings = {**experiment.default_settings, **kept_settings(experiment, stored, options.settings),
+                **options.settings}
     if options.pruner is not None:
         settings[s.RUN_PRUNER] = pruner_settings(experiment, options.pruner, settings)
     elif isinstance(stored, Mapping) and s.RUN_PRUNER in stored:
@@ -310,6 +309,34 @@ def run_settings(experiment: Experiment, options: StartOptions, run: Mapping[str
         elif experiment.trial_timeout is not None:
             settings[s.RUN_TRIAL_TIMEOUT] = experiment.trial_timeout
     return settings
+
+
+def kept_settings(experiment: Experiment, stored: Any, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's stored settings a resume keeps: those the experiment declares and ``--set``
+    (``given``) does not replace, each checked as ``--set`` checks it (the run document may
+    have been edited, or written by another version of the experiment).  A stored setting
+    the experiment no longer declares is dropped with a warning (no objective reads it).
+
+    Raises:
+        UserError: a stored value its declaration refuses; the message names it and the
+            ``--set`` that replaces it.
+    """
+    if not isinstance(stored, Mapping):
+        return {}
+    declared = {setting.name for setting in experiment.settings}
+    kept: dict[str, Any] = {}
+    for name, value in stored.items():
+        if name in (s.RUN_PRUNER, s.RUN_TRIAL_TIMEOUT) or name in given:
+            continue
+        if name not in declared:
+            log.warning("the run's stored setting %r is not one experiment %r declares; not kept", name,
+                        experiment.name)
+            continue
+        try:
+            kept.update(experiment.check_settings({name: value}))
+        except BadSetting as exc:
+            raise UserError(f"the run's stored settings: {exc}; replace it with --set {name}=VALUE") from None
+    return kept
 
 
 _TUNING = ("metric", "direction", "max_resource", "min_resource", "reduction_factor", "warmup_steps",

@@ -144,3 +144,18 @@ def test_a_resumed_run_keeps_its_settings_and_its_pruner_budget() -> None:
     assert run_settings(digits, options(PrunerChoice("median")), run)[s.RUN_PRUNER]["max_resource"] == 3
     changed = run_settings(digits, options(None, epochs=5), run)
     assert changed["epochs"] == 5 and changed["split_seed"] == 2
+
+
+def test_a_resume_checks_the_settings_it_keeps(caplog: pytest.LogCaptureFixture) -> None:
+    """The stored settings a resume keeps are read from the database, so they are checked
+    as --set's are: a refused value stops the resume, naming it and the --set that
+    replaces it (which then works); one the experiment does not declare is dropped, with
+    a warning, instead of reaching the objective."""
+    run = {s.RUN_SETTINGS: {"epochs": "abc", "split_seed": 2}}
+    with pytest.raises(UserError, match=r"stored settings: setting 'epochs' must be .*--set epochs=VALUE"):
+        run_settings(digits, options(None), run)
+    assert run_settings(digits, options(None, epochs=4), run)["epochs"] == 4
+    with caplog.at_level("WARNING"):
+        resumed = run_settings(digits, options(None), {s.RUN_SETTINGS: {"epochs": 3, "retired": 1}})
+    assert resumed["epochs"] == 3 and "retired" not in resumed
+    assert "stored setting 'retired' is not one experiment 'digits' declares" in caplog.text
