@@ -53,7 +53,10 @@ QUADRATIC_EVALS = 60
 DIGITS_RUN = "digits-docker"
 COORDINATOR = f"{PROJECT}-coordinator-digits"
 DIGITS_EVALS = 16
-DIGITS_EPOCHS = 3
+# Long enough that trials are still in training once the stack is scaled back up to 4
+# (with 3 epochs, a quiet host's 2 workers finished the run first and the kill found
+# nothing to kill).
+DIGITS_EPOCHS = 10
 MIN_COMPOSE = (2, 24)
 
 
@@ -338,10 +341,16 @@ def kill_a_worker_mid_trial(stack: Stack) -> tuple[int, str]:
     that the trial was still running when the worker died.  Docker does not restart a
     killed container (restart: unless-stopped), so no later claim can be that worker's."""
     containers = {w["hostname"]: w["id"] for w in stack.containers("worker")}
+
+    def a_trial_in_training() -> dict[str, Any] | None:
+        jobs = stack.jobs(DIGITS_RUN)
+        if len(jobs) == DIGITS_EVALS and all(j[s.STATE] == State.DONE for j in jobs):
+            pytest.fail(f"the digits run finished before a worker could be killed mid-trial: "
+                        f"its trials are too short for this host (raise DIGITS_EPOCHS, now {DIGITS_EPOCHS})")
+        return next((j for j in jobs if training(j) and j[s.OWNER].rsplit(":", 1)[0] in containers), None)
+
     for _ in range(5):
-        job = wait_for("a digits trial in training", lambda: next(
-            (j for j in stack.jobs(DIGITS_RUN) if training(j) and j[s.OWNER].rsplit(":", 1)[0] in containers),
-            None), timeout=300, interval=0.2)
+        job = wait_for("a digits trial in training", a_trial_in_training, timeout=300, interval=0.2)
         container = containers[job[s.OWNER].rsplit(":", 1)[0]]
         with step(f"docker kill the worker running trial {job[s.TID]} ({job[s.OWNER]})"):
             subprocess.run(["docker", "kill", container], check=True, capture_output=True)
