@@ -51,6 +51,7 @@ from jobstore import schema as s
 from jobstore.connection import DEFAULT_TIMEOUT_S
 from jobstore.store import Store
 from jobstore.view import ReadOnlyView
+from objectives.pruning import rule_settings
 from objectives.registry import get_experiment
 from user_errors import UserError
 
@@ -146,8 +147,7 @@ def render_status(st: monitor.RunStatus) -> Group:
         saved = "" if st.pruning.steps_saved is None else f", {st.pruning.steps_saved} epochs (steps) saved"
         summary.add_row("pruning", f"{p.get('kind')} on {p.get('metric')} ({p.get('direction')}): "
                         f"{st.pruning.pruned} trial(s) pruned{saved}")
-        summary.add_row("pruner settings", _compact_json({k: v for k, v in p.items()
-                                                          if k not in ("kind", "metric", "direction")}))
+        summary.add_row("pruner settings", _compact_json(rule_settings(p)))
     summary.add_row("stale running jobs", str(len(st.stale)))
     parts: list[Any] = [summary]
     if st.stale:

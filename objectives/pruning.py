@@ -65,6 +65,15 @@ RULE_SETTINGS = {
 its direction (what a display of a run's pruner shows)."""
 
 
+def rule_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Of a stored pruner document, the settings its kind's rule reads besides the kind,
+    metric and direction (:data:`RULE_SETTINGS`), in that order; every other one for an
+    unknown kind: what a display of a run's pruner shows."""
+    rule = ("kind", "metric", "direction")
+    keys = RULE_SETTINGS.get(str(settings.get("kind")), tuple(k for k in settings if k not in rule))
+    return {key: settings[key] for key in keys if key in settings}
+
+
 class BadPrunerSettings(ValueError):
     """Pruner settings that cannot work; the message says which and why."""
 

@@ -38,7 +38,7 @@ from jobstore.connection import mask
 from user_errors import UserError
 from jobstore.schema import State
 from jobstore.view import ReadOnlyView
-from objectives.pruning import RULE_SETTINGS
+from objectives.pruning import rule_settings
 
 MAX_PAGE = 200
 """Most trials one page of the trial table or the error list holds."""
@@ -420,14 +420,12 @@ def _both(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 def pruner_text(settings: Mapping[str, Any] | None) -> str:
     """A run's pruner in one line: its kind, metric and direction, and the settings
-    :data:`objectives.pruning.RULE_SETTINGS` names for that kind (every other one for an unknown
+    :func:`objectives.pruning.rule_settings` names for that kind (every other one for an unknown
     kind), e.g. ``asha on val_loss (minimize): min_resource 1, max_resource 15,
     reduction_factor 3``; ``none`` without a pruner."""
     if settings is None:
         return "none"
-    rule = {"kind", "metric", "direction"}
-    keys = RULE_SETTINGS.get(str(settings.get("kind")), tuple(k for k in settings if k not in rule))
-    shown = ", ".join(f"{key} {settings[key]}" for key in keys if key in settings)
+    shown = ", ".join(f"{key} {value}" for key, value in rule_settings(settings).items())
     return (f"{settings.get('kind')} on {settings.get('metric', '?')} ({settings.get('direction', '?')})"
             + (f": {shown}" if shown else ""))
 

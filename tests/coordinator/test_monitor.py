@@ -763,6 +763,10 @@ def test_status_counts_pruned_trials_and_the_epochs_they_saved(seeded: tuple[str
     shown = invoke(cli, "status", "--run", RUN, "--mongo", seeded[0]).stdout
     assert re.search(row("pruning", rf"median on val_loss \(minimize\): {len(pruned)} trial\(s\) pruned, "
                          rf"{saved} epochs \(steps\) saved"), shown), shown
+    # the settings median's rule reads, not the ones only asha and hyperband read
+    settings_row = next(line for line in shown.splitlines() if "pruner settings" in line)
+    assert all(key in settings_row for key in ("warmup_steps", "startup_trials", "max_resource")), shown
+    assert "reduction_factor" not in settings_row and "min_resource" not in settings_row, shown
 
 
 def test_plots_mark_pruned_trials(seeded: tuple[str, Database], tmp_path: Path) -> None:
