@@ -301,6 +301,7 @@ def run_settings(experiment: Experiment, options: StartOptions, run: Mapping[str
         settings[s.RUN_PRUNER] = pruner_settings(experiment, options.pruner, settings)
     elif isinstance(stored, Mapping) and s.RUN_PRUNER in stored:
         settings[s.RUN_PRUNER] = usable_stored_pruner(stored[s.RUN_PRUNER])
+        refuse_a_budget_the_pruner_missed(stored, settings)
     if options.trial_timeout is not None:
         settings[s.RUN_TRIAL_TIMEOUT] = options.trial_timeout
     elif s.RUN_TRIAL_TIMEOUT not in settings:  # not given with --set either
@@ -361,6 +362,23 @@ def usable_stored_pruner(stored: Any) -> Any:
                             "refuse its trials; pass --pruner median|asha|hyperband (with its options) or "
                             "--pruner none to replace them") from None
     return stored
+
+
+def refuse_a_budget_the_pruner_missed(stored: Mapping[str, Any], settings: Mapping[str, Any]) -> None:
+    """Refuse a resume that keeps the run's pruner, sized from its ``epochs``
+    (``max_resource`` equal to them), while ``--set`` changes the epochs: the rule would
+    compare at another budget than the trials train (a ``max_resource`` given apart from
+    the epochs is kept as given).
+
+    Raises:
+        UserError: naming both budgets and the ``--pruner`` that sizes the pruner anew.
+    """
+    pruner, before, after = settings.get(s.RUN_PRUNER), stored.get("epochs"), settings.get("epochs")
+    if isinstance(pruner, Mapping) and after != before and pruner.get("max_resource") == before:
+        kind = pruner.get("kind")
+        raise UserError(f"the run's {kind} pruner is sized for its {before} epochs (max_resource {before}), "
+                        f"and --set epochs={after} changes them: pass --pruner {kind} (with the options the "
+                        f"run was started with) to size it for {after} epochs, or leave epochs as they are")
 
 
 def refuse_incomparable_pruner(curves: CurveStore, run: str, stored: Mapping[str, Any] | None,

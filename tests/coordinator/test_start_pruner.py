@@ -142,8 +142,8 @@ def test_a_resumed_run_keeps_its_settings_and_its_pruner_budget() -> None:
     resumed = run_settings(digits, options(None), run)
     assert resumed == first
     assert run_settings(digits, options(PrunerChoice("median")), run)[s.RUN_PRUNER]["max_resource"] == 3
-    changed = run_settings(digits, options(None, epochs=5), run)
-    assert changed["epochs"] == 5 and changed["split_seed"] == 2
+    changed = run_settings(digits, options(PrunerChoice("asha"), epochs=5), run)
+    assert changed["epochs"] == 5 and changed["split_seed"] == 2 and changed[s.RUN_PRUNER]["max_resource"] == 5
 
 
 def test_a_resume_checks_the_settings_it_keeps(caplog: pytest.LogCaptureFixture) -> None:
@@ -159,3 +159,15 @@ def test_a_resume_checks_the_settings_it_keeps(caplog: pytest.LogCaptureFixture)
         resumed = run_settings(digits, options(None), {s.RUN_SETTINGS: {"epochs": 3, "retired": 1}})
     assert resumed["epochs"] == 3 and "retired" not in resumed
     assert "stored setting 'retired' is not one experiment 'digits' declares" in caplog.text
+
+
+def test_a_resume_that_changes_the_epochs_its_kept_pruner_was_sized_for_is_refused() -> None:
+    """Resumed with --set epochs=N, a kept pruner sized from the old epochs would compare
+    at another budget than the trials train: refused, naming the --pruner that sizes it
+    anew, which then works; a max_resource given apart from the epochs is kept."""
+    run = {s.RUN_SETTINGS: run_settings(digits, options(PrunerChoice("asha"), epochs=10), None)}
+    with pytest.raises(UserError, match=r"sized for its 10 epochs .*--set epochs=20 .*--pruner asha"):
+        run_settings(digits, options(None, epochs=20), run)
+    assert run_settings(digits, options(PrunerChoice("asha"), epochs=20), run)[s.RUN_PRUNER]["max_resource"] == 20
+    apart = {s.RUN_SETTINGS: run_settings(digits, options(PrunerChoice("asha", max_resource=9), epochs=10), None)}
+    assert run_settings(digits, options(None, epochs=20), apart)[s.RUN_PRUNER]["max_resource"] == 9
