@@ -32,6 +32,7 @@ from coordinator.start import (
     PrunerChoice,
     StartOptions,
     best_configuration,
+    pruner_choice_metric,
     resume_hint,
     start_run,
     worker_command,
@@ -178,8 +179,11 @@ def start(
         register_objectives(objective)
         experiment = get_experiment(exp)
         settings = checked_settings(experiment, set_)
+        # refused before a local server starts and prints its worker command
         if algo is not None:
-            suggest_function(algo)  # refused before a local server starts and prints its worker command
+            suggest_function(algo)
+        if choice is not None:
+            pruner_choice_metric(experiment, choice)
         url = url_from_environment(mongo)
         run_name = run or experiment.name
         worker_args = [arg for ref in objective or [] for arg in ("--objective", ref)]

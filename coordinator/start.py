@@ -407,16 +407,16 @@ def refuse_incomparable_pruner(curves: CurveStore, run: str, stored: Mapping[str
                         "without --pruner (or with --pruner none)")
 
 
-def pruner_settings(experiment: Experiment, choice: PrunerChoice, settings: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The run document's pruner for ``choice`` (None for ``--pruner none``).
+def pruner_choice_metric(experiment: Experiment, choice: PrunerChoice) -> tuple[str, str] | None:
+    """The metric and direction ``choice`` prunes by (None for ``--pruner none``), from the
+    options and the experiment alone: what can be refused before the run is read (and, in
+    local mode, before the local server starts).
 
     The metric and direction default to what the experiment declares
-    (:attr:`Experiment.pruning`), the maximum resource to the run's ``epochs`` setting.
+    (:attr:`Experiment.pruning`).
 
     Raises:
-        UserError: an option the chosen pruner does not read; no metric or no maximum
-            resource to default to; settings that cannot work or could never prune (the
-            message names the option to change).
+        UserError: an option the chosen pruner does not read; no metric to default to.
     """
     for option in _TUNING:
         readers = [kind for kind in RULE_SETTINGS if option in (*_EVERY_RULE, *RULE_SETTINGS[kind])]
@@ -433,6 +433,24 @@ def pruner_settings(experiment: Experiment, choice: PrunerChoice, settings: Mapp
         raise UserError(f"experiment {experiment.name!r} declares no pruning metric; name the reported "
                         "metric to compare with --pruner-metric (and --pruner-direction)")
     direction = choice.direction or (declared.direction if declared and declared.name == metric else "minimize")
+    return metric, direction
+
+
+def pruner_settings(experiment: Experiment, choice: PrunerChoice, settings: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The run document's pruner for ``choice`` (None for ``--pruner none``).
+
+    The metric and direction are :func:`pruner_choice_metric`'s, the maximum resource
+    defaults to the run's ``epochs`` setting.
+
+    Raises:
+        UserError: :func:`pruner_choice_metric`'s refusals; no maximum resource to default
+            to; settings that cannot work or could never prune (the message names the
+            option to change).
+    """
+    chosen = pruner_choice_metric(experiment, choice)
+    if chosen is None:
+        return None
+    metric, direction = chosen
     epochs = settings.get("epochs")
     max_resource = choice.max_resource or (epochs if s.as_int(epochs) is not None else None)
     if max_resource is None:

@@ -122,6 +122,26 @@ def test_an_unknown_algorithm_is_refused_before_a_local_server_starts(tmp_path: 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        (["--pruner", "asha", "--warmup-steps", "2"], "--warmup-steps applies to median only, not asha"),
+        (["--pruner", "none", "--min-resource", "2"], "--min-resource applies to asha and hyperband only, not none"),
+        (["--pruner", "median"], "experiment 'quadratic' declares no pruning metric"),
+    ],
+)
+def test_pruner_option_mistakes_are_refused_before_a_local_server_starts(args: list[str], message: str,
+                                                                           tmp_path: Path) -> None:
+    """Local mode: these refusals read only the options and the experiment, and used to come
+    after the local server had started and the command had printed how workers could attach."""
+    data = tmp_path / "data"
+    result = invoke("coordinator", "start", "--exp", "quadratic", *args, "--local-dir", str(data),
+                    "--local-port", str(free_port()))
+    assert_user_error(result, message)
+    assert "more workers can attach" not in result.stdout + result.stderr
+    assert not data.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
         (["--heartbeat", "-1"], "Invalid value for '--heartbeat'"),
         (["--heartbeat", "5", "--lease", "2"], "must be longer than --heartbeat"),
         (["--max-jobs", "many"], "Invalid value for '--max-jobs'"),
