@@ -1,9 +1,9 @@
-"""Numbers as people read them, for what ``hpo-coord`` prints (summary, status, best).
+"""Numbers as people read them, for what ``hpo-coord`` prints (summary, status, best, trials).
 
 hyperopt's ``quniform`` gives floats (``24.0``), and results may hold large integers
 (``n_params``); printed as they are they read as ``24.0`` and ``1.835e+04``.  These
-helpers change only what is shown: objectives, the database and exports keep the values
-as they are.
+helpers change only what is shown (``hpo-coord trials`` writes its ``params.*`` columns
+through them too): objectives and the database keep the values as they are.
 """
 
 from __future__ import annotations

@@ -437,6 +437,34 @@ def test_trials_json_to_file(seeded: tuple[str, Database], cli: typer.Typer, tmp
     assert [r["worker"] for r in rows] == [j.get(s.OWNER) for j in jobs]
 
 
+def test_trials_writes_whole_number_params_as_best_shows_them(db: Database, db_url: str,
+                                                               cli: typer.Typer) -> None:
+    """``trials`` wrote ``16.0`` (hyperopt's quniform gives floats) where ``best`` prints
+    ``16``; the stored point, what the objective receives, keeps its floats."""
+    MongoTrials(db, exp_key="w", experiment="monitor-demo").runs.ensure("w", experiment="monitor-demo",
+                                                                       fingerprint="x")
+    params = {"units": 16.0, "lr": 0.25, "opt": {"layers": 3.0, "kind": "sgd"}}
+    db.jobs.insert_one({s.EXP_KEY: "w", s.TID: 0, s.STATE: State.DONE, s.PARAMS: params,
+                        s.MISC: {"vals": {"units": [16.0]}}, s.RESULT: {"status": "ok", "loss": 0.5}})
+    best = invoke(cli, "best", "--run", "w", "--mongo", db_url)
+    assert json.loads(best.stdout) == {"units": 16, "lr": 0.25, "opt": {"layers": 3, "kind": "sgd"}}
+    assert re.search(r'"units": 16\n', best.stdout), best.stdout
+    result = invoke(cli, "trials", "--run", "w", "--mongo", db_url, "--format", "csv")
+    assert result.exit_code == 0, result.output
+    [row] = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert (row["params.units"], row["params.lr"], row["params.opt.layers"], row["params.opt.kind"]) == (
+        "16", "0.25", "3", "sgd")
+    assert row["loss"] == "0.5"
+    result = invoke(cli, "trials", "--run", "w", "--mongo", db_url, "--format", "json")
+    assert result.exit_code == 0, result.output
+    [row] = json.loads(result.stdout)
+    assert re.search(r'"params.units": 16[,\n]', result.stdout), result.stdout
+    assert re.search(r'"params.opt.layers": 3[,\n]', result.stdout), result.stdout
+    assert (row["params.units"], row["params.lr"], row["params.opt.kind"]) == (16, 0.25, "sgd")
+    stored = db.jobs.find_one({s.EXP_KEY: "w"})[s.PARAMS]
+    assert stored == params and type(stored["units"]) is float
+
+
 def _assert_png(path: Path, min_size: tuple[int, int]) -> None:
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
     assert path.stat().st_size > 10_000, path
