@@ -18,7 +18,8 @@ pages work on a machine without internet access.
                                        ``worker``, ``pruned`` (true|false), ``sort``,
                                        ``order`` (asc|desc), ``offset``, ``limit``
 ``GET /api/runs/{run}/errors``         a page of error trials: ``offset``, ``limit``
-``GET /api/runs/{run}/trials/{tid}``   one trial
+``GET /api/runs/{run}/trials/{tid}``   one trial (a tid that is not an integer: 404 saying so,
+                                       unless a run has the whole path as its name)
 ``GET /api/events?key=RUN``            server-sent events (404 for an unknown run): ``hello`` (the feed's mode),
                                        ``change`` (``{"key": RUN}``; ``""`` is the
                                        workers, ``*`` any run), ``tick`` every second
@@ -41,6 +42,7 @@ import hmac
 import ipaddress
 import json
 import math
+import re
 import threading
 from contextlib import asynccontextmanager
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -147,6 +149,26 @@ def create_app(data: DashboardData, feed: ChangeFeed, *, run: str | None = None,
                 return _JSON({"error": f"database unavailable: {mask(str(exc))}"}, status_code=503)
         return endpoint
 
+    def summary(request: Request) -> dict[str, Any]:
+        """``/api/runs/{run}``, which also receives ``RUN/trials/TID`` paths whose TID the
+        trial route does not take (run names may hold ``/``): when no run has the whole
+        name but ``RUN`` exists, the answer is about the trial id, not an unknown run."""
+        name = request.path_params["run"]
+        try:
+            return {**data.summary(name), "feed": {"mode": feed.mode, "note": feed.note}}
+        except UnknownRun as unknown:
+            run_name, trials, tid = name.rpartition("/trials/")
+            if not (trials and run_name and tid) or "/" in tid:
+                raise
+            try:
+                data.require_run(run_name)
+            except UnknownRun:
+                raise unknown from None
+            if re.fullmatch(r"-[0-9]+", tid):  # an integer the trial route's {tid:int} does not take
+                return data.trial(run_name, int(tid))
+            raise UnknownTrial(f"run {run_name!r} has no trial {tid!r}: a trial id is an integer "
+                               "(/api/runs/RUN/trials/TID)") from None
+
     def home(request: Request) -> Response:
         if run is not None:
             # each segment escaped, as the pages' runUrl does
@@ -242,8 +264,7 @@ def create_app(data: DashboardData, feed: ChangeFeed, *, run: str | None = None,
         Route("/api/runs/{run:path}/trials", api(trials)),
         Route("/api/runs/{run:path}/errors", api(lambda request: data.errors(
             request.path_params["run"], _int(request, "offset", 0), _int(request, "limit", 20)))),
-        Route("/api/runs/{run:path}", api(lambda request: {**data.summary(request.path_params["run"]),
-                                                            "feed": {"mode": feed.mode, "note": feed.note}})),
+        Route("/api/runs/{run:path}", api(summary)),
     ]
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

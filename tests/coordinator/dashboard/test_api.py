@@ -178,6 +178,21 @@ def test_unknown_run_is_404_naming_the_runs(client: TestClient) -> None:
     assert "unknown run 'nope'" in get(client, "/api/events", 404, key="nope")["error"]
 
 
+def test_a_trial_id_that_is_not_an_integer_is_404_saying_so(db: Database) -> None:
+    """``/api/runs/RUN/trials/abc`` reached the run route (run names may hold ``/``) and
+    answered "unknown run 'RUN/trials/abc'"; a run named so is still that run."""
+    seed(db, done=2, errors=0, new=0)
+    seed(db, done=1, errors=0, new=0, run=f"{RUN}/trials/x")
+    with TestClient(create_app(DashboardData(ReadOnlyView(db)), ChangeFeed(db))) as c:
+        for tid in ("abc", "1.5"):
+            error = get(c, f"/api/runs/{RUN}/trials/{tid}", 404)["error"]
+            assert error == f"run {RUN!r} has no trial {tid!r}: a trial id is an integer (/api/runs/RUN/trials/TID)"
+        assert f"run {RUN!r} has no trial -1" == get(c, f"/api/runs/{RUN}/trials/-1", 404)["error"]
+        assert "unknown run 'nope/trials/abc'" in get(c, "/api/runs/nope/trials/abc", 404)["error"]
+        assert get(c, f"/api/runs/{RUN}/trials/x")["run"] == f"{RUN}/trials/x"
+        assert f"run '{RUN}/trials/x' has no trial 'y'" in get(c, f"/api/runs/{RUN}/trials/x/trials/y", 404)["error"]
+
+
 def test_figures_are_the_runs_data(client: TestClient, seeded: tuple[Database, Seeded]) -> None:
     _, sd = seeded
     figures = get(client, f"/api/runs/{RUN}/figures")
