@@ -2,8 +2,8 @@
 
 hyperopt's ``quniform`` gives floats (``24.0``), and results may hold large integers
 (``n_params``); printed as they are they read as ``24.0`` and ``1.835e+04``.  These
-helpers change only what is shown (``hpo-coord trials`` writes its ``params.*`` columns
-through them too): objectives and the database keep the values as they are.
+helpers change only what is shown (``hpo-coord trials`` and the dashboard's trial table
+write their ``params.*`` columns through them too): objectives and the database keep the values as they are.
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ from typing import Any
 from hyperopt import base
 from pymongo import ASCENDING, DESCENDING
 
+from coordinator.display import whole_floats_as_ints
 from jobstore import schema as s
 from jobstore.schema import State
 from jobstore.view import ReadOnlyView
@@ -524,7 +525,9 @@ def pruned_step(result: Mapping[str, Any]) -> int | None:
 
 
 def trial_row(job: Mapping[str, Any], tid: int) -> dict[str, Any]:
-    """One flat row of :func:`trial_rows` from a job read with :data:`TRIAL_ROW_PROJECTION`."""
+    """One flat row of :func:`trial_rows` from a job read with :data:`TRIAL_ROW_PROJECTION`;
+    whole-number ``params.*`` values as integers (``16``, not hyperopt's ``16.0``), as
+    ``best`` and ``status`` show them (:func:`coordinator.display.whole_floats_as_ints`)."""
     result = _mapping(job.get(s.RESULT))
     loss = result.get("loss")
     params = job.get(s.PARAMS)
@@ -547,7 +550,8 @@ def trial_row(job: Mapping[str, Any], tid: int) -> dict[str, Any]:
         "pruned_step": pruned_step(result),
     }
     for key, value in params.items():
-        row.update({k: plain(v) for k, v in flatten(value, PARAM_PREFIX + str(key)).items()})
+        flat = flatten(value, PARAM_PREFIX + str(key))
+        row.update({k: whole_floats_as_ints(plain(v)) for k, v in flat.items()})
     return row
 
 

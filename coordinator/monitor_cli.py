@@ -193,11 +193,7 @@ def render_runs(runs: list[monitor.RunOverview]) -> Table:
 
 
 def trials_text(rows: list[dict[str, Any]], fmt: TrialFormat) -> str:
-    """``rows`` (see :func:`coordinator.monitor.trial_rows`) as CSV or JSON text, the
-    ``params.*`` values that are whole numbers written as integers (``16``, not ``16.0``),
-    as ``best`` and ``status`` show them (:func:`coordinator.display.whole_floats_as_ints`)."""
-    rows = [{key: whole_floats_as_ints(value) if key.startswith(monitor.PARAM_PREFIX) else value
-             for key, value in row.items()} for row in rows]
+    """``rows`` (see :func:`coordinator.monitor.trial_rows`) as CSV or JSON text."""
     if fmt is TrialFormat.json:
         return json.dumps(rows, indent=1) + "\n"
     out = io.StringIO()

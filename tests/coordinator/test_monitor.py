@@ -37,6 +37,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from coordinator import monitor, monitor_cli, plots
+from coordinator.dashboard.data import DashboardData
 from jobstore import schema as s
 from jobstore.connection import server_time
 from jobstore.queue import Claim, JobQueue
@@ -461,6 +462,9 @@ def test_trials_writes_whole_number_params_as_best_shows_them(db: Database, db_u
     assert re.search(r'"params.units": 16[,\n]', result.stdout), result.stdout
     assert re.search(r'"params.opt.layers": 3[,\n]', result.stdout), result.stdout
     assert (row["params.units"], row["params.lr"], row["params.opt.kind"]) == (16, 0.25, "sgd")
+    # the dashboard's trial table serves the same rows (monitor.trial_row)
+    [row] = DashboardData(Store(db).view).trial_page("w")["rows"]
+    assert re.search(r'"params.units": 16[,}]', json.dumps(row)), row
     stored = db.jobs.find_one({s.EXP_KEY: "w"})[s.PARAMS]
     assert stored == params and type(stored["units"]) is float
 
