@@ -27,7 +27,9 @@ from coordinator.algorithms import ALGORITHMS, DEFAULT_ALGORITHM, suggest_functi
 from coordinator.display import number_text, whole_floats_as_ints
 from coordinator.local_server import DATABASE as LOCAL_DATABASE
 from coordinator.local_server import DEFAULT_LOCAL_DIR, DEFAULT_PORT, LocalDirOption, database_url, serve_for_start
+from coordinator.local_workers import MAX_RESTARTS, RESTART_WINDOW_S
 from coordinator.start import (
+    DEFAULT_QUEUE,
     TRIAL_TIMEOUT_SETTING,
     PrunerChoice,
     StartOptions,
@@ -42,7 +44,14 @@ from jobstore.queue import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS
 from jobstore.store import Store
 from jobstore.trials import DEFAULT_POLL_INTERVAL_S, OUTAGE_TIMEOUT_HINT
 from objectives.base import BadSetting, Experiment, Setting
-from objectives.pruning import DIRECTIONS, KINDS
+from objectives.pruning import (
+    DEFAULT_MIN_RESOURCE,
+    DEFAULT_REDUCTION_FACTOR,
+    DEFAULT_STARTUP_TRIALS,
+    DEFAULT_WARMUP_STEPS,
+    DIRECTIONS,
+    KINDS,
+)
 from objectives.registry import get_experiment
 
 app = typer_app(__doc__, no_args_is_help=True)
@@ -93,11 +102,12 @@ def start(
                                                 f"experiment's, else {DEFAULT_ALGORITHM}.")] = None,
     queue: Annotated[Optional[int], typer.Option(min=1, help="Suggestions kept waiting in the queue; "
                                                  "at least the number of workers keeps them all busy. "
-                                                 "Default: 4, or --local-workers if more.")] = None,
+                                                 f"Default: {DEFAULT_QUEUE}, or --local-workers if more.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for the algorithm's random state.")] = None,
     local_workers: Annotated[int, typer.Option(min=0, help="Also start this many workers as child "
-                                               "processes, restarted if they die (up to 5 crashes "
-                                               "in 10 min each) and stopped at the end.")] = 0,
+                                               "processes, restarted if they die (up to "
+                                               f"{MAX_RESTARTS} crashes in {RESTART_WINDOW_S / 60:g} min "
+                                               "each) and stopped at the end.")] = 0,
     poll_interval: Annotated[float, typer.Option(min=0.001, help="Seconds between looks at the queue.")] = DEFAULT_POLL_INTERVAL_S,
     max_attempts: Annotated[int, typer.Option(min=1, help="Times a trial's worker may be lost: the "
                                               "last time marks the trial as an error ('lost worker') "
@@ -135,17 +145,21 @@ def start(
         help=f"{' or '.join(DIRECTIONS)}: whether lower or higher --pruner-metric is better. Default: the "
         "experiment's for its metric, else minimize.", rich_help_panel="Pruning")] = None,
     min_resource: Annotated[Optional[int], typer.Option(
-        min=1, help="asha/hyperband: the step of the first rung, below --max-resource. Default: 1.", rich_help_panel="Pruning")] = None,
+        min=1, help="asha/hyperband: the step of the first rung, below --max-resource. "
+        f"Default: {DEFAULT_MIN_RESOURCE}.", rich_help_panel="Pruning")] = None,
     max_resource: Annotated[Optional[int], typer.Option(
         min=1, help="A trial's budget in steps (no decision is taken at or past it; hyperband sizes its "
         "brackets by it). Default: the run's epochs setting.", rich_help_panel="Pruning")] = None,
     reduction_factor: Annotated[Optional[int], typer.Option(
-        min=2, help="asha/hyperband: rungs are this factor apart and keep the best 1/factor. Default: 3.",
+        min=2, help="asha/hyperband: rungs are this factor apart and keep the best 1/factor. "
+        f"Default: {DEFAULT_REDUCTION_FACTOR}.",
         rich_help_panel="Pruning")] = None,
     warmup_steps: Annotated[Optional[int], typer.Option(
-        min=0, help="median: no decision before this step, below --max-resource. Default: 0.", rich_help_panel="Pruning")] = None,
+        min=0, help="median: no decision before this step, below --max-resource. "
+        f"Default: {DEFAULT_WARMUP_STEPS}.", rich_help_panel="Pruning")] = None,
     startup_trials: Annotated[Optional[int], typer.Option(
-        min=0, help="median: no decision before this many trials completed. Default: 5.",
+        min=0, help="median: no decision before this many trials completed. "
+        f"Default: {DEFAULT_STARTUP_TRIALS}.",
         rich_help_panel="Pruning")] = None,
     objective: ObjectiveOption = None,
     local_dir: LocalDirOption = DEFAULT_LOCAL_DIR,
@@ -202,7 +216,7 @@ def start(
                                outage_limit=outage_timeout, longer=OUTAGE_TIMEOUT_HINT)
             options = StartOptions(
                 run=run_name, max_evals=max_evals or experiment.max_evals, algo=algo,
-                queue=queue or max(4, local_workers), seed=seed, local_workers=local_workers, poll_interval=poll_interval,
+                queue=queue or max(DEFAULT_QUEUE, local_workers), seed=seed, local_workers=local_workers, poll_interval=poll_interval,
                 max_attempts=max_attempts, lease=lease, trial_timeout=trial_timeout,
                 outage_timeout=outage_timeout, settings=settings, pruner=choice,
                 worker_args=worker_args,

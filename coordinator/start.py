@@ -54,6 +54,10 @@ from user_errors import UserError
 
 log = logging.getLogger(__name__)
 
+DEFAULT_QUEUE = 4
+"""Suggestions kept waiting in the queue when ``--queue`` is not given (or
+``--local-workers``, if more)."""
+
 
 @dataclass
 class PrunerChoice:
@@ -78,7 +82,7 @@ class StartOptions:
     algo: str | None
     """None: a resumed run keeps its algorithm; a new one takes the experiment's, else
     ``coordinator.algorithms.DEFAULT_ALGORITHM``."""
-    queue: int = 4
+    queue: int = DEFAULT_QUEUE
     seed: int | None = None
     local_workers: int = 0
     poll_interval: float = DEFAULT_POLL_INTERVAL_S
