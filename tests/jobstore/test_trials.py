@@ -287,6 +287,11 @@ def test_fmin_drives_the_store_like_base_trials(db: Database) -> None:
     # [0.5, 1.5] (0.75 ** 20 = 0.3%) and then the 10 model-guided ones too.
     assert abs(best["x"] - 1) < 0.5
     assert isinstance(trials, Trials)
+    # a run a plain script made records no experiment, fingerprint, settings, max_evals
+    # or algo (docs/schema.md says so); hpo-coord start writes those
+    run = db[s.RUNS].find_one({s.ID: "f"})
+    assert set(run) >= {s.ID, s.RUN_NEXT_TID, s.RUN_CREATED_AT}
+    assert not set(run) & {s.RUN_EXPERIMENT, s.RUN_FINGERPRINT, s.RUN_SETTINGS, s.RUN_MAX_EVALS, s.RUN_ALGO}
 
 
 class JobQueries(monitoring.CommandListener):
