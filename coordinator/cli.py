@@ -96,7 +96,8 @@ def start(
         callback=not_empty("--mongo"))] = None,
     mongo_password_file: PasswordFileOption = None,
     max_evals: Annotated[Optional[int], typer.Option(min=1, help="Trials in the run, counting "
-                                                     "those done before a resume. Default: the experiment's.")] = None,
+                                                     "those done before a resume. Default: a resumed run "
+                                                     "keeps its own; a new run takes the experiment's.")] = None,
     algo: Annotated[Optional[str], typer.Option(help=f"One of {', '.join(ALGORITHMS)} (tpe is hyperopt's own TPE). "
                                                 "Default: a resumed run keeps its algorithm; a new run uses the "
                                                 f"experiment's, else {DEFAULT_ALGORITHM}.")] = None,
@@ -215,7 +216,7 @@ def start(
             store = Store.open(url, mongo_password_file, timeout_s=connect_timeout,
                                outage_limit=outage_timeout, longer=OUTAGE_TIMEOUT_HINT)
             options = StartOptions(
-                run=run_name, max_evals=max_evals or experiment.max_evals, algo=algo,
+                run=run_name, max_evals=max_evals, algo=algo,
                 queue=queue or max(DEFAULT_QUEUE, local_workers), seed=seed, local_workers=local_workers, poll_interval=poll_interval,
                 max_attempts=max_attempts, lease=lease, trial_timeout=trial_timeout,
                 outage_timeout=outage_timeout, settings=settings, pruner=choice,

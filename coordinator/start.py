@@ -78,7 +78,9 @@ class StartOptions:
     """What ``hpo-coord start``'s options set."""
 
     run: str
-    max_evals: int
+    max_evals: int | None
+    """Trials in the run, counting those done before; None: a resumed run keeps its own, a
+    new one takes the experiment's (see :func:`run_max_evals`)."""
     algo: str | None
     """None: a resumed run keeps its algorithm; a new one takes the experiment's, else
     ``coordinator.algorithms.DEFAULT_ALGORITHM``."""
@@ -211,7 +213,7 @@ def worker_command(url: str, run: str, worker_args: list[str]) -> str:
 
 
 def start_run(store: Store, experiment: Experiment, options: StartOptions, console: Console) -> RunSummary:
-    """Run fmin until ``options.max_evals`` trials are done, through ``store`` (local
+    """Run fmin until the run holds :func:`run_max_evals` trials, through ``store`` (local
     workers open the same store: :meth:`jobstore.store.Store.child_environment`); see
     the module docstring.
 
@@ -241,6 +243,10 @@ def _start_run(store: Store, experiment: Experiment, options: StartOptions, cons
     # the run and take its lease before changing it: a refused start (another experiment
     # or code version, a live coordinator) leaves the run as it was.
     stored = runs.get(options.run)
+    max_evals = run_max_evals(experiment, options, stored)
+    if options.max_evals is not None:
+        refuse_max_evals_below_done(options.run, options.max_evals, stored,
+                                    trials.count_by_state_unsynced(hyperopt.JOB_STATE_DONE))
     settings = run_settings(experiment, options, stored)
     refuse_incomparable_pruner(store.queue.curves, options.run, stored, settings)
     workers = LocalWorkers(options.local_workers, store.child_environment(), options.run,
@@ -254,7 +260,7 @@ def _start_run(store: Store, experiment: Experiment, options: StartOptions, cons
         runs.ensure(
             options.run, experiment=experiment.name, fingerprint=experiment.fingerprint(),
             settings=settings,
-            max_evals=options.max_evals, algo=algo_name,
+            max_evals=max_evals, algo=algo_name,
         )
         with RunKeeper(trials.store, options.run, token, lease_s=options.lease):
             trials.refresh()
@@ -276,7 +282,7 @@ def _start_run(store: Store, experiment: Experiment, options: StartOptions, cons
                     return stop.early_stop(trials, *args)
 
                 hyperopt.fmin(
-                    experiment.objective, experiment.space, algo=algo, max_evals=options.max_evals,
+                    experiment.objective, experiment.space, algo=algo, max_evals=max_evals,
                     trials=trials, rstate=rstate, max_queue_len=options.queue,
                     show_progressbar=rich_progress(console, options.run), verbose=True,
                     return_argmin=False, early_stop_fn=early_stop,
@@ -291,6 +297,37 @@ def _start_run(store: Store, experiment: Experiment, options: StartOptions, cons
             log.warning("could not release the coordinator lease of run %r (%s); it lapses within %.0f s",
                         options.run, describe(exc), options.lease)
     return summarize(trials, options.run, experiment)
+
+
+def run_max_evals(experiment: Experiment, options: StartOptions, run: Mapping[str, Any] | None) -> int:
+    """The trials the run is to hold, counting those done before: ``--max-evals``; else a
+    resumed run's own (the resume command the Ctrl-C hint prints names none); else the
+    experiment's.  A stored value that is not a positive integer is passed over, with a
+    warning."""
+    if options.max_evals is not None:
+        return options.max_evals
+    stored = (run or {}).get(s.RUN_MAX_EVALS)
+    kept = s.as_int(stored)
+    if kept is not None and kept >= 1:
+        return kept
+    if stored is not None:
+        log.warning("the run's stored max_evals %r is not a positive integer; using the experiment's, %d",
+                    stored, experiment.max_evals)
+    return experiment.max_evals
+
+
+def refuse_max_evals_below_done(run: str, max_evals: int, stored: Mapping[str, Any] | None, done: int) -> None:
+    """Refuse a ``--max-evals`` below the trials the run has done: it counts them, so the run
+    would end at once and read "D of M done" with D > M.
+
+    Raises:
+        UserError: naming both counts and what to pass instead.
+    """
+    if max_evals < done:
+        kept = s.as_int((stored or {}).get(s.RUN_MAX_EVALS))
+        keep = f", or leave --max-evals out to keep the run's {kept}" if kept is not None and kept > done else ""
+        raise UserError(f"run {run!r} has {done} trials done, and --max-evals counts them: {max_evals} would "
+                        f"end it at once. Pass more than {done} to run more trials{keep}")
 
 
 def run_settings(experiment: Experiment, options: StartOptions, run: Mapping[str, Any] | None) -> dict[str, Any]:
