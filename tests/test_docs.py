@@ -109,7 +109,6 @@ def test_commands_and_options_in_the_docs_exist() -> None:
     assert not wrong, "\n".join(wrong)
 
 
-
 def test_docker_compose_commands_name_its_services() -> None:
     """``docker compose VERB [options] SERVICE`` and ``--scale SERVICE=N`` in the
     documents name services of docker-compose.yml."""

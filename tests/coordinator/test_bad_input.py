@@ -108,29 +108,20 @@ def test_bad_coordinator_options(args: list[str], message: str, db_url: str) -> 
     assert_user_error(invoke("coordinator", *merged), message)
 
 
-def test_an_unknown_algorithm_is_refused_before_a_local_server_starts(tmp_path: Path) -> None:
-    """Local mode: the refusal used to come after the local server had started and the
-    command had printed its URL and how more workers could attach to the run."""
-    data = tmp_path / "data"
-    result = invoke("coordinator", "start", "--exp", "quadratic", "--algo", "sgd", "--local-dir", str(data),
-                    "--local-port", str(free_port()))
-    assert_user_error(result, "unknown algorithm 'sgd'; choose one of: joint-tpe, tpe, rand, anneal, atpe")
-    assert "more workers can attach" not in result.stdout + result.stderr
-    assert not data.exists()
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        (["--algo", "sgd"], "unknown algorithm 'sgd'; choose one of: joint-tpe, tpe, rand, anneal, atpe"),
         (["--pruner", "asha", "--warmup-steps", "2"], "--warmup-steps applies to median only, not asha"),
         (["--pruner", "none", "--min-resource", "2"], "--min-resource applies to asha and hyperband only, not none"),
         (["--pruner", "median"], "experiment 'quadratic' declares no pruning metric"),
     ],
 )
-def test_pruner_option_mistakes_are_refused_before_a_local_server_starts(args: list[str], message: str,
-                                                                           tmp_path: Path) -> None:
-    """Local mode: these refusals read only the options and the experiment, and used to come
-    after the local server had started and the command had printed how workers could attach."""
+def test_option_mistakes_are_refused_before_a_local_server_starts(args: list[str], message: str,
+                                                                  tmp_path: Path) -> None:
+    """Local mode: an unknown algorithm and the pruner option mistakes that read only the
+    options and the experiment used to be refused after the local server had started and
+    the command had printed its URL and how more workers could attach to the run."""
     data = tmp_path / "data"
     result = invoke("coordinator", "start", "--exp", "quadratic", *args, "--local-dir", str(data),
                     "--local-port", str(free_port()))
